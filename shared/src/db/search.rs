@@ -1,0 +1,127 @@
+//! Hybrid search over one user's items: pgvector cosine distance and
+//! full-text rank on `analyses.search_vector`, fused by reciprocal rank.
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{DbError, Vector};
+
+/// The constant of reciprocal rank fusion: score = Σ 1 / (RRF_K + rank).
+/// 60 is the value of the original paper (Cormack et al., 2009); it keeps one
+/// list's top hit from drowning agreement between the lists.
+pub const RRF_K: f64 = 60.0;
+
+#[derive(Debug, Clone)]
+pub struct SearchQuery<'a> {
+    pub user_id: &'a str,
+    pub text: &'a str,
+    /// The query embedded with the same model as the rows it is compared to.
+    pub vector: &'a Vector,
+    pub model: &'a str,
+    pub limit: i64,
+    pub category: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct SearchHit {
+    pub item_id: Uuid,
+    pub key: String,
+    pub thumbnail_key: Option<String>,
+    pub category: String,
+    pub summary: String,
+    pub score: f64,
+    /// Rank among the nearest vectors, when the item was among them.
+    pub semantic_rank: Option<i64>,
+    /// Rank among the full-text matches, when it matched.
+    pub lexical_rank: Option<i64>,
+}
+
+/// The words of the query joined by `or`, so that full text ranks items by
+/// how many words they share instead of requiring all of them.
+fn any_word_query(text: &str) -> String {
+    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" or ")
+}
+
+/// Runs a hybrid search. Only rows embedded by `query.model` with the query's
+/// dimensions are compared with its vector, and only the latest analysis of
+/// each item counts.
+pub async fn search(pool: &PgPool, query: &SearchQuery<'_>) -> Result<Vec<SearchHit>, DbError> {
+    let candidates = (query.limit * 4).clamp(20, 400);
+    let mut tx = pool.begin().await.map_err(DbError::during("starting search"))?;
+    // Without iterative scans a filtered HNSW scan stops after ef_search rows
+    // and can return fewer hits than asked for one user among many.
+    sqlx::query("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        .execute(&mut *tx)
+        .await
+        .map_err(DbError::during("configuring search"))?;
+    let hits = sqlx::query_as(
+        r#"
+        WITH nearest AS MATERIALIZED (
+            SELECT e.item_id, e.analysis_id, e.vector <=> $2 AS distance
+            FROM embeddings e
+            WHERE e.user_id = $1 AND e.embedding_model = $3 AND e.embedding_dimensions = $4
+            ORDER BY e.vector <=> $2
+            LIMIT $7
+        ),
+        semantic AS (
+            SELECT n.item_id, row_number() OVER (ORDER BY n.distance) AS rank
+            FROM nearest n JOIN analyses a ON a.id = n.analysis_id
+            WHERE ($6::text IS NULL OR a.category = $6)
+              AND NOT EXISTS (SELECT 1 FROM analyses b WHERE b.item_id = a.item_id AND b.version > a.version)
+        ),
+        lexical AS (
+            SELECT a.item_id, row_number() OVER (ORDER BY ts_rank_cd(a.search_vector, q) DESC, a.item_id) AS rank
+            FROM analyses a, websearch_to_tsquery('english', $5) q
+            WHERE a.user_id = $1 AND a.search_vector @@ q
+              AND ($6::text IS NULL OR a.category = $6)
+              AND NOT EXISTS (SELECT 1 FROM analyses b WHERE b.item_id = a.item_id AND b.version > a.version)
+            ORDER BY rank
+            LIMIT $7
+        ),
+        fused AS (
+            SELECT item_id,
+                   sum(1.0 / ($8 + rank))::float8 AS score,
+                   min(rank) FILTER (WHERE list = 's') AS semantic_rank,
+                   min(rank) FILTER (WHERE list = 'l') AS lexical_rank
+            FROM (SELECT item_id, rank, 's' AS list FROM semantic
+                  UNION ALL
+                  SELECT item_id, rank, 'l' FROM lexical) ranked
+            GROUP BY item_id
+        )
+        SELECT f.item_id, i.file_path AS key, i.thumbnail_key, a.category, a.summary, f.score,
+               f.semantic_rank, f.lexical_rank
+        FROM fused f
+        JOIN items i ON i.id = f.item_id AND i.user_id = $1
+        JOIN LATERAL (SELECT category, summary FROM analyses WHERE item_id = f.item_id
+                      ORDER BY version DESC LIMIT 1) a ON true
+        ORDER BY f.score DESC, f.semantic_rank NULLS LAST, i.file_path
+        LIMIT $9
+        "#,
+    )
+    .bind(query.user_id)
+    .bind(query.vector)
+    .bind(query.model)
+    .bind(query.vector.dimensions() as i32)
+    .bind(any_word_query(query.text))
+    .bind(query.category)
+    .bind(candidates)
+    .bind(RRF_K)
+    .bind(query.limit)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(DbError::during("searching"))?;
+    tx.commit().await.map_err(DbError::during("finishing search"))?;
+    Ok(hits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_words_are_alternatives_and_operators_are_dropped() {
+        assert_eq!(any_word_query("blue sky"), "blue or sky");
+        assert_eq!(any_word_query("-cat \"dog\" & (x)"), "cat or dog or x");
+        assert_eq!(any_word_query("  "), "");
+    }
+}

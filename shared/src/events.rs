@@ -1,0 +1,208 @@
+//! Typed event contracts between stages (the seed's `ImageProcessed` and
+//! `AnalysisComplete`, plus the thumbnailer's input) and the ids they carry.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// `Source` of `ImageProcessed` events on EventBridge.
+pub const IMAGE_PROCESSED_SOURCE: &str = "collections.imageprocessor";
+/// `DetailType` of `ImageProcessed` events.
+pub const IMAGE_PROCESSED: &str = "ImageProcessed";
+/// `Source` of `AnalysisComplete` events on EventBridge.
+pub const ANALYSIS_COMPLETE_SOURCE: &str = "collections.analyzer";
+/// `DetailType` of `AnalysisComplete` events.
+pub const ANALYSIS_COMPLETE: &str = "AnalysisComplete";
+
+/// Namespace of the UUIDv5 that names an item whose key does not carry a UUID.
+const ITEM_NAMESPACE: Uuid = Uuid::from_u128(0x6c0f_5d1e_8f0a_4a57_9b36_2f64_1e0c_a001);
+
+/// The database id of an item.
+///
+/// Object keys are `{user_id}/{item_id}.{ext}`, where `item_id` is normally a
+/// UUID and is then used as it is. Any other `item_id` (the seed's examples use
+/// `item123`) is named by a UUIDv5 of `{user_id}/{item_id}`, so the same key
+/// always maps to the same row and a replay finds it again.
+pub fn item_uuid(user_id: &str, item_id: &str) -> Uuid {
+    Uuid::parse_str(item_id)
+        .unwrap_or_else(|_| Uuid::new_v5(&ITEM_NAMESPACE, format!("{user_id}/{item_id}").as_bytes()))
+}
+
+/// One object to thumbnail: what an S3 "Object Created" event or a local
+/// upload says about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRef {
+    pub bucket: String,
+    /// The object key, already URL-decoded.
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+/// Published by the thumbnailer for every image it thumbnailed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageProcessed {
+    pub item_id: String,
+    pub user_id: String,
+    pub bucket: String,
+    pub original_key: String,
+    pub thumbnail_key: String,
+    /// What the thumbnailer learnt about the image (added field; absent in the seed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageInfo>,
+    /// Set when a user asks for a fresh analysis of an unchanged image: a new
+    /// value makes the next version, the same value replayed does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reanalysis: Option<String>,
+}
+
+impl ImageProcessed {
+    pub fn item_uuid(&self) -> Uuid {
+        item_uuid(&self.user_id, &self.item_id)
+    }
+}
+
+/// Properties of an original image, measured by the thumbnailer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    /// Width and height in pixels, after EXIF orientation.
+    pub width: u32,
+    pub height: u32,
+    /// Format found in the content (`jpeg`, `png`), whatever the extension said.
+    pub format: String,
+    pub thumbnail_width: u32,
+    pub thumbnail_height: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub camera: Option<String>,
+    /// EXIF `DateTimeOriginal` as written by the camera (`YYYY-MM-DD HH:MM:SS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_at: Option<String>,
+}
+
+/// Published by the analyzer for every analysis it stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnalysisComplete {
+    pub item_id: String,
+    pub analysis_id: String,
+    pub user_id: String,
+}
+
+impl AnalysisComplete {
+    pub fn item_uuid(&self) -> Uuid {
+        item_uuid(&self.user_id, &self.item_id)
+    }
+}
+
+/// An event a stage publishes for the next one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PipelineEvent {
+    ImageProcessed(ImageProcessed),
+    AnalysisComplete(AnalysisComplete),
+}
+
+impl PipelineEvent {
+    pub fn source(&self) -> &'static str {
+        match self {
+            Self::ImageProcessed(_) => IMAGE_PROCESSED_SOURCE,
+            Self::AnalysisComplete(_) => ANALYSIS_COMPLETE_SOURCE,
+        }
+    }
+
+    pub fn detail_type(&self) -> &'static str {
+        match self {
+            Self::ImageProcessed(_) => IMAGE_PROCESSED,
+            Self::AnalysisComplete(_) => ANALYSIS_COMPLETE,
+        }
+    }
+
+    /// The event's `Detail` as JSON text.
+    pub fn detail_json(&self) -> String {
+        // Serialising these plain structs of strings and integers cannot fail.
+        match self {
+            Self::ImageProcessed(e) => serde_json::to_string(e),
+            Self::AnalysisComplete(e) => serde_json::to_string(e),
+        }
+        .expect("event details serialise")
+    }
+
+    pub fn item_id(&self) -> &str {
+        match self {
+            Self::ImageProcessed(e) => &e.item_id,
+            Self::AnalysisComplete(e) => &e.item_id,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    /// The `Detail` of the seed's `ImageProcessed` example, verbatim.
+    const SEED_IMAGE_PROCESSED: &str = r#"{
+        "item_id": "item123",
+        "user_id": "user456",
+        "bucket": "collections-images-dev-123456789",
+        "original_key": "user456/item123.jpg",
+        "thumbnail_key": "user456/thumbnails/item123.jpg"
+    }"#;
+
+    /// The `Detail` of the seed's `AnalysisComplete` example, verbatim.
+    const SEED_ANALYSIS_COMPLETE: &str = r#"{
+        "item_id": "item123",
+        "analysis_id": "analysis789",
+        "user_id": "user456"
+    }"#;
+
+    #[test]
+    fn image_processed_round_trips_the_seed_example() {
+        let event: ImageProcessed = serde_json::from_str(SEED_IMAGE_PROCESSED).unwrap();
+        assert_eq!(event.item_id, "item123");
+        assert_eq!(event.thumbnail_key, "user456/thumbnails/item123.jpg");
+        assert_eq!(event.image, None);
+        let back: Value = serde_json::to_value(&event).unwrap();
+        let seed: Value = serde_json::from_str(SEED_IMAGE_PROCESSED).unwrap();
+        assert_eq!(back, seed, "no field added or renamed when the extras are absent");
+    }
+
+    #[test]
+    fn analysis_complete_round_trips_the_seed_example() {
+        let event: AnalysisComplete = serde_json::from_str(SEED_ANALYSIS_COMPLETE).unwrap();
+        assert_eq!(event.analysis_id, "analysis789");
+        let back: Value = serde_json::to_value(&event).unwrap();
+        assert_eq!(back, serde_json::from_str::<Value>(SEED_ANALYSIS_COMPLETE).unwrap());
+    }
+
+    #[test]
+    fn extra_fields_round_trip_and_a_missing_field_is_an_error() {
+        let mut detail: Value = serde_json::from_str(SEED_IMAGE_PROCESSED).unwrap();
+        detail["image"] = json!({"width": 4032, "height": 3024, "format": "jpeg",
+            "thumbnail_width": 800, "thumbnail_height": 600, "camera": "Apple iPhone 12"});
+        let event: ImageProcessed = serde_json::from_value(detail.clone()).unwrap();
+        assert_eq!(event.image.as_ref().unwrap().camera.as_deref(), Some("Apple iPhone 12"));
+        assert_eq!(serde_json::to_value(&event).unwrap(), detail);
+
+        let mut missing = detail;
+        missing.as_object_mut().unwrap().remove("thumbnail_key");
+        let err = serde_json::from_value::<ImageProcessed>(missing).unwrap_err();
+        assert!(err.to_string().contains("thumbnail_key"), "{err}");
+    }
+
+    #[test]
+    fn pipeline_events_carry_the_seed_source_and_detail_type() {
+        let event = PipelineEvent::AnalysisComplete(serde_json::from_str(SEED_ANALYSIS_COMPLETE).unwrap());
+        assert_eq!(event.source(), "collections.analyzer");
+        assert_eq!(event.detail_type(), "AnalysisComplete");
+        let detail: Value = serde_json::from_str(&event.detail_json()).unwrap();
+        assert_eq!(detail["analysis_id"], "analysis789");
+    }
+
+    #[test]
+    fn item_uuid_uses_a_uuid_key_as_it_is_and_names_others_stably() {
+        let id = "0b7e5c1a-3f55-4d6e-9a0c-55b1f4f1c2d3";
+        assert_eq!(item_uuid("u1", id).to_string(), id);
+        assert_eq!(item_uuid("u1", "item123"), item_uuid("u1", "item123"));
+        assert_ne!(item_uuid("u1", "item123"), item_uuid("u2", "item123"), "ids are per user");
+    }
+}

@@ -1,0 +1,252 @@
+//! Vision analysis: the documented analysis schema, its validation, and the
+//! provider port with its adapters (`local` here; remote ones beside it).
+
+pub mod local;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use thiserror::Error;
+
+use crate::api::ApiError;
+use crate::events::ImageInfo;
+
+/// The fixed list of categories an analysis may choose from.
+pub const CATEGORIES: [&str; 16] = [
+    "people",
+    "pets",
+    "animals",
+    "food",
+    "nature",
+    "landscape",
+    "architecture",
+    "interior",
+    "vehicles",
+    "art",
+    "document",
+    "screenshot",
+    "product",
+    "event",
+    "sports",
+    "other",
+];
+
+/// What an analysis says about an image. Every provider's reply is turned
+/// into this and validated before it is stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    /// One of [`CATEGORIES`].
+    pub category: String,
+    /// One sentence, at most 300 characters.
+    pub summary: String,
+    /// A paragraph with the details a user might search by.
+    #[serde(default)]
+    pub description: String,
+    /// Short lower-case keywords, at most 30.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Things visible in the image.
+    #[serde(default)]
+    pub objects: Vec<String>,
+    /// Dominant colours, by name.
+    #[serde(default)]
+    pub colors: Vec<String>,
+    /// Text visible in the image, verbatim.
+    #[serde(default)]
+    pub text: Vec<String>,
+    /// Where it is: "beach at sunset", "office desk", "indoor".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scene: Option<String>,
+    /// What kind of image: photo, screenshot, illustration, scan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub style: Option<String>,
+    /// How many people are visible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub people_count: Option<u32>,
+}
+
+const MAX_SUMMARY_CHARS: usize = 300;
+const MAX_DESCRIPTION_CHARS: usize = 4000;
+const MAX_LIST_ITEMS: usize = 30;
+const MAX_ITEM_CHARS: usize = 200;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum InvalidAnalysis {
+    #[error("category {0:?} is not one of the fixed list")]
+    UnknownCategory(String),
+    #[error("summary is empty")]
+    EmptySummary,
+}
+
+impl Analysis {
+    /// Normalises (trims, lower-cases tags, drops empty and duplicate list
+    /// entries, truncates over-long text) and checks the analysis.
+    pub fn validated(mut self) -> Result<Self, InvalidAnalysis> {
+        let category = self.category.trim().to_lowercase();
+        if !CATEGORIES.contains(&category.as_str()) {
+            return Err(InvalidAnalysis::UnknownCategory(self.category));
+        }
+        self.category = category;
+        self.summary = truncate(self.summary.trim(), MAX_SUMMARY_CHARS);
+        if self.summary.is_empty() {
+            return Err(InvalidAnalysis::EmptySummary);
+        }
+        self.description = truncate(self.description.trim(), MAX_DESCRIPTION_CHARS);
+        self.tags = clean_list(self.tags.iter().map(|t| t.to_lowercase()));
+        self.objects = clean_list(self.objects);
+        self.colors = clean_list(self.colors.iter().map(|c| c.to_lowercase()));
+        self.text = clean_list(self.text);
+        self.scene = self.scene.map(|s| truncate(s.trim(), MAX_ITEM_CHARS)).filter(|s| !s.is_empty());
+        self.style = self.style.map(|s| truncate(s.trim(), MAX_ITEM_CHARS)).filter(|s| !s.is_empty());
+        Ok(self)
+    }
+
+    /// The JSON Schema of an analysis, as given to providers for structured output.
+    pub fn json_schema() -> Value {
+        let list = |what: &str| json!({"type": "array", "items": {"type": "string"}, "description": what});
+        json!({
+            "type": "object",
+            "properties": {
+                "category": {"type": "string", "enum": CATEGORIES, "description": "The one category that fits best."},
+                "summary": {"type": "string", "description": "One sentence describing the image."},
+                "description": {"type": "string", "description": "A paragraph with the details a person might search for."},
+                "tags": list("Short lower-case keywords."),
+                "objects": list("Things visible in the image."),
+                "colors": list("Dominant colours, by name."),
+                "text": list("Text visible in the image, verbatim; empty if none."),
+                "scene": {"type": "string", "description": "Where it is, e.g. 'beach at sunset', 'kitchen'."},
+                "style": {"type": "string", "description": "photo, screenshot, illustration, document scan, ..."},
+                "people_count": {"type": "integer", "minimum": 0, "description": "How many people are visible."}
+            },
+            "required": ["category", "summary", "description", "tags", "objects", "colors", "text", "scene", "style", "people_count"],
+            "additionalProperties": false
+        })
+    }
+}
+
+fn truncate(s: &str, max_chars: usize) -> String {
+    s.chars().take(max_chars).collect()
+}
+
+fn clean_list(items: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for item in items {
+        let item = truncate(item.trim(), MAX_ITEM_CHARS);
+        if !item.is_empty() && !out.contains(&item) && out.len() < MAX_LIST_ITEMS {
+            out.push(item);
+        }
+    }
+    out
+}
+
+/// An image to analyse.
+#[derive(Debug, Clone, Copy)]
+pub struct VisionRequest<'a> {
+    /// The encoded image (the thumbnail).
+    pub image: &'a [u8],
+    /// `image/jpeg` or `image/png`.
+    pub media_type: &'a str,
+    /// What the thumbnailer measured, when known.
+    pub info: Option<&'a ImageInfo>,
+}
+
+/// A provider's answer: the validated analysis and what the provider sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderAnalysis {
+    pub analysis: Analysis,
+    pub raw_response: Value,
+    /// The provider's request id, when it gives one.
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum LlmError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("{provider} refused to analyse the image: {reason}")]
+    Refused { provider: &'static str, reason: String },
+    #[error("{provider} returned an invalid analysis: {source}")]
+    Invalid { provider: &'static str, source: InvalidAnalysis },
+    #[error("the image cannot be analysed: {0}")]
+    Image(String),
+}
+
+impl LlmError {
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, Self::Api(e) if e.is_retriable())
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Api(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+/// A vision model behind one interface, chosen by configuration.
+#[async_trait]
+pub trait VisionProvider: Send + Sync {
+    /// `anthropic`, `openai` or `local`: stored as `provider_used`.
+    fn provider(&self) -> &'static str;
+    /// Stored as `model_used`.
+    fn model(&self) -> &str;
+    async fn analyze(&self, request: VisionRequest<'_>) -> Result<ProviderAnalysis, LlmError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn analysis() -> Analysis {
+        serde_json::from_value(json!({"category": " Food ", "summary": "  A bowl of ramen. ",
+            "tags": ["Noodles", "noodles", " ", "soup"], "colors": ["Red"]}))
+        .unwrap()
+    }
+
+    #[test]
+    fn validation_normalises() {
+        let a = analysis().validated().unwrap();
+        assert_eq!(a.category, "food");
+        assert_eq!(a.summary, "A bowl of ramen.");
+        assert_eq!(a.tags, vec!["noodles", "soup"]);
+        assert_eq!(a.colors, vec!["red"]);
+        assert_eq!(a.description, "");
+    }
+
+    #[test]
+    fn validation_rejects_unknown_categories_and_empty_summaries() {
+        let mut a = analysis();
+        a.category = "memes".into();
+        assert_eq!(a.validated(), Err(InvalidAnalysis::UnknownCategory("memes".into())));
+        let mut a = analysis();
+        a.summary = "   ".into();
+        assert_eq!(a.validated(), Err(InvalidAnalysis::EmptySummary));
+    }
+
+    #[test]
+    fn schema_lists_every_field_and_category() {
+        let schema = Analysis::json_schema();
+        assert_eq!(schema["properties"]["category"]["enum"].as_array().unwrap().len(), CATEGORIES.len());
+        let fields = serde_json::to_value(Analysis {
+            scene: Some("x".into()),
+            style: Some("photo".into()),
+            people_count: Some(0),
+            ..analysis()
+        })
+        .unwrap();
+        for field in fields.as_object().unwrap().keys() {
+            assert!(schema["properties"].get(field).is_some(), "{field} missing from the schema");
+        }
+    }
+
+    #[test]
+    fn only_api_faults_are_retriable() {
+        let throttled = ApiError::Status { provider: "p", status: 429, message: String::new(), retry_after: None };
+        assert!(LlmError::from(throttled).is_retriable());
+        assert!(!LlmError::Refused { provider: "p", reason: "no".into() }.is_retriable());
+        assert!(!LlmError::Invalid { provider: "p", source: InvalidAnalysis::EmptySummary }.is_retriable());
+    }
+}

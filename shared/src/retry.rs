@@ -1,0 +1,183 @@
+//! Retrying remote calls: exponential backoff with full jitter, honouring
+//! the server's `retry-after`, for a bounded number of attempts.
+
+use std::future::Future;
+use std::time::Duration;
+
+/// What the retry loop needs to know about an error.
+pub trait RetryError {
+    fn is_retriable(&self) -> bool;
+    /// The wait the server asked for, if it did.
+    fn retry_after(&self) -> Option<Duration>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (at least 1).
+    pub max_attempts: u32,
+    /// The backoff ceiling of the first retry; it doubles each retry.
+    pub base_delay: Duration,
+    /// No wait is longer. A `retry-after` beyond it ends the retries: the
+    /// item fails as retriable and the stream delivers it again later.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { max_attempts: 4, base_delay: Duration::from_millis(500), max_delay: Duration::from_secs(20) }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `retry` (1 for the first retry):
+    /// uniformly random up to `base · 2^(retry-1)` (capped), or what the
+    /// server asked for if that is longer. `None` when the server asked for
+    /// more than `max_delay`.
+    pub fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Option<Duration> {
+        let ceiling = self.base_delay.saturating_mul(1 << (retry - 1).min(16)).min(self.max_delay);
+        let jittered = ceiling.mul_f64(fastrand::f64());
+        match retry_after {
+            Some(asked) if asked > self.max_delay => None,
+            Some(asked) => Some(asked.max(jittered)),
+            None => Some(jittered),
+        }
+    }
+}
+
+/// Calls `call` until it succeeds, fails with a non-retriable error, or the
+/// attempts run out; returns the last error and the number of attempts made.
+pub async fn retry<T, E, F, Fut>(policy: &RetryPolicy, mut call: F) -> Result<T, (E, u32)>
+where
+    E: RetryError,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(e) if !e.is_retriable() || attempt >= policy.max_attempts.max(1) => return Err((e, attempt)),
+            Err(e) => match policy.delay(attempt, e.retry_after()) {
+                None => return Err((e, attempt)),
+                Some(wait) => {
+                    tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, "retrying");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+            },
+        }
+    }
+}
+
+impl RetryError for crate::api::ApiError {
+    fn is_retriable(&self) -> bool {
+        crate::api::ApiError::is_retriable(self)
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        crate::api::ApiError::retry_after(self)
+    }
+}
+
+impl RetryError for crate::llm::LlmError {
+    fn is_retriable(&self) -> bool {
+        crate::llm::LlmError::is_retriable(self)
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        crate::llm::LlmError::retry_after(self)
+    }
+}
+
+impl RetryError for crate::embedding::EmbeddingError {
+    fn is_retriable(&self) -> bool {
+        crate::embedding::EmbeddingError::is_retriable(self)
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Api(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[derive(Debug, PartialEq)]
+    struct Flaky {
+        retriable: bool,
+        after: Option<Duration>,
+    }
+
+    impl RetryError for Flaky {
+        fn is_retriable(&self) -> bool {
+            self.retriable
+        }
+        fn retry_after(&self) -> Option<Duration> {
+            self.after
+        }
+    }
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy { max_attempts: 3, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(2) }
+    }
+
+    #[test]
+    fn delays_grow_are_jittered_and_honour_retry_after() {
+        let p = policy();
+        for _ in 0..100 {
+            assert!(p.delay(1, None).unwrap() <= Duration::from_millis(100));
+            assert!(p.delay(3, None).unwrap() <= Duration::from_millis(400));
+            assert!(p.delay(30, None).unwrap() <= Duration::from_secs(2));
+            assert!(p.delay(1, Some(Duration::from_secs(1))).unwrap() >= Duration::from_secs(1));
+        }
+        assert_eq!(p.delay(1, Some(Duration::from_secs(3))), None, "longer than max_delay: give up");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_retriable_errors_up_to_the_limit() {
+        let calls = AtomicU32::new(0);
+        let result: Result<(), _> = retry(&policy(), || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(Flaky { retriable: true, after: None })
+        })
+        .await;
+        assert_eq!(result.unwrap_err().1, 3);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stops_at_a_permanent_error_and_returns_success() {
+        let calls = AtomicU32::new(0);
+        let result: Result<(), _> = retry(&policy(), || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(Flaky { retriable: false, after: None })
+        })
+        .await;
+        assert_eq!(result.unwrap_err().1, 1);
+        let ok = retry(&policy(), || async {
+            if calls.fetch_add(1, Ordering::SeqCst) < 2 { Err(Flaky { retriable: true, after: None }) } else { Ok(7) }
+        })
+        .await;
+        assert_eq!(ok.unwrap(), 7);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waits_as_long_as_the_server_asks() {
+        let start = tokio::time::Instant::now();
+        let calls = AtomicU32::new(0);
+        let _ = retry(&policy(), || async {
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                Err(Flaky { retriable: true, after: Some(Duration::from_millis(1500)) })
+            } else {
+                Ok(())
+            }
+        })
+        .await;
+        assert!(start.elapsed() >= Duration::from_millis(1500));
+    }
+}

@@ -1,0 +1,118 @@
+//! The object storage port (S3 on AWS) and its local adapter, a folder.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StorageError {
+    #[error("s3://{bucket}/{key} does not exist")]
+    NotFound { bucket: String, key: String },
+    #[error("s3://{bucket}/{key} is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge { bucket: String, key: String, size: u64, limit: u64 },
+    #[error("s3://{bucket}/{key}: {message}")]
+    Remote { bucket: String, key: String, message: String, retriable: bool },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+impl StorageError {
+    /// Whether trying again later may succeed.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::NotFound { .. } | Self::TooLarge { .. } => false,
+            Self::Remote { retriable, .. } => *retriable,
+            Self::Io { .. } => true,
+        }
+    }
+}
+
+/// Where originals are read and thumbnails written.
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// Reads a whole object, refusing it (before reading) when it is larger than `max_bytes`.
+    async fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<Vec<u8>, StorageError>;
+
+    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>, content_type: &str) -> Result<(), StorageError>;
+}
+
+/// A folder standing in for S3: `{root}/{bucket}/{key}`.
+///
+/// Keys reaching it have been parsed by [`crate::keys`], which refuses `..`
+/// and empty segments, so a key cannot leave the bucket's folder.
+#[derive(Debug, Clone)]
+pub struct FolderStore {
+    root: PathBuf,
+}
+
+impl FolderStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn path_of(&self, bucket: &str, key: &str) -> PathBuf {
+        self.root.join(bucket).join(key)
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
+    move |source| StorageError::Io { path: path.to_owned(), source }
+}
+
+#[async_trait]
+impl ObjectStore for FolderStore {
+    async fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<Vec<u8>, StorageError> {
+        let path = self.path_of(bucket, key);
+        let not_found = || StorageError::NotFound { bucket: bucket.to_owned(), key: key.to_owned() };
+        let meta = match tokio::fs::metadata(&path).await {
+            Ok(meta) if meta.is_file() => meta,
+            Ok(_) => return Err(not_found()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
+            Err(e) => return Err(io_error(&path)(e)),
+        };
+        if meta.len() > max_bytes {
+            return Err(StorageError::TooLarge {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                size: meta.len(),
+                limit: max_bytes,
+            });
+        }
+        tokio::fs::read(&path).await.map_err(io_error(&path))
+    }
+
+    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>, _content_type: &str) -> Result<(), StorageError> {
+        let path = self.path_of(bucket, key);
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(io_error(parent))?;
+        }
+        // Write beside, then rename: a reader never sees half a thumbnail.
+        let partial = path.with_extension(format!("partial-{}", uuid::Uuid::new_v4().simple()));
+        tokio::fs::write(&partial, body).await.map_err(io_error(&partial))?;
+        tokio::fs::rename(&partial, &path).await.map_err(io_error(&path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn folder_store_round_trips_and_enforces_the_size_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FolderStore::new(dir.path());
+        store.put("b", "u/thumbnails/a b.jpg", b"12345".to_vec(), "image/jpeg").await.unwrap();
+        assert_eq!(store.get("b", "u/thumbnails/a b.jpg", 5).await.unwrap(), b"12345");
+        let err = store.get("b", "u/thumbnails/a b.jpg", 4).await.unwrap_err();
+        assert!(matches!(err, StorageError::TooLarge { size: 5, limit: 4, .. }) && !err.is_retriable());
+        let missing = store.get("b", "u/none.jpg", 10).await.unwrap_err();
+        assert_eq!(missing.to_string(), "s3://b/u/none.jpg does not exist");
+        let folder = store.get("b", "u", 10).await.unwrap_err();
+        assert!(matches!(folder, StorageError::NotFound { .. }));
+    }
+}

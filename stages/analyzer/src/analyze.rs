@@ -1,0 +1,223 @@
+//! The analyzer stage's batch: fetch thumbnails, skip the ones already
+//! analysed for the same image, model and request, call the provider for the
+//! rest (at most `concurrency` calls in flight, each retried), store the
+//! results in one statement, publish `AnalysisComplete`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use shared::bus::EventPublisher;
+use shared::db::analyses::{self, NewAnalysis};
+use shared::events::{AnalysisComplete, ImageProcessed, PipelineEvent};
+use shared::llm::{ProviderAnalysis, VisionProvider, VisionRequest};
+use shared::retry::retry;
+use shared::stage::{BatchContext, Failure, Outcome, Stage};
+use shared::storage::ObjectStore;
+use sqlx::PgPool;
+use tokio::sync::Semaphore;
+use tracing::{Instrument, info_span, warn};
+use uuid::Uuid;
+
+use crate::config::AnalyzerConfig;
+
+pub struct Analyzer {
+    store: Arc<dyn ObjectStore>,
+    publisher: Arc<dyn EventPublisher>,
+    pool: PgPool,
+    provider: Arc<dyn VisionProvider>,
+    config: AnalyzerConfig,
+    /// Shared by every batch of this process: the limit holds across batches.
+    in_flight: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Analyzer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Analyzer").field("provider", &self.provider.provider()).field("config", &self.config).finish()
+    }
+}
+
+/// A thumbnail ready to analyse.
+struct Fetched {
+    bytes: Vec<u8>,
+    media_type: &'static str,
+    request_key: String,
+}
+
+fn permanent(reason: String) -> Failure {
+    Failure { reason, retriable: false, recorded: true }
+}
+
+impl Analyzer {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        publisher: Arc<dyn EventPublisher>,
+        pool: PgPool,
+        provider: Arc<dyn VisionProvider>,
+        config: AnalyzerConfig,
+    ) -> Self {
+        let in_flight = Arc::new(Semaphore::new(config.concurrency));
+        Self { store, publisher, pool, provider, config, in_flight }
+    }
+
+    /// The idempotency key: the same image, provider, model and re-analysis
+    /// request make the same key, so the same row.
+    fn request_key(&self, image: &[u8], event: &ImageProcessed) -> String {
+        let digest = hex::encode(&Sha256::digest(image)[..16]);
+        let mut key = format!("{digest}:{}:{}", self.provider.provider(), self.provider.model());
+        if let Some(request) = &event.reanalysis {
+            key.push(':');
+            key.push_str(request);
+        }
+        key
+    }
+
+    async fn fetch(&self, event: &ImageProcessed) -> Result<Fetched, Failure> {
+        let bytes =
+            self.store.get(&event.bucket, &event.thumbnail_key, self.config.max_image_bytes).await.map_err(|e| {
+                Failure {
+                    reason: format!("reading the thumbnail failed: {e}"),
+                    retriable: e.is_retriable(),
+                    recorded: true,
+                }
+            })?;
+        let media_type = if event.thumbnail_key.to_lowercase().ends_with(".png") { "image/png" } else { "image/jpeg" };
+        let request_key = self.request_key(&bytes, event);
+        Ok(Fetched { bytes, media_type, request_key })
+    }
+
+    async fn call(&self, event: &ImageProcessed, fetched: &Fetched) -> Result<ProviderAnalysis, Failure> {
+        let request =
+            VisionRequest { image: &fetched.bytes, media_type: fetched.media_type, info: event.image.as_ref() };
+        let result = retry(&self.config.retry, || async {
+            let _permit = self.in_flight.acquire().await.expect("the semaphore is never closed");
+            self.provider.analyze(request).await
+        })
+        .await;
+        result.map_err(|(e, attempts)| Failure {
+            reason: format!(
+                "analysing {} with {} failed after {attempts} attempt{}: {e}",
+                event.original_key,
+                self.provider.model(),
+                if attempts == 1 { "" } else { "s" }
+            ),
+            retriable: e.is_retriable(),
+            recorded: true,
+        })
+    }
+}
+
+#[async_trait]
+impl Stage for Analyzer {
+    type Input = ImageProcessed;
+
+    fn name(&self) -> &'static str {
+        "analysis"
+    }
+
+    async fn run_batch(&self, inputs: &[ImageProcessed], context: &BatchContext) -> Vec<Outcome> {
+        let fetched: Vec<Result<Fetched, Failure>> = futures::stream::iter(0..inputs.len())
+            .map(|i| self.fetch(&inputs[i]))
+            .buffered(self.config.concurrency * 2)
+            .collect()
+            .await;
+
+        // A replayed event finds its analysis here and costs no provider call.
+        let requests: Vec<(Uuid, String)> = inputs
+            .iter()
+            .zip(&fetched)
+            .filter_map(|(e, f)| Some((e.item_uuid(), f.as_ref().ok()?.request_key.clone())))
+            .collect();
+        let existing = match analyses::find_by_request(&self.pool, &requests).await {
+            Ok(found) => found,
+            Err(e) => {
+                return vec![Outcome::failed(format!("looking up analyses failed: {e}"), true, false); inputs.len()];
+            }
+        };
+
+        let fetched_ref = &fetched;
+        let existing_ref = &existing;
+        let called: Vec<Option<Result<ProviderAnalysis, Failure>>> = futures::stream::iter(0..inputs.len())
+            .map(|i| async move {
+                let event = &inputs[i];
+                let f = fetched_ref[i].as_ref().ok()?;
+                if existing_ref.contains_key(&(event.item_uuid(), f.request_key.clone())) {
+                    return None;
+                }
+                let span = info_span!("item", key = %event.original_key, user_id = %event.user_id, item_id = %event.item_uuid());
+                Some(self.call(event, f).instrument(span).await)
+            })
+            .buffered(self.config.concurrency)
+            .collect()
+            .await;
+
+        let mut new = Vec::new();
+        let mut failures: Vec<(Uuid, String)> = Vec::new();
+        for ((event, f), result) in inputs.iter().zip(&fetched).zip(&called) {
+            match (f, result) {
+                (Err(failure), _) | (Ok(_), Some(Err(failure))) => {
+                    failures.push((event.item_uuid(), failure.reason.clone()))
+                }
+                (Ok(f), Some(Ok(analysis))) => new.push(NewAnalysis {
+                    item_id: event.item_uuid(),
+                    user_id: event.user_id.clone(),
+                    category: analysis.analysis.category.clone(),
+                    summary: analysis.analysis.summary.clone(),
+                    analysis: serde_json::to_value(&analysis.analysis).expect("analyses serialise"),
+                    raw_response: analysis.raw_response.clone(),
+                    provider_used: self.provider.provider().to_owned(),
+                    model_used: self.provider.model().to_owned(),
+                    trace_id: context.trace_id.clone().or_else(|| analysis.request_id.clone()),
+                    request_key: f.request_key.clone(),
+                }),
+                (Ok(_), None) => {}
+            }
+        }
+        let stored = match analyses::store_batch(&self.pool, &new, &failures).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                warn!(error = %e, "storing the batch failed");
+                return vec![
+                    Outcome::failed(format!("storing analyses failed: {e}"), e.is_retriable(), false);
+                    inputs.len()
+                ];
+            }
+        };
+        let mut analysis_ids: HashMap<(Uuid, String), Uuid> = existing;
+        analysis_ids.extend(stored.into_iter().map(|s| ((s.item_id, s.request_key), s.analysis_id)));
+
+        let mut outcomes = Vec::with_capacity(inputs.len());
+        let mut events = Vec::new();
+        let mut waiting = Vec::new();
+        for ((event, f), result) in inputs.iter().zip(&fetched).zip(called) {
+            match (f, result) {
+                (Err(failure), _) => outcomes.push(Outcome::Failed(failure.clone())),
+                (Ok(_), Some(Err(failure))) => outcomes.push(Outcome::Failed(failure)),
+                (Ok(f), _) => match analysis_ids.get(&(event.item_uuid(), f.request_key.clone())) {
+                    Some(id) => {
+                        waiting.push(outcomes.len());
+                        events.push(PipelineEvent::AnalysisComplete(AnalysisComplete {
+                            item_id: event.item_id.clone(),
+                            analysis_id: id.to_string(),
+                            user_id: event.user_id.clone(),
+                        }));
+                        outcomes.push(Outcome::Done);
+                    }
+                    None => outcomes.push(Outcome::Failed(permanent(format!(
+                        "the analysis of {} was not stored: no item row (was the thumbnail stage skipped?)",
+                        event.original_key
+                    )))),
+                },
+            }
+        }
+        let published = self.publisher.publish(events).await;
+        for (index, result) in waiting.into_iter().zip(published) {
+            if let Err(e) = result {
+                outcomes[index] = Outcome::failed(format!("publishing AnalysisComplete failed: {e}"), true, false);
+            }
+        }
+        outcomes
+    }
+}

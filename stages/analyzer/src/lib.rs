@@ -1,0 +1,11 @@
+//! The analyzer stage: reads each thumbnail, has a vision provider analyse
+//! it (calls concurrent under a limit, retried on transient faults), stores
+//! the batch's analyses in one statement, and publishes `AnalysisComplete`
+//! for each stored one.
+
+pub mod analyze;
+pub mod config;
+pub mod providers;
+
+pub use analyze::Analyzer;
+pub use config::AnalyzerConfig;

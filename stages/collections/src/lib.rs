@@ -1,0 +1,9 @@
+//! The collections pipeline on one machine: the same stage code as the
+//! Lambdas, wired to local adapters (a folder for S3, channels for
+//! Kinesis and EventBridge) by [`components::Components`].
+
+pub mod components;
+pub mod ingest;
+pub mod pipeline;
+pub mod report;
+pub mod thumbnail;

@@ -1,0 +1,155 @@
+//! The three stages running together in one process: bounded channels stand
+//! in for the Kinesis streams, [`LocalBus`] for the EventBridge rules, and a
+//! batcher for each trigger's batch size and batching window.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use analyzer::Analyzer;
+use embedder::Embedder;
+use shared::bus::{EventPublisher, LocalBus};
+use shared::events::{ANALYSIS_COMPLETE, IMAGE_PROCESSED, ObjectRef, PipelineEvent};
+use shared::stage::{BatchContext, Outcome, Stage, StageInput};
+use thumbnailer::Thumbnailer;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::components::Components;
+use crate::report::Tracker;
+
+/// How records are grouped into batches, per stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// Most records in one batch.
+    pub size: usize,
+    /// Longest wait for a batch to fill once its first record arrived.
+    pub window: Duration,
+}
+
+/// A running pipeline. Feed it, then [`Pipeline::finish`].
+pub struct Pipeline {
+    objects: mpsc::Sender<ObjectRef>,
+    bus: LocalBus,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline").field("tasks", &self.tasks.len()).finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    pub fn start(c: &Components, tracker: Arc<Tracker>) -> anyhow::Result<Self> {
+        let batching = c.local.batching;
+        let capacity = batching.size * 2;
+        let (objects, objects_rx) = mpsc::channel::<ObjectRef>(capacity);
+        let (processed, processed_rx) = mpsc::channel::<PipelineEvent>(capacity);
+        let (analyzed, analyzed_rx) = mpsc::channel::<PipelineEvent>(capacity);
+
+        // Each stage publishes only on its own route, so when it stops, the
+        // next stage's queue closes and the shutdown cascades.
+        let thumbnailer = Thumbnailer::new(
+            c.store.clone(),
+            Arc::new(LocalBus::new().route(IMAGE_PROCESSED, processed.clone())),
+            c.pool.clone(),
+            c.thumbnail.clone(),
+        )?;
+        let analyzer = Analyzer::new(
+            c.store.clone(),
+            Arc::new(LocalBus::new().route(ANALYSIS_COMPLETE, analyzed.clone())),
+            c.pool.clone(),
+            c.vision.clone(),
+            c.analyzer.clone(),
+        );
+        let embedder = Embedder::new(c.pool.clone(), c.embedding.clone(), c.embedder.clone());
+
+        let tasks = vec![
+            tokio::spawn(run_stage(thumbnailer, objects_rx, Some, batching, tracker.clone(), false)),
+            tokio::spawn(run_stage(
+                analyzer,
+                processed_rx,
+                |e| match e {
+                    PipelineEvent::ImageProcessed(e) => Some(e),
+                    PipelineEvent::AnalysisComplete(_) => None,
+                },
+                batching,
+                tracker.clone(),
+                false,
+            )),
+            tokio::spawn(run_stage(
+                embedder,
+                analyzed_rx,
+                |e| match e {
+                    PipelineEvent::AnalysisComplete(e) => Some(e),
+                    PipelineEvent::ImageProcessed(_) => None,
+                },
+                batching,
+                tracker,
+                true,
+            )),
+        ];
+        let bus = LocalBus::new().route(IMAGE_PROCESSED, processed).route(ANALYSIS_COMPLETE, analyzed);
+        Ok(Self { objects, bus, tasks })
+    }
+
+    /// Sends an original to the thumbnail stage.
+    pub async fn submit_object(&self, object: ObjectRef) -> anyhow::Result<()> {
+        self.objects.send(object).await.map_err(|_| anyhow::anyhow!("the thumbnail stage stopped"))
+    }
+
+    /// Sends an event to the stage that consumes it, as a rule would.
+    pub async fn submit_event(&self, event: PipelineEvent) -> anyhow::Result<()> {
+        match self.bus.publish(vec![event]).await.pop() {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(e.into()),
+            None => Err(anyhow::anyhow!("the bus answered nothing")),
+        }
+    }
+
+    /// Stops taking input and waits until every stage has drained.
+    pub async fn finish(self) -> anyhow::Result<()> {
+        let Self { objects, bus, tasks } = self;
+        drop((objects, bus));
+        for task in tasks {
+            task.await?;
+        }
+        Ok(())
+    }
+}
+
+/// Feeds a stage batches from its queue until the queue closes.
+async fn run_stage<S: Stage, M: Send + 'static>(
+    stage: S,
+    mut queue: mpsc::Receiver<M>,
+    convert: fn(M) -> Option<S::Input>,
+    batching: Batching,
+    tracker: Arc<Tracker>,
+    last: bool,
+) {
+    let context = BatchContext::default();
+    while let Some(first) = queue.recv().await {
+        let mut batch: Vec<S::Input> = convert(first).into_iter().collect();
+        let deadline = tokio::time::Instant::now() + batching.window;
+        while batch.len() < batching.size {
+            match tokio::time::timeout_at(deadline, queue.recv()).await {
+                Ok(Some(message)) => batch.extend(convert(message)),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let outcomes = stage.run_batch(&batch, &context).await;
+        debug_assert_eq!(outcomes.len(), batch.len(), "{} returned the wrong number of outcomes", stage.name());
+        for (input, outcome) in batch.iter().zip(outcomes) {
+            let name = || tracker.name(input.item_uuid(), input.describe());
+            match outcome {
+                Outcome::Done if last => tracker.processed(name()),
+                Outcome::Done => {}
+                Outcome::Skipped(reason) => tracker.skipped(name(), reason),
+                Outcome::Failed(failure) => tracker.failed(name(), failure.reason),
+            }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! What a local run did with each item, kept as it happens (with a progress
+//! bar) and printed as a summary at the end.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use uuid::Uuid;
+
+/// The fate of every item a run was given.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Keys that went through every stage.
+    pub processed: Vec<String>,
+    /// Keys passed over, with why.
+    pub skipped: Vec<(String, String)>,
+    /// Keys that failed, with the reason.
+    pub failed: Vec<(String, String)>,
+}
+
+impl Report {
+    /// The summary a user reads at the end of a run.
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "processed {}, skipped {}, failed {}\n",
+            self.processed.len(),
+            self.skipped.len(),
+            self.failed.len()
+        );
+        let mut reasons: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (key, reason) in &self.skipped {
+            reasons.entry(reason).or_default().push(key);
+        }
+        for (reason, keys) in reasons {
+            let shown: Vec<&str> = keys.iter().take(5).copied().collect();
+            let more = if keys.len() > shown.len() {
+                format!(", and {} more", keys.len() - shown.len())
+            } else {
+                String::new()
+            };
+            out.push_str(&format!("  skipped {} ({reason}): {}{more}\n", keys.len(), shown.join(", ")));
+        }
+        for (key, reason) in &self.failed {
+            out.push_str(&format!("  FAILED {key}: {reason}\n"));
+        }
+        out
+    }
+}
+
+/// Collects outcomes from the stages as they run.
+#[derive(Debug)]
+pub struct Tracker {
+    keys: Mutex<HashMap<Uuid, String>>,
+    report: Mutex<Report>,
+    progress: ProgressBar,
+}
+
+impl Tracker {
+    /// A tracker with a progress bar (drawn only on a terminal) of `total` items.
+    pub fn new(total: u64) -> Self {
+        let progress = ProgressBar::new(total);
+        progress.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} ETA {eta}")
+                .expect("the template is valid"),
+        );
+        Self { keys: Mutex::default(), report: Mutex::default(), progress }
+    }
+
+    /// Remembers which key an item came from, to name it in the summary.
+    pub fn register(&self, item: Uuid, key: &str) {
+        self.keys.lock().expect("tracker lock").insert(item, key.to_owned());
+    }
+
+    /// The key of an item if it was registered, or else `fallback`.
+    pub fn name(&self, item: Option<Uuid>, fallback: String) -> String {
+        item.and_then(|id| self.keys.lock().expect("tracker lock").get(&id).cloned()).unwrap_or(fallback)
+    }
+
+    pub fn processed(&self, key: String) {
+        self.report.lock().expect("tracker lock").processed.push(key);
+        self.progress.inc(1);
+    }
+
+    pub fn failed(&self, key: String, reason: String) {
+        self.progress.suspend(|| tracing::warn!(%key, %reason, "item failed"));
+        self.report.lock().expect("tracker lock").failed.push((key, reason));
+        self.progress.inc(1);
+    }
+
+    pub fn skipped(&self, key: String, reason: String) {
+        self.report.lock().expect("tracker lock").skipped.push((key, reason));
+        self.progress.inc(1);
+    }
+
+    pub fn finish(&self) -> Report {
+        self.progress.finish_and_clear();
+        let mut report = self.report.lock().expect("tracker lock").clone();
+        report.processed.sort();
+        report.skipped.sort();
+        report.failed.sort();
+        report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_groups_skips_and_lists_failures() {
+        let report = Report {
+            processed: vec!["u/a.jpg".into()],
+            skipped: (0..7).map(|i| (format!("u/{i}.txt"), "not an image".to_owned())).collect(),
+            failed: vec![("u/bad.jpg".into(), "corrupt JPEG: bad".into())],
+        };
+        assert_eq!(
+            report.summary(),
+            "processed 1, skipped 7, failed 1\n  skipped 7 (not an image): u/0.txt, u/1.txt, u/2.txt, u/3.txt, u/4.txt, and 2 more\n  FAILED u/bad.jpg: corrupt JPEG: bad\n"
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! The thumbnail stage: reads originals, writes thumbnails of at most
+//! 800×800 under `{user_id}/thumbnails/`, records each item, and publishes
+//! `ImageProcessed` for those it thumbnailed.
+
+pub mod config;
+mod exif;
+mod jpeg;
+pub mod pixels;
+mod png;
+pub mod resize;
+pub mod stage;
+
+pub use config::ThumbnailConfig;
+pub use resize::{Limits, OutputFormat, Thumbnail, ThumbnailError, ThumbnailSpec, make_thumbnail};
+pub use stage::Thumbnailer;
