@@ -61,8 +61,10 @@ if [[ ! -f "$PGDATA_DIR/PG_VERSION" ]]; then
 fi
 [[ $(id -u) -eq 0 ]] && chown -R postgres "$STATE/postgres"
 
+STARTED=0
 if ! as_server_user "$PGBIN/pg_ctl" -D "$PGDATA_DIR" status >/dev/null 2>&1; then
     log "starting PostgreSQL on 127.0.0.1:$PORT"
+    STARTED=1
     # Room for the tests' per-test databases and for building HNSW indexes.
     as_server_user "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -l "$LOG_FILE" -w -t 60 start -o \
         "-p $PORT -k $SOCKET_DIR -c listen_addresses=127.0.0.1 -c max_connections=300 \
@@ -78,6 +80,8 @@ fi
 if [[ "${1:-start}" == env ]]; then
     echo "export DATABASE_URL=$URL"
     echo "export COLLECTIONS_PGBIN=$PGBIN"
+    # Lets a caller stop only a server it started.
+    echo "export COLLECTIONS_PG_STARTED=$STARTED"
 else
     echo "DATABASE_URL=$URL"
 fi

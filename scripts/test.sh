@@ -7,6 +7,9 @@ cd "$ROOT"
 
 ensure_build_tools
 eval "$(bash scripts/postgres.sh env)"
+# Services this run started are stopped when it ends; ones already running stay.
+cleanup() { if [[ "${COLLECTIONS_PG_STARTED:-0}" == 1 ]]; then bash scripts/postgres.sh stop; fi; }
+trap cleanup EXIT
 
 log "cargo test --workspace"
 cargo test --workspace --quiet
