@@ -24,16 +24,20 @@ ensure_venv() {
     echo "$want" > "$stamp"
 }
 
+# Installs Debian packages (with sudo when not root), updating the index once if needed.
+apt_install() {
+    log "installing $* (Debian packages)"
+    local sudo=()
+    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+    "${sudo[@]}" apt-get install -y -qq "$@" >/dev/null 2>&1 \
+        || { "${sudo[@]}" apt-get update -qq >/dev/null && "${sudo[@]}" apt-get install -y -qq "$@" >/dev/null; } \
+        || die "could not install $*; install them and run again"
+}
+
 # Debian packages the build needs: nasm assembles libjpeg-turbo's SIMD code.
 ensure_build_tools() {
     local missing=()
     command -v nasm >/dev/null || missing+=(nasm)
     command -v cc >/dev/null || missing+=(gcc)
-    [[ ${#missing[@]} -eq 0 ]] && return
-    log "installing ${missing[*]} (Debian packages)"
-    local sudo=()
-    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
-    "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 \
-        || { "${sudo[@]}" apt-get update -qq >/dev/null && "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null; } \
-        || die "could not install ${missing[*]}; install them and run again"
+    [[ ${#missing[@]} -eq 0 ]] || apt_install "${missing[@]}"
 }

@@ -82,7 +82,7 @@ impl Tracker {
     }
 
     pub fn failed(&self, key: String, reason: String) {
-        self.progress.suspend(|| tracing::warn!(%key, %reason, "item failed"));
+        tracing::debug!(%key, %reason, "item failed");
         self.report.lock().expect("tracker lock").failed.push((key, reason));
         self.progress.inc(1);
     }

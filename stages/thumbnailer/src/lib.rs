@@ -12,4 +12,4 @@ pub mod stage;
 
 pub use config::ThumbnailConfig;
 pub use resize::{Limits, OutputFormat, Thumbnail, ThumbnailError, ThumbnailSpec, make_thumbnail};
-pub use stage::Thumbnailer;
+pub use stage::{ThumbnailOutcome, Thumbnailer};

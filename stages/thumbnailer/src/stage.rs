@@ -10,7 +10,7 @@ use shared::bus::EventPublisher;
 use shared::db::items::{self, ThumbnailRecord};
 use shared::events::{ImageInfo, ImageProcessed, ObjectRef, PipelineEvent};
 use shared::keys::ImageKey;
-use shared::stage::{BatchContext, Outcome, Stage};
+use shared::stage::{BatchContext, Failure, Outcome, Stage};
 use shared::storage::{ObjectStore, StorageError};
 use sqlx::PgPool;
 use tracing::{Instrument, info_span, warn};
@@ -84,6 +84,94 @@ impl Thumbnailer {
     }
 }
 
+/// What became of one object of a batch, before publishing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ThumbnailOutcome {
+    /// The thumbnail is written and the item recorded; `event` is what to publish.
+    Thumbnailed {
+        thumbnail_key: String,
+        width: u32,
+        height: u32,
+        event: Box<ImageProcessed>,
+    },
+    Skipped(String),
+    Failed(Failure),
+}
+
+impl Thumbnailer {
+    /// The stage's work on a batch, without publishing: thumbnails written,
+    /// every item recorded in one statement, one outcome per object, in order.
+    /// Running it again on the same objects writes the same thumbnails.
+    pub async fn process(&self, objects: &[ObjectRef]) -> Vec<ThumbnailOutcome> {
+        let keys: Vec<Result<ImageKey, ThumbnailOutcome>> = objects
+            .iter()
+            .map(|o| {
+                ImageKey::parse(&o.key).map_err(|e| {
+                    if e.is_skip() {
+                        ThumbnailOutcome::Skipped(e.to_string())
+                    } else {
+                        ThumbnailOutcome::Failed(Failure { reason: e.to_string(), retriable: false, recorded: false })
+                    }
+                })
+            })
+            .collect();
+
+        // Twice the workers in flight: one set decoding while the other downloads or uploads.
+        // Indices, not references, go through the stream: closures over
+        // borrowed items trip the `Send` check of `async_trait` futures.
+        let keys_ref = &keys;
+        let results: Vec<Option<Result<Thumbnail, ItemError>>> = futures::stream::iter(0..objects.len())
+            .map(|i| async move {
+                let (object, key) = (&objects[i], keys_ref[i].as_ref().ok()?);
+                let span = info_span!("item", key = %object.key, user_id = key.user_id(), item_id = %key.item_uuid());
+                Some(self.thumbnail_one(object, key).instrument(span).await)
+            })
+            .buffered(self.config.threads * 2)
+            .collect()
+            .await;
+
+        let records: Vec<ThumbnailRecord> = objects
+            .iter()
+            .zip(&keys)
+            .zip(&results)
+            .filter_map(|((object, key), result)| Some(self.record(object, key.as_ref().ok()?, result.as_ref()?)))
+            .collect();
+        if let Err(e) = items::record_thumbnails(&self.pool, &records).await {
+            warn!(error = %e, "recording the batch failed");
+            let failure = Failure {
+                reason: format!("recording the thumbnail failed: {e}"),
+                retriable: e.is_retriable(),
+                recorded: false,
+            };
+            return keys
+                .into_iter()
+                .map(|k| k.err().unwrap_or_else(|| ThumbnailOutcome::Failed(failure.clone())))
+                .collect();
+        }
+
+        objects
+            .iter()
+            .zip(keys)
+            .zip(results)
+            .map(|((object, key), result)| match (key, result) {
+                (Err(outcome), _) => outcome,
+                (Ok(key), Some(Ok(t))) => ThumbnailOutcome::Thumbnailed {
+                    thumbnail_key: key.thumbnail_key(),
+                    width: t.width,
+                    height: t.height,
+                    event: Box::new(self.event(object, &key, &t)),
+                },
+                (Ok(_), Some(Err(e))) => ThumbnailOutcome::Failed(Failure {
+                    reason: e.to_string(),
+                    retriable: e.is_retriable(),
+                    recorded: true,
+                }),
+                (Ok(_), None) => unreachable!("every parsed key has a result"),
+            })
+            .collect()
+    }
+}
+
 #[async_trait]
 impl Stage for Thumbnailer {
     type Input = ObjectRef;
@@ -93,65 +181,19 @@ impl Stage for Thumbnailer {
     }
 
     async fn run_batch(&self, inputs: &[ObjectRef], _context: &BatchContext) -> Vec<Outcome> {
-        let keys: Vec<Result<ImageKey, Outcome>> = inputs
-            .iter()
-            .map(|o| {
-                ImageKey::parse(&o.key).map_err(|e| {
-                    if e.is_skip() {
-                        Outcome::Skipped(e.to_string())
-                    } else {
-                        Outcome::failed(e.to_string(), false, false)
-                    }
-                })
-            })
-            .collect();
-
-        // Twice the workers in flight: one set decoding while the other downloads or uploads.
-        let in_flight = self.config.threads * 2;
-        // Indices, not references, go through the stream: closures over
-        // borrowed items trip the `Send` check of `async_trait` futures.
-        let keys_ref = &keys;
-        let results: Vec<Option<Result<Thumbnail, ItemError>>> = futures::stream::iter(0..inputs.len())
-            .map(|i| async move {
-                let (object, key) = (&inputs[i], keys_ref[i].as_ref().ok()?);
-                let span = info_span!("item", key = %object.key, user_id = key.user_id(), item_id = %key.item_uuid());
-                Some(self.thumbnail_one(object, key).instrument(span).await)
-            })
-            .buffered(in_flight)
-            .collect()
-            .await;
-
-        let records: Vec<ThumbnailRecord> = inputs
-            .iter()
-            .zip(&keys)
-            .zip(&results)
-            .filter_map(|((object, key), result)| Some(self.record(object, key.as_ref().ok()?, result.as_ref()?)))
-            .collect();
-        if let Err(e) = items::record_thumbnails(&self.pool, &records).await {
-            warn!(error = %e, "recording the batch failed");
-            return keys
-                .into_iter()
-                .map(|k| match k {
-                    Ok(_) => Outcome::failed(format!("recording the thumbnail failed: {e}"), e.is_retriable(), false),
-                    Err(outcome) => outcome,
-                })
-                .collect();
-        }
-
-        let mut outcomes: Vec<Outcome> = Vec::with_capacity(inputs.len());
+        let mut outcomes = Vec::with_capacity(inputs.len());
         let mut events = Vec::new();
         let mut waiting = Vec::new(); // outcome index of each event
-        for ((object, key), result) in inputs.iter().zip(keys).zip(results) {
-            match (key, result) {
-                (Err(outcome), _) => outcomes.push(outcome),
-                (Ok(key), Some(Ok(thumbnail))) => {
+        for outcome in self.process(inputs).await {
+            outcomes.push(match outcome {
+                ThumbnailOutcome::Thumbnailed { event, .. } => {
                     waiting.push(outcomes.len());
-                    events.push(PipelineEvent::ImageProcessed(self.event(object, &key, &thumbnail)));
-                    outcomes.push(Outcome::Done);
+                    events.push(PipelineEvent::ImageProcessed(*event));
+                    Outcome::Done
                 }
-                (Ok(_), Some(Err(e))) => outcomes.push(Outcome::failed(e.to_string(), e.is_retriable(), true)),
-                (Ok(_), None) => unreachable!("every parsed key has a result"),
-            }
+                ThumbnailOutcome::Skipped(reason) => Outcome::Skipped(reason),
+                ThumbnailOutcome::Failed(failure) => Outcome::Failed(failure),
+            });
         }
         let published = self.publisher.publish(events).await;
         for (index, result) in waiting.into_iter().zip(published) {
