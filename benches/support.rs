@@ -22,13 +22,18 @@ pub fn photo(width: u32, height: u32) -> RgbImage {
     })
 }
 
-/// A phone-sized (12 MP, 4032×3024) JPEG at quality 90.
-pub fn phone_jpeg() -> Vec<u8> {
+/// An image as a quality-90 JPEG.
+pub fn jpeg(image: &RgbImage) -> Vec<u8> {
     let mut out = Cursor::new(Vec::new());
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
-        .encode_image(&DynamicImage::ImageRgb8(photo(4032, 3024)))
+        .encode_image(&DynamicImage::ImageRgb8(image.clone()))
         .expect("encoding the benchmark JPEG");
     out.into_inner()
+}
+
+/// A phone-sized (12 MP, 4032×3024) JPEG at quality 90.
+pub fn phone_jpeg() -> Vec<u8> {
+    jpeg(&photo(4032, 3024))
 }
 
 /// A 2000×1500 RGBA PNG (a screenshot-sized image with transparency).

@@ -25,7 +25,7 @@ async fn every_good_image_gets_one_item_analysis_and_embedding(pool: PgPool) {
     images::write(&photos, "blue.jpg", &images::jpeg(1200, 900, BLUE));
     images::write(&photos, "trip/green.PNG", &images::png(300, 500, GREEN));
     images::write(&photos, "notes.txt", b"not an image");
-    let c = components(pool.clone(), &work.path().join("data"), &[]);
+    let c = components(pool.clone(), &work.path().join("data"), &[]).await;
 
     let report = run_folder(&c, &photos, "alice", false).await.unwrap();
     assert_eq!(report.processed, vec!["alice/blue.jpg", "alice/trip/green.PNG"]);
@@ -93,7 +93,7 @@ async fn a_second_run_adds_no_rows(pool: PgPool) {
     let photos = work.path().join("photos");
     images::write(&photos, "a.jpg", &images::jpeg(640, 480, ORANGE));
     images::write(&photos, "b.png", &images::png(64, 64, PINK));
-    let c = components(pool.clone(), &work.path().join("data"), &[]);
+    let c = components(pool.clone(), &work.path().join("data"), &[]).await;
 
     run_folder(&c, &photos, "bob", false).await.unwrap();
     let after_first = counts(&pool).await;
@@ -119,7 +119,7 @@ async fn corrupt_and_empty_files_fail_alone_with_a_reason(pool: PgPool) {
     corrupt.truncate(corrupt.len() / 2);
     images::write(&photos, "corrupt.jpg", &corrupt);
     images::write(&photos, "text.png", b"hello, I am not a PNG");
-    let c = components(pool.clone(), &work.path().join("data"), &[]);
+    let c = components(pool.clone(), &work.path().join("data"), &[]).await;
 
     let report = run_folder(&c, &photos, "carol", false).await.unwrap();
     assert_eq!(report.processed, vec!["carol/good.jpg"]);
@@ -144,7 +144,7 @@ async fn search_ranks_the_matching_image_first_and_never_crosses_users(pool: PgP
     images::write(&dave, "forest.jpg", &images::jpeg(400, 800, GREEN));
     images::write(&dave, "sunset.png", &images::png(500, 500, ORANGE));
     images::write(&erin, "lake.jpg", &images::jpeg(800, 400, BLUE));
-    let c = components(pool.clone(), &work.path().join("data"), &[]);
+    let c = components(pool.clone(), &work.path().join("data"), &[]).await;
     run_folder(&c, &dave, "dave", false).await.unwrap();
     run_folder(&c, &erin, "erin", false).await.unwrap();
 

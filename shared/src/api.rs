@@ -1,8 +1,13 @@
-//! Errors of remote API calls (vision and embedding providers), and which of
-//! them are worth retrying.
+//! Calling remote provider APIs: one JSON-over-HTTPS client with a timeout,
+//! the errors a call can end in (and which are worth retrying), API keys
+//! that never print, and where keys come from.
 
-use std::time::Duration;
+use std::fmt;
+use std::time::{Duration, SystemTime};
 
+use async_trait::async_trait;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use serde_json::Value;
 use thiserror::Error;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -37,6 +42,174 @@ impl ApiError {
     }
 }
 
+/// An API key. Its `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn new(key: impl Into<String>) -> Self {
+        Self(key.into())
+    }
+
+    /// The key itself, for a request header and nothing else.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(***)")
+    }
+}
+
+#[derive(Debug, Error)]
+#[error("reading secret {name}: {message}")]
+pub struct SecretError {
+    pub name: String,
+    pub message: String,
+}
+
+/// Where API keys come from: the environment locally, SSM Parameter Store
+/// on AWS. Asked once, when providers are built.
+#[async_trait]
+pub trait SecretSource: Send + Sync {
+    /// The secret named e.g. `ANTHROPIC_API_KEY`, if it is set.
+    async fn get(&self, name: &str) -> Result<Option<ApiKey>, SecretError>;
+}
+
+/// Secrets from environment variables of the same name.
+#[derive(Debug, Clone, Default)]
+pub struct EnvSecrets;
+
+#[async_trait]
+impl SecretSource for EnvSecrets {
+    async fn get(&self, name: &str) -> Result<Option<ApiKey>, SecretError> {
+        Ok(std::env::var(name).ok().filter(|v| !v.trim().is_empty()).map(ApiKey::new))
+    }
+}
+
+/// A JSON API over HTTPS with one timeout per call.
+#[derive(Debug, Clone)]
+pub struct JsonClient {
+    provider: &'static str,
+    timeout: Duration,
+    http: reqwest::Client,
+}
+
+/// A successful reply: its JSON body and headers.
+#[derive(Debug, Clone)]
+pub struct JsonReply {
+    pub body: Value,
+    pub headers: HeaderMap,
+}
+
+impl JsonReply {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    }
+}
+
+/// Longest error body kept in a message.
+const MAX_ERROR_CHARS: usize = 300;
+
+impl JsonClient {
+    pub fn new(provider: &'static str, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("collections-pipeline/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("an HTTP client with a TLS backend builds");
+        Self { provider, timeout, http }
+    }
+
+    pub fn provider(&self) -> &'static str {
+        self.provider
+    }
+
+    /// POSTs `body` as JSON with `headers`; a non-2xx status, a timeout, a
+    /// lost connection or a body that is not JSON is an [`ApiError`].
+    pub async fn post(&self, url: &str, headers: &[(&str, &str)], body: &Value) -> Result<JsonReply, ApiError> {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| self.transport(e))?;
+            let mut value = HeaderValue::from_str(value).map_err(|e| self.transport(e))?;
+            value.set_sensitive(true);
+            map.insert(name, value);
+        }
+        let response = self.http.post(url).headers(map).json(body).send().await.map_err(|e| self.send_error(e))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.map_err(|e| self.send_error(e))?;
+        if !status.is_success() {
+            return Err(ApiError::Status {
+                provider: self.provider,
+                status: status.as_u16(),
+                message: error_message(&text),
+                retry_after: retry_after(&headers, SystemTime::now()),
+            });
+        }
+        let body = serde_json::from_str(&text).map_err(|e| ApiError::Malformed {
+            provider: self.provider,
+            reason: format!("the body is not JSON ({e}): {}", truncate(&text)),
+        })?;
+        Ok(JsonReply { body, headers })
+    }
+
+    fn send_error(&self, e: reqwest::Error) -> ApiError {
+        if e.is_timeout() {
+            ApiError::Timeout { provider: self.provider, timeout: self.timeout }
+        } else {
+            // Without the URL: it may carry a key in some providers' schemes.
+            ApiError::Transport { provider: self.provider, message: e.without_url().to_string() }
+        }
+    }
+
+    fn transport(&self, e: impl fmt::Display) -> ApiError {
+        ApiError::Transport { provider: self.provider, message: e.to_string() }
+    }
+}
+
+fn truncate(text: &str) -> String {
+    let mut out: String = text.chars().take(MAX_ERROR_CHARS).collect();
+    if text.chars().count() > MAX_ERROR_CHARS {
+        out.push('…');
+    }
+    out
+}
+
+/// The message of an error body: Anthropic and OpenAI put it at
+/// `error.message`, Voyage at `detail`; otherwise the body itself.
+fn error_message(body: &str) -> String {
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    let found = parsed.as_ref().and_then(|v| {
+        let kind = v.pointer("/error/type").and_then(Value::as_str);
+        let message = v.pointer("/error/message").or_else(|| v.get("detail")).or_else(|| v.get("message"))?;
+        let message = message.as_str().map(str::to_owned).unwrap_or_else(|| message.to_string());
+        Some(match kind {
+            Some(kind) => format!("{kind}: {message}"),
+            None => message,
+        })
+    });
+    truncate(found.as_deref().unwrap_or(body.trim()))
+}
+
+/// `retry-after` in seconds or as an HTTP date; also OpenAI's
+/// `retry-after-ms`.
+fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()).filter(|ms| *ms >= 0.0) {
+        return Some(Duration::from_secs_f64(ms / 1000.0));
+    }
+    let value = text(RETRY_AFTER.as_str())?;
+    if let Ok(seconds) = value.parse::<f64>() {
+        return (seconds >= 0.0 && seconds.is_finite()).then(|| Duration::from_secs_f64(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +221,36 @@ mod tests {
         assert!(!status(400).is_retriable() && !status(401).is_retriable() && !status(404).is_retriable());
         assert!(!ApiError::Malformed { provider: "p", reason: "x".into() }.is_retriable());
         assert!(ApiError::Timeout { provider: "p", timeout: Duration::from_secs(1) }.is_retriable());
+    }
+
+    #[test]
+    fn retry_after_in_seconds_dates_and_milliseconds() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("2"));
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(2)));
+        h.insert(RETRY_AFTER, HeaderValue::from_str(&httpdate::fmt_http_date(now + Duration::from_secs(30))).unwrap());
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(30)));
+        h.insert("retry-after-ms", HeaderValue::from_static("1500"));
+        assert_eq!(retry_after(&h, now), Some(Duration::from_millis(1500)));
+        assert_eq!(retry_after(&HeaderMap::new(), now), None);
+    }
+
+    #[test]
+    fn error_messages_from_each_provider() {
+        assert_eq!(
+            error_message(r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#),
+            "overloaded_error: Overloaded"
+        );
+        assert_eq!(error_message(r#"{"error":{"message":"Rate limit reached","type":null}}"#), "Rate limit reached");
+        assert_eq!(error_message(r#"{"detail":"Invalid model"}"#), "Invalid model");
+        assert_eq!(error_message("<html>bad gateway</html>"), "<html>bad gateway</html>");
+    }
+
+    #[test]
+    fn keys_never_print() {
+        let key = ApiKey::new("sk-secret");
+        assert_eq!(format!("{key:?}"), "ApiKey(***)");
+        assert_eq!(key.expose(), "sk-secret");
     }
 }

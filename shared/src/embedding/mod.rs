@@ -2,12 +2,15 @@
 //! its adapters (`local` here; remote ones beside it).
 
 pub mod local;
+pub mod openai;
+pub mod voyage;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use thiserror::Error;
 
 use crate::api::ApiError;
+use serde_json::Value as Json;
 use crate::llm::Analysis;
 
 /// Dimensions of `embeddings.vector`; every provider is configured to give this many.
@@ -54,6 +57,41 @@ pub trait EmbeddingProvider: Send + Sync {
     fn limits(&self) -> BatchLimits;
     /// One vector per text, in order, each of [`EMBEDDING_DIMENSIONS`].
     async fn embed(&self, texts: &[String], input_type: InputType) -> Result<Vec<Vec<f32>>, EmbeddingError>;
+}
+
+/// The vectors of an embeddings reply (`{"data": [{"index", "embedding"}]}`,
+/// the shape Voyage and OpenAI share), in the order of the texts sent.
+pub fn parse_embeddings(provider: &'static str, model: &str, sent: usize, body: &Json) -> Result<Vec<Vec<f32>>, EmbeddingError> {
+    let malformed = |reason: String| EmbeddingError::Api(ApiError::Malformed { provider, reason });
+    let data = body.get("data").and_then(Json::as_array).ok_or_else(|| malformed("no data array".into()))?;
+    if data.len() != sent {
+        return Err(EmbeddingError::WrongCount { model: model.to_owned(), sent, got: data.len() });
+    }
+    let mut vectors: Vec<Option<Vec<f32>>> = vec![None; sent];
+    for (position, item) in data.iter().enumerate() {
+        let index = item.get("index").and_then(Json::as_u64).map_or(position, |i| i as usize);
+        let embedding = item
+            .get("embedding")
+            .and_then(Json::as_array)
+            .and_then(|values| values.iter().map(|v| v.as_f64().map(|f| f as f32)).collect::<Option<Vec<f32>>>())
+            .ok_or_else(|| malformed(format!("item {position} has no numeric embedding")))?;
+        let slot = vectors.get_mut(index).ok_or_else(|| malformed(format!("index {index} out of range")))?;
+        *slot = Some(embedding);
+    }
+    let vectors: Vec<Vec<f32>> =
+        vectors.into_iter().collect::<Option<_>>().ok_or_else(|| malformed("an index is missing".into()))?;
+    check_dimensions(model, &vectors)?;
+    Ok(vectors)
+}
+
+/// Every vector must have the stored number of dimensions.
+pub fn check_dimensions(model: &str, vectors: &[Vec<f32>]) -> Result<(), EmbeddingError> {
+    match vectors.iter().find(|v| v.len() != EMBEDDING_DIMENSIONS) {
+        Some(bad) => {
+            Err(EmbeddingError::WrongDimensions { model: model.to_owned(), expected: EMBEDDING_DIMENSIONS, got: bad.len() })
+        }
+        None => Ok(()),
+    }
 }
 
 /// The analysis fields an embedding document is made of, in order.
@@ -114,6 +152,21 @@ pub fn request_batches(texts: &[String], limits: BatchLimits) -> Vec<std::ops::R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_replies_in_index_order_and_checks_them() {
+        let v = |x: f32| vec![x; EMBEDDING_DIMENSIONS];
+        let body = json!({"data": [{"index": 1, "embedding": v(2.0)}, {"index": 0, "embedding": v(1.0)}]});
+        assert_eq!(parse_embeddings("p", "m", 2, &body).unwrap(), vec![v(1.0), v(2.0)]);
+        assert_eq!(
+            parse_embeddings("p", "m", 3, &body),
+            Err(EmbeddingError::WrongCount { model: "m".into(), sent: 3, got: 2 })
+        );
+        let short = json!({"data": [{"index": 0, "embedding": [0.5, 0.5]}]});
+        let err = parse_embeddings("p", "voyage-x", 1, &short).unwrap_err();
+        assert_eq!(err.to_string(), "voyage-x returned 2-dimensional vectors; the database stores 1024");
+        assert!(parse_embeddings("p", "m", 1, &json!({"data": [{"index": 0, "embedding": "x"}]})).is_err());
+    }
 
     #[test]
     fn request_batches_respect_text_and_token_limits() {

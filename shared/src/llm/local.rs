@@ -244,12 +244,18 @@ impl VisionProvider for LocalAnalyzer {
     }
 
     async fn analyze(&self, request: VisionRequest<'_>) -> Result<ProviderAnalysis, LlmError> {
-        let image = image::load_from_memory(request.image).map_err(|e| LlmError::Image(e.to_string()))?;
-        let measurements = measure(&image);
-        let analysis = describe(&measurements, request.info)
-            .validated()
-            .map_err(|source| LlmError::Invalid { provider: "local", source })?;
-        Ok(ProviderAnalysis { analysis, raw_response: json!({ "measurements": measurements }), request_id: None })
+        let (bytes, info) = (request.image.to_vec(), request.info.cloned());
+        // Decoding and measuring is CPU work: off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let image = image::load_from_memory(&bytes).map_err(|e| LlmError::Image(e.to_string()))?;
+            let measurements = measure(&image);
+            let analysis = describe(&measurements, info.as_ref())
+                .validated()
+                .map_err(|source| LlmError::Invalid { provider: "local", source })?;
+            Ok(ProviderAnalysis { analysis, raw_response: json!({ "measurements": measurements }), request_id: None })
+        })
+        .await
+        .map_err(|e| LlmError::Image(format!("the analysis task failed: {e}")))?
     }
 }
 

@@ -1,7 +1,10 @@
 //! Vision analysis: the documented analysis schema, its validation, and the
 //! provider port with its adapters (`local` here; remote ones beside it).
 
+pub mod anthropic;
 pub mod local;
+pub mod openai;
+mod prompt;
 
 use std::time::Duration;
 
@@ -118,7 +121,7 @@ impl Analysis {
                 "text": list("Text visible in the image, verbatim; empty if none."),
                 "scene": {"type": "string", "description": "Where it is, e.g. 'beach at sunset', 'kitchen'."},
                 "style": {"type": "string", "description": "photo, screenshot, illustration, document scan, ..."},
-                "people_count": {"type": "integer", "minimum": 0, "description": "How many people are visible."}
+                "people_count": {"type": "integer", "description": "How many people are visible (0 if none)."}
             },
             "required": ["category", "summary", "description", "tags", "objects", "colors", "text", "scene", "style", "people_count"],
             "additionalProperties": false
@@ -161,7 +164,7 @@ pub struct ProviderAnalysis {
     pub request_id: Option<String>,
 }
 
-#[derive(Debug, Error, Clone, PartialEq)]
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum LlmError {
     #[error(transparent)]
     Api(#[from] ApiError),

@@ -13,29 +13,26 @@ use shared::bus::EventPublisher;
 use shared::db::analyses::{self, NewAnalysis};
 use shared::events::{AnalysisComplete, ImageProcessed, PipelineEvent};
 use shared::llm::{ProviderAnalysis, VisionProvider, VisionRequest};
-use shared::retry::retry;
 use shared::stage::{BatchContext, Failure, Outcome, Stage};
 use shared::storage::ObjectStore;
 use sqlx::PgPool;
-use tokio::sync::Semaphore;
 use tracing::{Instrument, info_span, warn};
 use uuid::Uuid;
 
+use crate::calls::VisionCalls;
 use crate::config::AnalyzerConfig;
 
 pub struct Analyzer {
     store: Arc<dyn ObjectStore>,
     publisher: Arc<dyn EventPublisher>,
     pool: PgPool,
-    provider: Arc<dyn VisionProvider>,
+    calls: VisionCalls,
     config: AnalyzerConfig,
-    /// Shared by every batch of this process: the limit holds across batches.
-    in_flight: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Analyzer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Analyzer").field("provider", &self.provider.provider()).field("config", &self.config).finish()
+        f.debug_struct("Analyzer").field("calls", &self.calls).field("config", &self.config).finish()
     }
 }
 
@@ -58,15 +55,16 @@ impl Analyzer {
         provider: Arc<dyn VisionProvider>,
         config: AnalyzerConfig,
     ) -> Self {
-        let in_flight = Arc::new(Semaphore::new(config.concurrency));
-        Self { store, publisher, pool, provider, config, in_flight }
+        let calls = VisionCalls::new(provider, config.concurrency, config.retry);
+        Self { store, publisher, pool, calls, config }
     }
 
     /// The idempotency key: the same image, provider, model and re-analysis
     /// request make the same key, so the same row.
     fn request_key(&self, image: &[u8], event: &ImageProcessed) -> String {
         let digest = hex::encode(&Sha256::digest(image)[..16]);
-        let mut key = format!("{digest}:{}:{}", self.provider.provider(), self.provider.model());
+        let provider = self.calls.provider();
+        let mut key = format!("{digest}:{}:{}", provider.provider(), provider.model());
         if let Some(request) = &event.reanalysis {
             key.push(':');
             key.push_str(request);
@@ -91,16 +89,11 @@ impl Analyzer {
     async fn call(&self, event: &ImageProcessed, fetched: &Fetched) -> Result<ProviderAnalysis, Failure> {
         let request =
             VisionRequest { image: &fetched.bytes, media_type: fetched.media_type, info: event.image.as_ref() };
-        let result = retry(&self.config.retry, || async {
-            let _permit = self.in_flight.acquire().await.expect("the semaphore is never closed");
-            self.provider.analyze(request).await
-        })
-        .await;
-        result.map_err(|(e, attempts)| Failure {
+        self.calls.analyze(request).await.map_err(|(e, attempts)| Failure {
             reason: format!(
                 "analysing {} with {} failed after {attempts} attempt{}: {e}",
                 event.original_key,
-                self.provider.model(),
+                self.calls.provider().model(),
                 if attempts == 1 { "" } else { "s" }
             ),
             retriable: e.is_retriable(),
@@ -137,13 +130,25 @@ impl Stage for Analyzer {
             }
         };
 
-        let fetched_ref = &fetched;
-        let existing_ref = &existing;
-        let called: Vec<Option<Result<ProviderAnalysis, Failure>>> = futures::stream::iter(0..inputs.len())
+        // The same request twice in one batch is called once.
+        let mut first_of: HashMap<(Uuid, &str), usize> = HashMap::new();
+        let duplicate_of: Vec<Option<usize>> = inputs
+            .iter()
+            .zip(&fetched)
+            .enumerate()
+            .map(|(i, (event, f))| {
+                let key = (event.item_uuid(), f.as_ref().ok()?.request_key.as_str());
+                let first = *first_of.entry(key).or_insert(i);
+                (first != i).then_some(first)
+            })
+            .collect();
+
+        let (fetched_ref, existing_ref, duplicate_ref) = (&fetched, &existing, &duplicate_of);
+        let mut called: Vec<Option<Result<ProviderAnalysis, Failure>>> = futures::stream::iter(0..inputs.len())
             .map(|i| async move {
                 let event = &inputs[i];
                 let f = fetched_ref[i].as_ref().ok()?;
-                if existing_ref.contains_key(&(event.item_uuid(), f.request_key.clone())) {
+                if duplicate_ref[i].is_some() || existing_ref.contains_key(&(event.item_uuid(), f.request_key.clone())) {
                     return None;
                 }
                 let span = info_span!("item", key = %event.original_key, user_id = %event.user_id, item_id = %event.item_uuid());
@@ -152,6 +157,11 @@ impl Stage for Analyzer {
             .buffered(self.config.concurrency)
             .collect()
             .await;
+        for (i, first) in duplicate_of.iter().enumerate() {
+            if let Some(first) = first {
+                called[i] = called[*first].clone();
+            }
+        }
 
         let mut new = Vec::new();
         let mut failures: Vec<(Uuid, String)> = Vec::new();
@@ -167,8 +177,8 @@ impl Stage for Analyzer {
                     summary: analysis.analysis.summary.clone(),
                     analysis: serde_json::to_value(&analysis.analysis).expect("analyses serialise"),
                     raw_response: analysis.raw_response.clone(),
-                    provider_used: self.provider.provider().to_owned(),
-                    model_used: self.provider.model().to_owned(),
+                    provider_used: self.calls.provider().provider().to_owned(),
+                    model_used: self.calls.provider().model().to_owned(),
                     trace_id: context.trace_id.clone().or_else(|| analysis.request_id.clone()),
                     request_key: f.request_key.clone(),
                 }),

@@ -21,6 +21,11 @@ pub struct AnalyzerConfig {
     pub retry: RetryPolicy,
     /// `ANALYZER_MAX_IMAGE_MIB`: largest image sent, MiB (default 5: Anthropic's limit).
     pub max_image_bytes: u64,
+    /// `ANALYZER_MAX_TOKENS`: longest reply, tokens (default 1024).
+    pub max_tokens: u32,
+    /// `ANTHROPIC_BASE_URL` or `OPENAI_BASE_URL`, by provider: where the API
+    /// is (default: the provider's; for Ollama e.g. `http://localhost:11434/v1`).
+    pub base_url: Option<String>,
 }
 
 impl AnalyzerConfig {
@@ -34,7 +39,6 @@ impl AnalyzerConfig {
             });
         }
         Ok(Self {
-            provider,
             model: env.get("ANALYZER_MODEL"),
             concurrency: env.parse_at_least("ANALYZER_CONCURRENCY", 8, 1)?,
             timeout: Duration::from_secs(env.parse_at_least("ANALYZER_TIMEOUT_SECS", 60, 1)?),
@@ -44,6 +48,13 @@ impl AnalyzerConfig {
                 max_delay: Duration::from_secs(env.parse_at_least("ANALYZER_RETRY_MAX_SECS", 20, 1)?),
             },
             max_image_bytes: env.parse_at_least("ANALYZER_MAX_IMAGE_MIB", 5u64, 1)? << 20,
+            max_tokens: env.parse_at_least("ANALYZER_MAX_TOKENS", 1024, 64)?,
+            base_url: match provider.as_str() {
+                "anthropic" => env.get("ANTHROPIC_BASE_URL"),
+                "openai" => env.get("OPENAI_BASE_URL"),
+                _ => None,
+            },
+            provider,
         })
     }
 }

@@ -4,6 +4,7 @@
 //! for each stored one.
 
 pub mod analyze;
+pub mod calls;
 pub mod config;
 pub mod providers;
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use analyzer::AnalyzerConfig;
 use anyhow::Context;
 use embedder::EmbedderConfig;
+use shared::api::{EnvSecrets, SecretSource};
 use shared::config::{DatabaseConfig, Env};
 use shared::embedding::EmbeddingProvider;
 use shared::llm::VisionProvider;
@@ -63,21 +64,24 @@ impl std::fmt::Debug for Components {
 }
 
 impl Components {
-    /// Reads every setting from `env` and connects to the database.
+    /// Reads every setting from `env` (API keys too) and connects to the database.
     pub async fn from_env(env: &Env) -> anyhow::Result<Self> {
         let database = DatabaseConfig::from_env(env)?;
         let pool = shared::db::connect(&database).await?;
-        Self::with_pool(env, pool)
+        Self::with_pool(env, &EnvSecrets, pool).await
     }
 
     /// As [`Components::from_env`], on an existing pool (tests bring theirs).
-    pub fn with_pool(env: &Env, pool: PgPool) -> anyhow::Result<Self> {
+    pub async fn with_pool(env: &Env, secrets: &dyn SecretSource, pool: PgPool) -> anyhow::Result<Self> {
         let local = LocalConfig::from_env(env)?;
         let analyzer = AnalyzerConfig::from_env(env)?;
         let embedder = EmbedderConfig::from_env(env)?;
-        let vision = analyzer::providers::build(&analyzer).map_err(anyhow::Error::msg).context("vision provider")?;
-        let embedding =
-            embedder::providers::build(&embedder).map_err(anyhow::Error::msg).context("embedding provider")?;
+        let vision =
+            analyzer::providers::build(&analyzer, secrets).await.map_err(anyhow::Error::msg).context("vision provider")?;
+        let embedding = embedder::providers::build(&embedder, secrets)
+            .await
+            .map_err(anyhow::Error::msg)
+            .context("embedding provider")?;
         Ok(Self {
             pool,
             store: Arc::new(FolderStore::new(local.data_dir.join("bucket"))),

@@ -19,15 +19,17 @@ pub struct EmbedderConfig {
     /// `EMBEDDING_MAX_ATTEMPTS` (default 4), `EMBEDDING_RETRY_BASE_MS` (default 500),
     /// `EMBEDDING_RETRY_MAX_SECS` (default 20): as the analyzer's.
     pub retry: RetryPolicy,
+    /// `VOYAGE_BASE_URL` or `OPENAI_BASE_URL`, by provider (default: the provider's).
+    pub base_url: Option<String>,
 }
 
 impl EmbedderConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let provider = env.string_or("EMBEDDING_PROVIDER", "local").to_lowercase();
-        let model = match provider.as_str() {
-            "voyage" => env.get("VOYAGE_EMBEDDING_MODEL"),
-            "openai" => env.get("OPENAI_EMBEDDING_MODEL"),
-            "local" => None,
+        let (model, base_url) = match provider.as_str() {
+            "voyage" => (env.get("VOYAGE_EMBEDDING_MODEL"), env.get("VOYAGE_BASE_URL")),
+            "openai" => (env.get("OPENAI_EMBEDDING_MODEL"), env.get("OPENAI_BASE_URL")),
+            "local" => (None, None),
             _ => {
                 return Err(ConfigError::Invalid {
                     name: "EMBEDDING_PROVIDER",
@@ -46,6 +48,7 @@ impl EmbedderConfig {
                 base_delay: Duration::from_millis(env.parse_at_least("EMBEDDING_RETRY_BASE_MS", 500, 1)?),
                 max_delay: Duration::from_secs(env.parse_at_least("EMBEDDING_RETRY_MAX_SECS", 20, 1)?),
             },
+            base_url,
         })
     }
 }

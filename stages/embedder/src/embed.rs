@@ -11,7 +11,7 @@ use shared::db::Vector;
 use shared::db::analyses::{self, AnalysisRecord};
 use shared::db::embeddings::{self, EmbeddingBatch, NewEmbedding};
 use shared::embedding::{
-    EMBEDDING_DIMENSIONS, EmbeddingError, EmbeddingProvider, InputType, document, request_batches,
+    EmbeddingError, EmbeddingProvider, InputType, check_dimensions, document, request_batches,
 };
 use shared::events::AnalysisComplete;
 use shared::llm::Analysis;
@@ -82,14 +82,12 @@ impl Embedder {
 
     /// A reply must carry one vector per text, each of the stored dimensions.
     fn check(&self, sent: usize, vectors: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>, Failure> {
-        let model = self.provider.model().to_owned();
+        let model = self.provider.model();
         if vectors.len() != sent {
-            return Err(self.failure(EmbeddingError::WrongCount { model, sent, got: vectors.len() }, 1));
+            let e = EmbeddingError::WrongCount { model: model.to_owned(), sent, got: vectors.len() };
+            return Err(self.failure(e, 1));
         }
-        if let Some(bad) = vectors.iter().find(|v| v.len() != EMBEDDING_DIMENSIONS) {
-            let got = bad.len();
-            return Err(self.failure(EmbeddingError::WrongDimensions { model, expected: EMBEDDING_DIMENSIONS, got }, 1));
-        }
+        check_dimensions(model, &vectors).map_err(|e| self.failure(e, 1))?;
         Ok(vectors)
     }
 }

@@ -1,16 +1,43 @@
-//! Chooses the embedding provider the configuration names.
+//! Builds the embedding provider the configuration names, with its key.
 
 use std::sync::Arc;
 
+use shared::api::{JsonClient, SecretSource};
 use shared::embedding::EmbeddingProvider;
 use shared::embedding::local::LocalEmbedder;
+use shared::embedding::openai::{self, OpenAiEmbeddings};
+use shared::embedding::voyage::{self, VoyageProvider};
 
 use crate::config::EmbedderConfig;
 
-/// The provider for `config.provider`.
-pub fn build(config: &EmbedderConfig) -> Result<Arc<dyn EmbeddingProvider>, String> {
+/// The provider for `config.provider`. Keys are read from `secrets` once, here.
+pub async fn build(config: &EmbedderConfig, secrets: &dyn SecretSource) -> Result<Arc<dyn EmbeddingProvider>, String> {
+    let key = |name: &'static str| async move { secrets.get(name).await.map_err(|e| e.to_string()) };
     match config.provider.as_str() {
         "local" => Ok(Arc::new(LocalEmbedder)),
-        other => Err(format!("the {other} embedding provider is not built yet; use EMBEDDING_PROVIDER=local")),
+        "voyage" => {
+            let key = key("VOYAGE_API_KEY").await?.ok_or(
+                "VOYAGE_API_KEY is not set (an environment variable locally, /collections/VOYAGE_API_KEY on AWS)",
+            )?;
+            Ok(Arc::new(VoyageProvider::new(
+                JsonClient::new("voyage", config.timeout),
+                config.base_url.as_deref().unwrap_or(voyage::DEFAULT_BASE_URL),
+                key,
+                config.model.clone().unwrap_or_else(|| voyage::DEFAULT_MODEL.to_owned()),
+            )))
+        }
+        "openai" => {
+            let key = key("OPENAI_API_KEY").await?;
+            if key.is_none() && config.base_url.is_none() {
+                return Err("OPENAI_API_KEY is not set, and OPENAI_BASE_URL names no other server".to_owned());
+            }
+            Ok(Arc::new(OpenAiEmbeddings::new(
+                JsonClient::new("openai", config.timeout),
+                config.base_url.as_deref().unwrap_or(openai::DEFAULT_BASE_URL),
+                key,
+                config.model.clone().unwrap_or_else(|| openai::DEFAULT_MODEL.to_owned()),
+            )))
+        }
+        other => Err(format!("unknown embedding provider {other:?}")),
     }
 }

@@ -1,0 +1,47 @@
+// Builds the CDK app: one stack per invocation, Collections-<env>, with the
+// cdk-nag AwsSolutions checks registered as a validation plugin (synthesis
+// fails on any unacknowledged finding).
+
+import { App, AppProps, Validations } from 'aws-cdk-lib';
+import * as cxapi from 'aws-cdk-lib/cx-api';
+import { AwsSolutionsChecks } from 'cdk-nag';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+import { CollectionsStack } from './collections-stack';
+import { bool, loadConfig } from './config';
+
+/** The repository root: $COLLECTIONS_REPO_ROOT, else the folder above infra/. */
+export function defaultRepoRoot(): string {
+  if (process.env.COLLECTIONS_REPO_ROOT) return resolve(process.env.COLLECTIONS_REPO_ROOT);
+  // This file runs from infra/dist/lib/ (compiled) — walk up to the folder holding infra/.
+  let dir = resolve(__dirname);
+  for (let i = 0; i < 6; i++) {
+    if (existsSync(join(dir, 'infra', 'package.json')) && existsSync(join(dir, 'Cargo.toml'))) return dir;
+    dir = resolve(dir, '..');
+  }
+  throw new Error(`cannot find the repository root above ${__dirname}; set COLLECTIONS_REPO_ROOT`);
+}
+
+export interface BuildResult {
+  readonly app: App;
+  readonly stack: CollectionsStack;
+}
+
+/**
+ * Creates the app and its stack. `-c skipBundling=true` (or the
+ * `aws:cdk:bundling-stacks` context set to []) skips the cargo-lambda build:
+ * the template is complete but the Lambda assets are placeholders, so such a
+ * synth is for inspection and tests only, never for deploy.
+ */
+export function buildApp(props: AppProps = {}, repoRoot: string = defaultRepoRoot()): BuildResult {
+  const app = new App(props);
+  if (bool(app, 'skipBundling', false)) {
+    // Must happen before any child exists (context is frozen after that).
+    app.node.setContext(cxapi.BUNDLING_STACKS, []);
+  }
+  const config = loadConfig(app);
+  const stack = new CollectionsStack(app, `Collections-${config.envName}`, { config, repoRoot });
+  Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
+  return { app, stack };
+}

@@ -1,0 +1,789 @@
+// The collections pipeline on AWS:
+//
+//   S3 (EventBridge notifications on)
+//    └─ default bus rule "forward uploads": aws.s3 Object Created in this bucket,
+//       key NOT matching */thumbnails/*            → custom bus collections-<env>-uploads
+//        └─ uploads-bus rule: key ends .jpg/.jpeg/.png (any case)
+//                                                  → Kinesis uploads (partition key: object key)
+//                                                     → thumbnailer Lambda
+//    └─ default bus rule: collections.imageprocessor / ImageProcessed
+//                                                  → Kinesis processed (partition key: item_id)
+//                                                     → analyzer Lambda
+//    └─ default bus rule: collections.analyzer / AnalysisComplete
+//                                                  → Kinesis analyzed (partition key: item_id)
+//                                                     → embedder Lambda → PostgreSQL (RDS, pgvector)
+//
+// Why two rules for uploads: an EventBridge pattern cannot AND two conditions on
+// one field (detail.object.key): matchers listed for a field are ORed, `$or` is
+// OR, and there is no `$and` (aws/event-ruler issues #69 and #126). So the
+// default-bus rule drops thumbnails and forwards to a bus of our own, whose rule
+// keeps the image extensions. See infra/README.md.
+
+import { CustomResource, Duration, RemovalPolicy, Stack, StackProps, Tags, CfnOutput, Validations } from 'aws-cdk-lib';
+import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+import * as cwActions from 'aws-cdk-lib/aws-cloudwatch-actions';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as targets from 'aws-cdk-lib/aws-events-targets';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as kinesis from 'aws-cdk-lib/aws-kinesis';
+import * as kms from 'aws-cdk-lib/aws-kms';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import { KinesisEventSource, SqsDlq } from 'aws-cdk-lib/aws-lambda-event-sources';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as rds from 'aws-cdk-lib/aws-rds';
+import * as s3 from 'aws-cdk-lib/aws-s3';
+import * as sns from 'aws-cdk-lib/aws-sns';
+import * as subs from 'aws-cdk-lib/aws-sns-subscriptions';
+import * as sqs from 'aws-cdk-lib/aws-sqs';
+import * as cr from 'aws-cdk-lib/custom-resources';
+import { RustFunction } from 'cargo-lambda-cdk';
+import { Construct, IConstruct } from 'constructs';
+import { join } from 'node:path';
+
+import {
+  CollectionsConfig,
+  DATABASE_NAME,
+  DATABASE_PORT,
+  DATABASE_URL_PARAMETER,
+  SSM_PARAMETER_PREFIX,
+  StageBatching,
+  THUMBNAIL_TAG_KEY,
+  THUMBNAIL_TAG_VALUE,
+} from './config';
+import { fingerprintMigrations } from './migrations';
+
+export interface CollectionsStackProps extends StackProps {
+  readonly config: CollectionsConfig;
+  /** The repository root: the Cargo workspace and migrations/ live there. */
+  readonly repoRoot: string;
+}
+
+/** The four Lambda binaries (crate = folder under stages/ = [[bin]] name). */
+export const FUNCTIONS = {
+  thumbnailer: { crate: 'thumbnailer', memoryMiB: 1024, timeout: Duration.seconds(60) },
+  analyzer: { crate: 'analyzer', memoryMiB: 1024, timeout: Duration.seconds(300) },
+  embedder: { crate: 'embedder', memoryMiB: 512, timeout: Duration.seconds(60) },
+  migrator: { crate: 'migrator', memoryMiB: 512, timeout: Duration.seconds(300) },
+} as const;
+export type FunctionName = keyof typeof FUNCTIONS;
+
+/** Event sources and types the stages publish (seed contracts). */
+export const IMAGE_PROCESSED = { source: 'collections.imageprocessor', detailType: 'ImageProcessed' };
+export const ANALYSIS_COMPLETE = { source: 'collections.analyzer', detailType: 'AnalysisComplete' };
+export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png'];
+export const THUMBNAILS_WILDCARD = '*/thumbnails/*';
+
+let acknowledgementsEnabled = true;
+/**
+ * Tests only: build a stack without any acknowledgement, to check that every
+ * acknowledgement still matches a real finding (no stale suppressions).
+ */
+export function setAcknowledgementsEnabled(enabled: boolean): void {
+  acknowledgementsEnabled = enabled;
+}
+
+/** Acknowledge one cdk-nag finding on a construct (and its children), with the reason. */
+export function acknowledge(scope: IConstruct, id: string, reason: string): void {
+  if (!acknowledgementsEnabled) return;
+  Validations.of(scope).acknowledge({ id, reason });
+}
+
+interface DatabaseWiring {
+  /** Environment variables every database user gets. */
+  readonly environment: Record<string, string>;
+  /** Grants read of the credentials to a role. */
+  grantRead(role: iam.Role): void;
+  /** Set when the functions run in a VPC next to an RDS instance. */
+  readonly vpc?: ec2.IVpc;
+  readonly securityGroup?: ec2.ISecurityGroup;
+  /** What must exist before the migrator can reach the database. */
+  readonly readiness: IConstruct[];
+}
+
+export class CollectionsStack extends Stack {
+  public readonly config: CollectionsConfig;
+  public readonly bucket: s3.Bucket;
+  public readonly key: kms.Key;
+  public readonly streams: { uploads: kinesis.Stream; processed: kinesis.Stream; analyzed: kinesis.Stream };
+  public readonly functions: Record<FunctionName, RustFunction>;
+  public readonly alarmTopic: sns.Topic;
+  public readonly uploadsBus: events.EventBus;
+  public vpc?: ec2.Vpc;
+  public database?: rds.CfnDBInstance;
+
+  private readonly removal: RemovalPolicy;
+  private readonly ssmPrefixArn: string;
+  private readonly repoRoot: string;
+
+  constructor(scope: Construct, id: string, props: CollectionsStackProps) {
+    super(scope, id, {
+      description: `collections image pipeline (${props.config.envName}): S3 -> EventBridge -> Kinesis -> Rust Lambdas -> PostgreSQL/pgvector`,
+      ...props,
+    });
+    const cfg = props.config;
+    this.config = cfg;
+    this.repoRoot = props.repoRoot;
+    const env = cfg.envName;
+    this.removal = cfg.retainData ? RemovalPolicy.RETAIN : RemovalPolicy.DESTROY;
+    this.ssmPrefixArn = this.formatArn({
+      service: 'ssm',
+      resource: 'parameter',
+      resourceName: `${SSM_PARAMETER_PREFIX.replace(/^\//, '')}/*`,
+    });
+
+    Tags.of(this).add('project', 'collections');
+    Tags.of(this).add('environment', env);
+
+    // ---------------------------------------------------------------- KMS
+    // A customer-managed key for the alarm topic: CloudWatch alarms cannot
+    // publish to a topic encrypted with the AWS-managed aws/sns key (whose
+    // policy can't grant cloudwatch.amazonaws.com).
+    this.key = new kms.Key(this, 'Key', {
+      alias: `alias/collections-${env}`,
+      description: `collections ${env}: the alarm topic`,
+      enableKeyRotation: true,
+      removalPolicy: this.removal,
+      pendingWindow: Duration.days(cfg.retainData ? 30 : 7),
+    });
+    this.key.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: 'AllowCloudWatchAlarmsToPublishToTheAlarmTopic',
+        principals: [new iam.ServicePrincipal('cloudwatch.amazonaws.com')],
+        actions: ['kms:Decrypt', 'kms:GenerateDataKey*'],
+        resources: ['*'],
+      }),
+    );
+
+    // ---------------------------------------------------------------- S3
+    this.bucket = this.createBuckets(cfg);
+
+    // ---------------------------------------------------------------- Kinesis
+    const stream = (cid: string, name: string) =>
+      new kinesis.Stream(this, cid, {
+        streamName: `collections-${env}-${name}`,
+        streamMode: cfg.streamMode === 'PROVISIONED' ? kinesis.StreamMode.PROVISIONED : kinesis.StreamMode.ON_DEMAND,
+        shardCount: cfg.streamMode === 'PROVISIONED' ? cfg.shardCount : undefined,
+        retentionPeriod: cfg.streamRetention,
+        // The AWS-managed aws/kinesis key: no key policy to keep in step with
+        // the producers/consumers, no KMS request charges (cdk-nag KDS3
+        // prefers it too).
+        encryption: kinesis.StreamEncryption.MANAGED,
+        removalPolicy: this.removal,
+      });
+    this.streams = {
+      uploads: stream('UploadsStream', 'uploads'),
+      processed: stream('ProcessedStream', 'processed'),
+      analyzed: stream('AnalyzedStream', 'analyzed'),
+    };
+
+    // ---------------------------------------------------------------- alarms topic
+    this.alarmTopic = new sns.Topic(this, 'AlarmTopic', {
+      topicName: `collections-${env}-alarms`,
+      displayName: `collections ${env} alarms`,
+      masterKey: this.key,
+      enforceSSL: true,
+    });
+    if (cfg.alarmEmail) {
+      this.alarmTopic.addSubscription(new subs.EmailSubscription(cfg.alarmEmail));
+    }
+
+    // ---------------------------------------------------------------- EventBridge
+    this.uploadsBus = this.createRules(cfg);
+
+    // ---------------------------------------------------------------- database
+    const db = cfg.existingDatabase ? this.existingDatabase() : this.rdsDatabase(cfg);
+
+    // ---------------------------------------------------------------- functions
+    const defaultBusArn = this.formatArn({ service: 'events', resource: 'event-bus', resourceName: 'default' });
+    const putEvents = (source: string) =>
+      new iam.PolicyStatement({
+        sid: 'PutPipelineEventsOnTheDefaultBus',
+        actions: ['events:PutEvents'],
+        resources: [defaultBusArn],
+        // Only the stage's own event source (the seed's contract).
+        conditions: { StringEquals: { 'events:source': source } },
+      });
+    const readParameters = (resources: string[]) =>
+      new iam.PolicyStatement({
+        sid: 'ReadCollectionsParameters',
+        actions: ['ssm:GetParameter', 'ssm:GetParameters'],
+        resources,
+      });
+    const thumbnailsArn = this.bucket.arnForObjects('*/thumbnails/*');
+
+    const thumbnailer = this.rustFunction('thumbnailer', cfg, db, {
+      BUCKET_NAME: this.bucket.bucketName,
+      EVENT_BUS_NAME: 'default',
+    });
+    thumbnailer.role!.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'ReadOriginals',
+        actions: ['s3:GetObject'],
+        resources: [this.bucket.arnForObjects('*')],
+      }),
+    );
+    thumbnailer.role!.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'WriteThumbnails',
+        actions: ['s3:PutObject', 's3:PutObjectTagging'],
+        resources: [thumbnailsArn],
+      }),
+    );
+    thumbnailer.role!.addToPrincipalPolicy(putEvents(IMAGE_PROCESSED.source));
+
+    const analyzerEnv: Record<string, string> = {
+      BUCKET_NAME: this.bucket.bucketName,
+      EVENT_BUS_NAME: 'default',
+      ANALYZER_PROVIDER: cfg.analyzerProvider,
+      ANALYZER_CONCURRENCY: String(cfg.analyzerConcurrency),
+      SSM_PARAMETER_PREFIX,
+    };
+    if (cfg.analyzerModel) analyzerEnv.ANALYZER_MODEL = cfg.analyzerModel;
+    const analyzer = this.rustFunction('analyzer', cfg, db, analyzerEnv);
+    analyzer.role!.addToPrincipalPolicy(
+      new iam.PolicyStatement({ sid: 'ReadThumbnails', actions: ['s3:GetObject'], resources: [thumbnailsArn] }),
+    );
+    analyzer.role!.addToPrincipalPolicy(putEvents(ANALYSIS_COMPLETE.source));
+    analyzer.role!.addToPrincipalPolicy(readParameters([this.ssmPrefixArn]));
+
+    const embedder = this.rustFunction('embedder', cfg, db, {
+      EMBEDDING_PROVIDER: cfg.embeddingProvider,
+      VOYAGE_EMBEDDING_MODEL: cfg.voyageEmbeddingModel,
+      SSM_PARAMETER_PREFIX,
+    });
+    embedder.role!.addToPrincipalPolicy(readParameters([this.ssmPrefixArn]));
+
+    const migrator = this.rustFunction('migrator', cfg, db, {});
+    this.functions = { thumbnailer, analyzer, embedder, migrator };
+
+    // Wildcards that are the point of the statement.
+    acknowledge(
+      thumbnailer.role!,
+      `AwsSolutions-IAM5[Resource::<${this.getLogicalId(this.bucket.node.defaultChild as s3.CfnBucket)}.Arn>/*]`,
+      'The thumbnailer reads any original the uploads rule forwards; originals live under every user prefix ({user}/...), so the key is a wildcard. Writes are limited to */thumbnails/* keys.',
+    );
+    for (const fn of [thumbnailer, analyzer]) {
+      acknowledge(
+        fn.role!,
+        `AwsSolutions-IAM5[Resource::<${this.getLogicalId(this.bucket.node.defaultChild as s3.CfnBucket)}.Arn>/*/thumbnails/*]`,
+        'Thumbnails live at {user}/thumbnails/{file} for every user, so the object ARN needs the user wildcard; it is limited to thumbnail keys of this stack\'s bucket.',
+      );
+    }
+    for (const fn of [analyzer, embedder]) {
+      acknowledge(
+        fn.role!,
+        'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ssm:<AWS::Region>:<AWS::AccountId>:parameter/collections/*]',
+        'The stage reads its provider API keys (SecureString) under /collections/ once per cold start; the set of keys depends on the configured provider, so the prefix is granted.',
+      );
+    }
+
+    // ---------------------------------------------------------------- Kinesis triggers
+    this.connectStage(thumbnailer, this.streams.uploads, cfg.thumbnailer, cfg);
+    this.connectStage(analyzer, this.streams.processed, cfg.analyzer, cfg);
+    this.connectStage(embedder, this.streams.analyzed, cfg.embedder, cfg);
+
+    // ---------------------------------------------------------------- migrations
+    this.createMigrations(migrator, cfg, db);
+
+    // ---------------------------------------------------------------- alarms
+    for (const name of Object.keys(this.functions) as FunctionName[]) {
+      this.functionAlarms(name, this.functions[name], cfg);
+    }
+    for (const [name, s] of Object.entries(this.streams)) {
+      this.alarm(`${name}-iterator-age`, {
+        metric: s.metricGetRecordsIteratorAgeMilliseconds({ statistic: 'Maximum', period: Duration.minutes(5) }),
+        threshold: cfg.iteratorAgeAlarmMinutes * 60 * 1000,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        evaluationPeriods: 1,
+        alarmDescription: `The oldest record in the ${name} stream is over ${cfg.iteratorAgeAlarmMinutes} min old: its consumer is falling behind or failing.`,
+      });
+    }
+
+    // ---------------------------------------------------------------- outputs
+    new CfnOutput(this, 'BucketName', { value: this.bucket.bucketName, description: 'Upload images here as {user}/{item}.{jpg,jpeg,png}' });
+    new CfnOutput(this, 'UploadsStreamName', { value: this.streams.uploads.streamName, description: 'collections backfill --stream' });
+    new CfnOutput(this, 'ProcessedStreamName', { value: this.streams.processed.streamName });
+    new CfnOutput(this, 'AnalyzedStreamName', { value: this.streams.analyzed.streamName });
+    new CfnOutput(this, 'AlarmTopicArn', { value: this.alarmTopic.topicArn });
+    if (this.database) {
+      new CfnOutput(this, 'DatabaseEndpoint', { value: this.database.attrEndpointAddress });
+      new CfnOutput(this, 'DatabaseSecretArn', { value: this.database.attrMasterUserSecretSecretArn });
+    }
+  }
+
+  // ======================================================================
+  // S3
+
+  private createBuckets(cfg: CollectionsConfig): s3.Bucket {
+    const autoDelete = !cfg.retainData;
+    const accessLogs = new s3.Bucket(this, 'AccessLogsBucket', {
+      encryption: s3.BucketEncryption.S3_MANAGED, // log delivery supports SSE-S3 only
+      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+      objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+      enforceSSL: true,
+      lifecycleRules: [{ id: 'expire-access-logs', expiration: Duration.days(cfg.accessLogExpirationDays) }],
+      removalPolicy: this.removal,
+      autoDeleteObjects: autoDelete,
+    });
+
+    const lifecycleRules: s3.LifecycleRule[] = [
+      { id: 'abort-incomplete-multipart-uploads', abortIncompleteMultipartUploadAfter: Duration.days(7) },
+    ];
+    if (cfg.thumbnailExpirationDays !== undefined) {
+      // Lifecycle filters match a key *prefix*, tags or size, never a wildcard:
+      // thumbnails live at {user}/thumbnails/{file}, so no prefix selects them.
+      // The thumbnailer tags each thumbnail collections:kind=thumbnail instead.
+      lifecycleRules.push({
+        id: 'expire-thumbnails',
+        tagFilters: { [THUMBNAIL_TAG_KEY]: THUMBNAIL_TAG_VALUE },
+        expiration: Duration.days(cfg.thumbnailExpirationDays),
+        // In a versioned bucket an expiry only hides the object: drop the old version too.
+        noncurrentVersionExpiration: cfg.versioned ? Duration.days(30) : undefined,
+      });
+    }
+    if (cfg.versioned) {
+      lifecycleRules.push({ id: 'expire-noncurrent-versions', noncurrentVersionExpiration: Duration.days(90) });
+    }
+
+    const bucket = new s3.Bucket(this, 'ImagesBucket', {
+      encryption: s3.BucketEncryption.S3_MANAGED,
+      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+      objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+      enforceSSL: true,
+      versioned: cfg.versioned,
+      serverAccessLogsBucket: accessLogs,
+      serverAccessLogsPrefix: 'images/',
+      lifecycleRules,
+      removalPolicy: this.removal,
+      autoDeleteObjects: autoDelete,
+      // eventBridgeEnabled is set natively below, not through this prop.
+    });
+    // `eventBridgeEnabled: true` on the L2 bucket is implemented by a
+    // Custom::S3BucketNotifications Lambda; CloudFormation has the property
+    // natively, so set it on the CfnBucket: same effect, no extra function.
+    const cfnBucket = bucket.node.defaultChild as s3.CfnBucket;
+    cfnBucket.notificationConfiguration = { eventBridgeConfiguration: { eventBridgeEnabled: true } };
+    return bucket;
+  }
+
+  // ======================================================================
+  // EventBridge
+
+  private deadLetterQueue(id: string, alarmName: string): sqs.Queue {
+    const q = new sqs.Queue(this, id, {
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      retentionPeriod: Duration.days(14),
+      removalPolicy: this.removal,
+    });
+    acknowledge(q, 'AwsSolutions-SQS3', 'This queue is itself a dead-letter queue (of an EventBridge target or a Kinesis event source); it is alarmed on depth.');
+    this.alarm(`${alarmName}-dlq-depth`, {
+      metric: q.metricApproximateNumberOfMessagesVisible({ statistic: 'Maximum', period: Duration.minutes(5) }),
+      threshold: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      evaluationPeriods: 1,
+      alarmDescription: `Messages in the dead-letter queue ${id}: events or records were dropped after retries; inspect and redrive.`,
+    });
+    return q;
+  }
+
+  private createRules(cfg: CollectionsConfig): events.EventBus {
+    const env = cfg.envName;
+    const retry = { retryAttempts: 185, maxEventAge: Duration.hours(24) };
+    const s3Event = {
+      source: ['aws.s3'],
+      detailType: ['Object Created'],
+    };
+
+    // Hop 1 (default bus): everything created in this bucket except thumbnails.
+    const uploadsBus = new events.EventBus(this, 'UploadsBus', { eventBusName: `collections-${env}-uploads` });
+    new events.Rule(this, 'ForwardUploadsRule', {
+      description: 'Objects created in the images bucket, except */thumbnails/*, to the uploads bus',
+      eventPattern: {
+        ...s3Event,
+        detail: {
+          bucket: { name: [this.bucket.bucketName] },
+          object: { key: events.Match.anythingButWildcard(THUMBNAILS_WILDCARD) },
+        },
+      },
+      targets: [new targets.EventBus(uploadsBus, { deadLetterQueue: this.deadLetterQueue('ForwardUploadsDlq', 'forward-uploads-rule') })],
+    });
+
+    // Hop 2 (uploads bus): only .jpg/.jpeg/.png, any case → Kinesis uploads.
+    new events.Rule(this, 'UploadsRule', {
+      eventBus: uploadsBus,
+      description: 'Images (.jpg/.jpeg/.png, any case) to the uploads stream',
+      eventPattern: {
+        ...s3Event,
+        detail: {
+          bucket: { name: [this.bucket.bucketName] },
+          object: { key: events.Match.anyOf(...IMAGE_EXTENSIONS.map((e) => events.Match.suffixEqualsIgnoreCase(e))) },
+        },
+      },
+      targets: [
+        new targets.KinesisStream(this.streams.uploads, {
+          partitionKeyPath: '$.detail.object.key',
+          deadLetterQueue: this.deadLetterQueue('UploadsRuleDlq', 'uploads-rule'),
+          ...retry,
+        }),
+      ],
+    });
+
+    new events.Rule(this, 'ImageProcessedRule', {
+      description: 'ImageProcessed events to the processed stream',
+      eventPattern: { source: [IMAGE_PROCESSED.source], detailType: [IMAGE_PROCESSED.detailType] },
+      targets: [
+        new targets.KinesisStream(this.streams.processed, {
+          partitionKeyPath: '$.detail.item_id',
+          deadLetterQueue: this.deadLetterQueue('ImageProcessedRuleDlq', 'image-processed-rule'),
+          ...retry,
+        }),
+      ],
+    });
+
+    new events.Rule(this, 'AnalysisCompleteRule', {
+      description: 'AnalysisComplete events to the analyzed stream',
+      eventPattern: { source: [ANALYSIS_COMPLETE.source], detailType: [ANALYSIS_COMPLETE.detailType] },
+      targets: [
+        new targets.KinesisStream(this.streams.analyzed, {
+          partitionKeyPath: '$.detail.item_id',
+          deadLetterQueue: this.deadLetterQueue('AnalysisCompleteRuleDlq', 'analysis-complete-rule'),
+          ...retry,
+        }),
+      ],
+    });
+    return uploadsBus;
+  }
+
+  // ======================================================================
+  // Database
+
+  private existingDatabase(): DatabaseWiring {
+    const parameterArn = this.formatArn({
+      service: 'ssm',
+      resource: 'parameter',
+      resourceName: DATABASE_URL_PARAMETER.replace(/^\//, ''),
+    });
+    return {
+      environment: { DATABASE_URL_PARAMETER },
+      grantRead: (role) =>
+        role.addToPrincipalPolicy(
+          new iam.PolicyStatement({
+            sid: 'ReadDatabaseUrl',
+            actions: ['ssm:GetParameter'],
+            resources: [parameterArn],
+          }),
+        ),
+      readiness: [],
+    };
+  }
+
+  private rdsDatabase(cfg: CollectionsConfig): DatabaseWiring {
+    const flowLogs = new logs.LogGroup(this, 'VpcFlowLogs', {
+      retention: cfg.logRetention,
+      removalPolicy: this.removal,
+    });
+    const vpc = new ec2.Vpc(this, 'Vpc', {
+      maxAzs: 2,
+      natGateways: cfg.natGateways,
+      subnetConfiguration: [
+        { name: 'public', subnetType: ec2.SubnetType.PUBLIC, cidrMask: 24 },
+        { name: 'functions', subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS, cidrMask: 22 },
+        { name: 'database', subnetType: ec2.SubnetType.PRIVATE_ISOLATED, cidrMask: 24 },
+      ],
+      // S3 traffic (originals, thumbnails) skips the NAT gateway: free, and no NAT data charge.
+      gatewayEndpoints: { S3: { service: ec2.GatewayVpcEndpointAwsService.S3 } },
+      flowLogs: {
+        rejected: {
+          destination: ec2.FlowLogDestination.toCloudWatchLogs(flowLogs),
+          trafficType: ec2.FlowLogTrafficType.REJECT,
+        },
+      },
+    });
+    this.vpc = vpc;
+
+    const functionsSg = new ec2.SecurityGroup(this, 'FunctionsSecurityGroup', {
+      vpc,
+      description: 'collections Lambda functions: HTTPS out, PostgreSQL to the database',
+      allowAllOutbound: false,
+    });
+    functionsSg.addEgressRule(ec2.Peer.anyIpv4(), ec2.Port.tcp(443), 'HTTPS to AWS APIs and the LLM/embedding providers');
+    const dbSg = new ec2.SecurityGroup(this, 'DatabaseSecurityGroup', {
+      vpc,
+      description: 'collections PostgreSQL: only the pipeline functions may connect',
+      allowAllOutbound: false,
+    });
+    dbSg.addIngressRule(functionsSg, ec2.Port.tcp(DATABASE_PORT), 'PostgreSQL from the collections functions');
+    functionsSg.addEgressRule(dbSg, ec2.Port.tcp(DATABASE_PORT), 'PostgreSQL');
+
+    const subnetGroup = new rds.SubnetGroup(this, 'DatabaseSubnets', {
+      vpc,
+      description: 'collections PostgreSQL (isolated subnets)',
+      vpcSubnets: { subnetType: ec2.SubnetType.PRIVATE_ISOLATED },
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+
+    // L1 on purpose: ManageMasterUserPassword (RDS generates the password into
+    // a Secrets Manager secret and rotates it) is not offered by the L2
+    // DatabaseInstance, which would create and store a password itself.
+    const database = new rds.CfnDBInstance(this, 'Database', {
+      engine: 'postgres',
+      // RDS for PostgreSQL ships pgvector 0.8.0 from 17.1 on (16.5 on the 16
+      // line); a pinned, current minor so CloudFormation creates exactly it
+      // (a bare "17" is refused by cfn-lint as deprecated for new instances).
+      engineVersion: cfg.dbEngineVersion,
+      autoMinorVersionUpgrade: true,
+      dbInstanceClass: cfg.dbInstanceClass,
+      allocatedStorage: String(cfg.dbAllocatedStorageGiB),
+      maxAllocatedStorage: Math.max(100, cfg.dbAllocatedStorageGiB * 2),
+      storageType: 'gp3',
+      storageEncrypted: true,
+      dbName: DATABASE_NAME,
+      port: String(DATABASE_PORT),
+      masterUsername: 'collections',
+      manageMasterUserPassword: true,
+      multiAz: cfg.dbMultiAz,
+      publiclyAccessible: false,
+      dbSubnetGroupName: subnetGroup.subnetGroupName,
+      vpcSecurityGroups: [dbSg.securityGroupId],
+      deletionProtection: cfg.deletionProtection,
+      backupRetentionPeriod: cfg.dbBackupRetentionDays,
+      copyTagsToSnapshot: true,
+      enableCloudwatchLogsExports: ['postgresql'],
+    });
+    database.applyRemovalPolicy(
+      cfg.envName === 'dev' ? RemovalPolicy.DESTROY : RemovalPolicy.SNAPSHOT,
+    );
+    this.database = database;
+
+    acknowledge(
+      database,
+      'AwsSolutions-RDS11',
+      'The instance sits in isolated subnets and accepts only the functions\' security group; a non-default port adds no protection and breaks tooling defaults.',
+    );
+    if (!cfg.dbMultiAz) {
+      acknowledge(database, 'AwsSolutions-RDS3', `Single-AZ in ${cfg.envName} to keep an idle environment cheap; prod is Multi-AZ.`);
+    }
+    if (!cfg.deletionProtection) {
+      acknowledge(database, 'AwsSolutions-RDS10', `Deletion protection is on in prod only; ${cfg.envName} must be removable with cdk destroy.`);
+    }
+
+    const secretArn = database.attrMasterUserSecretSecretArn;
+    return {
+      environment: {
+        DATABASE_HOST: database.attrEndpointAddress,
+        DATABASE_PORT: database.attrEndpointPort,
+        DATABASE_NAME,
+        DATABASE_SECRET_ARN: secretArn,
+      },
+      grantRead: (role) =>
+        role.addToPrincipalPolicy(
+          new iam.PolicyStatement({
+            sid: 'ReadDatabaseCredentials',
+            actions: ['secretsmanager:GetSecretValue'],
+            resources: [secretArn],
+          }),
+        ),
+      vpc,
+      securityGroup: functionsSg,
+      readiness: [database, functionsSg, dbSg],
+    };
+  }
+
+  // ======================================================================
+  // Functions
+
+  private rustFunction(
+    name: FunctionName,
+    cfg: CollectionsConfig,
+    db: DatabaseWiring,
+    environment: Record<string, string>,
+  ): RustFunction {
+    const spec = FUNCTIONS[name];
+    const id = name.charAt(0).toUpperCase() + name.slice(1);
+    const functionName = `collections-${cfg.envName}-${name}`;
+    const logGroup = new logs.LogGroup(this, `${id}LogGroup`, {
+      logGroupName: `/aws/lambda/${functionName}`,
+      retention: cfg.logRetention,
+      removalPolicy: this.removal,
+    });
+
+    // Its own role: logs to its own group; ENI management when in the VPC;
+    // the rest is added by the caller and by the event-source grants.
+    const statements = [
+      new iam.PolicyStatement({
+        sid: 'WriteOwnLogs',
+        actions: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+        resources: [logGroup.logGroupArn],
+      }),
+    ];
+    if (db.vpc) {
+      statements.push(
+        new iam.PolicyStatement({
+          sid: 'ManageVpcNetworkInterfaces',
+          // The actions of the AWSLambdaVPCAccessExecutionRole managed policy.
+          actions: [
+            'ec2:CreateNetworkInterface',
+            'ec2:DescribeNetworkInterfaces',
+            'ec2:DescribeSubnets',
+            'ec2:DeleteNetworkInterface',
+            'ec2:AssignPrivateIpAddresses',
+            'ec2:UnassignPrivateIpAddresses',
+          ],
+          resources: ['*'],
+        }),
+      );
+    }
+    const role = new iam.Role(this, `${id}Role`, {
+      assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
+      description: `collections ${cfg.envName} ${name} function`,
+      // Inline on the role (not a separate policy) so that the permissions
+      // exist before CloudFormation creates the function in the VPC.
+      inlinePolicies: { runtime: new iam.PolicyDocument({ statements }) },
+    });
+    db.grantRead(role);
+    if (db.vpc) {
+      acknowledge(
+        role,
+        'AwsSolutions-IAM5[Resource::*]',
+        'Lambda creates and deletes its VPC network interfaces and writes X-Ray segments; EC2 ENI actions (as in AWSLambdaVPCAccessExecutionRole) and xray:PutTraceSegments/PutTelemetryRecords support no resource-level scoping.',
+      );
+    } else {
+      acknowledge(
+        role,
+        'AwsSolutions-IAM5[Resource::*]',
+        'X-Ray active tracing: xray:PutTraceSegments and xray:PutTelemetryRecords support no resource-level scoping.',
+      );
+    }
+
+    const fn = new RustFunction(this, id, {
+      functionName,
+      description: `collections ${name} (Rust, cargo-lambda)`,
+      manifestPath: join(this.repoRoot, 'stages', spec.crate, 'Cargo.toml'),
+      binaryName: spec.crate,
+      architecture: lambda.Architecture.ARM_64,
+      memorySize: spec.memoryMiB,
+      timeout: spec.timeout,
+      tracing: lambda.Tracing.ACTIVE,
+      logGroup,
+      role,
+      environment: { ...db.environment, ...environment, RUST_LOG: cfg.rustLog },
+      ...(db.vpc
+        ? {
+            vpc: db.vpc,
+            vpcSubnets: { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS },
+            securityGroups: [db.securityGroup!],
+          }
+        : {}),
+    });
+    return fn;
+  }
+
+  private connectStage(fn: RustFunction, stream: kinesis.Stream, batching: StageBatching, cfg: CollectionsConfig): void {
+    const dlq = this.deadLetterQueue(`${fn.node.id}FailuresDlq`, `${fn.node.id.toLowerCase()}-failures`);
+    fn.addEventSource(
+      new KinesisEventSource(stream, {
+        startingPosition: lambda.StartingPosition.TRIM_HORIZON,
+        batchSize: batching.batchSize,
+        maxBatchingWindow: batching.maxBatchingWindow,
+        parallelizationFactor: cfg.parallelizationFactor,
+        bisectBatchOnError: true,
+        retryAttempts: cfg.retryAttempts,
+        maxRecordAge: cfg.maxRecordAge,
+        reportBatchItemFailures: true,
+        onFailure: new SqsDlq(dlq),
+      }),
+    );
+  }
+
+  private createMigrations(migrator: RustFunction, cfg: CollectionsConfig, db: DatabaseWiring): void {
+    const migrations = fingerprintMigrations(this.repoRoot);
+
+    const providerLogs = new logs.LogGroup(this, 'MigrationsProviderLogGroup', {
+      retention: cfg.logRetention,
+      removalPolicy: this.removal,
+    });
+    const providerRole = new iam.Role(this, 'MigrationsProviderRole', {
+      assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
+      description: `collections ${cfg.envName}: CloudFormation custom-resource framework for the migrations`,
+      inlinePolicies: {
+        runtime: new iam.PolicyDocument({
+          statements: [
+            new iam.PolicyStatement({
+              sid: 'WriteOwnLogs',
+              actions: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+              resources: [providerLogs.logGroupArn],
+            }),
+          ],
+        }),
+      },
+    });
+    const provider = new cr.Provider(this, 'MigrationsProvider', {
+      onEventHandler: migrator,
+      logGroup: providerLogs,
+      frameworkOnEventRole: providerRole,
+    });
+    acknowledge(
+      providerRole,
+      `AwsSolutions-IAM5[Resource::<${this.getLogicalId(migrator.node.defaultChild as lambda.CfnFunction)}.Arn>:*]`,
+      'Granted by the CDK Provider framework: invoke the migrator function and its versions/aliases (ARN:*); scoped to that one function.',
+    );
+
+    const resource = new CustomResource(this, 'Migrations', {
+      serviceToken: provider.serviceToken,
+      resourceType: 'Custom::CollectionsMigrations',
+      properties: {
+        // Changes whenever a migration file is added or edited → Update → migrator runs.
+        MigrationsHash: migrations.hash,
+        MigrationCount: migrations.files.length,
+        LatestMigration: migrations.files[migrations.files.length - 1],
+      },
+    });
+    // The migrator must reach PostgreSQL: wait for the security-group rules
+    // (separate resources, since the two groups reference each other), not
+    // just for the instance.
+    for (const c of db.readiness) resource.node.addDependency(c);
+  }
+
+  // ======================================================================
+  // Alarms
+
+  private alarm(name: string, props: Omit<cloudwatch.AlarmProps, 'alarmName'>): cloudwatch.Alarm {
+    const id = 'Alarm' + name.replace(/(^|-)([a-z0-9])/g, (_m, _d, c: string) => c.toUpperCase());
+    const a = new cloudwatch.Alarm(this, id, {
+      alarmName: `collections-${this.config.envName}-${name}`,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      ...props,
+    });
+    a.addAlarmAction(new cwActions.SnsAction(this.alarmTopic));
+    a.addOkAction(new cwActions.SnsAction(this.alarmTopic));
+    return a;
+  }
+
+  private functionAlarms(name: FunctionName, fn: RustFunction, cfg: CollectionsConfig): void {
+    const period = Duration.minutes(5);
+    this.alarm(`${name}-errors`, {
+      metric: fn.metricErrors({ statistic: 'Sum', period }),
+      threshold: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      evaluationPeriods: 1,
+      alarmDescription: `The ${name} function failed (a whole invocation errored).`,
+    });
+    this.alarm(`${name}-throttles`, {
+      metric: fn.metricThrottles({ statistic: 'Sum', period }),
+      threshold: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      evaluationPeriods: 1,
+      alarmDescription: `The ${name} function was throttled (account or reserved concurrency).`,
+    });
+    const timeoutMs = FUNCTIONS[name].timeout.toMilliseconds();
+    this.alarm(`${name}-duration`, {
+      metric: fn.metricDuration({ statistic: 'p99', period }),
+      threshold: Math.round(timeoutMs * cfg.durationAlarmFraction),
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      evaluationPeriods: 1,
+      alarmDescription: `p99 duration of ${name} is at ${Math.round(cfg.durationAlarmFraction * 100)}% of its ${timeoutMs / 1000} s timeout.`,
+    });
+  }
+}

@@ -1,0 +1,228 @@
+// Reads the app's configuration from CDK context (`-c key=value`, cdk.json, or
+// `new App({ context })` in tests) and fills in per-environment defaults.
+//
+// Values given with `-c` on the command line arrive as strings, values from
+// cdk.json or tests may be numbers/booleans: every reader accepts both.
+
+import { Duration } from 'aws-cdk-lib';
+import { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import { IConstruct } from 'constructs';
+
+export type EnvName = 'dev' | 'test' | 'prod';
+export const ENV_NAMES: readonly EnvName[] = ['dev', 'test', 'prod'];
+
+export type StreamModeName = 'ON_DEMAND' | 'PROVISIONED';
+
+/** Batching of one Kinesis-fed stage. */
+export interface StageBatching {
+  readonly batchSize: number;
+  readonly maxBatchingWindow: Duration;
+}
+
+export interface CollectionsConfig {
+  readonly envName: EnvName;
+  /** true: no VPC/RDS; the functions read the URL from SSM `/collections/DATABASE_URL`. */
+  readonly existingDatabase: boolean;
+
+  // Kinesis
+  readonly streamMode: StreamModeName;
+  /** Only used in PROVISIONED mode. */
+  readonly shardCount: number;
+  readonly streamRetention: Duration;
+
+  // Event source mappings
+  readonly thumbnailer: StageBatching;
+  readonly analyzer: StageBatching;
+  readonly embedder: StageBatching;
+  readonly parallelizationFactor: number;
+  readonly retryAttempts: number;
+  readonly maxRecordAge: Duration;
+
+  // Functions
+  readonly rustLog: string;
+  readonly analyzerProvider: string;
+  readonly analyzerModel?: string;
+  readonly analyzerConcurrency: number;
+  readonly embeddingProvider: string;
+  readonly voyageEmbeddingModel: string;
+  readonly logRetention: RetentionDays;
+
+  // Network and database
+  readonly natGateways: number;
+  readonly dbInstanceClass: string;
+  /** RDS for PostgreSQL engine version, major.minor (17.x: pgvector >= 0.8.0). */
+  readonly dbEngineVersion: string;
+  readonly dbAllocatedStorageGiB: number;
+  readonly dbMultiAz: boolean;
+  readonly dbBackupRetentionDays: number;
+
+  // Bucket
+  readonly versioned: boolean;
+  /** Days after which thumbnails (tag collections:kind=thumbnail) expire; undefined: no rule. */
+  readonly thumbnailExpirationDays?: number;
+  readonly accessLogExpirationDays: number;
+
+  // Lifecycle of stateful resources
+  readonly retainData: boolean;
+  readonly deletionProtection: boolean;
+
+  // Alarms
+  readonly alarmEmail?: string;
+  readonly iteratorAgeAlarmMinutes: number;
+  /** Fraction of the timeout at which the p99 Duration alarm fires. */
+  readonly durationAlarmFraction: number;
+}
+
+/** The SSM parameter prefix every function reads its secrets under. */
+export const SSM_PARAMETER_PREFIX = '/collections';
+/** The SSM SecureString that holds the database URL in existing-database mode. */
+export const DATABASE_URL_PARAMETER = `${SSM_PARAMETER_PREFIX}/DATABASE_URL`;
+/** Object tag the thumbnailer sets on every thumbnail it writes; the lifecycle rule matches it. */
+export const THUMBNAIL_TAG_KEY = 'collections:kind';
+export const THUMBNAIL_TAG_VALUE = 'thumbnail';
+export const DATABASE_NAME = 'collections';
+export const DATABASE_PORT = 5432;
+/** RDS for PostgreSQL version created by default (pgvector 0.8.x ships with every 17.x from 17.1). */
+export const DEFAULT_POSTGRES_VERSION = '17.9';
+
+function raw(scope: IConstruct, key: string): unknown {
+  return scope.node.tryGetContext(key);
+}
+
+function str(scope: IConstruct, key: string, fallback: string): string;
+function str(scope: IConstruct, key: string, fallback?: string): string | undefined;
+function str(scope: IConstruct, key: string, fallback?: string): string | undefined {
+  const v = raw(scope, key);
+  if (v === undefined || v === null || v === '') return fallback;
+  if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') {
+    throw new Error(`context ${key}: expected a string, got ${JSON.stringify(v)}`);
+  }
+  return String(v);
+}
+
+function int(scope: IConstruct, key: string, fallback: number, min: number, max: number): number {
+  const v = raw(scope, key);
+  if (v === undefined || v === null || v === '') return fallback;
+  const n = typeof v === 'number' ? v : Number(String(v).trim());
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new Error(`context ${key}: expected an integer in [${min}, ${max}], got ${JSON.stringify(v)}`);
+  }
+  return n;
+}
+
+function num(scope: IConstruct, key: string, fallback: number, min: number, max: number): number {
+  const v = raw(scope, key);
+  if (v === undefined || v === null || v === '') return fallback;
+  const n = typeof v === 'number' ? v : Number(String(v).trim());
+  if (!Number.isFinite(n) || n < min || n > max) {
+    throw new Error(`context ${key}: expected a number in [${min}, ${max}], got ${JSON.stringify(v)}`);
+  }
+  return n;
+}
+
+export function bool(scope: IConstruct, key: string, fallback: boolean): boolean {
+  const v = raw(scope, key);
+  if (v === undefined || v === null || v === '') return fallback;
+  if (typeof v === 'boolean') return v;
+  const s = String(v).trim().toLowerCase();
+  if (['true', '1', 'yes', 'on'].includes(s)) return true;
+  if (['false', '0', 'no', 'off'].includes(s)) return false;
+  throw new Error(`context ${key}: expected true or false, got ${JSON.stringify(v)}`);
+}
+
+export function envNameOf(scope: IConstruct): EnvName {
+  const e = str(scope, 'env', 'dev');
+  if (!(ENV_NAMES as readonly string[]).includes(e)) {
+    throw new Error(`context env: expected one of ${ENV_NAMES.join(', ')}, got ${JSON.stringify(e)}`);
+  }
+  return e as EnvName;
+}
+
+function streamModeOf(scope: IConstruct): StreamModeName {
+  const m = str(scope, 'kinesisStreamMode', 'ON_DEMAND').toUpperCase().replace('-', '_');
+  if (m !== 'ON_DEMAND' && m !== 'PROVISIONED') {
+    throw new Error(`context kinesisStreamMode: expected on_demand or provisioned, got ${JSON.stringify(m)}`);
+  }
+  return m;
+}
+
+function batching(scope: IConstruct, stage: string, size: number, windowSeconds: number): StageBatching {
+  return {
+    // Kinesis event source mappings accept 1..10000 records and a window of 0..300 s.
+    batchSize: int(scope, `${stage}BatchSize`, size, 1, 10000),
+    maxBatchingWindow: Duration.seconds(int(scope, `${stage}BatchWindowSeconds`, windowSeconds, 0, 300)),
+  };
+}
+
+/**
+ * PostgreSQL 16.5+ and 17.1+ on RDS ship pgvector 0.8.x; refuse anything older
+ * so that the migrations' HNSW/iterative-scan features are there.
+ */
+function pgVersion(scope: IConstruct): string {
+  const v = str(scope, 'dbEngineVersion', DEFAULT_POSTGRES_VERSION);
+  const m = /^(\d+)\.(\d+)$/.exec(v);
+  const ok = m !== null && (Number(m[1]) >= 18 || (Number(m[1]) === 17 && Number(m[2]) >= 1) || (Number(m[1]) === 16 && Number(m[2]) >= 5));
+  if (!ok) {
+    throw new Error(`context dbEngineVersion: expected major.minor of PostgreSQL >= 16.5 or >= 17.1 (pgvector >= 0.8), got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+/** Reads every setting. Context keys are listed in infra/README.md. */
+export function loadConfig(scope: IConstruct): CollectionsConfig {
+  const envName = envNameOf(scope);
+  const prod = envName === 'prod';
+  const test = envName === 'test';
+
+  const logRetention = {
+    dev: RetentionDays.ONE_WEEK,
+    test: RetentionDays.ONE_MONTH,
+    prod: RetentionDays.SIX_MONTHS,
+  }[envName];
+
+  const analyzerModel = str(scope, 'analyzerModel');
+  const alarmEmail = str(scope, 'alarmEmail');
+
+  return {
+    envName,
+    existingDatabase: bool(scope, 'existingDatabase', false),
+
+    streamMode: streamModeOf(scope),
+    shardCount: int(scope, 'kinesisShardCount', 1, 1, 500),
+    // Kinesis accepts 24..8760 hours.
+    streamRetention: Duration.hours(int(scope, 'kinesisRetentionHours', 24, 24, 8760)),
+
+    thumbnailer: batching(scope, 'thumbnailer', 20, 1),
+    analyzer: batching(scope, 'analyzer', 32, 2),
+    embedder: batching(scope, 'embedder', 100, 2),
+    parallelizationFactor: int(scope, 'parallelizationFactor', 2, 1, 10),
+    retryAttempts: int(scope, 'streamRetryAttempts', 3, 0, 10000),
+    maxRecordAge: Duration.hours(int(scope, 'maxRecordAgeHours', 24, 1, 168)),
+
+    rustLog: str(scope, 'rustLog', 'info'),
+    analyzerProvider: str(scope, 'analyzerProvider', 'anthropic'),
+    analyzerModel,
+    analyzerConcurrency: int(scope, 'analyzerConcurrency', 16, 1, 256),
+    embeddingProvider: str(scope, 'embeddingProvider', 'voyage'),
+    voyageEmbeddingModel: str(scope, 'voyageEmbeddingModel', 'voyage-3.5'),
+    logRetention,
+
+    natGateways: int(scope, 'natGateways', prod ? 2 : 1, 1, 2),
+    dbInstanceClass: str(scope, 'dbInstanceClass', prod ? 'db.t4g.small' : 'db.t4g.micro'),
+    dbEngineVersion: pgVersion(scope),
+    dbAllocatedStorageGiB: int(scope, 'dbAllocatedStorageGiB', 20, 20, 65536),
+    dbMultiAz: bool(scope, 'dbMultiAz', prod),
+    dbBackupRetentionDays: int(scope, 'dbBackupRetentionDays', prod ? 14 : test ? 7 : 1, 1, 35),
+
+    versioned: prod,
+    thumbnailExpirationDays: prod || test ? 90 : undefined,
+    accessLogExpirationDays: prod ? 365 : test ? 90 : 30,
+
+    retainData: prod,
+    deletionProtection: prod,
+
+    alarmEmail,
+    iteratorAgeAlarmMinutes: int(scope, 'iteratorAgeAlarmMinutes', 15, 1, 10080),
+    durationAlarmFraction: num(scope, 'durationAlarmFraction', 0.85, 0.5, 1),
+  };
+}

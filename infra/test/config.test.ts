@@ -1,0 +1,124 @@
+// Context parsing: CLI values arrive as strings, cdk.json/tests may give numbers and booleans.
+
+import { App } from 'aws-cdk-lib';
+import { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+
+import { loadConfig } from '../lib/config';
+import { fingerprintMigrations } from '../lib/migrations';
+
+const cfg = (context: Record<string, unknown>) => loadConfig(new App({ context }));
+
+describe('configuration from context', () => {
+  it('defaults to dev with the documented defaults', () => {
+    const c = cfg({});
+    assert.equal(c.envName, 'dev');
+    assert.equal(c.existingDatabase, false);
+    assert.equal(c.streamMode, 'ON_DEMAND');
+    assert.equal(c.streamRetention.toHours(), 24);
+    assert.deepEqual([c.thumbnailer.batchSize, c.thumbnailer.maxBatchingWindow.toSeconds()], [20, 1]);
+    assert.deepEqual([c.analyzer.batchSize, c.analyzer.maxBatchingWindow.toSeconds()], [32, 2]);
+    assert.deepEqual([c.embedder.batchSize, c.embedder.maxBatchingWindow.toSeconds()], [100, 2]);
+    assert.equal(c.parallelizationFactor, 2);
+    assert.equal(c.retryAttempts, 3);
+    assert.equal(c.maxRecordAge.toHours(), 24);
+    assert.equal(c.analyzerConcurrency, 16);
+    assert.equal(c.voyageEmbeddingModel, 'voyage-3.5');
+    assert.equal(c.analyzerModel, undefined);
+    assert.equal(c.natGateways, 1);
+    assert.equal(c.versioned, false);
+    assert.equal(c.thumbnailExpirationDays, undefined);
+    assert.equal(c.logRetention, RetentionDays.ONE_WEEK);
+  });
+
+  it('per-environment differences', () => {
+    const test = cfg({ env: 'test' });
+    const prod = cfg({ env: 'prod' });
+    assert.equal(test.logRetention, RetentionDays.ONE_MONTH);
+    assert.equal(prod.logRetention, RetentionDays.SIX_MONTHS);
+    assert.equal(test.thumbnailExpirationDays, 90);
+    assert.equal(prod.thumbnailExpirationDays, 90);
+    assert.equal(prod.versioned, true);
+    assert.equal(test.versioned, false);
+    assert.equal(prod.retainData && prod.deletionProtection && prod.dbMultiAz, true);
+    assert.equal(test.retainData || test.deletionProtection || test.dbMultiAz, false);
+    assert.equal(prod.natGateways, 2);
+    assert.equal(test.natGateways, 1);
+  });
+
+  it('parses CLI strings', () => {
+    const c = cfg({
+      env: 'prod',
+      existingDatabase: 'yes',
+      kinesisStreamMode: 'provisioned',
+      kinesisShardCount: '4',
+      kinesisRetentionHours: '168',
+      parallelizationFactor: '10',
+      analyzerBatchSize: '64',
+      analyzerBatchWindowSeconds: '0',
+      natGateways: '1',
+      dbMultiAz: 'false',
+    });
+    assert.equal(c.existingDatabase, true);
+    assert.equal(c.streamMode, 'PROVISIONED');
+    assert.equal(c.shardCount, 4);
+    assert.equal(c.streamRetention.toHours(), 168);
+    assert.equal(c.parallelizationFactor, 10);
+    assert.equal(c.analyzer.batchSize, 64);
+    assert.equal(c.analyzer.maxBatchingWindow.toSeconds(), 0);
+    assert.equal(c.natGateways, 1);
+    assert.equal(c.dbMultiAz, false);
+  });
+
+  it('rejects values AWS would reject, at synth time', () => {
+    assert.throws(() => cfg({ env: 'production' }), /context env/);
+    assert.throws(() => cfg({ parallelizationFactor: '11' }), /parallelizationFactor/);
+    assert.throws(() => cfg({ kinesisRetentionHours: '12' }), /kinesisRetentionHours/);
+    assert.throws(() => cfg({ embedderBatchWindowSeconds: '301' }), /embedderBatchWindowSeconds/);
+    assert.throws(() => cfg({ kinesisStreamMode: 'fast' }), /kinesisStreamMode/);
+    assert.throws(() => cfg({ existingDatabase: 'maybe' }), /existingDatabase/);
+    assert.throws(() => cfg({ thumbnailerBatchSize: '2.5' }), /thumbnailerBatchSize/);
+    assert.throws(() => cfg({ dbEngineVersion: '16.4' }), /pgvector/);
+    assert.throws(() => cfg({ dbEngineVersion: '17' }), /major\.minor/);
+    assert.equal(cfg({ dbEngineVersion: '16.6' }).dbEngineVersion, '16.6');
+  });
+});
+
+describe('migrations fingerprint', () => {
+  it('changes when a migration is added or edited, not otherwise', () => {
+    const root = mkdtempSync(join(tmpdir(), 'collections-mig-'));
+    try {
+      const dir = join(root, 'migrations');
+      require('node:fs').mkdirSync(dir);
+      writeFileSync(join(dir, '001_init.sql'), 'CREATE EXTENSION IF NOT EXISTS vector;\n');
+      writeFileSync(join(dir, 'README.md'), 'not a migration');
+      const a = fingerprintMigrations(root);
+      assert.deepEqual(a.files, ['001_init.sql']);
+      assert.equal(fingerprintMigrations(root).hash, a.hash, 'stable');
+      writeFileSync(join(dir, 'README.md'), 'still not a migration');
+      assert.equal(fingerprintMigrations(root).hash, a.hash, 'only *.sql count');
+      writeFileSync(join(dir, '001_init.sql'), 'CREATE EXTENSION IF NOT EXISTS vector; -- edited\n');
+      const b = fingerprintMigrations(root);
+      assert.notEqual(b.hash, a.hash, 'edit');
+      writeFileSync(join(dir, '002_more.sql'), 'SELECT 1;\n');
+      const c = fingerprintMigrations(root);
+      assert.notEqual(c.hash, b.hash, 'addition');
+      assert.deepEqual(c.files, ['001_init.sql', '002_more.sql']);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('fails without migrations', () => {
+    const root = mkdtempSync(join(tmpdir(), 'collections-mig-'));
+    try {
+      assert.throws(() => fingerprintMigrations(root), /no migrations folder/);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,728 @@
+// What the synthesized Collections-<env> template must contain. Built offline:
+// no AWS credentials, no cargo-lambda build (bundling skipped).
+
+import { Match } from 'aws-cdk-lib/assertions';
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+
+import { FUNCTIONS, FunctionName } from '../lib/collections-stack';
+import { fingerprintMigrations } from '../lib/migrations';
+import {
+  allowed,
+  build,
+  CfnTemplate,
+  fnLogicalId,
+  functionRoleId,
+  logicalIdByPath,
+  missingManifests,
+  render,
+  REPO_ROOT,
+  resourcesOfType,
+  roleStatements,
+} from './helpers';
+
+const STAGES = ['thumbnailer', 'analyzer', 'embedder'] as const;
+const ALL: FunctionName[] = ['thumbnailer', 'analyzer', 'embedder', 'migrator'];
+
+function bucketId(t: CfnTemplate): string {
+  return logicalIdByPath(t, '/ImagesBucket/Resource');
+}
+function streamId(t: CfnTemplate, name: 'uploads' | 'processed' | 'analyzed'): string {
+  return logicalIdByPath(t, `/${name.charAt(0).toUpperCase() + name.slice(1)}Stream/Resource`);
+}
+function queueArnRef(t: CfnTemplate, queuePath: string) {
+  return { 'Fn::GetAtt': [logicalIdByPath(t, `/${queuePath}/Resource`), 'Arn'] };
+}
+function envOf(t: CfnTemplate, name: FunctionName): Record<string, unknown> {
+  return t.Resources[fnLogicalId(t, name)].Properties!.Environment.Variables;
+}
+function rolePerms(t: CfnTemplate, name: FunctionName): Map<string, string[]> {
+  const m = allowed(t, functionRoleId(t, fnLogicalId(t, name)));
+  return new Map([...m].map(([a, rs]) => [a, rs.map(render)]));
+}
+
+describe('repository contract', () => {
+  it('every Lambda crate manifest exists (cargo-lambda-cdk reads it at synth time, even with bundling skipped)', () => {
+    const missing = missingManifests();
+    assert.deepEqual(
+      missing,
+      [],
+      `missing Cargo manifests: ${missing.join(', ')} — RustFunction requires stages/<crate>/Cargo.toml to exist and parse as TOML`,
+    );
+  });
+});
+
+describe('stack naming and environments', () => {
+  for (const env of ['dev', 'test', 'prod']) {
+    it(`env=${env} synthesizes Collections-${env}`, () => {
+      const { stack } = build(env);
+      assert.equal(stack.stackName, `Collections-${env}`);
+    });
+  }
+  it('refuses an unknown env', () => {
+    assert.throws(() => build('staging', {}, { noCache: true }), /context env: expected one of dev, test, prod/);
+  });
+});
+
+describe('S3 bucket', () => {
+  it('has EventBridge notifications on natively (no notifications custom resource), blocks public access, SSE-S3, TLS only, access logs', () => {
+    const { template, json } = build('dev');
+    template.hasResourceProperties('AWS::S3::Bucket', {
+      NotificationConfiguration: { EventBridgeConfiguration: { EventBridgeEnabled: true } },
+      PublicAccessBlockConfiguration: {
+        BlockPublicAcls: true,
+        BlockPublicPolicy: true,
+        IgnorePublicAcls: true,
+        RestrictPublicBuckets: true,
+      },
+      BucketEncryption: {
+        ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }],
+      },
+      LoggingConfiguration: { DestinationBucketName: { Ref: logicalIdByPath(json, '/AccessLogsBucket/Resource') } },
+    });
+    template.resourceCountIs('Custom::S3BucketNotifications', 0);
+    template.hasResourceProperties('AWS::S3::BucketPolicy', {
+      Bucket: { Ref: bucketId(json) },
+      PolicyDocument: {
+        Statement: Match.arrayWith([
+          Match.objectLike({
+            Effect: 'Deny',
+            Action: 's3:*',
+            Condition: { Bool: { 'aws:SecureTransport': 'false' } },
+          }),
+        ]),
+      },
+    });
+  });
+
+  it('is versioned in prod only', () => {
+    const dev = build('dev').json.Resources;
+    const prod = build('prod').json.Resources;
+    assert.equal(dev[bucketId(build('dev').json)].Properties!.VersioningConfiguration, undefined);
+    assert.deepEqual(prod[bucketId(build('prod').json)].Properties!.VersioningConfiguration, { Status: 'Enabled' });
+  });
+
+  it('expires thumbnails (tag collections:kind=thumbnail) after 90 days in test and prod, not in dev', () => {
+    const rule = (env: string) => {
+      const { json } = build(env);
+      const rules: any[] = json.Resources[bucketId(json)].Properties!.LifecycleConfiguration.Rules;
+      return rules.find((r) => r.Id === 'expire-thumbnails');
+    };
+    assert.equal(rule('dev'), undefined);
+    for (const env of ['test', 'prod']) {
+      const r = rule(env);
+      assert.ok(r, `${env}: expire-thumbnails rule missing`);
+      assert.equal(r.Status, 'Enabled');
+      assert.equal(r.ExpirationInDays, 90);
+      assert.deepEqual(r.TagFilters, [{ Key: 'collections:kind', Value: 'thumbnail' }]);
+      assert.equal(r.Prefix, undefined, 'a prefix cannot select {user}/thumbnails/');
+    }
+    // Versioned prod bucket: expired thumbnails' old versions go too.
+    assert.equal(rule('prod').NoncurrentVersionExpiration.NoncurrentDays, 30);
+  });
+
+  it('is deleted with the stack in dev (objects auto-deleted) and retained in prod', () => {
+    const dev = build('dev').json;
+    const prod = build('prod').json;
+    assert.equal(dev.Resources[bucketId(dev)].DeletionPolicy, 'Delete');
+    assert.equal(resourcesOfType(dev, 'Custom::S3AutoDeleteObjects').length, 2);
+    assert.equal(prod.Resources[bucketId(prod)].DeletionPolicy, 'Retain');
+    assert.equal(resourcesOfType(prod, 'Custom::S3AutoDeleteObjects').length, 0);
+  });
+});
+
+describe('Kinesis streams', () => {
+  it('creates uploads, processed and analyzed: encrypted with KMS, on-demand by default, 24 h retention', () => {
+    const { template } = build('dev');
+    template.resourceCountIs('AWS::Kinesis::Stream', 3);
+    for (const name of ['uploads', 'processed', 'analyzed']) {
+      template.hasResourceProperties('AWS::Kinesis::Stream', {
+        Name: `collections-dev-${name}`,
+        StreamEncryption: { EncryptionType: 'KMS', KeyId: 'alias/aws/kinesis' },
+        StreamModeDetails: { StreamMode: 'ON_DEMAND' },
+        RetentionPeriodHours: 24,
+        ShardCount: Match.absent(),
+      });
+    }
+  });
+
+  it('takes provisioned mode, shard count and retention from context (CLI strings)', () => {
+    const { template } = build('dev', {
+      kinesisStreamMode: 'provisioned',
+      kinesisShardCount: '3',
+      kinesisRetentionHours: '48',
+    });
+    for (const name of ['uploads', 'processed', 'analyzed']) {
+      template.hasResourceProperties('AWS::Kinesis::Stream', {
+        Name: `collections-dev-${name}`,
+        StreamModeDetails: { StreamMode: 'PROVISIONED' },
+        ShardCount: 3,
+        RetentionPeriodHours: 48,
+      });
+    }
+  });
+});
+
+// A tiny evaluator for the operators our patterns use, to check what they
+// actually select (EventBridge semantics: fields AND, a field's matchers OR).
+function matchValue(matchers: any[], value: string): boolean {
+  return matchers.some((m) => {
+    if (typeof m === 'string') return m === value;
+    if (m?.suffix?.['equals-ignore-case'] !== undefined) {
+      return value.toLowerCase().endsWith(String(m.suffix['equals-ignore-case']).toLowerCase());
+    }
+    if (m?.['anything-but']?.wildcard !== undefined) {
+      const ws: string[] = [].concat(m['anything-but'].wildcard);
+      return !ws.some((w) => new RegExp(`^${w.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`, 's').test(value));
+    }
+    if (m?.Ref) return value === 'images-bucket'; // the bucket Ref stands for our bucket
+    throw new Error(`matcher not handled by the test evaluator: ${JSON.stringify(m)}`);
+  });
+}
+function matches(pattern: any, event: any): boolean {
+  return Object.entries(pattern).every(([k, p]) => {
+    if (Array.isArray(p)) return event[k] !== undefined && matchValue(p, event[k]);
+    return event[k] !== undefined && matches(p, event[k]);
+  });
+}
+function s3Event(key: string, bucket = 'images-bucket') {
+  return { source: 'aws.s3', 'detail-type': 'Object Created', detail: { bucket: { name: bucket }, object: { key } } };
+}
+
+describe('EventBridge rules', () => {
+  const { json } = build('dev');
+  const rules = resourcesOfType(json, 'AWS::Events::Rule');
+  const byDesc = (s: string) => {
+    const hit = rules.find(([, r]) => String(r.Properties!.Description).includes(s));
+    assert.ok(hit, `rule "${s}" missing`);
+    return hit[1].Properties!;
+  };
+  const forward = byDesc('to the uploads bus');
+  const uploads = byDesc('to the uploads stream');
+
+  it('default bus: S3 Object Created in this bucket, excluding */thumbnails/*, forwarded to the uploads bus (with DLQ)', () => {
+    assert.equal(forward.EventBusName, undefined, 'must be on the default bus');
+    assert.deepEqual(forward.EventPattern, {
+      source: ['aws.s3'],
+      'detail-type': ['Object Created'],
+      detail: {
+        bucket: { name: [{ Ref: bucketId(json) }] },
+        object: { key: [{ 'anything-but': { wildcard: '*/thumbnails/*' } }] },
+      },
+    });
+    assert.equal(forward.Targets.length, 1);
+    assert.deepEqual(forward.Targets[0].Arn, { 'Fn::GetAtt': [logicalIdByPath(json, '/UploadsBus/Resource'), 'Arn'] });
+    assert.deepEqual(forward.Targets[0].DeadLetterConfig, { Arn: queueArnRef(json, 'ForwardUploadsDlq') });
+    assert.ok(forward.Targets[0].RoleArn);
+  });
+
+  it('uploads bus: .jpg/.jpeg/.png in any case → Kinesis uploads keyed by object key, with DLQ and retry policy', () => {
+    assert.deepEqual(uploads.EventBusName, { Ref: logicalIdByPath(json, '/UploadsBus/Resource') });
+    assert.deepEqual(uploads.EventPattern.detail.object.key, [
+      { suffix: { 'equals-ignore-case': '.jpg' } },
+      { suffix: { 'equals-ignore-case': '.jpeg' } },
+      { suffix: { 'equals-ignore-case': '.png' } },
+    ]);
+    assert.deepEqual(uploads.EventPattern.source, ['aws.s3']);
+    assert.deepEqual(uploads.EventPattern['detail-type'], ['Object Created']);
+    assert.deepEqual(uploads.EventPattern.detail.bucket, { name: [{ Ref: bucketId(json) }] });
+    const [target] = uploads.Targets;
+    assert.deepEqual(target.Arn, { 'Fn::GetAtt': [streamId(json, 'uploads'), 'Arn'] });
+    assert.deepEqual(target.KinesisParameters, { PartitionKeyPath: '$.detail.object.key' });
+    assert.equal(target.Input, undefined, 'the whole event is the record');
+    assert.deepEqual(target.DeadLetterConfig, { Arn: queueArnRef(json, 'UploadsRuleDlq') });
+    assert.deepEqual(target.RetryPolicy, { MaximumRetryAttempts: 185, MaximumEventAgeInSeconds: 86400 });
+  });
+
+  it('the two hops together select exactly the images outside */thumbnails/*', () => {
+    const both = (key: string, bucket?: string) =>
+      matches(forward.EventPattern, s3Event(key, bucket)) && matches(uploads.EventPattern, s3Event(key, bucket));
+    for (const key of ['u1/item.jpg', 'u1/item.JPG', 'u1/a.Jpeg', 'u1/b.PNG', 'u1/trips/c.png', 'u1/thumbnailsx/d.jpg']) {
+      assert.ok(both(key), `${key} should reach the uploads stream`);
+    }
+    for (const key of ['u1/thumbnails/item.jpg', 'u1/thumbnails/trips/c.PNG', 'u1/notes.txt', 'u1/a.gif', 'u1/jpg', 'u1/a.jpg.txt']) {
+      assert.ok(!both(key), `${key} must not reach the uploads stream`);
+    }
+    assert.ok(!both('u1/item.jpg', 'another-bucket'), 'other buckets are ignored');
+  });
+
+  it('ImageProcessed → processed and AnalysisComplete → analyzed, keyed by item_id, with DLQ and retry policy', () => {
+    const cases = [
+      ['ImageProcessed events', 'collections.imageprocessor', 'ImageProcessed', 'processed', 'ImageProcessedRuleDlq'],
+      ['AnalysisComplete events', 'collections.analyzer', 'AnalysisComplete', 'analyzed', 'AnalysisCompleteRuleDlq'],
+    ] as const;
+    for (const [desc, source, detailType, stream, dlq] of cases) {
+      const r = byDesc(desc);
+      assert.equal(r.EventBusName, undefined, 'default bus');
+      assert.deepEqual(r.EventPattern, { source: [source], 'detail-type': [detailType] });
+      const [target] = r.Targets;
+      assert.deepEqual(target.Arn, { 'Fn::GetAtt': [streamId(json, stream), 'Arn'] });
+      assert.deepEqual(target.KinesisParameters, { PartitionKeyPath: '$.detail.item_id' });
+      assert.deepEqual(target.DeadLetterConfig, { Arn: queueArnRef(json, dlq) });
+      assert.deepEqual(target.RetryPolicy, { MaximumRetryAttempts: 185, MaximumEventAgeInSeconds: 86400 });
+    }
+  });
+
+  it('every rule target has its own dead-letter queue, encrypted and TLS-only', () => {
+    const dlqArns = rules.flatMap(([, r]) => r.Properties!.Targets.map((t: any) => JSON.stringify(t.DeadLetterConfig?.Arn)));
+    assert.equal(dlqArns.length, 4);
+    assert.equal(new Set(dlqArns).size, 4, 'one DLQ per rule target');
+    for (const q of ['ForwardUploadsDlq', 'UploadsRuleDlq', 'ImageProcessedRuleDlq', 'AnalysisCompleteRuleDlq']) {
+      assertEncryptedTlsQueue(json, q);
+    }
+  });
+});
+
+function assertEncryptedTlsQueue(json: CfnTemplate, path: string) {
+  const qid = logicalIdByPath(json, `/${path}/Resource`);
+  assert.equal(json.Resources[qid].Properties!.SqsManagedSseEnabled, true, `${path}: SSE`);
+  const policy = resourcesOfType(json, 'AWS::SQS::QueuePolicy').find(([, p]) =>
+    (p.Properties!.Queues as any[]).some((q) => q.Ref === qid),
+  );
+  assert.ok(policy, `${path}: no queue policy`);
+  const deny = policy[1].Properties!.PolicyDocument.Statement.find(
+    (s: any) => s.Effect === 'Deny' && s.Condition?.Bool?.['aws:SecureTransport'] === 'false',
+  );
+  assert.ok(deny, `${path}: TLS not enforced`);
+}
+
+describe('Lambda functions', () => {
+  for (const env of ['dev', 'prod']) {
+    it(`${env}: one RustFunction per binary: arm64, provided.al2023, memory/timeout per table, X-Ray active`, () => {
+      const { json } = build(env);
+      for (const name of ALL) {
+        const p = json.Resources[fnLogicalId(json, name)].Properties!;
+        assert.deepEqual(p.Architectures, ['arm64'], name);
+        assert.equal(p.Runtime, 'provided.al2023', name);
+        assert.equal(p.Handler, 'bootstrap', name);
+        assert.equal(p.MemorySize, FUNCTIONS[name].memoryMiB, name);
+        assert.equal(p.Timeout, FUNCTIONS[name].timeout.toSeconds(), name);
+        assert.deepEqual(p.TracingConfig, { Mode: 'Active' }, name);
+        assert.equal(p.FunctionName, `collections-${env}-${name}`);
+      }
+      assert.equal(resourcesOfType(json, 'AWS::Lambda::Function').filter(([, r]) => r.Properties!.Runtime === 'provided.al2023').length, 4);
+    });
+  }
+
+  it('table values: thumbnailer 1024/60, analyzer 1024/300, embedder 512/60, migrator 512/300', () => {
+    const got = Object.fromEntries(ALL.map((n) => [n, [FUNCTIONS[n].memoryMiB, FUNCTIONS[n].timeout.toSeconds()]]));
+    assert.deepEqual(got, { thumbnailer: [1024, 60], analyzer: [1024, 300], embedder: [512, 60], migrator: [512, 300] });
+  });
+
+  it('the bundling asset of each function is its crate folder', () => {
+    const { json } = build('dev');
+    for (const name of ALL) {
+      const md = json.Resources[fnLogicalId(json, name)].Metadata!;
+      assert.ok(String(md['aws:asset:path']).endsWith(`stages/${name}`), `${name}: ${md['aws:asset:path']}`);
+    }
+  });
+
+  it('log retention: dev 1 week, test 1 month, prod 6 months; each function logs to its own group', () => {
+    for (const [env, days] of [['dev', 7], ['test', 30], ['prod', 180]] as const) {
+      const { json } = build(env);
+      for (const name of ALL) {
+        const lg = json.Resources[fnLogicalId(json, name)].Properties!.LoggingConfig.LogGroup.Ref;
+        const group = json.Resources[lg];
+        assert.equal(group.Type, 'AWS::Logs::LogGroup');
+        assert.equal(group.Properties!.RetentionInDays, days, `${env} ${name}`);
+        assert.equal(group.Properties!.LogGroupName, `/aws/lambda/collections-${env}-${name}`);
+        assert.equal(group.DeletionPolicy, env === 'prod' ? 'Retain' : 'Delete');
+      }
+    }
+  });
+
+  it('environment variables (RDS mode)', () => {
+    const { json } = build('dev');
+    const db = {
+      DATABASE_HOST: { 'Fn::GetAtt': ['Database', 'Endpoint.Address'] },
+      DATABASE_PORT: { 'Fn::GetAtt': ['Database', 'Endpoint.Port'] },
+      DATABASE_NAME: 'collections',
+      DATABASE_SECRET_ARN: { 'Fn::GetAtt': ['Database', 'MasterUserSecret.SecretArn'] },
+      RUST_LOG: 'info',
+    };
+    const bucket = { Ref: bucketId(json) };
+    assert.deepEqual(envOf(json, 'thumbnailer'), { ...db, BUCKET_NAME: bucket, EVENT_BUS_NAME: 'default' });
+    assert.deepEqual(envOf(json, 'analyzer'), {
+      ...db,
+      BUCKET_NAME: bucket,
+      EVENT_BUS_NAME: 'default',
+      ANALYZER_PROVIDER: 'anthropic',
+      ANALYZER_CONCURRENCY: '16',
+      SSM_PARAMETER_PREFIX: '/collections',
+    });
+    assert.deepEqual(envOf(json, 'embedder'), {
+      ...db,
+      EMBEDDING_PROVIDER: 'voyage',
+      VOYAGE_EMBEDDING_MODEL: 'voyage-3.5',
+      SSM_PARAMETER_PREFIX: '/collections',
+    });
+    assert.deepEqual(envOf(json, 'migrator'), db);
+  });
+
+  it('environment variables from context: ANALYZER_MODEL (only when given), concurrency, Voyage model, RUST_LOG', () => {
+    const { json } = build('dev', {
+      analyzerModel: 'claude-sonnet-4-5',
+      analyzerConcurrency: '8',
+      voyageEmbeddingModel: 'voyage-3.5-lite',
+      rustLog: 'debug',
+    });
+    assert.equal(envOf(json, 'analyzer').ANALYZER_MODEL, 'claude-sonnet-4-5');
+    assert.equal(envOf(json, 'analyzer').ANALYZER_CONCURRENCY, '8');
+    assert.equal(envOf(json, 'embedder').VOYAGE_EMBEDDING_MODEL, 'voyage-3.5-lite');
+    for (const n of ALL) assert.equal(envOf(json, n).RUST_LOG, 'debug');
+    assert.equal(envOf(build('dev').json, 'analyzer').ANALYZER_MODEL, undefined);
+  });
+
+  it('run in the private (egress) subnets with the functions security group', () => {
+    const { json } = build('dev');
+    const privateSubnets = resourcesOfType(json, 'AWS::EC2::Subnet')
+      .filter(([, s]) => (s.Properties!.Tags as any[]).some((t) => t.Key === 'aws-cdk:subnet-type' && t.Value === 'Private'))
+      .map(([id]) => id)
+      .sort();
+    assert.equal(privateSubnets.length, 2);
+    const sg = logicalIdByPath(json, '/FunctionsSecurityGroup/Resource');
+    for (const name of ALL) {
+      const vpc = json.Resources[fnLogicalId(json, name)].Properties!.VpcConfig;
+      assert.deepEqual(vpc.SubnetIds.map((s: any) => s.Ref).sort(), privateSubnets, name);
+      assert.deepEqual(vpc.SecurityGroupIds, [{ 'Fn::GetAtt': [sg, 'GroupId'] }], name);
+    }
+  });
+});
+
+describe('IAM: each function its own least-privilege role', () => {
+  const { json } = build('dev');
+  const perms = Object.fromEntries(ALL.map((n) => [n, rolePerms(json, n)])) as Record<FunctionName, Map<string, string[]>>;
+  const b = `\${${bucketId(json)}.Arn}`;
+
+  it('four distinct roles, none with AWS-managed policies', () => {
+    const roles = ALL.map((n) => functionRoleId(json, fnLogicalId(json, n)));
+    assert.equal(new Set(roles).size, 4);
+    for (const r of roles) assert.equal(json.Resources[r].Properties!.ManagedPolicyArns, undefined, r);
+  });
+
+  it('thumbnailer: read originals, write (and tag) thumbnails only, PutEvents as collections.imageprocessor', () => {
+    const p = perms.thumbnailer;
+    assert.deepEqual(p.get('s3:GetObject'), [`${b}/*`]);
+    assert.deepEqual(p.get('s3:PutObject'), [`${b}/*/thumbnails/*`]);
+    assert.deepEqual(p.get('s3:PutObjectTagging'), [`${b}/*/thumbnails/*`]);
+    assert.ok(!p.has('s3:DeleteObject') && !p.has('s3:*'));
+    assertPutEvents(json, 'thumbnailer', 'collections.imageprocessor');
+    assert.ok(!p.has('ssm:GetParameter'), 'thumbnailer reads no API keys');
+  });
+
+  it('analyzer: read thumbnails only, PutEvents as collections.analyzer, SSM /collections/*', () => {
+    const p = perms.analyzer;
+    assert.deepEqual(p.get('s3:GetObject'), [`${b}/*/thumbnails/*`]);
+    assert.ok(!p.has('s3:PutObject'));
+    assertPutEvents(json, 'analyzer', 'collections.analyzer');
+    assert.deepEqual(p.get('ssm:GetParameter'), ['arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/collections/*']);
+  });
+
+  it('embedder: SSM /collections/* only — no S3, no events', () => {
+    const p = perms.embedder;
+    assert.deepEqual(p.get('ssm:GetParameter'), ['arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/collections/*']);
+    for (const a of p.keys()) assert.ok(!a.startsWith('s3:') && !a.startsWith('events:'), `embedder has ${a}`);
+  });
+
+  it('migrator: only the database secret (plus logs/ENI/X-Ray)', () => {
+    const p = perms.migrator;
+    for (const a of p.keys()) {
+      assert.ok(/^(secretsmanager:GetSecretValue|logs:|ec2:|xray:)/.test(a), `migrator has ${a}`);
+    }
+  });
+
+  it('every function reads exactly the RDS-generated secret, and writes only its own log group', () => {
+    for (const n of ALL) {
+      assert.deepEqual(perms[n].get('secretsmanager:GetSecretValue'), ['${Database.MasterUserSecret.SecretArn}'], n);
+      const lg = json.Resources[fnLogicalId(json, n)].Properties!.LoggingConfig.LogGroup.Ref;
+      assert.deepEqual(perms[n].get('logs:PutLogEvents'), [`\${${lg}.Arn}`], n);
+      assert.ok(!perms[n].has('logs:CreateLogGroup'), n);
+    }
+  });
+
+  it('stage functions read only their own stream and send failures only to their own DLQ', () => {
+    const streamFor = { thumbnailer: 'uploads', analyzer: 'processed', embedder: 'analyzed' } as const;
+    for (const n of STAGES) {
+      assert.deepEqual(perms[n].get('kinesis:GetRecords'), [`\${${streamId(json, streamFor[n])}.Arn}`], n);
+      const dlq = logicalIdByPath(json, `/${n.charAt(0).toUpperCase() + n.slice(1)}FailuresDlq/Resource`);
+      assert.deepEqual(perms[n].get('sqs:SendMessage'), [`\${${dlq}.Arn}`], n);
+    }
+    assert.ok(!perms.migrator.has('kinesis:GetRecords'));
+  });
+
+  it('EventBridge may write each stream; the forward rule may put events on the uploads bus only', () => {
+    for (const s of ['uploads', 'processed', 'analyzed'] as const) {
+      const rule = resourcesOfType(json, 'AWS::Events::Rule').find(([, r]) =>
+        r.Properties!.Targets.some((t: any) => t.Arn?.['Fn::GetAtt']?.[0] === streamId(json, s)),
+      )!;
+      const roleId = rule[1].Properties!.Targets[0].RoleArn['Fn::GetAtt'][0];
+      const m = allowed(json, roleId);
+      assert.deepEqual(m.get('kinesis:PutRecord')?.map(render), [`\${${streamId(json, s)}.Arn}`]);
+    }
+    const fwd = resourcesOfType(json, 'AWS::Events::Rule').find(([, r]) => r.Properties!.EventBusName === undefined && r.Properties!.Targets[0].Arn['Fn::GetAtt']?.[0]?.startsWith('UploadsBus'))!;
+    const m = allowed(json, fwd[1].Properties!.Targets[0].RoleArn['Fn::GetAtt'][0]);
+    assert.deepEqual(m.get('events:PutEvents')?.map(render), [`\${${logicalIdByPath(json, '/UploadsBus/Resource')}.Arn}`]);
+  });
+});
+
+function assertPutEvents(json: CfnTemplate, name: FunctionName, source: string) {
+  const st = roleStatements(json, functionRoleId(json, fnLogicalId(json, name))).filter((s) =>
+    ([] as string[]).concat(s.Action).includes('events:PutEvents'),
+  );
+  assert.equal(st.length, 1, `${name}: one PutEvents statement`);
+  assert.equal(render(st[0].Resource), 'arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/default');
+  assert.deepEqual(st[0].Condition, { StringEquals: { 'events:source': source } });
+}
+
+describe('Kinesis event sources', () => {
+  const expected = {
+    thumbnailer: { stream: 'uploads', batch: 20, window: 1 },
+    analyzer: { stream: 'processed', batch: 32, window: 2 },
+    embedder: { stream: 'analyzed', batch: 100, window: 2 },
+  } as const;
+
+  it('one per stage with batching, parallelization, bisect, bounded retries/age, partial batch failures, TRIM_HORIZON, SQS on-failure', () => {
+    const { template, json } = build('dev');
+    template.resourceCountIs('AWS::Lambda::EventSourceMapping', 3);
+    for (const n of STAGES) {
+      const e = expected[n];
+      const dlqId = logicalIdByPath(json, `/${n.charAt(0).toUpperCase() + n.slice(1)}FailuresDlq/Resource`);
+      template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+        FunctionName: { Ref: fnLogicalId(json, n) },
+        EventSourceArn: { 'Fn::GetAtt': [streamId(json, e.stream), 'Arn'] },
+        BatchSize: e.batch,
+        MaximumBatchingWindowInSeconds: e.window,
+        ParallelizationFactor: 2,
+        BisectBatchOnFunctionError: true,
+        MaximumRetryAttempts: 3,
+        MaximumRecordAgeInSeconds: 86400,
+        FunctionResponseTypes: ['ReportBatchItemFailures'],
+        StartingPosition: 'TRIM_HORIZON',
+        DestinationConfig: { OnFailure: { Destination: { 'Fn::GetAtt': [dlqId, 'Arn'] } } },
+      });
+      assertEncryptedTlsQueue(json, `${n.charAt(0).toUpperCase() + n.slice(1)}FailuresDlq`);
+    }
+  });
+
+  it('batching and parallelization come from context', () => {
+    const { template, json } = build('dev', {
+      thumbnailerBatchSize: '5',
+      thumbnailerBatchWindowSeconds: '0',
+      analyzerBatchSize: 64,
+      analyzerBatchWindowSeconds: 10,
+      embedderBatchSize: '500',
+      embedderBatchWindowSeconds: '5',
+      parallelizationFactor: '4',
+    });
+    const got = (n: FunctionName) =>
+      resourcesOfType(json, 'AWS::Lambda::EventSourceMapping').find(([, r]) => r.Properties!.FunctionName.Ref === fnLogicalId(json, n))![1]
+        .Properties!;
+    assert.equal(got('thumbnailer').BatchSize, 5);
+    assert.equal(got('thumbnailer').MaximumBatchingWindowInSeconds, 0);
+    assert.equal(got('analyzer').BatchSize, 64);
+    assert.equal(got('analyzer').MaximumBatchingWindowInSeconds, 10);
+    assert.equal(got('embedder').BatchSize, 500);
+    assert.equal(got('embedder').MaximumBatchingWindowInSeconds, 5);
+    for (const n of STAGES) assert.equal(got(n).ParallelizationFactor, 4);
+    void template;
+  });
+});
+
+describe('PostgreSQL (RDS mode)', () => {
+  it('RDS PostgreSQL 17.x (pgvector >= 0.8), encrypted, RDS-managed secret, private, in isolated subnets', () => {
+    const { template, json } = build('dev');
+    template.resourceCountIs('AWS::RDS::DBInstance', 1);
+    const p = json.Resources.Database.Properties!;
+    assert.equal(p.Engine, 'postgres');
+    const [major, minor] = String(p.EngineVersion).split('.').map(Number);
+    assert.ok(major === 17 && minor >= 1, `engine ${p.EngineVersion} must be 17.1+ (pgvector 0.8)`);
+    assert.equal(p.StorageEncrypted, true);
+    assert.equal(p.ManageMasterUserPassword, true);
+    assert.equal(p.MasterUserPassword, undefined);
+    assert.equal(p.PubliclyAccessible, false);
+    assert.equal(p.DBName, 'collections');
+    const sng = json.Resources[p.DBSubnetGroupName.Ref].Properties!;
+    const isolated = resourcesOfType(json, 'AWS::EC2::Subnet')
+      .filter(([, s]) => (s.Properties!.Tags as any[]).some((t) => t.Key === 'aws-cdk:subnet-type' && t.Value === 'Isolated'))
+      .map(([id]) => id)
+      .sort();
+    assert.deepEqual(sng.SubnetIds.map((s: any) => s.Ref).sort(), isolated);
+  });
+
+  it('only the functions security group may reach port 5432', () => {
+    const { json } = build('dev');
+    const dbSg = logicalIdByPath(json, '/DatabaseSecurityGroup/Resource');
+    const fnSg = logicalIdByPath(json, '/FunctionsSecurityGroup/Resource');
+    assert.deepEqual(json.Resources.Database.Properties!.VPCSecurityGroups, [{ 'Fn::GetAtt': [dbSg, 'GroupId'] }]);
+    assert.equal(json.Resources[dbSg].Properties!.SecurityGroupIngress, undefined, 'no inline ingress');
+    const ingress = resourcesOfType(json, 'AWS::EC2::SecurityGroupIngress').filter(
+      ([, r]) => r.Properties!.GroupId['Fn::GetAtt']?.[0] === dbSg,
+    );
+    assert.equal(ingress.length, 1);
+    assert.deepEqual(ingress[0][1].Properties, {
+      GroupId: { 'Fn::GetAtt': [dbSg, 'GroupId'] },
+      SourceSecurityGroupId: { 'Fn::GetAtt': [fnSg, 'GroupId'] },
+      IpProtocol: 'tcp',
+      FromPort: 5432,
+      ToPort: 5432,
+      Description: 'PostgreSQL from the collections functions',
+    });
+    // The functions may go out on 443 (APIs) and 5432 (to the database group) only.
+    const fnEgress = json.Resources[fnSg].Properties!.SecurityGroupEgress;
+    assert.deepEqual(fnEgress.map((e: any) => [e.CidrIp, e.FromPort, e.ToPort]), [['0.0.0.0/0', 443, 443]]);
+  });
+
+  it('dev: single-AZ, no deletion protection, deleted with the stack; prod: Multi-AZ, deletion protection, snapshot', () => {
+    const dev = build('dev').json.Resources.Database;
+    const test = build('test').json.Resources.Database;
+    const prod = build('prod').json.Resources.Database;
+    assert.equal(dev.Properties!.MultiAZ, false);
+    assert.equal(dev.Properties!.DeletionProtection, false);
+    assert.equal(dev.DeletionPolicy, 'Delete');
+    assert.equal(test.DeletionPolicy, 'Snapshot');
+    assert.equal(prod.Properties!.MultiAZ, true);
+    assert.equal(prod.Properties!.DeletionProtection, true);
+    assert.equal(prod.DeletionPolicy, 'Snapshot');
+    assert.equal(prod.Properties!.DBInstanceClass, 'db.t4g.small');
+    assert.equal(dev.Properties!.DBInstanceClass, 'db.t4g.micro');
+  });
+
+  it('NAT gateways: 1 in dev and test, 2 in prod; S3 through a gateway endpoint', () => {
+    assert.equal(resourcesOfType(build('dev').json, 'AWS::EC2::NatGateway').length, 1);
+    assert.equal(resourcesOfType(build('test').json, 'AWS::EC2::NatGateway').length, 1);
+    assert.equal(resourcesOfType(build('prod').json, 'AWS::EC2::NatGateway').length, 2);
+    build('dev').template.hasResourceProperties('AWS::EC2::VPCEndpoint', { VpcEndpointType: 'Gateway' });
+  });
+});
+
+describe('existing database (context existingDatabase=true)', () => {
+  const { template, json } = build('dev', { existingDatabase: 'true' });
+
+  it('creates no VPC, NAT gateway or RDS instance; functions run outside a VPC', () => {
+    template.resourceCountIs('AWS::EC2::VPC', 0);
+    template.resourceCountIs('AWS::EC2::NatGateway', 0);
+    template.resourceCountIs('AWS::RDS::DBInstance', 0);
+    for (const n of ALL) assert.equal(json.Resources[fnLogicalId(json, n)].Properties!.VpcConfig, undefined);
+  });
+
+  it('functions get DATABASE_URL_PARAMETER=/collections/DATABASE_URL instead of the secret/host vars', () => {
+    for (const n of ALL) {
+      const e = envOf(json, n);
+      assert.equal(e.DATABASE_URL_PARAMETER, '/collections/DATABASE_URL', n);
+      for (const k of ['DATABASE_HOST', 'DATABASE_PORT', 'DATABASE_NAME', 'DATABASE_SECRET_ARN']) assert.equal(e[k], undefined, `${n} ${k}`);
+    }
+  });
+
+  it('every function may read the URL parameter; none reads a secret', () => {
+    const urlArn = 'arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/collections/DATABASE_URL';
+    for (const n of ALL) {
+      const p = rolePerms(json, n);
+      assert.ok(p.get('ssm:GetParameter')!.some((r) => r === urlArn || r.endsWith(':parameter/collections/*')), n);
+      assert.ok(!p.has('secretsmanager:GetSecretValue'), n);
+    }
+    assert.deepEqual(rolePerms(json, 'thumbnailer').get('ssm:GetParameter'), [urlArn]);
+    assert.deepEqual(rolePerms(json, 'migrator').get('ssm:GetParameter'), [urlArn]);
+  });
+});
+
+describe('migrations custom resource', () => {
+  it('the Provider framework calls the migrator; the resource carries the hash of migrations/*.sql', () => {
+    const { json } = build('dev');
+    const [[id, cr]] = resourcesOfType(json, 'Custom::CollectionsMigrations');
+    const framework = cr.Properties!.ServiceToken['Fn::GetAtt'][0];
+    assert.equal(
+      json.Resources[framework].Properties!.Environment.Variables.USER_ON_EVENT_FUNCTION_ARN['Fn::GetAtt'][0],
+      fnLogicalId(json, 'migrator'),
+    );
+    const fp = fingerprintMigrations(REPO_ROOT);
+    assert.equal(cr.Properties!.MigrationsHash, fp.hash);
+    assert.match(fp.hash, /^[0-9a-f]{64}$/);
+    assert.equal(cr.Properties!.MigrationCount, fp.files.length);
+    // Runs after the instance and the security-group rules that let the migrator in.
+    const deps = cr.DependsOn ?? [];
+    assert.ok(deps.includes('Database'), `${id} must depend on the database`);
+    const ingress = resourcesOfType(json, 'AWS::EC2::SecurityGroupIngress').map(([i]) => i);
+    for (const i of ingress) assert.ok(deps.includes(i), `${id} must wait for ${i}`);
+  });
+});
+
+describe('alarms', () => {
+  const { template, json } = build('dev');
+  const topic = { Ref: logicalIdByPath(json, '/AlarmTopic/Resource') };
+  const alarms = resourcesOfType(json, 'AWS::CloudWatch::Alarm').map(([, a]) => a.Properties!);
+
+  it('alarm topic is KMS-encrypted (CMK with rotation, CloudWatch allowed) and TLS-only', () => {
+    const keyId = logicalIdByPath(json, '/Key/Resource');
+    template.hasResourceProperties('AWS::SNS::Topic', { KmsMasterKeyId: { 'Fn::GetAtt': [keyId, 'Arn'] } });
+    template.hasResourceProperties('AWS::KMS::Key', {
+      EnableKeyRotation: true,
+      KeyPolicy: {
+        Statement: Match.arrayWith([
+          Match.objectLike({ Principal: { Service: 'cloudwatch.amazonaws.com' }, Action: ['kms:Decrypt', 'kms:GenerateDataKey*'] }),
+        ]),
+      },
+    });
+    template.hasResourceProperties('AWS::SNS::TopicPolicy', {
+      PolicyDocument: {
+        Statement: Match.arrayWith([Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } })]),
+      },
+    });
+  });
+
+  it('every alarm notifies the topic on ALARM and OK; missing data is not breaching', () => {
+    assert.equal(alarms.length, 4 * 3 + 3 + 7);
+    for (const a of alarms) {
+      assert.deepEqual(a.AlarmActions, [topic], a.AlarmName);
+      assert.deepEqual(a.OKActions, [topic], a.AlarmName);
+      assert.equal(a.TreatMissingData, 'notBreaching');
+    }
+  });
+
+  it('per function: Errors, Throttles, and p99 Duration at 85% of the timeout', () => {
+    for (const n of ALL) {
+      const fn = { Ref: fnLogicalId(json, n) };
+      const of = (metric: string) =>
+        alarms.filter((a) => a.MetricName === metric && a.Namespace === 'AWS/Lambda' && JSON.stringify(a.Dimensions) === JSON.stringify([{ Name: 'FunctionName', Value: fn }]));
+      assert.equal(of('Errors').length, 1, `${n} Errors`);
+      assert.equal(of('Errors')[0].Threshold, 1);
+      assert.equal(of('Throttles').length, 1, `${n} Throttles`);
+      const d = of('Duration');
+      assert.equal(d.length, 1, `${n} Duration`);
+      assert.equal(d[0].ExtendedStatistic, 'p99');
+      assert.equal(d[0].Threshold, FUNCTIONS[n].timeout.toMilliseconds() * 0.85);
+      assert.equal(d[0].ComparisonOperator, 'GreaterThanOrEqualToThreshold');
+    }
+  });
+
+  it('per stream: GetRecords.IteratorAgeMilliseconds', () => {
+    for (const s of ['uploads', 'processed', 'analyzed'] as const) {
+      const a = alarms.filter(
+        (x) => x.MetricName === 'GetRecords.IteratorAgeMilliseconds' && x.Dimensions[0].Value.Ref === streamId(json, s),
+      );
+      assert.equal(a.length, 1, s);
+      assert.equal(a[0].Statistic, 'Maximum');
+      assert.equal(a[0].Threshold, 15 * 60 * 1000);
+    }
+  });
+
+  it('per dead-letter queue (3 on-failure + 4 rule targets): ApproximateNumberOfMessagesVisible >= 1', () => {
+    const queues = resourcesOfType(json, 'AWS::SQS::Queue').map(([id]) => id);
+    assert.equal(queues.length, 7);
+    for (const q of queues) {
+      const a = alarms.filter(
+        (x) => x.MetricName === 'ApproximateNumberOfMessagesVisible' && x.Dimensions[0].Value['Fn::GetAtt']?.[0] === q,
+      );
+      assert.equal(a.length, 1, q);
+      assert.equal(a[0].Threshold, 1);
+      assert.equal(a[0].ComparisonOperator, 'GreaterThanOrEqualToThreshold');
+    }
+  });
+
+  it('an alarm e-mail subscription is added when context alarmEmail is set', () => {
+    build('dev', { alarmEmail: 'ops@example.com' }).template.hasResourceProperties('AWS::SNS::Subscription', {
+      Protocol: 'email',
+      Endpoint: 'ops@example.com',
+    });
+    template.resourceCountIs('AWS::SNS::Subscription', 0);
+  });
+});

@@ -1,0 +1,58 @@
+//! The `openai` provider: OpenAI-compatible embeddings (base URL
+//! configurable), asked for the stored number of dimensions.
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use super::{BatchLimits, EMBEDDING_DIMENSIONS, EmbeddingError, EmbeddingProvider, InputType, parse_embeddings};
+use crate::api::{ApiKey, JsonClient};
+
+pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+pub const DEFAULT_MODEL: &str = "text-embedding-3-small";
+
+#[derive(Debug, Clone)]
+pub struct OpenAiEmbeddings {
+    client: JsonClient,
+    url: String,
+    key: Option<ApiKey>,
+    model: String,
+}
+
+impl OpenAiEmbeddings {
+    pub fn new(client: JsonClient, base_url: &str, key: Option<ApiKey>, model: String) -> Self {
+        let url = format!("{}/embeddings", base_url.trim_end_matches('/'));
+        Self { client, url, key, model }
+    }
+
+    pub fn request_body(&self, texts: &[String]) -> Value {
+        let mut body = json!({"input": texts, "model": self.model, "encoding_format": "float"});
+        // text-embedding-3 models shorten to any size; others answer their own.
+        if self.model.starts_with("text-embedding-3") {
+            body["dimensions"] = json!(EMBEDDING_DIMENSIONS);
+        }
+        body
+    }
+}
+
+#[async_trait]
+impl EmbeddingProvider for OpenAiEmbeddings {
+    fn provider(&self) -> &'static str {
+        "openai"
+    }
+
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// OpenAI's limits: 2048 inputs and 300 000 tokens a request.
+    fn limits(&self) -> BatchLimits {
+        BatchLimits { max_texts: 2048, max_tokens: 300_000 }
+    }
+
+    async fn embed(&self, texts: &[String], _input_type: InputType) -> Result<Vec<Vec<f32>>, EmbeddingError> {
+        let bearer = self.key.as_ref().map(|k| format!("Bearer {}", k.expose()));
+        let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("authorization", b.as_str())).collect();
+        let reply = self.client.post(&self.url, &headers, &self.request_body(texts)).await?;
+        parse_embeddings("openai", &self.model, texts.len(), &reply.body)
+    }
+}

@@ -1,0 +1,273 @@
+//! The analyzer against a server speaking the providers' real formats:
+//! request shapes, retries and their spacing, the in-flight limit, faults
+//! that fail one item only, and what is stored.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use analyzer::{Analyzer, AnalyzerConfig};
+use base64::Engine;
+use collections::components::Components;
+use collections::ingest::run_folder;
+use collections_tests::images::{self, BLUE, GREEN, ORANGE};
+use collections_tests::providers::{MockProviders, Reply};
+use collections_tests::{components, counts};
+use serde_json::Value;
+use shared::bus::LocalBus;
+use shared::config::Env;
+use shared::events::{ANALYSIS_COMPLETE, ImageProcessed, PipelineEvent};
+use shared::llm::Analysis;
+use shared::stage::{BatchContext, Outcome, Stage};
+use sqlx::PgPool;
+
+/// Components whose analyzer is `provider` on the mock server, plus `extra` settings.
+async fn with_provider(pool: &PgPool, dir: &std::path::Path, mock: &MockProviders, provider: &str, extra: &[(&str, &str)]) -> Components {
+    let (anthropic, openai) = (mock.anthropic_url(), mock.openai_url());
+    let mut vars = vec![
+        ("ANALYZER_PROVIDER", provider),
+        ("ANTHROPIC_BASE_URL", anthropic.as_str()),
+        ("OPENAI_BASE_URL", openai.as_str()),
+        ("ANTHROPIC_API_KEY", "sk-ant-test"),
+        ("OPENAI_API_KEY", "sk-openai-test"),
+        ("ANALYZER_MODEL", "vision-test-1"),
+        ("ANALYZER_RETRY_BASE_MS", "50"),
+    ];
+    vars.extend_from_slice(extra);
+    components(pool.clone(), &dir.join("data"), &vars).await
+}
+
+fn photos(dir: &std::path::Path) -> std::path::PathBuf {
+    let photos = dir.join("photos");
+    images::write(&photos, "a.jpg", &images::jpeg(1200, 900, BLUE));
+    images::write(&photos, "b.png", &images::png(400, 300, GREEN));
+    photos
+}
+
+fn header<'a>(r: &'a collections_tests::providers::Recorded, name: &str) -> &'a str {
+    r.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn anthropic_requests_carry_the_thumbnail_and_a_forced_tool_and_replies_are_stored(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockProviders::start().await;
+    let c = with_provider(&pool, dir.path(), &mock, "anthropic", &[]).await;
+    let report = run_folder(&c, &photos(dir.path()), "u", false).await.unwrap();
+    assert_eq!(report.processed.len(), 2, "{report:?}");
+
+    let requests = mock.requests();
+    assert_eq!(requests.len(), 2);
+    let mut media_types = Vec::new();
+    for r in &requests {
+        assert_eq!(header(r, "x-api-key"), "sk-ant-test");
+        assert_eq!(header(r, "anthropic-version"), "2023-06-01");
+        assert_eq!(r.body["model"], "vision-test-1");
+        assert_eq!(r.body["tool_choice"], serde_json::json!({"type": "tool", "name": "record_analysis"}));
+        assert_eq!(r.body["tools"][0]["input_schema"], Analysis::json_schema());
+        let image = &r.body["messages"][0]["content"][0];
+        assert_eq!(image["source"]["type"], "base64");
+        let bytes = base64::engine::general_purpose::STANDARD.decode(image["source"]["data"].as_str().unwrap()).unwrap();
+        let decoded = image::load_from_memory(&bytes).expect("the thumbnail, not the original, is sent");
+        assert!(decoded.width() <= 800 && decoded.height() <= 800);
+        media_types.push(image["source"]["media_type"].as_str().unwrap().to_owned());
+    }
+    media_types.sort();
+    assert_eq!(media_types, vec!["image/jpeg", "image/png"]);
+
+    let stored: Vec<(String, String, String, Option<String>, String, Value)> = sqlx::query_as(
+        "SELECT category, provider_used, model_used, trace_id, summary, raw_response FROM analyses ORDER BY summary",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(stored.len(), 2);
+    for (category, provider, model, trace_id, summary, raw) in stored {
+        assert_eq!((category.as_str(), provider.as_str(), model.as_str()), ("nature", "anthropic", "vision-test-1"));
+        assert!(trace_id.unwrap().starts_with("req_"), "the provider's request id is kept");
+        assert!(summary.starts_with("A mountain lake at dawn"));
+        assert_eq!(raw["type"], "message", "raw_response is the provider's reply");
+        assert_eq!(raw["content"][0]["type"], "tool_use");
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn openai_requests_send_a_data_url_and_a_strict_schema(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockProviders::start().await;
+    let c = with_provider(&pool, dir.path(), &mock, "openai", &[]).await;
+    let report = run_folder(&c, &photos(dir.path()), "u", false).await.unwrap();
+    assert_eq!(report.processed.len(), 2, "{report:?}");
+    for r in mock.requests() {
+        assert_eq!(r.route, "openai-chat");
+        assert_eq!(header(&r, "authorization"), "Bearer sk-openai-test");
+        assert_eq!(r.body["model"], "vision-test-1");
+        let url = r.body["messages"][0]["content"][1]["image_url"]["url"].as_str().unwrap();
+        assert!(url.starts_with("data:image/jpeg;base64,") || url.starts_with("data:image/png;base64,"), "{}", &url[..30]);
+        let format = &r.body["response_format"];
+        assert_eq!((format["type"].as_str(), format["json_schema"]["strict"].as_bool()), (Some("json_schema"), Some(true)));
+        assert_eq!(format["json_schema"]["schema"], Analysis::json_schema());
+    }
+    let providers: Vec<String> = sqlx::query_scalar("SELECT provider_used FROM analyses").fetch_all(&pool).await.unwrap();
+    assert_eq!(providers, vec!["openai", "openai"]);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn throttling_and_server_errors_are_retried_honouring_retry_after(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    images::write(&photos, "a.jpg", &images::jpeg(640, 480, ORANGE));
+    let mock = MockProviders::start().await;
+    mock.script([Reply::Status { status: 429, retry_after: Some(1) }, Reply::Status { status: 529, retry_after: None }, Reply::Ok]);
+    let c = with_provider(&pool, dir.path(), &mock, "anthropic", &[]).await;
+    let report = run_folder(&c, &photos, "u", false).await.unwrap();
+    assert_eq!(report.processed, vec!["u/a.jpg"], "{report:?}");
+
+    let at: Vec<_> = mock.requests().iter().map(|r| r.at).collect();
+    assert_eq!(at.len(), 3, "two retries");
+    assert!(at[1] - at[0] >= Duration::from_secs(1), "retry-after 1 s honoured: {:?}", at[1] - at[0]);
+    assert!(at[2] - at[1] < Duration::from_millis(900), "the backoff of the second retry is capped at 100 ms plus jitter");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_item_whose_retries_run_out_fails_with_provider_status_and_key_and_the_batch_goes_on(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockProviders::start().await;
+    // One call at a time, so the first item (a.jpg) meets all four failures.
+    mock.script(std::iter::repeat_n(Reply::Status { status: 500, retry_after: None }, 4));
+    let c = with_provider(&pool, dir.path(), &mock, "anthropic", &[("ANALYZER_CONCURRENCY", "1"), ("ANALYZER_MAX_ATTEMPTS", "4")]).await;
+    let report = run_folder(&c, &photos(dir.path()), "u", false).await.unwrap();
+    assert_eq!(report.processed, vec!["u/b.png"]);
+    assert_eq!(
+        report.failed,
+        vec![(
+            "u/a.jpg".to_owned(),
+            "analysing u/a.jpg with vision-test-1 failed after 4 attempts: anthropic answered HTTP 500: api_error: mock 500"
+                .to_owned()
+        )]
+    );
+    assert_eq!(mock.requests().len(), 5);
+    let failed = shared::db::items::failures(&pool, Some("u"), 10).await.unwrap();
+    assert_eq!((failed[0].file_path.as_str(), failed[0].failed_stage.as_str()), ("u/a.jpg", "analysis"));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn slow_replies_time_out_and_are_retried(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    images::write(&photos, "a.jpg", &images::jpeg(640, 480, ORANGE));
+    let mock = MockProviders::start().await;
+    mock.script([Reply::Slow(Duration::from_secs(3))]);
+    let c = with_provider(&pool, dir.path(), &mock, "openai", &[("ANALYZER_TIMEOUT_SECS", "1")]).await;
+    let report = run_folder(&c, &photos, "u", false).await.unwrap();
+    assert_eq!(report.processed, vec!["u/a.jpg"], "{report:?}");
+    assert_eq!(mock.requests().len(), 2);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn malformed_and_refused_replies_fail_their_item_without_retries(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    images::write(&photos, "a.jpg", &images::jpeg(640, 480, BLUE));
+    images::write(&photos, "b.jpg", &images::jpeg(640, 480, GREEN));
+    images::write(&photos, "c.jpg", &images::jpeg(640, 480, ORANGE));
+    let mock = MockProviders::start().await;
+    mock.script([Reply::MalformedJson, Reply::Refusal]);
+    let c = with_provider(&pool, dir.path(), &mock, "anthropic", &[("ANALYZER_CONCURRENCY", "1")]).await;
+    let report = run_folder(&c, &photos, "u", false).await.unwrap();
+    assert_eq!(report.processed, vec!["u/c.jpg"]);
+    let reasons: Vec<&str> = report.failed.iter().map(|(_, r)| r.as_str()).collect();
+    assert!(reasons[0].ends_with("after 1 attempt: anthropic returned a malformed reply: the body is not JSON (EOF while parsing a string at line 1 column 14): {\"id\": \"broken"), "{}", reasons[0]);
+    assert!(reasons[1].ends_with("after 1 attempt: anthropic refused to analyse the image: I can't help with analysing this image."), "{}", reasons[1]);
+    assert_eq!(mock.requests().len(), 3, "no retries for permanent faults");
+    assert_eq!(counts(&pool).await, (3, 1, 1));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn never_more_calls_in_flight_than_the_limit(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    for i in 0..12 {
+        images::write(&photos, &format!("{i:02}.jpg"), &images::jpeg(200, 150, [i * 20, 100, 200]));
+    }
+    let mock = MockProviders::start().await;
+    mock.set_latency(Duration::from_millis(150));
+    let c = with_provider(&pool, dir.path(), &mock, "anthropic", &[("ANALYZER_CONCURRENCY", "3"), ("COLLECTIONS_BATCH_SIZE", "12")]).await;
+    let report = run_folder(&c, &photos, "u", false).await.unwrap();
+    assert_eq!(report.processed.len(), 12);
+    assert_eq!(mock.peak_in_flight(), 3, "the limit is reached and never passed");
+}
+
+fn event(item: &str) -> ImageProcessed {
+    ImageProcessed {
+        item_id: item.to_owned(),
+        user_id: "u".to_owned(),
+        bucket: "local".to_owned(),
+        original_key: format!("u/{item}.jpg"),
+        thumbnail_key: format!("u/thumbnails/{item}.jpg"),
+        image: None,
+        reanalysis: None,
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_replayed_event_adds_nothing_and_a_reanalysis_adds_the_next_version(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockProviders::start().await;
+    let c = with_provider(&pool, dir.path(), &mock, "anthropic", &[]).await;
+    run_folder(&c, &photos(dir.path()), "u", false).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let config = AnalyzerConfig::from_env(&Env::from_pairs([])).unwrap();
+    let stage = Analyzer::new(c.store.clone(), Arc::new(LocalBus::new().route(ANALYSIS_COMPLETE, tx)), pool.clone(), c.vision.clone(), config);
+    let versions = || async {
+        sqlx::query_scalar::<_, i32>("SELECT version FROM analyses a JOIN items i ON i.id = a.item_id WHERE i.file_path = 'u/a.jpg' ORDER BY 1")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    };
+    let calls_before = mock.requests().len();
+
+    // The same event again: no provider call, no row, but the event is published again.
+    let outcomes = stage.run_batch(&[event("a")], &BatchContext::default()).await;
+    assert_eq!(outcomes, vec![Outcome::Done]);
+    assert_eq!(versions().await, vec![1]);
+    assert_eq!(mock.requests().len(), calls_before);
+    let first = match rx.try_recv().unwrap() {
+        PipelineEvent::AnalysisComplete(e) => e.analysis_id,
+        other => panic!("{other:?}"),
+    };
+
+    // A re-analysis request: version 2, once, however often it is delivered.
+    let again = ImageProcessed { reanalysis: Some("user-asked-1".into()), ..event("a") };
+    let context = BatchContext { trace_id: Some("lambda-req-1".into()) };
+    for _ in 0..2 {
+        assert_eq!(stage.run_batch(&[again.clone(), again.clone()], &context).await, vec![Outcome::Done, Outcome::Done]);
+    }
+    assert_eq!(versions().await, vec![1, 2]);
+    assert_eq!(mock.requests().len(), calls_before + 1, "one call for the new request, however often it comes");
+    let trace: Option<String> = sqlx::query_scalar("SELECT trace_id FROM analyses WHERE version = 2").fetch_one(&pool).await.unwrap();
+    assert_eq!(trace.as_deref(), Some("lambda-req-1"));
+    let mut ids = Vec::new();
+    while let Ok(PipelineEvent::AnalysisComplete(e)) = rx.try_recv() {
+        ids.push(e.analysis_id);
+    }
+    assert_eq!(ids.len(), 4);
+    assert!(ids.iter().all(|id| *id != first));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn analysis_complete_is_published_only_for_stored_analyses(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockProviders::start().await;
+    let c = with_provider(&pool, dir.path(), &mock, "anthropic", &[]).await;
+    run_folder(&c, &photos(dir.path()), "u", false).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let config = AnalyzerConfig::from_env(&Env::from_pairs([("ANALYZER_MAX_ATTEMPTS", "1")])).unwrap();
+    let stage = Analyzer::new(c.store.clone(), Arc::new(LocalBus::new().route(ANALYSIS_COMPLETE, tx)), pool.clone(), c.vision.clone(), config);
+    mock.script([Reply::Status { status: 400, retry_after: None }]);
+    let fresh = ImageProcessed { reanalysis: Some("r".into()), ..event("a") };
+    let missing = event("nope");
+    let outcomes = stage.run_batch(&[fresh, missing], &BatchContext::default()).await;
+    assert!(matches!(&outcomes[0], Outcome::Failed(f) if f.reason.contains("HTTP 400") && !f.retriable));
+    assert!(matches!(&outcomes[1], Outcome::Failed(f) if f.reason.contains("u/thumbnails/nope.jpg does not exist")));
+    assert!(rx.try_recv().is_err(), "nothing published");
+}
