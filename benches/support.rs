@@ -47,3 +47,69 @@ pub fn rgba_png() -> Vec<u8> {
     DynamicImage::ImageRgba8(rgba).write_to(&mut out, ImageFormat::Png).expect("encoding the benchmark PNG");
     out.into_inner()
 }
+
+/// A fresh database named `name` on the server of `DATABASE_URL`, migrated;
+/// `None` when `DATABASE_URL` is not set.
+pub async fn fresh_database(name: &str) -> anyhow::Result<Option<sqlx::PgPool>> {
+    use std::str::FromStr;
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        return Ok(None);
+    };
+    let server = sqlx::postgres::PgConnectOptions::from_str(&url)?;
+    let admin = sqlx::PgPool::connect_with(server.clone()).await?;
+    // Identifiers cannot be bound; `name` is a constant of the benchmarks.
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(4).connect_with(server.database(name)).await?;
+    shared::db::migrate(&pool).await?;
+    Ok(Some(pool))
+}
+
+/// One item with `n` analyses (what embeddings point at); their ids.
+pub async fn seed_analyses(pool: &sqlx::PgPool, n: usize) -> anyhow::Result<Vec<(uuid::Uuid, uuid::Uuid)>> {
+    let item = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO items (id, user_id, filename, file_path, bucket) VALUES ($1, 'bench', 'a.jpg', 'bench/a.jpg', 'b')")
+        .bind(item)
+        .execute(pool)
+        .await?;
+    let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+        r#"INSERT INTO analyses (id, item_id, user_id, version, category, summary, analysis, raw_response,
+                                 provider_used, model_used, request_key)
+           SELECT gen_random_uuid(), $1, 'bench', v, 'other', 'x', '{}', '{}', 'bench', 'bench', v::text
+           FROM generate_series(1, $2) AS v
+           RETURNING id"#,
+    )
+    .bind(item)
+    .bind(n as i32)
+    .fetch_all(pool)
+    .await?;
+    Ok(ids.into_iter().map(|a| (item, a)).collect())
+}
+
+/// Pseudo-random unit vectors of 1024 dimensions, one per analysis.
+pub fn embeddings(targets: &[(uuid::Uuid, uuid::Uuid)]) -> Vec<shared::db::embeddings::NewEmbedding> {
+    let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+    targets
+        .iter()
+        .map(|(item, analysis)| {
+            let mut v: Vec<f32> = (0..shared::embedding::EMBEDDING_DIMENSIONS)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+                })
+                .collect();
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.iter_mut().for_each(|x| *x /= norm);
+            shared::db::embeddings::NewEmbedding {
+                item_id: *item,
+                analysis_id: *analysis,
+                user_id: "bench".to_owned(),
+                vector: shared::db::Vector(v),
+                model: "bench-model".to_owned(),
+                source: serde_json::json!({"fields": ["summary"], "chars": 80}),
+            }
+        })
+        .collect()
+}

@@ -21,7 +21,13 @@ use shared::stage::{BatchContext, Outcome, Stage};
 use sqlx::PgPool;
 
 /// Components whose analyzer is `provider` on the mock server, plus `extra` settings.
-async fn with_provider(pool: &PgPool, dir: &std::path::Path, mock: &MockProviders, provider: &str, extra: &[(&str, &str)]) -> Components {
+async fn with_provider(
+    pool: &PgPool,
+    dir: &std::path::Path,
+    mock: &MockProviders,
+    provider: &str,
+    extra: &[(&str, &str)],
+) -> Components {
     let (anthropic, openai) = (mock.anthropic_url(), mock.openai_url());
     let mut vars = vec![
         ("ANALYZER_PROVIDER", provider),
@@ -66,7 +72,8 @@ async fn anthropic_requests_carry_the_thumbnail_and_a_forced_tool_and_replies_ar
         assert_eq!(r.body["tools"][0]["input_schema"], Analysis::json_schema());
         let image = &r.body["messages"][0]["content"][0];
         assert_eq!(image["source"]["type"], "base64");
-        let bytes = base64::engine::general_purpose::STANDARD.decode(image["source"]["data"].as_str().unwrap()).unwrap();
+        let bytes =
+            base64::engine::general_purpose::STANDARD.decode(image["source"]["data"].as_str().unwrap()).unwrap();
         let decoded = image::load_from_memory(&bytes).expect("the thumbnail, not the original, is sent");
         assert!(decoded.width() <= 800 && decoded.height() <= 800);
         media_types.push(image["source"]["media_type"].as_str().unwrap().to_owned());
@@ -102,12 +109,20 @@ async fn openai_requests_send_a_data_url_and_a_strict_schema(pool: PgPool) {
         assert_eq!(header(&r, "authorization"), "Bearer sk-openai-test");
         assert_eq!(r.body["model"], "vision-test-1");
         let url = r.body["messages"][0]["content"][1]["image_url"]["url"].as_str().unwrap();
-        assert!(url.starts_with("data:image/jpeg;base64,") || url.starts_with("data:image/png;base64,"), "{}", &url[..30]);
+        assert!(
+            url.starts_with("data:image/jpeg;base64,") || url.starts_with("data:image/png;base64,"),
+            "{}",
+            &url[..30]
+        );
         let format = &r.body["response_format"];
-        assert_eq!((format["type"].as_str(), format["json_schema"]["strict"].as_bool()), (Some("json_schema"), Some(true)));
+        assert_eq!(
+            (format["type"].as_str(), format["json_schema"]["strict"].as_bool()),
+            (Some("json_schema"), Some(true))
+        );
         assert_eq!(format["json_schema"]["schema"], Analysis::json_schema());
     }
-    let providers: Vec<String> = sqlx::query_scalar("SELECT provider_used FROM analyses").fetch_all(&pool).await.unwrap();
+    let providers: Vec<String> =
+        sqlx::query_scalar("SELECT provider_used FROM analyses").fetch_all(&pool).await.unwrap();
     assert_eq!(providers, vec!["openai", "openai"]);
 }
 
@@ -117,7 +132,11 @@ async fn throttling_and_server_errors_are_retried_honouring_retry_after(pool: Pg
     let photos = dir.path().join("photos");
     images::write(&photos, "a.jpg", &images::jpeg(640, 480, ORANGE));
     let mock = MockProviders::start().await;
-    mock.script([Reply::Status { status: 429, retry_after: Some(1) }, Reply::Status { status: 529, retry_after: None }, Reply::Ok]);
+    mock.script([
+        Reply::Status { status: 429, retry_after: Some(1) },
+        Reply::Status { status: 529, retry_after: None },
+        Reply::Ok,
+    ]);
     let c = with_provider(&pool, dir.path(), &mock, "anthropic", &[]).await;
     let report = run_folder(&c, &photos, "u", false).await.unwrap();
     assert_eq!(report.processed, vec!["u/a.jpg"], "{report:?}");
@@ -125,7 +144,10 @@ async fn throttling_and_server_errors_are_retried_honouring_retry_after(pool: Pg
     let at: Vec<_> = mock.requests().iter().map(|r| r.at).collect();
     assert_eq!(at.len(), 3, "two retries");
     assert!(at[1] - at[0] >= Duration::from_secs(1), "retry-after 1 s honoured: {:?}", at[1] - at[0]);
-    assert!(at[2] - at[1] < Duration::from_millis(900), "the backoff of the second retry is capped at 100 ms plus jitter");
+    assert!(
+        at[2] - at[1] < Duration::from_millis(900),
+        "the backoff of the second retry is capped at 100 ms plus jitter"
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -134,7 +156,14 @@ async fn an_item_whose_retries_run_out_fails_with_provider_status_and_key_and_th
     let mock = MockProviders::start().await;
     // One call at a time, so the first item (a.jpg) meets all four failures.
     mock.script(std::iter::repeat_n(Reply::Status { status: 500, retry_after: None }, 4));
-    let c = with_provider(&pool, dir.path(), &mock, "anthropic", &[("ANALYZER_CONCURRENCY", "1"), ("ANALYZER_MAX_ATTEMPTS", "4")]).await;
+    let c = with_provider(
+        &pool,
+        dir.path(),
+        &mock,
+        "anthropic",
+        &[("ANALYZER_CONCURRENCY", "1"), ("ANALYZER_MAX_ATTEMPTS", "4")],
+    )
+    .await;
     let report = run_folder(&c, &photos(dir.path()), "u", false).await.unwrap();
     assert_eq!(report.processed, vec!["u/b.png"]);
     assert_eq!(
@@ -177,7 +206,13 @@ async fn malformed_and_refused_replies_fail_their_item_without_retries(pool: PgP
     assert_eq!(report.processed, vec!["u/c.jpg"]);
     let reasons: Vec<&str> = report.failed.iter().map(|(_, r)| r.as_str()).collect();
     assert!(reasons[0].ends_with("after 1 attempt: anthropic returned a malformed reply: the body is not JSON (EOF while parsing a string at line 1 column 14): {\"id\": \"broken"), "{}", reasons[0]);
-    assert!(reasons[1].ends_with("after 1 attempt: anthropic refused to analyse the image: I can't help with analysing this image."), "{}", reasons[1]);
+    assert!(
+        reasons[1].ends_with(
+            "after 1 attempt: anthropic refused to analyse the image: I can't help with analysing this image."
+        ),
+        "{}",
+        reasons[1]
+    );
     assert_eq!(mock.requests().len(), 3, "no retries for permanent faults");
     assert_eq!(counts(&pool).await, (3, 1, 1));
 }
@@ -191,7 +226,14 @@ async fn never_more_calls_in_flight_than_the_limit(pool: PgPool) {
     }
     let mock = MockProviders::start().await;
     mock.set_latency(Duration::from_millis(150));
-    let c = with_provider(&pool, dir.path(), &mock, "anthropic", &[("ANALYZER_CONCURRENCY", "3"), ("COLLECTIONS_BATCH_SIZE", "12")]).await;
+    let c = with_provider(
+        &pool,
+        dir.path(),
+        &mock,
+        "anthropic",
+        &[("ANALYZER_CONCURRENCY", "3"), ("COLLECTIONS_BATCH_SIZE", "12")],
+    )
+    .await;
     let report = run_folder(&c, &photos, "u", false).await.unwrap();
     assert_eq!(report.processed.len(), 12);
     assert_eq!(mock.peak_in_flight(), 3, "the limit is reached and never passed");
@@ -217,12 +259,20 @@ async fn a_replayed_event_adds_nothing_and_a_reanalysis_adds_the_next_version(po
     run_folder(&c, &photos(dir.path()), "u", false).await.unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let config = AnalyzerConfig::from_env(&Env::from_pairs([])).unwrap();
-    let stage = Analyzer::new(c.store.clone(), Arc::new(LocalBus::new().route(ANALYSIS_COMPLETE, tx)), pool.clone(), c.vision.clone(), config);
+    let stage = Analyzer::new(
+        c.store.clone(),
+        Arc::new(LocalBus::new().route(ANALYSIS_COMPLETE, tx)),
+        pool.clone(),
+        c.vision.clone(),
+        config,
+    );
     let versions = || async {
-        sqlx::query_scalar::<_, i32>("SELECT version FROM analyses a JOIN items i ON i.id = a.item_id WHERE i.file_path = 'u/a.jpg' ORDER BY 1")
-            .fetch_all(&pool)
-            .await
-            .unwrap()
+        sqlx::query_scalar::<_, i32>(
+            "SELECT version FROM analyses a JOIN items i ON i.id = a.item_id WHERE i.file_path = 'u/a.jpg' ORDER BY 1",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
     };
     let calls_before = mock.requests().len();
 
@@ -240,11 +290,15 @@ async fn a_replayed_event_adds_nothing_and_a_reanalysis_adds_the_next_version(po
     let again = ImageProcessed { reanalysis: Some("user-asked-1".into()), ..event("a") };
     let context = BatchContext { trace_id: Some("lambda-req-1".into()) };
     for _ in 0..2 {
-        assert_eq!(stage.run_batch(&[again.clone(), again.clone()], &context).await, vec![Outcome::Done, Outcome::Done]);
+        assert_eq!(
+            stage.run_batch(&[again.clone(), again.clone()], &context).await,
+            vec![Outcome::Done, Outcome::Done]
+        );
     }
     assert_eq!(versions().await, vec![1, 2]);
     assert_eq!(mock.requests().len(), calls_before + 1, "one call for the new request, however often it comes");
-    let trace: Option<String> = sqlx::query_scalar("SELECT trace_id FROM analyses WHERE version = 2").fetch_one(&pool).await.unwrap();
+    let trace: Option<String> =
+        sqlx::query_scalar("SELECT trace_id FROM analyses WHERE version = 2").fetch_one(&pool).await.unwrap();
     assert_eq!(trace.as_deref(), Some("lambda-req-1"));
     let mut ids = Vec::new();
     while let Ok(PipelineEvent::AnalysisComplete(e)) = rx.try_recv() {
@@ -262,7 +316,13 @@ async fn analysis_complete_is_published_only_for_stored_analyses(pool: PgPool) {
     run_folder(&c, &photos(dir.path()), "u", false).await.unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let config = AnalyzerConfig::from_env(&Env::from_pairs([("ANALYZER_MAX_ATTEMPTS", "1")])).unwrap();
-    let stage = Analyzer::new(c.store.clone(), Arc::new(LocalBus::new().route(ANALYSIS_COMPLETE, tx)), pool.clone(), c.vision.clone(), config);
+    let stage = Analyzer::new(
+        c.store.clone(),
+        Arc::new(LocalBus::new().route(ANALYSIS_COMPLETE, tx)),
+        pool.clone(),
+        c.vision.clone(),
+        config,
+    );
     mock.script([Reply::Status { status: 400, retry_after: None }]);
     let fresh = ImageProcessed { reanalysis: Some("r".into()), ..event("a") };
     let missing = event("nope");

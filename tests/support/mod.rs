@@ -16,8 +16,11 @@ use sqlx::PgPool;
 /// batches, and any extra settings (`*_API_KEY` ones become the secrets).
 pub async fn components(pool: PgPool, data_dir: &Path, extra: &[(&str, &str)]) -> Components {
     let data_dir = data_dir.to_str().expect("temporary paths are UTF-8");
-    let mut vars =
-        vec![("COLLECTIONS_DATA_DIR", data_dir), ("COLLECTIONS_BATCH_SIZE", "4"), ("COLLECTIONS_BATCH_WINDOW_MS", "20")];
+    let mut vars = vec![
+        ("COLLECTIONS_DATA_DIR", data_dir),
+        ("COLLECTIONS_BATCH_SIZE", "4"),
+        ("COLLECTIONS_BATCH_WINDOW_MS", "20"),
+    ];
     vars.extend_from_slice(extra);
     let secrets = FixedSecrets(
         vars.iter().filter(|(k, _)| k.ends_with("_API_KEY")).map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
@@ -38,8 +41,57 @@ impl SecretSource for FixedSecrets {
 
 /// Row counts of the three tables.
 pub async fn counts(pool: &PgPool) -> (i64, i64, i64) {
-    sqlx::query_as("SELECT (SELECT count(*) FROM items), (SELECT count(*) FROM analyses), (SELECT count(*) FROM embeddings)")
-        .fetch_one(pool)
-        .await
-        .expect("counting rows")
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM items), (SELECT count(*) FROM analyses), (SELECT count(*) FROM embeddings)",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("counting rows")
+}
+
+/// An item with one stored analysis, as if the first two stages had run;
+/// returns the item and analysis ids.
+pub async fn seed_analysis(pool: &PgPool, key: &str, analysis: &shared::llm::Analysis) -> (uuid::Uuid, uuid::Uuid) {
+    use shared::db::{analyses, items};
+    let parsed = shared::keys::ImageKey::parse(key).expect("a valid key");
+    let item = items::ThumbnailRecord {
+        id: parsed.item_uuid(),
+        user_id: parsed.user_id().to_owned(),
+        bucket: "local".to_owned(),
+        key: key.to_owned(),
+        filename: parsed.filename().to_owned(),
+        thumbnail_key: Some(parsed.thumbnail_key()),
+        ..items::ThumbnailRecord::default()
+    };
+    items::record_thumbnails(pool, &[item]).await.expect("recording the item");
+    let new = analyses::NewAnalysis {
+        item_id: parsed.item_uuid(),
+        user_id: parsed.user_id().to_owned(),
+        category: analysis.category.clone(),
+        summary: analysis.summary.clone(),
+        analysis: serde_json::to_value(analysis).expect("analyses serialise"),
+        raw_response: serde_json::json!({"seeded": true}),
+        provider_used: "test".to_owned(),
+        model_used: "seed".to_owned(),
+        trace_id: None,
+        request_key: format!("seed:{key}"),
+    };
+    let stored = analyses::store_batch(pool, &[new], &[]).await.expect("storing the analysis");
+    (parsed.item_uuid(), stored[0].analysis_id)
+}
+
+/// An analysis with the given category, summary and tags, the rest empty.
+pub fn analysis(category: &str, summary: &str, tags: &[&str]) -> shared::llm::Analysis {
+    shared::llm::Analysis {
+        category: category.to_owned(),
+        summary: summary.to_owned(),
+        description: String::new(),
+        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        objects: Vec::new(),
+        colors: Vec::new(),
+        text: Vec::new(),
+        scene: None,
+        style: None,
+        people_count: None,
+    }
 }

@@ -133,7 +133,12 @@ impl Drop for InFlight {
 /// Records the request and decides the reply; `Ok` and `Slow` wait first.
 async fn begin(inner: &Arc<Inner>, route: &'static str, headers: HeaderMap, body: &Value) -> (InFlight, Reply) {
     let guard = InFlight::enter(inner);
-    inner.requests.lock().expect("requests lock").push(Recorded { route, headers, body: body.clone(), at: Instant::now() });
+    inner.requests.lock().expect("requests lock").push(Recorded {
+        route,
+        headers,
+        body: body.clone(),
+        at: Instant::now(),
+    });
     let reply = inner.script.lock().expect("script lock").pop_front().unwrap_or(Reply::Ok);
     let wait = match &reply {
         Reply::Slow(d) => *d,
@@ -199,7 +204,11 @@ async fn anthropic(State(inner): State<Arc<Inner>>, headers: HeaderMap, Json(bod
                 400 => "invalid_request_error",
                 _ => "api_error",
             };
-            error(status, retry_after, json!({"type": "error", "error": {"type": kind, "message": format!("mock {status}")}}))
+            error(
+                status,
+                retry_after,
+                json!({"type": "error", "error": {"type": kind, "message": format!("mock {status}")}}),
+            )
         }
         Reply::MalformedJson => malformed(),
     }
@@ -212,7 +221,9 @@ async fn openai_chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, Json(b
         Reply::Ok | Reply::Slow(_) | Reply::Dimensions(_) => {
             json!({"role": "assistant", "content": analysis(n).to_string(), "refusal": null})
         }
-        Reply::Refusal => json!({"role": "assistant", "content": null, "refusal": "I'm sorry, I can't help with that."}),
+        Reply::Refusal => {
+            json!({"role": "assistant", "content": null, "refusal": "I'm sorry, I can't help with that."})
+        }
         Reply::Status { status, retry_after } => {
             return error(
                 status,

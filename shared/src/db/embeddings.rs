@@ -1,14 +1,14 @@
 //! The `embeddings` table: one vector per analysis and model, written a
-//! batch at a time.
+//! batch at a time with binary COPY.
 
 use std::collections::HashSet;
 
 use serde_json::Value;
-use sqlx::PgPool;
-use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{DbError, Vector};
+use super::copy::BinaryCopy;
+use super::{DbError, StageName, Vector, items};
 
 /// An embedding ready to store.
 #[derive(Debug, Clone)]
@@ -34,53 +34,79 @@ pub async fn existing(pool: &PgPool, analysis_ids: &[Uuid], model: &str) -> Resu
     Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 
-/// The embedding stage's results for one batch.
-#[derive(Debug, Clone, Default)]
-pub struct EmbeddingBatch {
-    pub new: Vec<NewEmbedding>,
-    /// Items whose analysis already had its embedding (a replay).
-    pub unchanged: Vec<Uuid>,
-    pub failed: Vec<(Uuid, String)>,
+const COPY_EMBEDDINGS: &str = "COPY embeddings (id, item_id, analysis_id, user_id, vector, embedding_model, \
+                               embedding_dimensions, embedding_source) FROM STDIN (FORMAT binary)";
+
+/// Rows of a binary COPY sent at a time: about 1 MiB of 1024-dimension
+/// vectors, so encoding here and parsing on the server overlap.
+const COPY_CHUNK_ROWS: usize = 256;
+
+fn copy_row(copy: &mut BinaryCopy, r: &NewEmbedding) {
+    copy.row(8)
+        .uuid(Uuid::now_v7())
+        .uuid(r.item_id)
+        .uuid(r.analysis_id)
+        .text(&r.user_id)
+        .vector(&r.vector)
+        .text(&r.model)
+        .int4(r.vector.dimensions() as i32)
+        .jsonb(&r.source);
 }
 
-/// Stores the batch's embeddings (one already stored is left as it is) and
-/// records each item's embedding status, in one statement.
-pub async fn store_batch(pool: &PgPool, batch: &EmbeddingBatch) -> Result<(), DbError> {
-    let EmbeddingBatch { new: embeddings, unchanged, failed: failures } = batch;
-    let ids: Vec<Uuid> = embeddings.iter().map(|_| Uuid::now_v7()).collect();
-    let item_ids: Vec<Uuid> = embeddings.iter().map(|e| e.item_id).collect();
-    let analysis_ids: Vec<Uuid> = embeddings.iter().map(|e| e.analysis_id).collect();
-    let users: Vec<&str> = embeddings.iter().map(|e| e.user_id.as_str()).collect();
-    let vectors: Vec<Vector> = embeddings.iter().map(|e| e.vector.clone()).collect();
-    let models: Vec<&str> = embeddings.iter().map(|e| e.model.as_str()).collect();
-    let dimensions: Vec<i32> = embeddings.iter().map(|e| e.vector.dimensions() as i32).collect();
-    let sources: Vec<Json<&Value>> = embeddings.iter().map(|e| Json(&e.source)).collect();
-    let failed_ids: Vec<Uuid> = failures.iter().map(|(id, _)| *id).collect();
-    let failed_errors: Vec<&str> = failures.iter().map(|(_, e)| e.as_str()).collect();
-    sqlx::query(
+fn row_size(rows: &[NewEmbedding]) -> usize {
+    rows.first().map_or(0, |r| r.vector.binary_len() + 200)
+}
+
+/// The rows as one binary COPY body, with fresh ids (what `psql \copy` reads).
+pub fn copy_body(rows: &[NewEmbedding]) -> Vec<u8> {
+    let mut copy = BinaryCopy::with_capacity(rows.len() * row_size(rows));
+    rows.iter().for_each(|r| copy_row(&mut copy, r));
+    copy.finish()
+}
+
+/// Writes new rows with one binary COPY, streamed in chunks: the fast
+/// path. A row whose (analysis, model) is already stored makes the whole
+/// COPY fail with a unique violation; [`insert_rows`] is the path that
+/// tolerates them.
+pub async fn copy_rows(conn: &mut PgConnection, rows: &[NewEmbedding]) -> Result<u64, DbError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut sink = conn.copy_in_raw(COPY_EMBEDDINGS).await.map_err(DbError::during("starting COPY of embeddings"))?;
+    let mut copy = BinaryCopy::with_capacity(COPY_CHUNK_ROWS * row_size(rows));
+    for chunk in rows.chunks(COPY_CHUNK_ROWS) {
+        chunk.iter().for_each(|r| copy_row(&mut copy, r));
+        if let Err(e) = sink.send(copy.take()).await {
+            // Ends the COPY so the connection is usable again.
+            let _ = sink.abort("sending failed").await;
+            return Err(DbError::during("sending embeddings")(e));
+        }
+    }
+    sink.send(copy.finish()).await.map_err(DbError::during("sending embeddings"))?;
+    sink.finish().await.map_err(DbError::during("finishing COPY of embeddings"))
+}
+
+/// Inserts rows with one `UNNEST` statement, leaving (analysis, model)
+/// pairs that are already stored as they are.
+pub async fn insert_rows(conn: &mut PgConnection, rows: &[NewEmbedding]) -> Result<u64, DbError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<Uuid> = rows.iter().map(|_| Uuid::now_v7()).collect();
+    let item_ids: Vec<Uuid> = rows.iter().map(|e| e.item_id).collect();
+    let analysis_ids: Vec<Uuid> = rows.iter().map(|e| e.analysis_id).collect();
+    let users: Vec<&str> = rows.iter().map(|e| e.user_id.as_str()).collect();
+    let vectors: Vec<&Vector> = rows.iter().map(|e| &e.vector).collect();
+    let models: Vec<&str> = rows.iter().map(|e| e.model.as_str()).collect();
+    let dimensions: Vec<i32> = rows.iter().map(|e| e.vector.dimensions() as i32).collect();
+    let sources: Vec<sqlx::types::Json<&Value>> = rows.iter().map(|e| sqlx::types::Json(&e.source)).collect();
+    let done = sqlx::query(
         r#"
-        WITH inserted AS (
-            INSERT INTO embeddings (id, item_id, analysis_id, user_id, vector, embedding_model,
-                                    embedding_dimensions, embedding_source)
-            SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::vector[], $6::text[],
-                                 $7::int[], $8::jsonb[])
-            ON CONFLICT (analysis_id, embedding_model) DO NOTHING
-        ),
-        outcomes AS (
-            SELECT unnest($2::uuid[] || $11::uuid[]) AS item_id, NULL::text AS error
-            UNION ALL
-            SELECT * FROM UNNEST($9::uuid[], $10::text[])
-        )
-        UPDATE items AS i SET
-            embedding_status = CASE WHEN o.error IS NULL THEN 'done' ELSE 'failed' END,
-            failed_stage = CASE WHEN o.error IS NOT NULL THEN 'embedding'
-                                WHEN i.failed_stage = 'embedding' THEN NULL ELSE i.failed_stage END,
-            last_error = CASE WHEN o.error IS NOT NULL THEN o.error
-                              WHEN i.failed_stage = 'embedding' THEN NULL ELSE i.last_error END,
-            attempts = i.attempts + 1,
-            updated_at = now()
-        FROM outcomes o
-        WHERE i.id = o.item_id
+        INSERT INTO embeddings (id, item_id, analysis_id, user_id, vector, embedding_model,
+                                embedding_dimensions, embedding_source)
+        SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::vector[], $6::text[],
+                             $7::int[], $8::jsonb[])
+        ON CONFLICT (analysis_id, embedding_model) DO NOTHING
         "#,
     )
     .bind(&ids)
@@ -91,11 +117,117 @@ pub async fn store_batch(pool: &PgPool, batch: &EmbeddingBatch) -> Result<(), Db
     .bind(&models)
     .bind(&dimensions)
     .bind(&sources)
-    .bind(&failed_ids)
-    .bind(&failed_errors)
-    .bind(unchanged)
-    .execute(pool)
+    .execute(&mut *conn)
     .await
-    .map_err(DbError::during("storing embeddings"))?;
+    .map_err(DbError::during("inserting embeddings"))?;
+    Ok(done.rows_affected())
+}
+
+/// Inserts one row in its own statement: the row-at-a-time baseline the
+/// benchmarks compare the batch path with. The pipeline never uses it.
+pub async fn insert_one(conn: &mut PgConnection, row: &NewEmbedding) -> Result<u64, DbError> {
+    let done = sqlx::query(
+        r#"
+        INSERT INTO embeddings (id, item_id, analysis_id, user_id, vector, embedding_model,
+                                embedding_dimensions, embedding_source)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        ON CONFLICT (analysis_id, embedding_model) DO NOTHING
+        "#,
+    )
+    .bind(Uuid::now_v7())
+    .bind(row.item_id)
+    .bind(row.analysis_id)
+    .bind(&row.user_id)
+    .bind(&row.vector)
+    .bind(&row.model)
+    .bind(row.vector.dimensions() as i32)
+    .bind(sqlx::types::Json(&row.source))
+    .execute(&mut *conn)
+    .await
+    .map_err(DbError::during("inserting an embedding"))?;
+    Ok(done.rows_affected())
+}
+
+/// The embedding stage's results for one batch.
+#[derive(Debug, Clone, Default)]
+pub struct EmbeddingBatch {
+    pub new: Vec<NewEmbedding>,
+    /// Items whose analysis already had its embedding (a replay).
+    pub unchanged: Vec<Uuid>,
+    pub failed: Vec<(Uuid, String)>,
+}
+
+fn is_unique_violation(e: &DbError) -> bool {
+    matches!(e, DbError::Query { source: sqlx::Error::Database(d), .. } if d.code().as_deref() == Some("23505"))
+}
+
+/// Stores a batch in one transaction: the new vectors by binary COPY (or,
+/// when a concurrent delivery stored some of them first, by the insert that
+/// leaves those alone), then every item's embedding status.
+pub async fn store_batch(pool: &PgPool, batch: &EmbeddingBatch) -> Result<(), DbError> {
+    let mut tx = pool.begin().await.map_err(DbError::during("starting to store embeddings"))?;
+    let mut attempt =
+        sqlx::Connection::begin(&mut *tx).await.map_err(DbError::during("starting to store embeddings"))?;
+    match copy_rows(&mut attempt, &batch.new).await {
+        Ok(_) => attempt.commit().await.map_err(DbError::during("storing embeddings"))?,
+        Err(e) if is_unique_violation(&e) => {
+            attempt.rollback().await.map_err(DbError::during("storing embeddings"))?;
+            insert_rows(&mut tx, &batch.new).await?;
+        }
+        Err(e) => return Err(e),
+    }
+    let results: Vec<(Uuid, Option<&str>)> = batch
+        .new
+        .iter()
+        .map(|e| (e.item_id, None))
+        .chain(batch.unchanged.iter().map(|id| (*id, None)))
+        .chain(batch.failed.iter().map(|(id, e)| (*id, Some(e.as_str()))))
+        .collect();
+    items::mark_stage(&mut tx, StageName::Embedding, &results).await?;
+    tx.commit().await.map_err(DbError::during("storing embeddings"))
+}
+
+/// The HNSW index of `embeddings.vector`, as the migrations create it.
+const VECTOR_INDEX: &str = "embeddings_vector_hnsw";
+
+/// Whether the HNSW index exists.
+pub async fn vector_index_exists(pool: &PgPool) -> Result<bool, DbError> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_indexes WHERE indexname = $1)")
+        .bind(VECTOR_INDEX)
+        .fetch_one(pool)
+        .await
+        .map_err(DbError::during("looking up the vector index"))
+}
+
+/// Drops the HNSW index, so a big load does not maintain it row by row
+/// (pgvector's advice for bulk loads: load first, index after). Searches
+/// still work without it, by scanning.
+pub async fn drop_vector_index(pool: &PgPool) -> Result<(), DbError> {
+    sqlx::query(&format!("DROP INDEX IF EXISTS {VECTOR_INDEX}"))
+        .execute(pool)
+        .await
+        .map_err(DbError::during("dropping the vector index"))?;
+    Ok(())
+}
+
+/// Builds the HNSW index if it is missing, with `maintenance_mib` of
+/// memory and the server's parallel maintenance workers.
+pub async fn build_vector_index(pool: &PgPool, maintenance_mib: u32) -> Result<(), DbError> {
+    let mut conn = pool.acquire().await.map_err(DbError::during("building the vector index"))?;
+    // SET takes no bind parameters; the value is a number we format ourselves.
+    sqlx::query(&format!("SET maintenance_work_mem = '{maintenance_mib}MB'"))
+        .execute(&mut *conn)
+        .await
+        .map_err(DbError::during("configuring the index build"))?;
+    sqlx::query(&format!(
+        "CREATE INDEX IF NOT EXISTS {VECTOR_INDEX} ON embeddings USING hnsw (vector vector_cosine_ops)"
+    ))
+    .execute(&mut *conn)
+    .await
+    .map_err(DbError::during("building the vector index"))?;
+    sqlx::query("RESET maintenance_work_mem")
+        .execute(&mut *conn)
+        .await
+        .map_err(DbError::during("building the vector index"))?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{DbError, StageName};
@@ -97,12 +97,16 @@ pub async fn record_thumbnails(pool: &PgPool, records: &[ThumbnailRecord]) -> Re
 /// Sets one stage's status on many items in one statement: done where the
 /// error is `None`, failed with the error otherwise. Only rows whose failed
 /// stage is this one have their error cleared on success.
-pub async fn mark_stage(pool: &PgPool, stage: StageName, results: &[(Uuid, Option<String>)]) -> Result<(), DbError> {
+pub async fn mark_stage(
+    conn: &mut PgConnection,
+    stage: StageName,
+    results: &[(Uuid, Option<&str>)],
+) -> Result<(), DbError> {
     if results.is_empty() {
         return Ok(());
     }
     let ids: Vec<Uuid> = results.iter().map(|(id, _)| *id).collect();
-    let errors: Vec<Option<String>> = results.iter().map(|(_, e)| e.clone()).collect();
+    let errors: Vec<Option<&str>> = results.iter().map(|(_, e)| *e).collect();
     let status = stage.status_column();
     let sql = format!(
         r#"
@@ -122,7 +126,7 @@ pub async fn mark_stage(pool: &PgPool, stage: StageName, results: &[(Uuid, Optio
         .bind(&ids)
         .bind(&errors)
         .bind(stage.as_str())
-        .execute(pool)
+        .execute(conn)
         .await
         .map_err(DbError::during("recording stage results"))?;
     Ok(())

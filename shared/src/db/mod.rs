@@ -3,6 +3,7 @@
 //! driver internals.
 
 pub mod analyses;
+pub mod copy;
 pub mod embeddings;
 pub mod items;
 pub mod search;

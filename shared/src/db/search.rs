@@ -114,6 +114,37 @@ pub async fn search(pool: &PgPool, query: &SearchQuery<'_>) -> Result<Vec<Search
     Ok(hits)
 }
 
+/// Why a search failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error("embedding the query failed: {0}")]
+    Embedding(#[from] crate::embedding::EmbeddingError),
+    #[error("the embedding provider returned no vector for the query")]
+    NoVector,
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Searches `user_id`'s items for `text`: the query is embedded by
+/// `provider` (as a query), then ranked by [`search`].
+pub async fn search_text(
+    pool: &PgPool,
+    provider: &dyn crate::embedding::EmbeddingProvider,
+    user_id: &str,
+    text: &str,
+    limit: i64,
+    category: Option<&str>,
+) -> Result<Vec<SearchHit>, SearchError> {
+    let vector = provider
+        .embed(&[text.to_owned()], crate::embedding::InputType::Query)
+        .await?
+        .pop()
+        .ok_or(SearchError::NoVector)?;
+    let vector = Vector(vector);
+    let query = SearchQuery { user_id, text, vector: &vector, model: provider.model(), limit, category };
+    Ok(search(pool, &query).await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

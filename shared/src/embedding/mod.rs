@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use thiserror::Error;
 
 use crate::api::ApiError;
-use serde_json::Value as Json;
 use crate::llm::Analysis;
+use serde_json::Value as Json;
 
 /// Dimensions of `embeddings.vector`; every provider is configured to give this many.
 pub const EMBEDDING_DIMENSIONS: usize = 1024;
@@ -61,7 +61,12 @@ pub trait EmbeddingProvider: Send + Sync {
 
 /// The vectors of an embeddings reply (`{"data": [{"index", "embedding"}]}`,
 /// the shape Voyage and OpenAI share), in the order of the texts sent.
-pub fn parse_embeddings(provider: &'static str, model: &str, sent: usize, body: &Json) -> Result<Vec<Vec<f32>>, EmbeddingError> {
+pub fn parse_embeddings(
+    provider: &'static str,
+    model: &str,
+    sent: usize,
+    body: &Json,
+) -> Result<Vec<Vec<f32>>, EmbeddingError> {
     let malformed = |reason: String| EmbeddingError::Api(ApiError::Malformed { provider, reason });
     let data = body.get("data").and_then(Json::as_array).ok_or_else(|| malformed("no data array".into()))?;
     if data.len() != sent {
@@ -87,9 +92,11 @@ pub fn parse_embeddings(provider: &'static str, model: &str, sent: usize, body: 
 /// Every vector must have the stored number of dimensions.
 pub fn check_dimensions(model: &str, vectors: &[Vec<f32>]) -> Result<(), EmbeddingError> {
     match vectors.iter().find(|v| v.len() != EMBEDDING_DIMENSIONS) {
-        Some(bad) => {
-            Err(EmbeddingError::WrongDimensions { model: model.to_owned(), expected: EMBEDDING_DIMENSIONS, got: bad.len() })
-        }
+        Some(bad) => Err(EmbeddingError::WrongDimensions {
+            model: model.to_owned(),
+            expected: EMBEDDING_DIMENSIONS,
+            got: bad.len(),
+        }),
         None => Ok(()),
     }
 }

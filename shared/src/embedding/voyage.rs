@@ -65,7 +65,8 @@ impl EmbeddingProvider for VoyageProvider {
 
     async fn embed(&self, texts: &[String], input_type: InputType) -> Result<Vec<Vec<f32>>, EmbeddingError> {
         let bearer = format!("Bearer {}", self.key.expose());
-        let reply = self.client.post(&self.url, &[("authorization", &bearer)], &self.request_body(texts, input_type)).await?;
+        let reply =
+            self.client.post(&self.url, &[("authorization", &bearer)], &self.request_body(texts, input_type)).await?;
         parse_embeddings("voyage", &self.model, texts.len(), &reply.body)
     }
 }

@@ -66,13 +66,11 @@ impl AnthropicProvider {
 
     /// The analysis in a Messages API reply.
     pub fn parse_reply(body: &Value) -> Result<Analysis, LlmError> {
-        let content = body.get("content").and_then(Value::as_array).ok_or_else(|| Self::malformed("no content array"))?;
+        let content =
+            body.get("content").and_then(Value::as_array).ok_or_else(|| Self::malformed("no content array"))?;
         let stop_reason = body.get("stop_reason").and_then(Value::as_str).unwrap_or_default();
-        let text: Vec<&str> = content
-            .iter()
-            .filter(|block| block["type"] == "text")
-            .filter_map(|block| block["text"].as_str())
-            .collect();
+        let text: Vec<&str> =
+            content.iter().filter(|block| block["type"] == "text").filter_map(|block| block["text"].as_str()).collect();
         if stop_reason == "refusal" {
             return Err(LlmError::Refused { provider: PROVIDER, reason: text.join(" ").trim().to_owned() });
         }
@@ -128,7 +126,8 @@ mod tests {
 
     #[test]
     fn refusals_and_malformed_replies_are_errors() {
-        let refusal = json!({"stop_reason": "refusal", "content": [{"type": "text", "text": "I can't help with that."}]});
+        let refusal =
+            json!({"stop_reason": "refusal", "content": [{"type": "text", "text": "I can't help with that."}]});
         assert_eq!(
             AnthropicProvider::parse_reply(&refusal),
             Err(LlmError::Refused { provider: "anthropic", reason: "I can't help with that.".into() })

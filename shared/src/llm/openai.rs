@@ -67,7 +67,10 @@ impl OpenAiProvider {
         if choice["finish_reason"] == "content_filter" {
             return Err(LlmError::Refused { provider: PROVIDER, reason: "stopped by the content filter".into() });
         }
-        let content = choice.pointer("/message/content").and_then(Value::as_str).ok_or_else(|| Self::malformed("no message content"))?;
+        let content = choice
+            .pointer("/message/content")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Self::malformed("no message content"))?;
         let analysis: Analysis = serde_json::from_str(content)
             .map_err(|e| Self::malformed(format!("the content is not an analysis: {e}")))?;
         analysis.validated().map_err(|source| LlmError::Invalid { provider: PROVIDER, source })
@@ -112,7 +115,10 @@ mod tests {
     #[test]
     fn refusal_truncation_and_garbage_are_errors() {
         let refused = reply(json!({"role": "assistant", "content": null, "refusal": "I can't."}), "stop");
-        assert_eq!(OpenAiProvider::parse_reply(&refused), Err(LlmError::Refused { provider: "openai", reason: "I can't.".into() }));
+        assert_eq!(
+            OpenAiProvider::parse_reply(&refused),
+            Err(LlmError::Refused { provider: "openai", reason: "I can't.".into() })
+        );
         let cut = reply(json!({"content": "{\"category\": \"na"}), "length");
         assert!(matches!(OpenAiProvider::parse_reply(&cut), Err(LlmError::Api(ApiError::Malformed { .. }))));
         let garbage = reply(json!({"content": "not json"}), "stop");

@@ -51,6 +51,10 @@ impl VisionCalls {
 
     /// Many analyses, results in the order of the requests.
     pub async fn analyze_all(&self, requests: &[VisionRequest<'_>]) -> Vec<Result<ProviderAnalysis, (LlmError, u32)>> {
-        futures::stream::iter(requests.iter().copied()).map(|r| self.analyze(r)).buffered(self.concurrency).collect().await
+        futures::stream::iter(requests.iter().copied())
+            .map(|r| self.analyze(r))
+            .buffered(self.concurrency)
+            .collect()
+            .await
     }
 }

@@ -12,7 +12,8 @@ use crate::config::AnalyzerConfig;
 
 /// The provider for `config.provider`. Keys are read from `secrets` once, here.
 pub async fn build(config: &AnalyzerConfig, secrets: &dyn SecretSource) -> Result<Arc<dyn VisionProvider>, String> {
-    let client = || JsonClient::new(if config.provider == "anthropic" { "anthropic" } else { "openai" }, config.timeout);
+    let client =
+        || JsonClient::new(if config.provider == "anthropic" { "anthropic" } else { "openai" }, config.timeout);
     let key = |name: &'static str| async move { secrets.get(name).await.map_err(|e| e.to_string()) };
     match config.provider.as_str() {
         "local" => Ok(Arc::new(LocalAnalyzer)),

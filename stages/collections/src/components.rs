@@ -76,8 +76,10 @@ impl Components {
         let local = LocalConfig::from_env(env)?;
         let analyzer = AnalyzerConfig::from_env(env)?;
         let embedder = EmbedderConfig::from_env(env)?;
-        let vision =
-            analyzer::providers::build(&analyzer, secrets).await.map_err(anyhow::Error::msg).context("vision provider")?;
+        let vision = analyzer::providers::build(&analyzer, secrets)
+            .await
+            .map_err(anyhow::Error::msg)
+            .context("vision provider")?;
         let embedding = embedder::providers::build(&embedder, secrets)
             .await
             .map_err(anyhow::Error::msg)

@@ -4,14 +4,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use collections::components::Components;
 use collections::{ingest, thumbnail};
 use shared::config::Env;
-use shared::db::Vector;
-use shared::db::search::{SearchQuery, search};
-use shared::embedding::InputType;
+use shared::db::embeddings;
+use shared::db::search::search_text;
 
 #[derive(Debug, Parser)]
 #[command(name = "collections", version, about = "Thumbnail, analyse, embed and search images")]
@@ -34,6 +32,10 @@ enum Command {
         /// Process images again even if they were processed before.
         #[arg(long)]
         force: bool,
+        /// For big loads: drop the vector index first and build it once at
+        /// the end (searches scan meanwhile).
+        #[arg(long)]
+        defer_index: bool,
     },
     /// Search one user's images (full text and vectors, fused).
     Search {
@@ -60,6 +62,14 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: i64,
     },
+    /// Drop, build or show the HNSW vector index (for bulk loads: drop, load, build).
+    VectorIndex {
+        #[arg(value_enum)]
+        action: IndexAction,
+        /// maintenance_work_mem for the build, MiB.
+        #[arg(long, default_value_t = 1024)]
+        memory_mib: u32,
+    },
     /// Run failed items again from the stage where they failed.
     Retry {
         #[arg(long)]
@@ -67,6 +77,13 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         limit: i64,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum IndexAction {
+    Drop,
+    Build,
+    Status,
 }
 
 #[tokio::main]
@@ -100,30 +117,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             shared::db::migrate(&c.pool).await?;
             println!("migrations applied");
         }
-        Command::Run { dir, user, force } => {
+        Command::Run { dir, user, force, defer_index } => {
             let c = Components::from_env(&env).await?;
             shared::db::migrate(&c.pool).await?;
-            let report = ingest::run_folder(&c, &dir, &user, force).await?;
-            print!("{}", report.summary());
+            if defer_index {
+                embeddings::drop_vector_index(&c.pool).await?;
+            }
+            let report = ingest::run_folder(&c, &dir, &user, force).await;
+            if defer_index {
+                eprintln!("building the vector index ...");
+                embeddings::build_vector_index(&c.pool, 1024).await?;
+            }
+            print!("{}", report?.summary());
+        }
+        Command::VectorIndex { action, memory_mib } => {
+            let c = Components::from_env(&env).await?;
+            match action {
+                IndexAction::Drop => embeddings::drop_vector_index(&c.pool).await?,
+                IndexAction::Build => embeddings::build_vector_index(&c.pool, memory_mib).await?,
+                IndexAction::Status => {}
+            }
+            let exists = embeddings::vector_index_exists(&c.pool).await?;
+            println!("vector index: {}", if exists { "present" } else { "absent" });
         }
         Command::Search { text, user, limit, category } => {
             let c = Components::from_env(&env).await?;
-            let vector = c
-                .embedding
-                .embed(std::slice::from_ref(&text), InputType::Query)
-                .await
-                .context("embedding the query")?
-                .pop()
-                .context("the embedding provider returned no vector")?;
-            let query = SearchQuery {
-                user_id: &user,
-                text: &text,
-                vector: &Vector(vector),
-                model: c.embedding.model(),
-                limit,
-                category: category.as_deref(),
-            };
-            let hits = search(&c.pool, &query).await?;
+            let hits = search_text(&c.pool, c.embedding.as_ref(), &user, &text, limit, category.as_deref()).await?;
             if hits.is_empty() {
                 println!("no results for {text:?} among {user}'s images");
             }

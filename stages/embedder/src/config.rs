@@ -14,6 +14,9 @@ pub struct EmbedderConfig {
     pub model: Option<String>,
     /// `EMBEDDING_CONCURRENCY`: requests in flight at once (default 4).
     pub concurrency: usize,
+    /// `EMBEDDING_MAX_BATCH`: most texts in one request (default: as many as
+    /// the provider's limits allow).
+    pub max_batch: Option<usize>,
     /// `EMBEDDING_TIMEOUT_SECS`: one request's limit, seconds (default 30).
     pub timeout: Duration,
     /// `EMBEDDING_MAX_ATTEMPTS` (default 4), `EMBEDDING_RETRY_BASE_MS` (default 500),
@@ -42,6 +45,10 @@ impl EmbedderConfig {
             provider,
             model,
             concurrency: env.parse_at_least("EMBEDDING_CONCURRENCY", 4, 1)?,
+            max_batch: match env.get("EMBEDDING_MAX_BATCH") {
+                Some(_) => Some(env.parse_at_least("EMBEDDING_MAX_BATCH", 1, 1)?),
+                None => None,
+            },
             timeout: Duration::from_secs(env.parse_at_least("EMBEDDING_TIMEOUT_SECS", 30, 1)?),
             retry: RetryPolicy {
                 max_attempts: env.parse_at_least("EMBEDDING_MAX_ATTEMPTS", 4, 1)?,

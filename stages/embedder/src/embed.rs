@@ -10,9 +10,7 @@ use futures::StreamExt;
 use shared::db::Vector;
 use shared::db::analyses::{self, AnalysisRecord};
 use shared::db::embeddings::{self, EmbeddingBatch, NewEmbedding};
-use shared::embedding::{
-    EmbeddingError, EmbeddingProvider, InputType, check_dimensions, document, request_batches,
-};
+use shared::embedding::{EmbeddingError, EmbeddingProvider, InputType, check_dimensions, document, request_batches};
 use shared::events::AnalysisComplete;
 use shared::llm::Analysis;
 use shared::retry::retry;
@@ -50,7 +48,9 @@ impl Embedder {
 
     /// Embeds documents, `concurrency` requests at a time; one result per document.
     async fn embed_all(&self, documents: &[String]) -> Vec<Result<Vec<f32>, Failure>> {
-        let batches = request_batches(documents, self.provider.limits());
+        let mut limits = self.provider.limits();
+        limits.max_texts = self.config.max_batch.map_or(limits.max_texts, |m| m.min(limits.max_texts));
+        let batches = request_batches(documents, limits);
         let results: Vec<Result<Vec<Vec<f32>>, Failure>> = futures::stream::iter(batches.clone())
             .map(|range| async move {
                 let texts = &documents[range.clone()];

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Compares the project's batch insert path with psql's binary COPY on the
+# same 1024-dimensional vectors, with and without the HNSW index, and
+# measures the deferred-index mode. Starts PostgreSQL (scripts/postgres.sh)
+# unless DATABASE_URL is set.
+#   scripts/compare-insert.sh [--rows N] [--indexed-rows N] [--batch N] [--rounds N]
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+ensure_build_tools
+if [[ -z "${DATABASE_URL:-}" ]]; then
+    eval "$(bash scripts/postgres.sh env)"
+fi
+psql="${COLLECTIONS_PGBIN:+$COLLECTIONS_PGBIN/}psql"
+log "building compare-insert (release)"
+cargo build --quiet --release -p collections-benches --bin compare-insert
+target="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+"$target/release/compare-insert" --psql "$psql" "$@"

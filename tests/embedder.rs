@@ -1,0 +1,205 @@
+//! The embedder against a server speaking Voyage's and OpenAI's embeddings
+//! formats, on real PostgreSQL + pgvector: request batching, retries, wrong
+//! dimensions, replays, missing analyses, and the COPY path's fallback.
+
+use collections_tests::providers::{MockProviders, Reply};
+use collections_tests::{FixedSecrets, analysis, seed_analysis};
+use embedder::{Embedder, EmbedderConfig};
+use serde_json::Value;
+use shared::config::Env;
+use shared::db::Vector;
+use shared::db::embeddings::{self, EmbeddingBatch, NewEmbedding};
+use shared::events::AnalysisComplete;
+use shared::stage::{BatchContext, Outcome, Stage};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+async fn embedder(pool: &PgPool, mock: &MockProviders, provider: &str, extra: &[(&str, &str)]) -> Embedder {
+    let (voyage, openai) = (mock.voyage_url(), mock.openai_url());
+    let mut vars = vec![
+        ("EMBEDDING_PROVIDER", provider),
+        ("VOYAGE_BASE_URL", voyage.as_str()),
+        ("OPENAI_BASE_URL", openai.as_str()),
+        ("VOYAGE_EMBEDDING_MODEL", "voyage-3.5"),
+        ("OPENAI_EMBEDDING_MODEL", "text-embedding-3-small"),
+        ("EMBEDDING_RETRY_BASE_MS", "50"),
+    ];
+    vars.extend_from_slice(extra);
+    let config = EmbedderConfig::from_env(&Env::from_pairs(vars)).unwrap();
+    let secrets = FixedSecrets(
+        [("VOYAGE_API_KEY", "pa-voyage-test"), ("OPENAI_API_KEY", "sk-test")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into(),
+    );
+    let provider = embedder::providers::build(&config, &secrets).await.unwrap();
+    Embedder::new(pool.clone(), provider, config)
+}
+
+/// Seeds `n` analysed items of user `u`; their `AnalysisComplete` events.
+async fn seeded(pool: &PgPool, n: usize) -> Vec<AnalysisComplete> {
+    let mut events = Vec::new();
+    for i in 0..n {
+        let key = format!("u/photo{i}.jpg");
+        let a = analysis("nature", &format!("Photo number {i} of a forest trail"), &["forest", "trail"]);
+        let (_, analysis_id) = seed_analysis(pool, &key, &a).await;
+        events.push(AnalysisComplete {
+            item_id: format!("photo{i}"),
+            analysis_id: analysis_id.to_string(),
+            user_id: "u".into(),
+        });
+    }
+    events
+}
+
+async fn stored(pool: &PgPool) -> Vec<(String, i32, i32, Value)> {
+    sqlx::query_as(
+        "SELECT embedding_model, embedding_dimensions, vector_dims(vector), embedding_source FROM embeddings",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn voyage_requests_carry_many_texts_and_vectors_are_stored_with_their_source(pool: PgPool) {
+    let mock = MockProviders::start().await;
+    let events = seeded(&pool, 6).await;
+    let stage = embedder(&pool, &mock, "voyage", &[("EMBEDDING_MAX_BATCH", "4")]).await;
+    let outcomes = stage.run_batch(&events, &BatchContext::default()).await;
+    assert_eq!(outcomes, vec![Outcome::Done; 6]);
+
+    let requests = mock.requests();
+    let sizes: Vec<usize> = requests.iter().map(|r| r.body["input"].as_array().unwrap().len()).collect();
+    assert_eq!(sizes, vec![4, 2], "six texts in two requests of at most four");
+    for r in &requests {
+        assert_eq!(r.route, "voyage");
+        assert_eq!(r.headers["authorization"], "Bearer pa-voyage-test");
+        assert_eq!((r.body["model"].as_str(), r.body["input_type"].as_str()), (Some("voyage-3.5"), Some("document")));
+        assert_eq!(r.body["output_dimension"], 1024);
+        assert!(r.body["input"][0].as_str().unwrap().starts_with("summary: Photo number"));
+    }
+    let rows = stored(&pool).await;
+    assert_eq!(rows.len(), 6);
+    for (model, dims, actual, source) in rows {
+        assert_eq!((model.as_str(), dims, actual), ("voyage-3.5", 1024, 1024));
+        assert_eq!(source["fields"], serde_json::json!(["summary", "category", "tags"]));
+        assert_eq!(source["analysis_version"], 1);
+    }
+    let statuses: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT embedding_status FROM items").fetch_all(&pool).await.unwrap();
+    assert_eq!(statuses, vec!["done"]);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn openai_embeddings_ask_for_1024_dimensions(pool: PgPool) {
+    let mock = MockProviders::start().await;
+    let events = seeded(&pool, 2).await;
+    let stage = embedder(&pool, &mock, "openai", &[]).await;
+    assert_eq!(stage.run_batch(&events, &BatchContext::default()).await, vec![Outcome::Done; 2]);
+    let r = &mock.requests()[0];
+    assert_eq!(r.route, "openai-embeddings");
+    assert_eq!(r.headers["authorization"], "Bearer sk-test");
+    assert_eq!((r.body["model"].as_str(), r.body["dimensions"].as_u64()), (Some("text-embedding-3-small"), Some(1024)));
+    assert_eq!(stored(&pool).await.len(), 2);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn throttling_is_retried_and_wrong_dimensions_fail_naming_the_model(pool: PgPool) {
+    let mock = MockProviders::start().await;
+    let events = seeded(&pool, 3).await;
+    let stage = embedder(&pool, &mock, "voyage", &[("EMBEDDING_MAX_BATCH", "1"), ("EMBEDDING_CONCURRENCY", "1")]).await;
+    mock.script([
+        Reply::Status { status: 429, retry_after: Some(1) },
+        Reply::Status { status: 500, retry_after: None },
+        Reply::Ok,
+        Reply::Dimensions(768),
+        Reply::MalformedJson,
+    ]);
+    let outcomes = stage.run_batch(&events, &BatchContext::default()).await;
+    assert_eq!(outcomes[0], Outcome::Done);
+    let reasons: Vec<String> = outcomes[1..]
+        .iter()
+        .map(|o| match o {
+            Outcome::Failed(f) => f.reason.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        reasons[0],
+        "embedding with voyage-3.5 failed after 1 attempt(s): voyage-3.5 returned 768-dimensional vectors; the database stores 1024"
+    );
+    assert!(reasons[1].contains("voyage returned a malformed reply"), "{}", reasons[1]);
+    let at: Vec<_> = mock.requests().iter().map(|r| r.at).collect();
+    assert!(at[1] - at[0] >= std::time::Duration::from_secs(1), "retry-after honoured");
+    assert_eq!(stored(&pool).await.len(), 1);
+    let failed = shared::db::items::failures(&pool, Some("u"), 10).await.unwrap();
+    assert_eq!(failed.len(), 2);
+    assert!(failed.iter().all(|f| f.failed_stage == "embedding"));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_replay_adds_nothing_and_calls_nobody_and_missing_analyses_fail_alone(pool: PgPool) {
+    let mock = MockProviders::start().await;
+    let mut events = seeded(&pool, 2).await;
+    let stage = embedder(&pool, &mock, "voyage", &[]).await;
+    stage.run_batch(&events, &BatchContext::default()).await;
+    assert_eq!(mock.requests().len(), 1);
+
+    events.push(AnalysisComplete {
+        item_id: "photo0".into(),
+        analysis_id: Uuid::now_v7().to_string(),
+        user_id: "u".into(),
+    });
+    events.push(AnalysisComplete { item_id: "photo0".into(), analysis_id: "analysis789".into(), user_id: "u".into() });
+    let outcomes = stage.run_batch(&events, &BatchContext::default()).await;
+    assert_eq!(outcomes[..2], [Outcome::Done, Outcome::Done]);
+    assert!(matches!(&outcomes[2], Outcome::Failed(f) if f.reason.contains("not found")));
+    assert!(matches!(&outcomes[3], Outcome::Failed(f) if f.reason == "analysis_id \"analysis789\" is not a UUID"));
+    assert_eq!(mock.requests().len(), 1, "nothing to embed: no call");
+    assert_eq!(stored(&pool).await.len(), 2);
+
+    // An analysis claimed by another user is not theirs to embed.
+    let stranger = AnalysisComplete { user_id: "mallory".into(), ..events[0].clone() };
+    assert!(matches!(&stage.run_batch(&[stranger], &BatchContext::default()).await[0], Outcome::Failed(_)));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_empty_document_is_a_clear_failure(pool: PgPool) {
+    let mock = MockProviders::start().await;
+    let (_, analysis_id) = seed_analysis(&pool, "u/blank.jpg", &analysis("other", "x", &[])).await;
+    // A stored analysis with nothing in it (written by hand: validation would refuse it).
+    sqlx::query("UPDATE analyses SET analysis = '{\"category\": \"\", \"summary\": \" \"}' WHERE id = $1")
+        .bind(analysis_id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let stage = embedder(&pool, &mock, "voyage", &[]).await;
+    let event = AnalysisComplete { item_id: "blank".into(), analysis_id: analysis_id.to_string(), user_id: "u".into() };
+    let outcomes = stage.run_batch(&[event], &BatchContext::default()).await;
+    assert_eq!(
+        outcomes,
+        vec![Outcome::failed(format!("analysis {analysis_id} gives an empty embedding document"), false, true)]
+    );
+    assert!(mock.requests().is_empty());
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_copy_path_falls_back_when_a_concurrent_delivery_stored_rows_first(pool: PgPool) {
+    let (item, analysis_id) = seed_analysis(&pool, "u/a.jpg", &analysis("other", "A", &[])).await;
+    let row = NewEmbedding {
+        item_id: item,
+        analysis_id,
+        user_id: "u".into(),
+        vector: Vector(vec![0.5; 1024]),
+        model: "m".into(),
+        source: serde_json::json!({}),
+    };
+    let batch = EmbeddingBatch { new: vec![row], ..EmbeddingBatch::default() };
+    embeddings::store_batch(&pool, &batch).await.unwrap();
+    // The same rows again, as a second Lambda that raced the first would send them.
+    embeddings::store_batch(&pool, &batch).await.unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM embeddings").fetch_one(&pool).await.unwrap();
+    assert_eq!(count, 1);
+    let status: String = sqlx::query_scalar("SELECT embedding_status FROM items").fetch_one(&pool).await.unwrap();
+    assert_eq!(status, "done");
+}

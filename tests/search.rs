@@ -1,0 +1,137 @@
+//! Hybrid search on real PostgreSQL + pgvector over a small labelled set:
+//! the right item first, category filters, tenant isolation, and vectors of
+//! another model never compared with the query's.
+
+use collections_tests::providers::MockProviders;
+use collections_tests::{FixedSecrets, analysis, seed_analysis};
+use embedder::{Embedder, EmbedderConfig};
+use shared::config::Env;
+use shared::db::search::{SearchHit, search_text};
+use shared::embedding::EmbeddingProvider;
+use shared::events::AnalysisComplete;
+use shared::llm::Analysis;
+use shared::stage::{BatchContext, Outcome, Stage};
+use sqlx::PgPool;
+
+/// Five images of `user`, labelled by what each is about.
+fn labelled() -> Vec<(&'static str, Analysis)> {
+    let mut receipt = analysis("document", "A shop receipt with printed totals", &["receipt", "paper"]);
+    receipt.text = vec!["TOTAL 12.50".into(), "THANK YOU".into()];
+    let mut beach =
+        analysis("landscape", "A sandy beach with turquoise water and palm trees", &["beach", "sea", "palm"]);
+    beach.description = "Waves roll onto white sand under a clear sky on a tropical holiday.".into();
+    vec![
+        ("beach", beach),
+        ("cat", analysis("pets", "A ginger cat sleeping on a sofa", &["cat", "pet", "sofa"])),
+        ("receipt", receipt),
+        ("mountain", analysis("landscape", "Snowy mountain peaks under a blue sky", &["mountain", "snow", "peak"])),
+        ("dinner", analysis("food", "A plate of pasta with tomato sauce and basil", &["pasta", "dinner", "italian"])),
+    ]
+}
+
+/// Seeds the labelled set for `user` and embeds it with `provider`.
+async fn seed(pool: &PgPool, user: &str, provider: std::sync::Arc<dyn EmbeddingProvider>) {
+    let mut events = Vec::new();
+    for (name, a) in labelled() {
+        let (_, analysis_id) = seed_analysis(pool, &format!("{user}/{name}.jpg"), &a).await;
+        events.push(AnalysisComplete {
+            item_id: name.into(),
+            analysis_id: analysis_id.to_string(),
+            user_id: user.into(),
+        });
+    }
+    let config = EmbedderConfig::from_env(&Env::from_pairs([])).unwrap();
+    let outcomes = Embedder::new(pool.clone(), provider, config).run_batch(&events, &BatchContext::default()).await;
+    assert!(outcomes.iter().all(|o| *o == Outcome::Done), "{outcomes:?}");
+}
+
+fn local() -> std::sync::Arc<dyn EmbeddingProvider> {
+    std::sync::Arc::new(shared::embedding::local::LocalEmbedder)
+}
+
+fn keys(hits: &[SearchHit]) -> Vec<&str> {
+    hits.iter().map(|h| h.key.as_str()).collect()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn each_query_finds_its_image_first(pool: PgPool) {
+    seed(&pool, "ann", local()).await;
+    let provider = local();
+    for (query, expected) in [
+        ("sleeping cat", "ann/cat.jpg"),
+        ("seaside holiday with palms", "ann/beach.jpg"),
+        ("TOTAL 12.50", "ann/receipt.jpg"),
+        ("pasta dinner", "ann/dinner.jpg"),
+        ("snow on the peaks", "ann/mountain.jpg"),
+    ] {
+        let hits = search_text(&pool, provider.as_ref(), "ann", query, 5, None).await.unwrap();
+        assert_eq!(hits.first().map(|h| h.key.as_str()), Some(expected), "{query:?}: {:?}", keys(&hits));
+        let top = &hits[0];
+        assert!(top.semantic_rank.is_some() && top.lexical_rank.is_some(), "both lists agree on {query:?}");
+        assert_eq!(top.thumbnail_key.as_deref(), Some(expected.replace("ann/", "ann/thumbnails/").as_str()));
+        assert!(!top.summary.is_empty());
+    }
+    let scores: Vec<f64> =
+        search_text(&pool, provider.as_ref(), "ann", "sky", 5, None).await.unwrap().iter().map(|h| h.score).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "ranked by score: {scores:?}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_category_filter_keeps_only_that_category(pool: PgPool) {
+    seed(&pool, "ann", local()).await;
+    let hits = search_text(&pool, local().as_ref(), "ann", "blue sky sea", 10, Some("landscape")).await.unwrap();
+    let mut found = keys(&hits);
+    found.sort();
+    assert_eq!(found, vec!["ann/beach.jpg", "ann/mountain.jpg"], "both landscapes, and nothing else");
+    assert!(hits.iter().all(|h| h.category == "landscape"));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn one_user_never_sees_another_users_items(pool: PgPool) {
+    seed(&pool, "ann", local()).await;
+    seed(&pool, "bob", local()).await;
+    for query in ["cat", "beach", "TOTAL", "pasta mountain receipt"] {
+        let hits = search_text(&pool, local().as_ref(), "bob", query, 20, None).await.unwrap();
+        assert!(!hits.is_empty());
+        assert!(hits.iter().all(|h| h.key.starts_with("bob/")), "{query}: {:?}", keys(&hits));
+    }
+    assert!(search_text(&pool, local().as_ref(), "carol", "cat", 20, None).await.unwrap().is_empty());
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn vectors_of_another_model_are_never_compared_with_the_query(pool: PgPool) {
+    // Embedded by "voyage-3.5" (served by the mock), searched with the local model.
+    let mock = MockProviders::start().await;
+    let url = mock.voyage_url();
+    let config =
+        EmbedderConfig::from_env(&Env::from_pairs([("EMBEDDING_PROVIDER", "voyage"), ("VOYAGE_BASE_URL", &url)]))
+            .unwrap();
+    let secrets = FixedSecrets([("VOYAGE_API_KEY".to_owned(), "k".to_owned())].into());
+    let voyage = embedder::providers::build(&config, &secrets).await.unwrap();
+    seed(&pool, "ann", voyage.clone()).await;
+
+    let hits = search_text(&pool, local().as_ref(), "ann", "sleeping cat", 5, None).await.unwrap();
+    assert_eq!(keys(&hits), vec!["ann/cat.jpg"], "full text still finds it");
+    assert_eq!(hits[0].semantic_rank, None, "but no vector of voyage-3.5 was compared with a local-hashing-v1 query");
+
+    let hits = search_text(&pool, voyage.as_ref(), "ann", "sleeping cat", 5, None).await.unwrap();
+    assert_eq!(hits[0].key, "ann/cat.jpg");
+    assert_eq!(hits[0].semantic_rank, Some(1));
+    let query = mock.requests().into_iter().last().unwrap();
+    assert_eq!(query.body["input_type"], "query", "queries are embedded as queries");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_deferred_index_mode_drops_and_rebuilds_the_index_and_search_works_meanwhile(pool: PgPool) {
+    use shared::db::embeddings::{build_vector_index, drop_vector_index, vector_index_exists};
+    assert!(vector_index_exists(&pool).await.unwrap());
+    drop_vector_index(&pool).await.unwrap();
+    assert!(!vector_index_exists(&pool).await.unwrap());
+    seed(&pool, "ann", local()).await;
+    let hits = search_text(&pool, local().as_ref(), "ann", "sleeping cat", 3, None).await.unwrap();
+    assert_eq!(hits[0].key, "ann/cat.jpg");
+    build_vector_index(&pool, 64).await.unwrap();
+    assert!(vector_index_exists(&pool).await.unwrap());
+    let hits = search_text(&pool, local().as_ref(), "ann", "sleeping cat", 3, None).await.unwrap();
+    assert_eq!(hits[0].key, "ann/cat.jpg");
+}
