@@ -9,19 +9,22 @@ VENV="$STATE/venv"
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
-# Installs the pinned Python tools (requirements in scripts/requirements.txt)
-# into the project's venv, once per change of that file.
+# Installs pinned Python tools into the project's venv: the requirements
+# files given (default scripts/requirements.txt), each once per change.
 ensure_venv() {
-    local stamp="$VENV/.requirements.sha256" want
-    want="$(sha256sum "$ROOT/scripts/requirements.txt" | cut -d' ' -f1)"
-    if [[ -x "$VENV/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
-        return
-    fi
-    log "installing Python tools into $VENV"
-    mkdir -p "$STATE"
-    [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/scripts/requirements.txt"
-    echo "$want" > "$stamp"
+    local files=("$@")
+    [[ ${#files[@]} -gt 0 ]] || files=("$ROOT/scripts/requirements.txt")
+    [[ -x "$VENV/bin/python" ]] || { mkdir -p "$STATE"; python3 -m venv "$VENV"; }
+    local file stamp want
+    for file in "${files[@]}"; do
+        stamp="$VENV/.$(basename "$file").sha256"
+        want="$(sha256sum "$file" | cut -d' ' -f1)"
+        if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+            log "installing Python tools from ${file#"$ROOT"/} into $VENV"
+            "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$file"
+            echo "$want" > "$stamp"
+        fi
+    done
 }
 
 # Installs Debian packages (with sudo when not root), updating the index once if needed.

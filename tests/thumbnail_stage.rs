@@ -34,7 +34,7 @@ async fn a_batch_with_bad_files_thumbnails_the_good_ones_and_reports_the_rest(po
         ("u/wide.PNG", images::png(2400, 300, GREEN)),
     ];
     for (key, bytes) in &files {
-        store.put("b", key, bytes.clone(), "application/octet-stream").await.unwrap();
+        store.put("b", key, bytes.clone(), "application/octet-stream", &[]).await.unwrap();
     }
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let config = ThumbnailConfig { threads: 2, ..ThumbnailConfig::default() };

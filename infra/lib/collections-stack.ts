@@ -550,7 +550,6 @@ export class CollectionsStack extends Stack {
       deletionProtection: cfg.deletionProtection,
       backupRetentionPeriod: cfg.dbBackupRetentionDays,
       copyTagsToSnapshot: true,
-      enableCloudwatchLogsExports: ['postgresql'],
     });
     database.applyRemovalPolicy(
       cfg.envName === 'dev' ? RemovalPolicy.DESTROY : RemovalPolicy.SNAPSHOT,
@@ -744,6 +743,12 @@ export class CollectionsStack extends Stack {
     // (separate resources, since the two groups reference each other), not
     // just for the instance.
     for (const c of db.readiness) resource.node.addDependency(c);
+
+    // Migrate first, then roll out stage code that may rely on the new schema
+    // (on create this also keeps the event sources off until the schema exists).
+    for (const fn of [this.functions.thumbnailer, this.functions.analyzer, this.functions.embedder]) {
+      fn.node.addDependency(resource);
+    }
   }
 
   // ======================================================================

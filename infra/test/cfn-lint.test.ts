@@ -1,4 +1,4 @@
-// cfn-lint (pinned in infra/requirements.txt) over the synthesized templates.
+// cfn-lint (pinned in scripts/requirements-test.txt) over the synthesized templates.
 //
 // Where cfn-lint is looked for, in order: $CFN_LINT; <repo>/.local/venv/bin/cfn-lint;
 // `cfn-lint` on PATH. Missing cfn-lint is a failure, not a skip.
@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 
 import { buildApp } from '../lib/app';
-import { contextFor, Ctx, INFRA_DIR, REPO_ROOT } from './helpers';
+import { contextFor, Ctx, REPO_ROOT } from './helpers';
 
 const ALLOWED_WARNINGS = new Set(['W3005']);
 
@@ -28,7 +28,7 @@ export function findCfnLint(): string | undefined {
 }
 
 function pinnedVersion(): string | undefined {
-  const req = readFileSync(join(INFRA_DIR, 'requirements.txt'), 'utf8');
+  const req = readFileSync(join(REPO_ROOT, 'scripts', 'requirements-test.txt'), 'utf8');
   return /^cfn-lint==(\S+)/m.exec(req)?.[1];
 }
 
@@ -54,14 +54,14 @@ const VARIANTS: Array<[string, string, Ctx]> = [
 describe('cfn-lint', () => {
   const cfnLint = findCfnLint();
 
-  it('is installed (set CFN_LINT, or pip install -r infra/requirements.txt into .local/venv)', () => {
+  it('is installed (set CFN_LINT, or run scripts/test.sh, which installs scripts/requirements-test.txt into .local/venv)', () => {
     assert.ok(cfnLint, 'cfn-lint not found: not in $CFN_LINT, not at .local/venv/bin/cfn-lint, not on PATH');
     const v = spawnSync(cfnLint!, ['--version'], { encoding: 'utf8' });
     assert.equal(v.status, 0, `${cfnLint} --version failed: ${v.stderr}`);
     const pinned = pinnedVersion();
     const got = v.stdout.trim();
     if (pinned && !got.includes(pinned)) {
-      process.stderr.write(`note: ${cfnLint} is "${got}", requirements.txt pins ${pinned}\n`);
+      process.stderr.write(`note: ${cfnLint} is "${got}", scripts/requirements-test.txt pins ${pinned}\n`);
     }
   });
 

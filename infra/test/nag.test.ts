@@ -4,7 +4,7 @@
 import { Validations } from 'aws-cdk-lib';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -67,6 +67,20 @@ describe('cdk-nag AwsSolutions', () => {
       const assembly = app.synth();
       assert.ok(assembly.getStackByName('Collections-dev'));
     } finally {
+      rmSync(outdir, { recursive: true, force: true });
+    }
+  });
+
+  it('synthesis fails when a finding is not acknowledged (the plugin is really active)', () => {
+    const outdir = mkdtempSync(join(tmpdir(), 'collections-nag-'));
+    setAcknowledgementsEnabled(false);
+    try {
+      const { app } = buildApp({ context: contextFor('dev'), outdir }, REPO_ROOT);
+      assert.throws(() => app.synth(), /Validation failed/);
+      const report = readFileSync(join(outdir, 'validation-report.json'), 'utf8');
+      assert.match(report, /AwsSolutions-SQS3/);
+    } finally {
+      setAcknowledgementsEnabled(true);
       rmSync(outdir, { recursive: true, force: true });
     }
   });

@@ -644,6 +644,18 @@ describe('migrations custom resource', () => {
     const ingress = resourcesOfType(json, 'AWS::EC2::SecurityGroupIngress').map(([i]) => i);
     for (const i of ingress) assert.ok(deps.includes(i), `${id} must wait for ${i}`);
   });
+
+  it('stage functions and their event sources wait for the migrations (migrate, then roll out)', () => {
+    const { json } = build('dev');
+    const [[crId]] = resourcesOfType(json, 'Custom::CollectionsMigrations');
+    for (const n of STAGES) {
+      const id = fnLogicalId(json, n);
+      assert.ok(json.Resources[id].DependsOn?.includes(crId), `${n} must depend on ${crId}`);
+      const esm = resourcesOfType(json, 'AWS::Lambda::EventSourceMapping').find(([, r]) => r.Properties!.FunctionName.Ref === id)!;
+      assert.ok(esm[1].DependsOn?.includes(crId), `${n} event source must depend on ${crId}`);
+    }
+    assert.ok(!json.Resources[fnLogicalId(json, 'migrator')].DependsOn?.includes(crId));
+  });
 });
 
 describe('alarms', () => {

@@ -110,6 +110,14 @@ impl JsonReply {
     }
 }
 
+/// Provider requests made by this process, for the per-batch metrics.
+static API_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many provider requests this process has made so far.
+pub fn api_calls() -> u64 {
+    API_CALLS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Longest error body kept in a message.
 const MAX_ERROR_CHARS: usize = 300;
 
@@ -138,6 +146,7 @@ impl JsonClient {
             value.set_sensitive(true);
             map.insert(name, value);
         }
+        API_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let response = self.http.post(url).headers(map).json(body).send().await.map_err(|e| self.send_error(e))?;
         let status = response.status();
         let headers = response.headers().clone();

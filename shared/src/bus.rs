@@ -8,6 +8,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 use crate::events::PipelineEvent;
+use crate::stage::Outcome;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum PublishError {
@@ -26,6 +27,24 @@ pub enum PublishError {
 #[async_trait]
 pub trait EventPublisher: Send + Sync {
     async fn publish(&self, events: Vec<PipelineEvent>) -> Vec<Result<(), PublishError>>;
+}
+
+/// Publishes the events of items that are done (`(outcome index, event)`
+/// pairs); an item whose event could not be published becomes a failure to
+/// deliver again, since nothing downstream will see it otherwise.
+pub async fn publish_for(
+    publisher: &dyn EventPublisher,
+    outcomes: &mut [Outcome],
+    events: Vec<(usize, PipelineEvent)>,
+) {
+    let (indices, events): (Vec<usize>, Vec<PipelineEvent>) = events.into_iter().unzip();
+    let names: Vec<&'static str> = events.iter().map(PipelineEvent::detail_type).collect();
+    let results = publisher.publish(events).await;
+    for ((index, name), result) in indices.into_iter().zip(names).zip(results) {
+        if let Err(e) = result {
+            outcomes[index] = Outcome::failed(format!("publishing {name} failed: {e}"), true, false);
+        }
+    }
 }
 
 /// Routes each event to the channel of its detail type. Channels are bounded,
@@ -88,5 +107,19 @@ mod tests {
         assert_eq!(unrouted, vec![Err(PublishError::NoRoute { detail_type: "AnalysisComplete" })]);
         drop(rx);
         assert!(matches!(bus.publish(vec![complete(4)]).await[0], Err(PublishError::Closed { .. })));
+    }
+
+    #[tokio::test]
+    async fn an_item_whose_event_is_not_published_fails_for_redelivery() {
+        let mut outcomes = vec![Outcome::Done, Outcome::Skipped("x".into()), Outcome::Done];
+        publish_for(&LocalBus::new(), &mut outcomes, vec![(2, complete(5))]).await;
+        assert_eq!(outcomes[..2], [Outcome::Done, Outcome::Skipped("x".into())]);
+        match &outcomes[2] {
+            Outcome::Failed(f) => {
+                assert_eq!(f.reason, "publishing AnalysisComplete failed: no route for AnalysisComplete events");
+                assert!(f.needs_redelivery());
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -11,6 +11,10 @@ pub const ACCEPTED_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 /// The folder, right under the user's, that holds thumbnails.
 pub const THUMBNAILS_DIR: &str = "thumbnails";
 
+/// The S3 object tag every thumbnail carries: the bucket's lifecycle rule
+/// expires thumbnails by it (a prefix rule cannot reach `{user}/thumbnails/`).
+pub const THUMBNAIL_TAG: (&str, &str) = ("collections:kind", "thumbnail");
+
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum KeyError {
     #[error("key is empty")]

@@ -3,13 +3,16 @@
 //! each with a local adapter.
 
 pub mod api;
+pub mod aws;
 pub mod bus;
 pub mod config;
 pub mod db;
 pub mod embedding;
 pub mod events;
 pub mod keys;
+pub mod lambda;
 pub mod llm;
 pub mod retry;
 pub mod stage;
 pub mod storage;
+pub mod telemetry;

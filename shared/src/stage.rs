@@ -49,6 +49,8 @@ pub trait StageInput: DeserializeOwned + Send + Sync + std::fmt::Debug + 'static
     fn item_uuid(&self) -> Option<Uuid>;
     /// A short description for logs and failure lists (a key or an id).
     fn describe(&self) -> String;
+    /// Whose item this is, when it can be told.
+    fn user_id(&self) -> Option<String>;
 }
 
 /// What a batch runs within.
@@ -78,6 +80,10 @@ impl StageInput for crate::events::ObjectRef {
     fn describe(&self) -> String {
         self.key.clone()
     }
+
+    fn user_id(&self) -> Option<String> {
+        crate::keys::ImageKey::parse(&self.key).ok().map(|k| k.user_id().to_owned())
+    }
 }
 
 impl StageInput for crate::events::ImageProcessed {
@@ -88,6 +94,10 @@ impl StageInput for crate::events::ImageProcessed {
     fn describe(&self) -> String {
         self.original_key.clone()
     }
+
+    fn user_id(&self) -> Option<String> {
+        Some(self.user_id.clone())
+    }
 }
 
 impl StageInput for crate::events::AnalysisComplete {
@@ -97,5 +107,9 @@ impl StageInput for crate::events::AnalysisComplete {
 
     fn describe(&self) -> String {
         format!("item {} of {}", self.item_id, self.user_id)
+    }
+
+    fn user_id(&self) -> Option<String> {
+        Some(self.user_id.clone())
     }
 }

@@ -34,7 +34,15 @@ pub trait ObjectStore: Send + Sync {
     /// Reads a whole object, refusing it (before reading) when it is larger than `max_bytes`.
     async fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<Vec<u8>, StorageError>;
 
-    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>, content_type: &str) -> Result<(), StorageError>;
+    /// Writes a whole object, with object tags (S3 lifecycle rules select by them).
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        tags: &[(&str, &str)],
+    ) -> Result<(), StorageError>;
 }
 
 /// A folder standing in for S3: `{root}/{bucket}/{key}`.
@@ -86,7 +94,14 @@ impl ObjectStore for FolderStore {
         tokio::fs::read(&path).await.map_err(io_error(&path))
     }
 
-    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>, _content_type: &str) -> Result<(), StorageError> {
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        _content_type: &str,
+        _tags: &[(&str, &str)],
+    ) -> Result<(), StorageError> {
         let path = self.path_of(bucket, key);
         if let Some(parent) = path.parent() {
             tokio::fs::create_dir_all(parent).await.map_err(io_error(parent))?;
@@ -106,7 +121,7 @@ mod tests {
     async fn folder_store_round_trips_and_enforces_the_size_limit() {
         let dir = tempfile::tempdir().unwrap();
         let store = FolderStore::new(dir.path());
-        store.put("b", "u/thumbnails/a b.jpg", b"12345".to_vec(), "image/jpeg").await.unwrap();
+        store.put("b", "u/thumbnails/a b.jpg", b"12345".to_vec(), "image/jpeg", &[]).await.unwrap();
         assert_eq!(store.get("b", "u/thumbnails/a b.jpg", 5).await.unwrap(), b"12345");
         let err = store.get("b", "u/thumbnails/a b.jpg", 4).await.unwrap_err();
         assert!(matches!(err, StorageError::TooLarge { size: 5, limit: 4, .. }) && !err.is_retriable());

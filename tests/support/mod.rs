@@ -1,6 +1,7 @@
 //! What the integration tests share: generated images, mock provider
 //! servers, and a pipeline wired to a test's own database and folders.
 
+pub mod aws;
 pub mod images;
 pub mod providers;
 

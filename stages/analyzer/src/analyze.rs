@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use shared::bus::EventPublisher;
+use shared::bus::{EventPublisher, publish_for};
 use shared::db::analyses::{self, NewAnalysis};
 use shared::events::{AnalysisComplete, ImageProcessed, PipelineEvent};
 use shared::llm::{ProviderAnalysis, VisionProvider, VisionRequest};
@@ -200,19 +200,18 @@ impl Stage for Analyzer {
 
         let mut outcomes = Vec::with_capacity(inputs.len());
         let mut events = Vec::new();
-        let mut waiting = Vec::new();
         for ((event, f), result) in inputs.iter().zip(&fetched).zip(called) {
             match (f, result) {
                 (Err(failure), _) => outcomes.push(Outcome::Failed(failure.clone())),
                 (Ok(_), Some(Err(failure))) => outcomes.push(Outcome::Failed(failure)),
                 (Ok(f), _) => match analysis_ids.get(&(event.item_uuid(), f.request_key.clone())) {
                     Some(id) => {
-                        waiting.push(outcomes.len());
-                        events.push(PipelineEvent::AnalysisComplete(AnalysisComplete {
+                        let complete = AnalysisComplete {
                             item_id: event.item_id.clone(),
                             analysis_id: id.to_string(),
                             user_id: event.user_id.clone(),
-                        }));
+                        };
+                        events.push((outcomes.len(), PipelineEvent::AnalysisComplete(complete)));
                         outcomes.push(Outcome::Done);
                     }
                     None => outcomes.push(Outcome::Failed(permanent(format!(
@@ -222,12 +221,7 @@ impl Stage for Analyzer {
                 },
             }
         }
-        let published = self.publisher.publish(events).await;
-        for (index, result) in waiting.into_iter().zip(published) {
-            if let Err(e) = result {
-                outcomes[index] = Outcome::failed(format!("publishing AnalysisComplete failed: {e}"), true, false);
-            }
-        }
+        publish_for(self.publisher.as_ref(), &mut outcomes, events).await;
         outcomes
     }
 }

@@ -6,6 +6,7 @@
 pub mod analyze;
 pub mod calls;
 pub mod config;
+pub mod handler;
 pub mod providers;
 
 pub use analyze::Analyzer;

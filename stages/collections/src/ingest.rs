@@ -104,7 +104,7 @@ pub async fn run_folder(c: &Components, dir: &Path, user: &str, force: bool) -> 
     for chunk in keys.chunks(1000) {
         processed.extend(items::processed_etags(&c.pool, &c.local.bucket, chunk).await?);
     }
-    let pipeline = Pipeline::start(c, tracker.clone())?;
+    let pipeline = Pipeline::start(c, c.store.clone(), tracker.clone())?;
     for object in objects {
         if !force && processed.get(&object.key).is_some_and(|etag| *etag == object.etag) {
             tracker.skipped(object.key, "already processed".to_owned());
@@ -134,7 +134,7 @@ pub async fn retry_failures(c: &Components, user: Option<&str>, limit: i64) -> a
     let latest: std::collections::HashMap<_, _> =
         analyses::latest_ids(&c.pool, &embed_ids).await?.into_iter().collect();
 
-    let pipeline = Pipeline::start(c, tracker.clone())?;
+    let pipeline = Pipeline::start(c, c.store.clone(), tracker.clone())?;
     for item in failed {
         tracker.register(item.id, &item.file_path);
         let key = match ImageKey::parse(&item.file_path) {

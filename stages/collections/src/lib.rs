@@ -2,6 +2,7 @@
 //! Lambdas, wired to local adapters (a folder for S3, channels for
 //! Kinesis and EventBridge) by [`components::Components`].
 
+pub mod backfill;
 pub mod components;
 pub mod ingest;
 pub mod pipeline;

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use collections::components::Components;
-use collections::{ingest, thumbnail};
+use collections::{backfill, ingest, thumbnail};
+use shared::config::DatabaseConfig;
 use shared::config::Env;
 use shared::db::embeddings;
 use shared::db::search::search_text;
@@ -62,6 +63,41 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: i64,
     },
+    /// Feed existing S3 objects to the pipeline: onto the uploads stream, or
+    /// (--direct) through the stages in this process. Resumable.
+    Backfill {
+        #[arg(long, env = "BUCKET_NAME")]
+        bucket: String,
+        #[arg(long)]
+        prefix: Option<String>,
+        /// The Kinesis stream the thumbnailer reads.
+        #[arg(long, env = "UPLOADS_STREAM_NAME", default_value = "uploads")]
+        stream: String,
+        /// Objects a second, at most, so live uploads are not starved.
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
+        /// Also objects already fully processed.
+        #[arg(long)]
+        all: bool,
+        /// List and count, send nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Run the stages here instead of feeding the stream.
+        #[arg(long)]
+        direct: bool,
+        /// Where progress is saved (default: under COLLECTIONS_DATA_DIR).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Start over, ignoring a saved checkpoint.
+        #[arg(long)]
+        restart: bool,
+        /// Skip the first listing that sizes the progress bar.
+        #[arg(long)]
+        no_count: bool,
+        /// Stop after this many pages of 1000 keys.
+        #[arg(long, hide = true)]
+        max_pages: Option<usize>,
+    },
     /// Drop, build or show the HNSW vector index (for bulk loads: drop, load, build).
     VectorIndex {
         #[arg(value_enum)]
@@ -88,12 +124,7 @@ enum IndexAction {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,sqlx=error".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    shared::telemetry::init_cli();
     match run(Cli::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -129,6 +160,56 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 embeddings::build_vector_index(&c.pool, 1024).await?;
             }
             print!("{}", report?.summary());
+        }
+        Command::Backfill {
+            bucket,
+            prefix,
+            stream,
+            rate,
+            all,
+            dry_run,
+            direct,
+            checkpoint,
+            restart,
+            no_count,
+            max_pages,
+        } => {
+            let local = collections::components::LocalConfig::from_env(&env)?;
+            let checkpoint = checkpoint.unwrap_or_else(|| {
+                let name = format!(
+                    "{bucket}{}",
+                    prefix.as_deref().map(|p| format!("-{}", p.replace('/', "_"))).unwrap_or_default()
+                );
+                local.data_dir.join("backfill").join(format!("{name}.json"))
+            });
+            let options = backfill::Options {
+                bucket,
+                prefix,
+                rate,
+                all,
+                checkpoint,
+                restart,
+                count_first: !no_count,
+                page_size: 1000,
+                max_pages,
+                progress: true,
+            };
+            let aws = shared::aws::load_config().await;
+            let s3 = shared::aws::s3::S3Store::new(&aws);
+            let report = if direct {
+                let c = Components::from_env(&env).await?;
+                shared::db::migrate(&c.pool).await?;
+                backfill::backfill(&s3, Some(&c.pool), backfill::Sink::Direct(&c), &options).await?
+            } else {
+                let pool = match DatabaseConfig::from_env(&env) {
+                    Ok(settings) if !all => Some(shared::db::connect(&settings).await?),
+                    _ => None,
+                };
+                let writer = shared::aws::kinesis::StreamWriter::new(&aws, stream, Default::default());
+                let sink = if dry_run { backfill::Sink::DryRun } else { backfill::Sink::Stream(&writer) };
+                backfill::backfill(&s3, pool.as_ref(), sink, &options).await?
+            };
+            print!("{}", report.summary());
         }
         Command::VectorIndex { action, memory_mib } => {
             let c = Components::from_env(&env).await?;

@@ -10,6 +10,7 @@ use embedder::Embedder;
 use shared::bus::{EventPublisher, LocalBus};
 use shared::events::{ANALYSIS_COMPLETE, IMAGE_PROCESSED, ObjectRef, PipelineEvent};
 use shared::stage::{BatchContext, Outcome, Stage, StageInput};
+use shared::storage::ObjectStore;
 use thumbnailer::Thumbnailer;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -40,7 +41,8 @@ impl std::fmt::Debug for Pipeline {
 }
 
 impl Pipeline {
-    pub fn start(c: &Components, tracker: Arc<Tracker>) -> anyhow::Result<Self> {
+    /// Starts the stages on `store` (the local bucket, or S3 for a direct backfill).
+    pub fn start(c: &Components, store: Arc<dyn ObjectStore>, tracker: Arc<Tracker>) -> anyhow::Result<Self> {
         let batching = c.local.batching;
         let capacity = batching.size * 2;
         let (objects, objects_rx) = mpsc::channel::<ObjectRef>(capacity);
@@ -50,13 +52,13 @@ impl Pipeline {
         // Each stage publishes only on its own route, so when it stops, the
         // next stage's queue closes and the shutdown cascades.
         let thumbnailer = Thumbnailer::new(
-            c.store.clone(),
+            store.clone(),
             Arc::new(LocalBus::new().route(IMAGE_PROCESSED, processed.clone())),
             c.pool.clone(),
             c.thumbnail.clone(),
         )?;
         let analyzer = Analyzer::new(
-            c.store.clone(),
+            store,
             Arc::new(LocalBus::new().route(ANALYSIS_COMPLETE, analyzed.clone())),
             c.pool.clone(),
             c.vision.clone(),

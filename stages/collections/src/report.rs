@@ -66,6 +66,11 @@ impl Tracker {
         Self { keys: Mutex::default(), report: Mutex::default(), progress }
     }
 
+    /// A tracker that draws nothing.
+    pub fn hidden() -> Self {
+        Self { keys: Mutex::default(), report: Mutex::default(), progress: ProgressBar::hidden() }
+    }
+
     /// Remembers which key an item came from, to name it in the summary.
     pub fn register(&self, item: Uuid, key: &str) {
         self.keys.lock().expect("tracker lock").insert(item, key.to_owned());

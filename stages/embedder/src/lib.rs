@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod embed;
+pub mod handler;
 pub mod providers;
 
 pub use config::EmbedderConfig;

@@ -4,6 +4,7 @@
 
 pub mod config;
 mod exif;
+pub mod handler;
 mod jpeg;
 pub mod pixels;
 mod png;

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use shared::bus::EventPublisher;
+use shared::bus::{EventPublisher, publish_for};
 use shared::db::items::{self, ThumbnailRecord};
 use shared::events::{ImageInfo, ImageProcessed, ObjectRef, PipelineEvent};
-use shared::keys::ImageKey;
+use shared::keys::{ImageKey, THUMBNAIL_TAG};
 use shared::stage::{BatchContext, Failure, Outcome, Stage};
 use shared::storage::{ObjectStore, StorageError};
 use sqlx::PgPool;
@@ -68,7 +68,8 @@ impl Thumbnailer {
         Ok(Self { store, publisher, pool, config, workers })
     }
 
-    /// Reads one original, thumbnails it on the worker pool, writes the thumbnail.
+    /// Reads one original, thumbnails it on the worker pool, writes the
+    /// thumbnail; what is returned no longer holds the thumbnail's bytes.
     async fn thumbnail_one(&self, object: &ObjectRef, key: &ImageKey) -> Result<Thumbnail, ItemError> {
         let bytes = self.store.get(&object.bucket, &object.key, self.config.max_file_bytes).await?;
         let spec = self.config.spec;
@@ -77,9 +78,10 @@ impl Thumbnailer {
         self.workers.spawn(move || {
             let _ = tx.send(make_thumbnail(&bytes, format, &spec));
         });
-        let thumbnail = rx.await.map_err(|_| ItemError::Worker)??;
+        let mut thumbnail = rx.await.map_err(|_| ItemError::Worker)??;
         let bucket = self.config.bucket.as_deref().unwrap_or(&object.bucket);
-        self.store.put(bucket, &key.thumbnail_key(), thumbnail.bytes.clone(), format.media_type()).await?;
+        let bytes = std::mem::take(&mut thumbnail.bytes);
+        self.store.put(bucket, &key.thumbnail_key(), bytes, format.media_type(), &[THUMBNAIL_TAG]).await?;
         Ok(thumbnail)
     }
 }
@@ -183,24 +185,17 @@ impl Stage for Thumbnailer {
     async fn run_batch(&self, inputs: &[ObjectRef], _context: &BatchContext) -> Vec<Outcome> {
         let mut outcomes = Vec::with_capacity(inputs.len());
         let mut events = Vec::new();
-        let mut waiting = Vec::new(); // outcome index of each event
         for outcome in self.process(inputs).await {
             outcomes.push(match outcome {
                 ThumbnailOutcome::Thumbnailed { event, .. } => {
-                    waiting.push(outcomes.len());
-                    events.push(PipelineEvent::ImageProcessed(*event));
+                    events.push((outcomes.len(), PipelineEvent::ImageProcessed(*event)));
                     Outcome::Done
                 }
                 ThumbnailOutcome::Skipped(reason) => Outcome::Skipped(reason),
                 ThumbnailOutcome::Failed(failure) => Outcome::Failed(failure),
             });
         }
-        let published = self.publisher.publish(events).await;
-        for (index, result) in waiting.into_iter().zip(published) {
-            if let Err(e) = result {
-                outcomes[index] = Outcome::failed(format!("publishing ImageProcessed failed: {e}"), true, false);
-            }
-        }
+        publish_for(self.publisher.as_ref(), &mut outcomes, events).await;
         outcomes
     }
 }

@@ -1,0 +1,18 @@
+//! The analyzer Lambda: logs, settings, clients and the provider (its key
+//! read once from SSM) per cold start, then one batch per invocation.
+
+use analyzer::{Analyzer, AnalyzerConfig, handler, providers};
+use lambda_runtime::{Error, service_fn};
+use shared::aws::StageClients;
+use shared::config::Env;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    shared::telemetry::init_lambda();
+    let env = Env::process();
+    let clients = StageClients::build(&env).await?;
+    let config = AnalyzerConfig::from_env(&env)?;
+    let provider = providers::build(&config, &clients.secrets(&env)).await?;
+    let stage = Analyzer::new(clients.store, clients.bus, clients.pool, provider, config);
+    lambda_runtime::run(service_fn(|event| handler::handle(&stage, event))).await
+}

@@ -1,0 +1,18 @@
+//! The embedder Lambda: logs, settings, the database pool and the provider
+//! (its key read once from SSM) per cold start, then one batch per invocation.
+
+use embedder::{Embedder, EmbedderConfig, handler, providers};
+use lambda_runtime::{Error, service_fn};
+use shared::aws::StageClients;
+use shared::config::Env;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    shared::telemetry::init_lambda();
+    let env = Env::process();
+    let clients = StageClients::build(&env).await?;
+    let config = EmbedderConfig::from_env(&env)?;
+    let provider = providers::build(&config, &clients.secrets(&env)).await?;
+    let stage = Embedder::new(clients.pool, provider, config);
+    lambda_runtime::run(service_fn(|event| handler::handle(&stage, event))).await
+}

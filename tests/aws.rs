@@ -1,0 +1,359 @@
+//! The Lambda handlers and the backfill against a real local AWS endpoint
+//! (moto_server, through the real AWS SDK) and real PostgreSQL + pgvector:
+//! S3 upload to rows in PostgreSQL through every stage, a poison record
+//! reported alone, a replayed batch adding nothing, and a backfill putting
+//! every eligible key on the stream exactly once across an interruption.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use analyzer::{Analyzer, AnalyzerConfig};
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use collections::backfill::{self, Sink};
+use collections_tests::aws::{World, context};
+use collections_tests::counts;
+use collections_tests::images::{self, BLUE, GREEN, ORANGE};
+use embedder::{Embedder, EmbedderConfig};
+use lambda_runtime::LambdaEvent;
+use serde_json::Value;
+use shared::aws::eventbridge::EventBridgePublisher;
+use shared::aws::kinesis::StreamWriter;
+use shared::aws::s3::S3Store;
+use shared::config::Env;
+use sqlx::PgPool;
+use thumbnailer::{ThumbnailConfig, Thumbnailer};
+
+struct Stages {
+    thumbnailer: Thumbnailer,
+    analyzer: Analyzer,
+    embedder: Embedder,
+}
+
+/// The three stages as their Lambdas build them, on the local endpoint.
+fn stages(world: &World, pool: &PgPool) -> Stages {
+    let store = Arc::new(S3Store::new(&world.config));
+    let bus = Arc::new(EventBridgePublisher::new(&world.config, "default", Default::default()));
+    let env = Env::from_pairs([]);
+    Stages {
+        thumbnailer: Thumbnailer::new(
+            store.clone(),
+            bus.clone(),
+            pool.clone(),
+            ThumbnailConfig::from_env(&env).unwrap(),
+        )
+        .unwrap(),
+        analyzer: Analyzer::new(
+            store,
+            bus,
+            pool.clone(),
+            Arc::new(shared::llm::local::LocalAnalyzer),
+            AnalyzerConfig::from_env(&env).unwrap(),
+        ),
+        embedder: Embedder::new(
+            pool.clone(),
+            Arc::new(shared::embedding::local::LocalEmbedder),
+            EmbedderConfig::from_env(&env).unwrap(),
+        ),
+    }
+}
+
+/// The sequence numbers a handler reported as failed.
+fn failures(response: &Value) -> Vec<String> {
+    response["batchItemFailures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["itemIdentifier"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn thumbnail(s: &Stages, batch: &KinesisEvent) -> Value {
+    let payload = serde_json::to_value(batch).unwrap();
+    thumbnailer::handler::handle(&s.thumbnailer, LambdaEvent::new(payload, context("req-thumbnail"))).await.unwrap()
+}
+
+async fn analyze(s: &Stages, batch: &KinesisEvent) -> Value {
+    let response =
+        analyzer::handler::handle(&s.analyzer, LambdaEvent::new(batch.clone(), context("req-analyze"))).await;
+    serde_json::to_value(response.unwrap()).unwrap()
+}
+
+async fn embed(s: &Stages, batch: &KinesisEvent) -> Value {
+    let response = embedder::handler::handle(&s.embedder, LambdaEvent::new(batch.clone(), context("req-embed"))).await;
+    serde_json::to_value(response.unwrap()).unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_upload_flows_through_every_lambda_into_postgres_and_a_replay_adds_nothing(pool: PgPool) {
+    let world = World::create("flow").await;
+    let s = stages(&world, &pool);
+    world.upload("flow-u1/beach.jpg", images::jpeg(1600, 1200, BLUE)).await;
+    world.upload("flow-u1/Leaf.PNG", images::png(300, 600, GREEN)).await;
+    world.upload("flow-u1/notes.txt", b"not an image".to_vec()).await;
+
+    // S3 → EventBridge → (the rule) → uploads → thumbnailer.
+    let created = world.published("Object Created", 2).await;
+    assert_eq!(created.len(), 2, "the rule forwards images only");
+    world.forward(&world.uploads, &created).await;
+    let uploads = world.batch(&world.uploads).await;
+    assert_eq!(failures(&thumbnail(&s, &uploads).await), Vec::<String>::new());
+    let thumb = world.s3().get_object().bucket(&world.bucket).key("flow-u1/thumbnails/beach.jpg").send().await.unwrap();
+    let bytes = thumb.body.collect().await.unwrap().into_bytes();
+    assert_eq!(image::load_from_memory(&bytes).unwrap().width(), 800);
+    let tags =
+        world.s3().get_object_tagging().bucket(&world.bucket).key("flow-u1/thumbnails/beach.jpg").send().await.unwrap();
+    assert_eq!(
+        tags.tag_set().iter().map(|t| (t.key(), t.value())).collect::<Vec<_>>(),
+        vec![("collections:kind", "thumbnail")]
+    );
+
+    // ImageProcessed on the bus → processed → analyzer.
+    let processed = world.published("ImageProcessed", 2).await;
+    assert_eq!(processed.len(), 2);
+    assert!(
+        processed
+            .iter()
+            .all(|e| e["source"] == "collections.imageprocessor" && e["detail"]["bucket"] == world.bucket.as_str())
+    );
+    world.forward(&world.processed, &processed).await;
+    let processed_batch = world.batch(&world.processed).await;
+    assert_eq!(failures(&analyze(&s, &processed_batch).await), Vec::<String>::new());
+
+    // AnalysisComplete → analyzed → embedder → rows.
+    let analyzed = world.published("AnalysisComplete", 2).await;
+    assert_eq!(analyzed.len(), 2);
+    world.forward(&world.analyzed, &analyzed).await;
+    let analyzed_batch = world.batch(&world.analyzed).await;
+    assert_eq!(failures(&embed(&s, &analyzed_batch).await), Vec::<String>::new());
+    assert_eq!(counts(&pool).await, (2, 2, 2));
+    let trace: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT trace_id FROM analyses").fetch_all(&pool).await.unwrap();
+    assert_eq!(trace, vec![Some("req-analyze".to_owned()); 2], "the Lambda request id is stored");
+
+    // The same three batches delivered again: nothing new anywhere.
+    assert!(failures(&thumbnail(&s, &uploads).await).is_empty());
+    assert!(failures(&analyze(&s, &processed_batch).await).is_empty());
+    assert!(failures(&embed(&s, &analyzed_batch).await).is_empty());
+    assert_eq!(counts(&pool).await, (2, 2, 2));
+    let statuses: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT embedding_status FROM items").fetch_all(&pool).await.unwrap();
+    assert_eq!(statuses, vec!["done"]);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_poison_record_is_the_only_one_reported(pool: PgPool) {
+    let world = World::create("poison").await;
+    let s = stages(&world, &pool);
+    world.upload("poison-u1/a.jpg", images::jpeg(320, 240, ORANGE)).await;
+    world.upload("poison-u1/b.jpg", images::jpeg(320, 240, BLUE)).await;
+    world.upload("poison-u1/broken.jpg", b"\xFF\xD8\xFF truncated".to_vec()).await;
+    let created = world.published("Object Created", 3).await;
+    let kinesis = aws_sdk_kinesis::Client::new(&world.config);
+    world.forward(&world.uploads, &created[..1]).await;
+    world.put_raw(&kinesis, &world.uploads, "poison", b"{not json".to_vec()).await;
+    world
+        .put_raw(&kinesis, &world.uploads, "stranger", br#"{"detail-type":"Object Deleted","detail":{}}"#.to_vec())
+        .await;
+    world.forward(&world.uploads, &created[1..]).await;
+    let batch = world.batch(&world.uploads).await;
+    assert_eq!(batch.records.len(), 5);
+
+    let reported = failures(&thumbnail(&s, &batch).await);
+    let expected: Vec<String> = batch.records[1..3].iter().map(|r| r.kinesis.sequence_number.clone()).collect();
+    assert_eq!(reported, expected, "only the two unreadable records; the corrupt image is recorded, not redelivered");
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT file_path, thumbnail_status FROM items ORDER BY 1").fetch_all(&pool).await.unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            ("poison-u1/a.jpg".into(), "done".into()),
+            ("poison-u1/b.jpg".into(), "done".into()),
+            ("poison-u1/broken.jpg".into(), "failed".into())
+        ]
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_direct_s3_notification_is_handled_too(pool: PgPool) {
+    let world = World::create("direct").await;
+    let s = stages(&world, &pool);
+    world.upload("direct-u1/my photo.jpg", images::jpeg(320, 240, GREEN)).await;
+    let notification = serde_json::json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2026-11-28T12:00:00.000Z", "eventName": "ObjectCreated:Put",
+        "userIdentity": {"principalId": "EXAMPLE"}, "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+        "responseElements": {"x-amz-request-id": "r", "x-amz-id-2": "i"},
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "c",
+               "bucket": {"name": world.bucket, "ownerIdentity": {"principalId": "EXAMPLE"}, "arn": format!("arn:aws:s3:::{}", world.bucket)},
+               "object": {"key": "direct-u1/my+photo.jpg", "size": 10, "eTag": "e", "sequencer": "1"}}
+    }]});
+    let response =
+        thumbnailer::handler::handle(&s.thumbnailer, LambdaEvent::new(notification, context("req-s3"))).await.unwrap();
+    assert_eq!(response["succeeded"], 1);
+    let rows: Vec<String> = sqlx::query_scalar("SELECT file_path FROM items").fetch_all(&pool).await.unwrap();
+    assert_eq!(rows, vec!["direct-u1/my photo.jpg"], "the notification's key is URL-decoded");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn backfill_puts_every_eligible_key_on_the_stream_once_across_an_interruption(pool: PgPool) {
+    let world = World::create("backfill").await;
+    let s3 = S3Store::new(&world.config);
+    let mut eligible = BTreeSet::new();
+    let tiny = images::jpeg(8, 8, BLUE);
+    for i in 0..250 {
+        let key = format!("user{}/photo-{i:03}.{}", i % 5, if i % 7 == 0 { "PNG" } else { "jpg" });
+        world.upload(&key, tiny.clone()).await;
+        eligible.insert(key);
+    }
+    for i in 0..20 {
+        world.upload(&format!("user{}/thumbnails/photo-{i:03}.jpg", i % 5), tiny.clone()).await;
+    }
+    for i in 0..30 {
+        world.upload(&format!("user{}/notes-{i:02}.txt", i % 5), b"x".to_vec()).await;
+    }
+    // Ten already went through every stage, in this very version (etag).
+    let listed = s3.list_page(&world.bucket, Some("user0/"), None, 1000).await.unwrap();
+    let done: Vec<_> = listed.objects.iter().filter(|o| o.key.contains("photo")).take(10).collect();
+    for o in &done {
+        let key = shared::keys::ImageKey::parse(&o.key).unwrap();
+        sqlx::query(
+            "INSERT INTO items (id, user_id, filename, file_path, bucket, source_etag, thumbnail_status, analysis_status, embedding_status)
+             VALUES ($1, $2, $3, $4, $5, $6, 'done', 'done', 'done')",
+        )
+        .bind(key.item_uuid())
+        .bind(key.user_id())
+        .bind(key.filename())
+        .bind(&o.key)
+        .bind(&world.bucket)
+        .bind(&o.etag)
+        .execute(&pool)
+        .await
+        .unwrap();
+        eligible.remove(&o.key);
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = backfill::Options {
+        bucket: world.bucket.clone(),
+        prefix: None,
+        rate: 10_000.0,
+        all: false,
+        checkpoint: dir.path().join("checkpoint.json"),
+        restart: false,
+        count_first: false,
+        page_size: 100,
+        max_pages: Some(1),
+        progress: false,
+    };
+    let dry = backfill::backfill(&s3, Some(&pool), Sink::DryRun, &options).await.unwrap();
+    assert_eq!((dry.listed, dry.complete), (100, false));
+    assert!(world.records(&world.uploads).await.is_empty(), "a dry run sends nothing");
+    assert!(!options.checkpoint.exists(), "and leaves no checkpoint");
+
+    let writer = StreamWriter::new(&world.config, &world.uploads, Default::default());
+    let first = backfill::backfill(&s3, Some(&pool), Sink::Stream(&writer), &options).await.unwrap();
+    assert!(!first.complete && options.checkpoint.exists(), "interrupted after one page, with a checkpoint");
+    options.max_pages = None;
+    let rest = backfill::backfill(&s3, Some(&pool), Sink::Stream(&writer), &options).await.unwrap();
+    assert!(rest.complete && rest.resumed_after.is_some());
+    assert!(!options.checkpoint.exists(), "a finished backfill leaves no checkpoint");
+    assert_eq!(
+        (first.listed, rest.listed),
+        (100, 300),
+        "the second run went on from the checkpoint, counting the whole backfill"
+    );
+    assert_eq!(rest.skipped.get("a thumbnail"), Some(&20));
+    assert_eq!(rest.skipped.get("not a .jpg, .jpeg or .png key"), Some(&30));
+    assert_eq!(rest.skipped.get("already processed"), Some(&10));
+
+    let records = world.records(&world.uploads).await;
+    let mut sent = Vec::new();
+    for (_, partition_key, data) in &records {
+        let event: Value = serde_json::from_slice(data).unwrap();
+        assert_eq!(
+            (event["detail-type"].as_str(), event["detail"]["bucket"]["name"].as_str()),
+            (Some("Object Created"), Some(world.bucket.as_str()))
+        );
+        let key = event["detail"]["object"]["key"].as_str().unwrap().to_owned();
+        assert_eq!(partition_key, &key);
+        sent.push(key);
+    }
+    assert_eq!(sent.len(), eligible.len(), "no key twice");
+    assert_eq!(sent.into_iter().collect::<BTreeSet<_>>(), eligible);
+    // And what the stream carries, the thumbnailer reads.
+    let batch = world.batch(&world.uploads).await;
+    let objects: Vec<shared::events::ObjectRef> = batch
+        .records
+        .iter()
+        .flat_map(|r| {
+            <shared::events::ObjectRef as shared::lambda::RecordInput>::from_record(&r.kinesis.data.0).unwrap()
+        })
+        .collect();
+    assert_eq!(objects.len(), 240);
+    assert!(objects.iter().all(|o| o.etag.is_some() && o.size == Some(tiny.len() as u64)));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn events_are_published_in_calls_of_ten_and_all_arrive(pool: PgPool) {
+    use shared::bus::EventPublisher;
+    use shared::events::{ImageProcessed, PipelineEvent};
+    let world = World::create("publish").await;
+    let bus = EventBridgePublisher::new(&world.config, "default", Default::default());
+    let events: Vec<PipelineEvent> = (0..25)
+        .map(|i| {
+            PipelineEvent::ImageProcessed(ImageProcessed {
+                item_id: format!("i{i}"),
+                user_id: "publish-u".into(),
+                bucket: world.bucket.clone(),
+                original_key: format!("publish-u/i{i}.jpg"),
+                thumbnail_key: format!("publish-u/thumbnails/i{i}.jpg"),
+                image: None,
+                reanalysis: None,
+            })
+        })
+        .collect();
+    let results = bus.publish(events).await;
+    assert_eq!(results, vec![Ok(()); 25]);
+    let arrived = world.published("ImageProcessed", 25).await;
+    let mut ids: Vec<String> = arrived.iter().map(|e| e["detail"]["item_id"].as_str().unwrap().to_owned()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 25);
+    drop(pool);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_direct_backfill_runs_the_stages_here(pool: PgPool) {
+    let world = World::create("directfill").await;
+    world.upload("directfill-u/a.jpg", images::jpeg(900, 600, ORANGE)).await;
+    world.upload("directfill-u/b.png", images::png(200, 100, GREEN)).await;
+    world.upload("directfill-u/thumbnails/old.jpg", images::jpeg(10, 10, BLUE)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = collections_tests::components(pool.clone(), &dir.path().join("data"), &[]).await;
+    let options = backfill::Options {
+        bucket: world.bucket.clone(),
+        prefix: Some("directfill-u/".into()),
+        rate: 1000.0,
+        all: false,
+        checkpoint: dir.path().join("checkpoint.json"),
+        restart: false,
+        count_first: true,
+        page_size: 1000,
+        max_pages: None,
+        progress: false,
+    };
+    let s3 = S3Store::new(&world.config);
+    let report = backfill::backfill(&s3, Some(&pool), Sink::Direct(&c), &options).await.unwrap();
+    assert_eq!((report.submitted, report.failed.len()), (2, 0), "{report:?}");
+    assert_eq!(counts(&pool).await, (2, 2, 2));
+    world
+        .s3()
+        .head_object()
+        .bucket(&world.bucket)
+        .key("directfill-u/thumbnails/a.jpg")
+        .send()
+        .await
+        .expect("the thumbnail is in S3");
+    let again = backfill::backfill(&s3, Some(&pool), Sink::Direct(&c), &options).await.unwrap();
+    assert_eq!((again.submitted, again.skipped.get("already processed")), (0, Some(&2)));
+}
