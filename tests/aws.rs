@@ -357,3 +357,25 @@ async fn a_direct_backfill_runs_the_stages_here(pool: PgPool) {
     let again = backfill::backfill(&s3, Some(&pool), Sink::Direct(&c), &options).await.unwrap();
     assert_eq!((again.submitted, again.skipped.get("already processed")), (0, Some(&2)));
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn api_keys_come_from_ssm_secure_strings_under_the_prefix(pool: PgPool) {
+    use shared::api::SecretSource;
+    use shared::aws::ssm::SsmParameters;
+    let config = collections_tests::aws::config().await;
+    let prefix = format!("/collections-{}", uuid::Uuid::new_v4().simple());
+    aws_sdk_ssm::Client::new(&config)
+        .put_parameter()
+        .name(format!("{prefix}/VOYAGE_API_KEY"))
+        .value("pa-from-ssm")
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+    let secrets = SsmParameters::new(&config, &format!("{prefix}/"));
+    let key = secrets.get("VOYAGE_API_KEY").await.unwrap().expect("the key");
+    assert_eq!(key.expose(), "pa-from-ssm");
+    assert_eq!(format!("{key:?}"), "ApiKey(***)");
+    assert_eq!(secrets.get("ANTHROPIC_API_KEY").await.unwrap(), None, "a missing parameter is no key, not an error");
+    drop(pool);
+}
