@@ -239,6 +239,18 @@ async fn never_more_calls_in_flight_than_the_limit(pool: PgPool) {
     assert_eq!(mock.peak_in_flight(), 3, "the limit is reached and never passed");
 }
 
+/// The analyzer stage on `c`'s store, pool and provider, publishing into a
+/// channel the test reads.
+fn stage_publishing_to_a_channel(
+    c: &Components,
+    settings: &[(&str, &str)],
+) -> (Analyzer, tokio::sync::mpsc::Receiver<PipelineEvent>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let config = AnalyzerConfig::from_env(&Env::from_pairs(settings.iter().copied())).unwrap();
+    let bus = Arc::new(LocalBus::new().route(ANALYSIS_COMPLETE, tx));
+    (Analyzer::new(c.store.clone(), bus, c.pool.clone(), c.vision.clone(), config), rx)
+}
+
 fn event(item: &str) -> ImageProcessed {
     ImageProcessed {
         item_id: item.to_owned(),
@@ -257,15 +269,7 @@ async fn a_replayed_event_adds_nothing_and_a_reanalysis_adds_the_next_version(po
     let mock = MockProviders::start().await;
     let c = with_provider(&pool, dir.path(), &mock, "anthropic", &[]).await;
     run_folder(&c, &photos(dir.path()), "u", false).await.unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-    let config = AnalyzerConfig::from_env(&Env::from_pairs([])).unwrap();
-    let stage = Analyzer::new(
-        c.store.clone(),
-        Arc::new(LocalBus::new().route(ANALYSIS_COMPLETE, tx)),
-        pool.clone(),
-        c.vision.clone(),
-        config,
-    );
+    let (stage, mut rx) = stage_publishing_to_a_channel(&c, &[]);
     let versions = || async {
         sqlx::query_scalar::<_, i32>(
             "SELECT version FROM analyses a JOIN items i ON i.id = a.item_id WHERE i.file_path = 'u/a.jpg' ORDER BY 1",
@@ -314,15 +318,7 @@ async fn analysis_complete_is_published_only_for_stored_analyses(pool: PgPool) {
     let mock = MockProviders::start().await;
     let c = with_provider(&pool, dir.path(), &mock, "anthropic", &[]).await;
     run_folder(&c, &photos(dir.path()), "u", false).await.unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-    let config = AnalyzerConfig::from_env(&Env::from_pairs([("ANALYZER_MAX_ATTEMPTS", "1")])).unwrap();
-    let stage = Analyzer::new(
-        c.store.clone(),
-        Arc::new(LocalBus::new().route(ANALYSIS_COMPLETE, tx)),
-        pool.clone(),
-        c.vision.clone(),
-        config,
-    );
+    let (stage, mut rx) = stage_publishing_to_a_channel(&c, &[("ANALYZER_MAX_ATTEMPTS", "1")]);
     mock.script([Reply::Status { status: 400, retry_after: None }]);
     let fresh = ImageProcessed { reanalysis: Some("r".into()), ..event("a") };
     let missing = event("nope");

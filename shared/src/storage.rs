@@ -59,10 +59,6 @@ impl FolderStore {
         Self { root: root.into() }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     pub fn path_of(&self, bucket: &str, key: &str) -> PathBuf {
         self.root.join(bucket).join(key)
     }

@@ -185,26 +185,3 @@ pub async fn failures(pool: &PgPool, user_id: Option<&str>, limit: i64) -> Resul
     .await
     .map_err(DbError::during("listing failures"))
 }
-
-/// Per-status counts of one user's items, for summaries.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
-pub struct ItemCounts {
-    pub items: i64,
-    pub complete: i64,
-    pub failed: i64,
-}
-
-pub async fn counts(pool: &PgPool, user_id: &str) -> Result<ItemCounts, DbError> {
-    sqlx::query_as(
-        r#"
-        SELECT count(*) AS items,
-               count(*) FILTER (WHERE embedding_status = 'done' AND failed_stage IS NULL) AS complete,
-               count(*) FILTER (WHERE failed_stage IS NOT NULL) AS failed
-        FROM items WHERE user_id = $1
-        "#,
-    )
-    .bind(user_id)
-    .fetch_one(pool)
-    .await
-    .map_err(DbError::during("counting items"))
-}

@@ -35,10 +35,6 @@ impl VisionCalls {
         self.provider.as_ref()
     }
 
-    pub fn concurrency(&self) -> usize {
-        self.concurrency
-    }
-
     /// One analysis, retried; a permit is held only while a request is in
     /// flight, not while backing off. The error comes with the attempts made.
     pub async fn analyze(&self, request: VisionRequest<'_>) -> Result<ProviderAnalysis, (LlmError, u32)> {

@@ -85,11 +85,6 @@ impl Pixels {
         Self::new(out_w as u32, out_h as u32, self.channels, out)
     }
 
-    /// Whether any pixel is less than opaque.
-    pub fn has_transparency(&self) -> bool {
-        self.channels == 4 && self.data.chunks_exact(4).any(|p| p[3] < 255)
-    }
-
     /// RGBA composited over white as RGB; other images unchanged.
     pub fn flatten(self) -> Self {
         if self.channels != 4 {
