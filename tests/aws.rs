@@ -3,15 +3,19 @@
 //! S3 upload to rows in PostgreSQL through every stage, a poison record
 //! reported alone, a replayed batch adding nothing, and a backfill putting
 //! every eligible key on the stream exactly once across an interruption.
+//! What moto cannot do — refuse some entries of a call — is tested against
+//! `FaultyAws`, which speaks the same wire format.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use analyzer::{Analyzer, AnalyzerConfig};
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use collections::backfill::{self, Sink};
 use collections_tests::aws::{World, context};
 use collections_tests::counts;
+use collections_tests::faulty_aws::FaultyAws;
 use collections_tests::images::{self, BLUE, GREEN, ORANGE};
 use embedder::{Embedder, EmbedderConfig};
 use lambda_runtime::LambdaEvent;
@@ -20,6 +24,7 @@ use shared::aws::eventbridge::EventBridgePublisher;
 use shared::aws::kinesis::StreamWriter;
 use shared::aws::s3::S3Store;
 use shared::config::Env;
+use shared::retry::RetryPolicy;
 use sqlx::PgPool;
 use thumbnailer::{ThumbnailConfig, Thumbnailer};
 
@@ -296,22 +301,9 @@ async fn backfill_puts_every_eligible_key_on_the_stream_once_across_an_interrupt
 #[sqlx::test(migrations = "../migrations")]
 async fn events_are_published_in_calls_of_ten_and_all_arrive(pool: PgPool) {
     use shared::bus::EventPublisher;
-    use shared::events::{ImageProcessed, PipelineEvent};
     let world = World::create("publish").await;
     let bus = EventBridgePublisher::new(&world.config, "default", Default::default());
-    let events: Vec<PipelineEvent> = (0..25)
-        .map(|i| {
-            PipelineEvent::ImageProcessed(ImageProcessed {
-                item_id: format!("i{i}"),
-                user_id: "publish-u".into(),
-                bucket: world.bucket.clone(),
-                original_key: format!("publish-u/i{i}.jpg"),
-                thumbnail_key: format!("publish-u/thumbnails/i{i}.jpg"),
-                image: None,
-                reanalysis: None,
-            })
-        })
-        .collect();
+    let events = processed_events(25, &world.bucket);
     let results = bus.publish(events).await;
     assert_eq!(results, vec![Ok(()); 25]);
     let arrived = world.published("ImageProcessed", 25).await;
@@ -378,4 +370,97 @@ async fn api_keys_come_from_ssm_secure_strings_under_the_prefix(pool: PgPool) {
     assert_eq!(format!("{key:?}"), "ApiKey(***)");
     assert_eq!(secrets.get("ANTHROPIC_API_KEY").await.unwrap(), None, "a missing parameter is no key, not an error");
     drop(pool);
+}
+
+/// `n` ImageProcessed events from `bucket`, for items `i0`…
+fn processed_events(n: usize, bucket: &str) -> Vec<shared::events::PipelineEvent> {
+    use shared::events::{ImageProcessed, PipelineEvent};
+    (0..n)
+        .map(|i| {
+            PipelineEvent::ImageProcessed(ImageProcessed {
+                item_id: format!("i{i}"),
+                user_id: "u".into(),
+                bucket: bucket.to_owned(),
+                original_key: format!("u/i{i}.jpg"),
+                thumbnail_key: format!("u/thumbnails/i{i}.jpg"),
+                image: None,
+                reanalysis: None,
+            })
+        })
+        .collect()
+}
+
+fn quick_retries() -> RetryPolicy {
+    RetryPolicy { max_attempts: 3, base_delay: Duration::from_millis(5), max_delay: Duration::from_millis(50) }
+}
+
+fn markers(range: std::ops::Range<usize>, prefix: &str) -> Vec<String> {
+    range.map(|i| format!("{prefix}{i}")).collect()
+}
+
+#[tokio::test]
+async fn refused_put_events_entries_are_resent_alone_and_fail_only_their_item() {
+    use shared::bus::{EventPublisher, PublishError};
+    let endpoint = FaultyAws::start().await;
+    endpoint.refuse("i3", 1);
+    endpoint.refuse("i11", usize::MAX);
+    let bus = EventBridgePublisher::new(&endpoint.config().await, "default", quick_retries());
+
+    let results = bus.publish(processed_events(12, "b")).await;
+
+    for (i, result) in results.iter().enumerate() {
+        match (i, result) {
+            (11, Err(PublishError::Rejected { code, message })) => {
+                assert_eq!((code.as_str(), message.as_str()), ("ThrottlingException", "Rate exceeded for the test"));
+            }
+            (11, other) => panic!("i11 is always refused, got {other:?}"),
+            (_, result) => assert_eq!(result, &Ok(()), "item i{i}"),
+        }
+    }
+    let expected =
+        vec![markers(0..10, "i"), vec!["i3".into()], markers(10..12, "i"), vec!["i11".into()], vec!["i11".into()]];
+    assert_eq!(endpoint.calls(), expected, "only refused entries are resent, at most 3 attempts each");
+}
+
+#[tokio::test]
+async fn a_denied_put_events_call_fails_its_entries_without_resending() {
+    use shared::bus::{EventPublisher, PublishError};
+    let endpoint = FaultyAws::start().await;
+    endpoint.deny("AccessDeniedException");
+    let bus = EventBridgePublisher::new(&endpoint.config().await, "default", quick_retries());
+
+    let results = bus.publish(processed_events(2, "b")).await;
+
+    assert!(
+        results.iter().all(|r| matches!(r, Err(PublishError::Call(m)) if m.contains("AccessDeniedException"))),
+        "{results:?}"
+    );
+    assert_eq!(endpoint.calls().len(), 1, "access denied is not worth a second call");
+}
+
+#[tokio::test]
+async fn throttled_kinesis_records_are_resent_until_accepted_or_out_of_attempts() {
+    use shared::aws::kinesis::{PutError, Record};
+    let endpoint = FaultyAws::start().await;
+    let writer = StreamWriter::new(&endpoint.config().await, "uploads", quick_retries());
+    let records: Vec<Record> = (0..600).map(|i| Record::new(&format!("k{i}"), vec![b'x'; 10])).collect();
+    endpoint.refuse("k7", 2);
+    endpoint.refuse("k550", 1);
+
+    writer.put_all(&records).await.expect("every record is accepted within three attempts");
+    let expected =
+        vec![markers(0..500, "k"), vec!["k7".into()], vec!["k7".into()], markers(500..600, "k"), vec!["k550".into()]];
+    assert_eq!(endpoint.calls(), expected);
+
+    endpoint.refuse("k1", usize::MAX);
+    let error = writer.put_all(&records[..3]).await.unwrap_err();
+    assert_eq!(
+        error,
+        PutError::Refused {
+            failed: 1,
+            sent: 3,
+            attempts: 3,
+            last: "ProvisionedThroughputExceededException: Rate exceeded for shard".into()
+        }
+    );
 }

@@ -2,6 +2,7 @@
 //! servers, and a pipeline wired to a test's own database and folders.
 
 pub mod aws;
+pub mod faulty_aws;
 pub mod images;
 pub mod providers;
 
