@@ -464,3 +464,40 @@ async fn throttled_kinesis_records_are_resent_until_accepted_or_out_of_attempts(
         }
     );
 }
+
+#[tokio::test]
+async fn a_rotated_database_secret_reaches_new_connections_of_a_running_pool() {
+    use shared::aws::database::{keep_current, resolve};
+    let config = collections_tests::aws::config().await;
+    let secrets = aws_sdk_secretsmanager::Client::new(&config);
+    let login = |user: &str, password: &str| {
+        serde_json::json!({"username": user, "password": password, "host": "db.internal", "port": 5432}).to_string()
+    };
+    let arn = secrets
+        .create_secret()
+        .name(format!("collections-db-{}", uuid::Uuid::new_v4().simple()))
+        .secret_string(login("app", "first"))
+        .send()
+        .await
+        .unwrap()
+        .arn
+        .expect("an ARN");
+    let env = Env::from_pairs([("DATABASE_SECRET_ARN", arn.as_str()), ("DATABASE_SETTINGS_REFRESH_SECONDS", "1")]);
+    let first = resolve(&env, &config).await.unwrap();
+    assert_eq!(first.url, "postgres://app:first@db.internal:5432/collections?sslmode=require");
+    let pool = sqlx::postgres::PgPoolOptions::new().connect_lazy_with(shared::db::connect_options(&first.url).unwrap());
+    let refresher = keep_current(pool.clone(), &first, &env, &config).unwrap().expect("a secret can change");
+
+    // Rotation with alternating users: the secret now names the other user.
+    secrets.put_secret_value().secret_id(&arn).secret_string(login("app_clone", "second")).send().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while pool.connect_options().get_username() != "app_clone" {
+        assert!(tokio::time::Instant::now() < deadline, "the pool still logs in as the old user");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(pool.connect_options().get_host(), "db.internal");
+    refresher.abort();
+
+    let fixed = Env::from_pairs([("DATABASE_URL", "postgres://u:p@localhost/x")]);
+    assert!(keep_current(pool, &first, &fixed, &config).unwrap().is_none(), "DATABASE_URL cannot change");
+}

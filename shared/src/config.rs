@@ -16,6 +16,7 @@ pub enum ConfigError {
 }
 
 /// Where settings come from: the process environment, or a map in tests.
+#[derive(Clone)]
 pub struct Env {
     vars: HashMap<String, String>,
 }

@@ -3,9 +3,16 @@
 //! `DATABASE_HOST`, `DATABASE_PORT` and `DATABASE_NAME`; else the SecureString
 //! parameter named by `DATABASE_URL_PARAMETER` (the seed's
 //! `/collections/DATABASE_URL`).
+//!
+//! Settings read from AWS can change under a running Lambda (the RDS
+//! secret rotates every 7 days), so [`keep_current`] reads them again now
+//! and then and gives new connections the current credentials.
+
+use std::time::Duration;
 
 use aws_config::SdkConfig;
 use serde::Deserialize;
+use sqlx::PgPool;
 use thiserror::Error;
 
 use super::describe;
@@ -75,4 +82,43 @@ pub async fn resolve(env: &Env, config: &SdkConfig) -> Result<DatabaseConfig, Da
         return Ok(DatabaseConfig { url, max_connections });
     }
     Err(DatabaseSettingsError::Missing)
+}
+
+/// Reads the settings again every `DATABASE_SETTINGS_REFRESH_SECONDS`
+/// (default 60) while the process runs, and when they differ from `first`
+/// (a rotated password) new connections of `pool` use them; open connections
+/// stay valid and are replaced as they age. `None` when the settings come
+/// from `DATABASE_URL`, which cannot change.
+pub fn keep_current(
+    pool: PgPool,
+    first: &DatabaseConfig,
+    env: &Env,
+    config: &SdkConfig,
+) -> Result<Option<tokio::task::JoinHandle<()>>, ConfigError> {
+    if env.get("DATABASE_URL").is_some() {
+        return Ok(None);
+    }
+    let every = Duration::from_secs(env.parse_at_least("DATABASE_SETTINGS_REFRESH_SECONDS", 60, 1)?);
+    let (mut current, env, config) = (first.url.clone(), env.clone(), config.clone());
+    Ok(Some(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let url = match resolve(&env, &config).await {
+                Ok(settings) if settings.url == current => continue,
+                Ok(settings) => settings.url,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the database settings again failed; keeping the current ones");
+                    continue;
+                }
+            };
+            match crate::db::connect_options(&url) {
+                Ok(options) => {
+                    tracing::info!("the database settings changed; new connections use them");
+                    pool.set_connect_options(options);
+                    current = url;
+                }
+                Err(e) => tracing::warn!(error = %e, "the database settings read again are not usable"),
+            }
+        }
+    })))
 }

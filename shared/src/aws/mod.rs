@@ -85,12 +85,13 @@ pub struct StageClients {
 
 impl StageClients {
     /// The SDK configuration, the database pool (settings from
-    /// [`database::resolve`]), S3, and EventBridge on `EVENT_BUS_NAME`
+    /// [`database::resolve`], kept current by [`database::keep_current`]), S3, and EventBridge on `EVENT_BUS_NAME`
     /// (default `default`).
     pub async fn build(env: &crate::config::Env) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let config = load_config().await;
         let settings = database::resolve(env, &config).await?;
         let pool = crate::db::connect(&settings).await?;
+        database::keep_current(pool.clone(), &settings, env, &config)?;
         let store = std::sync::Arc::new(s3::S3Store::new(&config));
         let bus_name = env.string_or("EVENT_BUS_NAME", "default");
         let bus = std::sync::Arc::new(eventbridge::EventBridgePublisher::new(&config, bus_name, Default::default()));

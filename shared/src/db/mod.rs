@@ -11,7 +11,7 @@ pub mod vector;
 
 use std::time::Duration;
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use thiserror::Error;
 
 use crate::config::{DatabaseConfig, redact_url};
@@ -62,9 +62,14 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DbError> {
     PgPoolOptions::new()
         .max_connections(config.max_connections)
         .acquire_timeout(Duration::from_secs(10))
-        .connect(&config.url)
+        .connect_with(connect_options(&config.url)?)
         .await
         .map_err(|source| DbError::Connect { url: redact_url(&config.url), source })
+}
+
+/// The connection options a `postgres://` URL describes.
+pub fn connect_options(url: &str) -> Result<PgConnectOptions, DbError> {
+    url.parse().map_err(|source| DbError::Connect { url: redact_url(url), source })
 }
 
 /// Applies the migrations that have not been applied yet; harmless to repeat.
