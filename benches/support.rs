@@ -2,7 +2,10 @@
 
 use std::io::Cursor;
 
-use image::{DynamicImage, ImageFormat, Rgb, RgbImage, Rgba, RgbaImage};
+use image::{DynamicImage, ImageEncoder, ImageFormat, Rgb, RgbImage, Rgba, RgbaImage};
+
+#[path = "../stages/thumbnailer/tests/support/icc.rs"]
+pub mod icc;
 
 /// A photo-like RGB image: smooth gradients, edges and fine grain, so it
 /// compresses like a camera's JPEG rather than like a flat test card.
@@ -34,6 +37,19 @@ pub fn jpeg(image: &RgbImage) -> Vec<u8> {
 /// A phone-sized (12 MP, 4032×3024) JPEG at quality 90.
 pub fn phone_jpeg() -> Vec<u8> {
     jpeg(&photo(4032, 3024))
+}
+
+/// The same JPEG tagged with a Display P3 profile, as phones write them:
+/// its thumbnail is converted to sRGB.
+pub fn phone_jpeg_display_p3() -> Vec<u8> {
+    let image = photo(4032, 3024);
+    let mut out = Vec::new();
+    let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90);
+    encoder.set_icc_profile(icc::display_p3_like()).expect("JPEG takes an ICC profile");
+    encoder
+        .write_image(image.as_raw(), 4032, 3024, image::ExtendedColorType::Rgb8)
+        .expect("encoding the benchmark JPEG");
+    out
 }
 
 /// A 2000×1500 RGBA PNG (a screenshot-sized image with transparency).

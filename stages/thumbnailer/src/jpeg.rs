@@ -21,6 +21,9 @@ pub struct JpegHeader<'a> {
     pub exif: Option<&'a [u8]>,
     /// Whether an Adobe APP14 segment is present: Adobe writes CMYK inverted.
     pub adobe: bool,
+    /// The embedded ICC profile, put together from its APP2 chunks; `None`
+    /// when there is none or a chunk is missing.
+    pub icc: Option<Vec<u8>>,
 }
 
 fn corrupt(detail: impl Into<String>) -> ThumbnailError {
@@ -32,6 +35,7 @@ fn corrupt(detail: impl Into<String>) -> ThumbnailError {
 pub fn read_header(bytes: &[u8]) -> Result<JpegHeader<'_>, ThumbnailError> {
     let mut header: Option<JpegHeader<'_>> = None;
     let (mut exif, mut adobe, mut scans) = (None, false, 0u32);
+    let mut icc_chunks: Vec<(u8, u8, &[u8])> = Vec::new();
     let mut i = 2; // after SOI
     loop {
         // Every segment starts with 0xFF, possibly repeated as fill.
@@ -76,6 +80,9 @@ pub fn read_header(bytes: &[u8]) -> Result<JpegHeader<'_>, ThumbnailError> {
             }
             0xE1 if exif.is_none() && payload.starts_with(b"Exif\0\0") => exif = Some(&payload[6..]),
             0xEE if payload.starts_with(b"Adobe") => adobe = true,
+            0xE2 if payload.len() > 14 && payload.starts_with(ICC_CHUNK) => {
+                icc_chunks.push((payload[12], payload[13], &payload[14..]));
+            }
             _ => {}
         }
         i += 2 + length;
@@ -93,7 +100,21 @@ pub fn read_header(bytes: &[u8]) -> Result<JpegHeader<'_>, ThumbnailError> {
     }
     header.exif = exif;
     header.adobe = adobe;
+    header.icc = assemble_icc(icc_chunks);
     Ok(header)
+}
+
+/// How an APP2 segment holding part of an ICC profile starts.
+const ICC_CHUNK: &[u8] = b"ICC_PROFILE\0";
+
+/// Joins the chunks (sequence number from 1, chunk count, data) of an ICC
+/// profile in order; `None` unless exactly chunks 1 to count are there.
+fn assemble_icc(mut chunks: Vec<(u8, u8, &[u8])>) -> Option<Vec<u8>> {
+    chunks.sort_by_key(|&(seq, _, _)| seq);
+    let count = chunks.first()?.1;
+    let whole = chunks.len() == usize::from(count)
+        && chunks.iter().enumerate().all(|(i, &(seq, n, _))| usize::from(seq) == i + 1 && n == count);
+    whole.then(|| chunks.iter().flat_map(|&(_, _, data)| data).copied().collect())
 }
 
 /// Returns the offset of the marker that ends the entropy-coded data from `i`.
@@ -136,6 +157,7 @@ fn parse_frame(marker: u8, p: &[u8]) -> Result<JpegHeader<'static>, ThumbnailErr
         progressive: matches!(marker, 0xC2 | 0xC6 | 0xCA | 0xCE),
         exif: None,
         adobe: false,
+        icc: None,
     })
 }
 
@@ -317,6 +339,16 @@ mod tests {
         // 4:2:0: luma 500×375 blocks, each chroma 250×188 (rounded up), 128 bytes a block.
         let coefficients = (500 * 375 + 2 * 250 * 188) * 128;
         assert_eq!(h.decode_memory(2), 1000 * 750 * 3 + coefficients);
+    }
+
+    #[test]
+    fn icc_chunks_are_joined_in_order_and_only_when_all_are_there() {
+        let (a, b) = (&[1u8, 2][..], &[3u8][..]);
+        assert_eq!(assemble_icc(vec![(2, 2, b), (1, 2, a)]), Some(vec![1, 2, 3]));
+        assert_eq!(assemble_icc(vec![(1, 2, a)]), None, "chunk 2 is missing");
+        assert_eq!(assemble_icc(vec![(1, 1, a), (1, 1, b)]), None, "chunk 1 twice");
+        assert_eq!(assemble_icc(vec![(0, 1, a)]), None, "sequence numbers start at 1");
+        assert_eq!(assemble_icc(vec![]), None);
     }
 
     #[test]

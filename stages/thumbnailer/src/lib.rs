@@ -2,6 +2,7 @@
 //! 800×800 under `{user_id}/thumbnails/`, records each item, and publishes
 //! `ImageProcessed` for those it thumbnailed.
 
+mod color;
 pub mod config;
 mod exif;
 pub mod handler;

@@ -33,6 +33,8 @@ pub struct DecodedPng {
     pub width: u32,
     pub height: u32,
     pub exif: Option<Vec<u8>>,
+    /// The embedded ICC profile (`iCCP`).
+    pub icc: Option<Vec<u8>>,
 }
 
 /// Decodes a PNG, averaging `factor`×`factor` blocks as rows arrive, where
@@ -55,6 +57,7 @@ pub fn decode(
     };
     limits.check_pixels(width, height)?;
     let exif = reader.info().exif_metadata.as_ref().map(|e| e.to_vec());
+    let icc = reader.info().icc_profile.as_ref().map(|p| p.to_vec());
     let (color, depth) = reader.output_color_type();
     if depth != BitDepth::Eight {
         return Err(corrupt(format!("unexpected output bit depth {depth:?}")));
@@ -100,7 +103,7 @@ pub fn decode(
         }
     }
     reader.finish().map_err(decoding_error)?;
-    Ok(DecodedPng { pixels: reducer.finish(), width, height, exif })
+    Ok(DecodedPng { pixels: reducer.finish(), width, height, exif, icc })
 }
 
 /// Encodes as an 8-bit PNG with fast compression and adaptive filtering.

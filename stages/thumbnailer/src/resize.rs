@@ -1,12 +1,13 @@
 //! The thumbnail hot path: bytes of an original in, bytes of a thumbnail of
 //! at most `max_size`×`max_size` out. Content decides the decoder (not the
-//! extension); declared size is checked before any pixel is decoded.
+//! extension); declared size is checked before any pixel is decoded;
+//! thumbnails are sRGB.
 
 use thiserror::Error;
 
 use crate::exif::{self, ExifInfo};
 use crate::pixels::fit_within;
-use crate::{jpeg, png};
+use crate::{color, jpeg, png};
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ThumbnailError {
@@ -109,13 +110,14 @@ pub fn make_thumbnail(bytes: &[u8], output: OutputFormat, spec: &ThumbnailSpec) 
     if bytes.is_empty() {
         return Err(ThumbnailError::Empty);
     }
-    let (pixels, source_format, width, height, exif) = if bytes.starts_with(JPEG_MAGIC) {
+    let (pixels, source_format, width, height, exif, icc) = if bytes.starts_with(JPEG_MAGIC) {
         let header = jpeg::read_header(bytes)?;
         spec.limits.check_pixels(header.width, header.height)?;
         let exif = header.exif.map(exif::parse).unwrap_or(ExifInfo { orientation: 1, ..ExifInfo::default() });
         let scale = header.scale_for(fit_within(header.width, header.height, spec.max_size));
         spec.limits.check_memory(header.decode_memory(scale))?;
-        (jpeg::decode(bytes, &header, scale)?, "jpeg", header.width, header.height, exif)
+        let pixels = jpeg::decode(bytes, &header, scale)?;
+        (pixels, "jpeg", header.width, header.height, exif, header.icc)
     } else if bytes.starts_with(PNG_MAGIC) {
         let max = spec.max_size;
         let decoded = png::decode(bytes, &spec.limits, |w, h| {
@@ -124,13 +126,19 @@ pub fn make_thumbnail(bytes: &[u8], output: OutputFormat, spec: &ThumbnailSpec) 
         })?;
         let exif =
             decoded.exif.as_deref().map(exif::parse).unwrap_or(ExifInfo { orientation: 1, ..ExifInfo::default() });
-        (decoded.pixels, "png", decoded.width, decoded.height, exif)
+        (decoded.pixels, "png", decoded.width, decoded.height, exif, decoded.icc)
     } else {
         return Err(ThumbnailError::UnknownFormat(describe_start(bytes)));
     };
 
     let (tw, th) = fit_within(width, height, spec.max_size);
-    let pixels = pixels.resize(tw, th).map_err(ThumbnailError::Encode)?.orient(exif.orientation);
+    let mut pixels = pixels.resize(tw, th).map_err(ThumbnailError::Encode)?;
+    // On the thumbnail rather than the original: all but the same result, for
+    // a fraction of the pixels.
+    if let Some(icc) = &icc {
+        color::to_srgb(&mut pixels, icc);
+    }
+    let pixels = pixels.orient(exif.orientation);
     let (original_width, original_height) = if exif.orientation >= 5 { (height, width) } else { (width, height) };
     let (width, height) = (pixels.width, pixels.height);
     let bytes = match output {

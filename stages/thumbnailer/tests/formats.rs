@@ -2,6 +2,9 @@
 //! accepts, EXIF orientation, colours of known regions, and every kind of
 //! bad input failing with its reason.
 
+#[path = "support/icc.rs"]
+mod icc;
+
 use image::GenericImageView;
 use mozjpeg::{ColorSpace, Compress, Marker};
 use thumbnailer::{Limits, OutputFormat, ThumbnailError, ThumbnailSpec, make_thumbnail};
@@ -185,6 +188,73 @@ fn png_alpha_is_kept_in_png_and_composited_over_white_in_jpeg() {
     let as_jpeg = decode(&make_thumbnail(&original, OutputFormat::Jpeg, &spec()).unwrap().bytes);
     assert!(close(rgb_at(&as_jpeg, 100, 400), [255, 255, 255]), "over white: {:?}", rgb_at(&as_jpeg, 100, 400));
     assert!(close(rgb_at(&as_jpeg, 700, 400), BLUE));
+}
+
+/// A JPEG of one flat colour whose ICC profile is split over two APP2 segments.
+fn jpeg_with_profile(w: u32, h: u32, colour: [u8; 3], icc: &[u8]) -> Vec<u8> {
+    let mut c = Compress::new(ColorSpace::JCS_RGB);
+    c.set_size(w as usize, h as usize);
+    c.set_quality(95.0);
+    let mut c = c.start_compress(Vec::new()).unwrap();
+    let halves = icc.split_at(icc.len() / 2);
+    for (seq, part) in [(1u8, halves.0), (2, halves.1)] {
+        c.write_marker(Marker::APP(2), &[b"ICC_PROFILE\0".as_slice(), &[seq, 2], part].concat());
+    }
+    let pixels: Vec<u8> = (0..w * h).flat_map(|_| colour).collect();
+    c.write_scanlines(&pixels).unwrap();
+    c.finish().unwrap()
+}
+
+fn png_with_profile(w: u32, h: u32, colour: [u8; 3], icc: &[u8]) -> Vec<u8> {
+    let mut info = png::Info::with_size(w, h);
+    info.color_type = png::ColorType::Rgb;
+    info.bit_depth = png::BitDepth::Eight;
+    info.icc_profile = Some(icc.to_vec().into());
+    let mut out = Vec::new();
+    {
+        let mut writer = png::Encoder::with_info(&mut out, info).unwrap().write_header().unwrap();
+        let pixels: Vec<u8> = (0..w * h).flat_map(|_| colour).collect();
+        writer.write_image_data(&pixels).unwrap();
+        writer.finish().unwrap();
+    }
+    out
+}
+
+#[test]
+fn a_display_p3_original_gives_an_srgb_thumbnail() {
+    // P3 (180, 120, 100): linear (0.465, 0.190, 0.128) through the P3 to
+    // sRGB matrix is linear sRGB (0.527, 0.179, 0.117), which the sRGB curve
+    // encodes as about (192, 117, 96): redder than the stored numbers.
+    let colour = [180, 120, 100];
+    let icc = icc::display_p3_like();
+    let near = |actual: [u8; 3], expected: [u8; 3]| {
+        actual.iter().zip(expected).all(|(a, e)| (i16::from(*a) - i16::from(e)).abs() <= 3)
+    };
+    for (name, original, output) in [
+        ("jpeg", jpeg_with_profile(1600, 1200, colour, &icc), OutputFormat::Jpeg),
+        ("png", png_with_profile(1000, 500, colour, &icc), OutputFormat::Png),
+    ] {
+        let t = make_thumbnail(&original, output, &spec()).unwrap();
+        let centre = rgb_at(&decode(&t.bytes), t.width / 2, t.height / 2);
+        assert!(near(centre, [192, 117, 96]), "{name}: {centre:?}");
+    }
+    // Without the profile the numbers are taken as sRGB and kept.
+    let plain = jpeg(1600, 1200, ColorSpace::JCS_RGB, &vec![colour; 1600 * 1200].concat(), false, None);
+    let t = make_thumbnail(&plain, OutputFormat::Jpeg, &spec()).unwrap();
+    assert!(near(rgb_at(&decode(&t.bytes), 400, 300), colour));
+}
+
+#[test]
+fn a_broken_or_non_rgb_profile_is_ignored_and_the_image_still_thumbnailed() {
+    let colour = [180, 120, 100];
+    let mut cmyk = icc::display_p3_like();
+    cmyk[16..20].copy_from_slice(b"CMYK");
+    let mut cut = icc::display_p3_like();
+    cut.truncate(200);
+    for icc in [cmyk, cut, vec![0xFF; 64]] {
+        let t = make_thumbnail(&png_with_profile(300, 200, colour, &icc), OutputFormat::Png, &spec()).unwrap();
+        assert_eq!(rgb_at(&decode(&t.bytes), 150, 100), colour);
+    }
 }
 
 #[test]
