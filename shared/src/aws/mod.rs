@@ -85,8 +85,8 @@ pub struct StageClients {
 
 impl StageClients {
     /// The SDK configuration, the database pool (settings from
-    /// [`database::resolve`], kept current by [`database::keep_current`]), S3, and EventBridge on `EVENT_BUS_NAME`
-    /// (default `default`).
+    /// [`database::resolve`], kept current by [`database::keep_current`]),
+    /// S3, and EventBridge on `EVENT_BUS_NAME` (default `default`).
     pub async fn build(env: &crate::config::Env) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let config = load_config().await;
         let settings = database::resolve(env, &config).await?;
