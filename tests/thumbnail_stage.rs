@@ -1,6 +1,7 @@
 //! The thumbnail stage's batch entry point on real files and a real
 //! database: per-item outcomes, bad files failing alone, events only for
-//! successes, and the same output on a second run.
+//! successes, the same output on a second run, a repeated upload in one
+//! batch, and an item id that belongs to another user.
 
 use std::sync::Arc;
 
@@ -107,4 +108,39 @@ async fn a_batch_with_bad_files_thumbnails_the_good_ones_and_reports_the_rest(po
         ]
     );
     assert_eq!(std::fs::read(store.path_of("b", "u/thumbnails/photo.jpg")).unwrap(), first);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_repeated_upload_in_one_batch_is_one_item_and_another_users_id_is_refused(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FolderStore::new(dir.path()));
+    let id = "0190c6f1-7a3e-7cc1-9a8e-3f6c2b1d4e5a";
+    for key in [format!("alice/{id}.jpg"), format!("mallory/{id}.jpg"), "alice/cat.jpg".to_owned()] {
+        store.put("b", &key, images::jpeg(400, 300, BLUE), "image/jpeg", &[]).await.unwrap();
+    }
+    let stage = Thumbnailer::new(
+        store.clone(),
+        Arc::new(LocalBus::new()),
+        pool.clone(),
+        ThumbnailConfig { threads: 2, ..ThumbnailConfig::default() },
+    )
+    .unwrap();
+    let alice = object(&format!("alice/{id}.jpg"));
+    let first = stage.process(&[alice.clone(), object("alice/cat.jpg"), alice]).await;
+    assert!(first.iter().all(|o| matches!(o, ThumbnailOutcome::Thumbnailed { .. })), "{first:?}");
+
+    // Mallory names her upload with Alice's item id: her item fails, Alice's row stays hers.
+    let second = stage.process(&[object(&format!("mallory/{id}.jpg")), object("alice/cat.jpg")]).await;
+    match &second[0] {
+        ThumbnailOutcome::Failed(f) => {
+            assert_eq!(f.reason, format!("item id {id} already belongs to another user"));
+            assert!(!f.retriable);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(second[1], ThumbnailOutcome::Thumbnailed { .. }));
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT user_id, file_path FROM items ORDER BY file_path").fetch_all(&pool).await.unwrap();
+    let expected = vec![("alice".to_owned(), format!("alice/{id}.jpg")), ("alice".into(), "alice/cat.jpg".into())];
+    assert_eq!(rows, expected);
 }

@@ -1,7 +1,7 @@
 //! The `items` table: one row per original image, with each stage's status
 //! and the last error, so failures can be listed and re-run.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
@@ -27,19 +27,28 @@ pub struct ThumbnailRecord {
     pub error: Option<String>,
 }
 
-/// Upserts the items of a thumbnail batch in one statement. A changed
-/// original (another known etag) sends its item through analysis and
-/// embedding again.
-pub async fn record_thumbnails(pool: &PgPool, records: &[ThumbnailRecord]) -> Result<(), DbError> {
-    if records.is_empty() {
-        return Ok(());
+/// Upserts the items of a thumbnail batch in one statement, and returns
+/// the ids it wrote. A changed original (another known etag) sends its item
+/// through analysis and embedding again. An id that already belongs to
+/// another user is left alone and missing from the answer; an id twice in
+/// the batch (the same upload delivered twice) is written once, as its
+/// last record says.
+pub async fn record_thumbnails(pool: &PgPool, records: &[ThumbnailRecord]) -> Result<HashSet<Uuid>, DbError> {
+    let mut last: HashMap<Uuid, usize> = HashMap::with_capacity(records.len());
+    for (position, r) in records.iter().enumerate() {
+        last.insert(r.id, position);
     }
-    let column = |f: fn(&ThumbnailRecord) -> Option<String>| records.iter().map(f).collect::<Vec<_>>();
+    let records: Vec<&ThumbnailRecord> =
+        records.iter().enumerate().filter(|(position, r)| last[&r.id] == *position).map(|(_, r)| r).collect();
+    if records.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let column = |f: fn(&ThumbnailRecord) -> Option<String>| records.iter().map(|r| f(r)).collect::<Vec<_>>();
     let ids: Vec<Uuid> = records.iter().map(|r| r.id).collect();
     let sizes: Vec<Option<i64>> = records.iter().map(|r| r.size_bytes).collect();
     let widths: Vec<Option<i32>> = records.iter().map(|r| r.width).collect();
     let heights: Vec<Option<i32>> = records.iter().map(|r| r.height).collect();
-    sqlx::query(
+    let written: Vec<(Uuid,)> = sqlx::query_as(
         r#"
         INSERT INTO items AS i (id, user_id, bucket, file_path, filename, mime_type, source_etag, size_bytes,
                                 width, height, thumbnail_key, thumbnail_status, failed_stage, last_error, attempts)
@@ -74,6 +83,8 @@ pub async fn record_thumbnails(pool: &PgPool, records: &[ThumbnailRecord]) -> Re
                               WHEN i.failed_stage = 'thumbnail' THEN NULL ELSE i.last_error END,
             attempts = i.attempts + 1,
             updated_at = now()
+        WHERE i.user_id = EXCLUDED.user_id
+        RETURNING id
         "#,
     )
     .bind(&ids)
@@ -88,10 +99,10 @@ pub async fn record_thumbnails(pool: &PgPool, records: &[ThumbnailRecord]) -> Re
     .bind(&heights)
     .bind(column(|r| r.thumbnail_key.clone()))
     .bind(column(|r| r.error.clone()))
-    .execute(pool)
+    .fetch_all(pool)
     .await
     .map_err(DbError::during("recording thumbnails"))?;
-    Ok(())
+    Ok(written.into_iter().map(|(id,)| id).collect())
 }
 
 /// Sets one stage's status on many items in one statement: done where the

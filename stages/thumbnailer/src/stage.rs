@@ -138,18 +138,21 @@ impl Thumbnailer {
             .zip(&results)
             .filter_map(|((object, key), result)| Some(self.record(object, key.as_ref().ok()?, result.as_ref()?)))
             .collect();
-        if let Err(e) = items::record_thumbnails(&self.pool, &records).await {
-            warn!(error = %e, "recording the batch failed");
-            let failure = Failure {
-                reason: format!("recording the thumbnail failed: {e}"),
-                retriable: e.is_retriable(),
-                recorded: false,
-            };
-            return keys
-                .into_iter()
-                .map(|k| k.err().unwrap_or_else(|| ThumbnailOutcome::Failed(failure.clone())))
-                .collect();
-        }
+        let written = match items::record_thumbnails(&self.pool, &records).await {
+            Ok(written) => written,
+            Err(e) => {
+                warn!(error = %e, "recording the batch failed");
+                let failure = Failure {
+                    reason: format!("recording the thumbnail failed: {e}"),
+                    retriable: e.is_retriable(),
+                    recorded: false,
+                };
+                return keys
+                    .into_iter()
+                    .map(|k| k.err().unwrap_or_else(|| ThumbnailOutcome::Failed(failure.clone())))
+                    .collect();
+            }
+        };
 
         objects
             .iter()
@@ -157,6 +160,11 @@ impl Thumbnailer {
             .zip(results)
             .map(|((object, key), result)| match (key, result) {
                 (Err(outcome), _) => outcome,
+                (Ok(key), Some(_)) if !written.contains(&key.item_uuid()) => ThumbnailOutcome::Failed(Failure {
+                    reason: format!("item id {} already belongs to another user", key.item_uuid()),
+                    retriable: false,
+                    recorded: false,
+                }),
                 (Ok(key), Some(Ok(t))) => ThumbnailOutcome::Thumbnailed {
                     thumbnail_key: key.thumbnail_key(),
                     width: t.width,
