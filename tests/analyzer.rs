@@ -280,11 +280,22 @@ async fn a_replayed_event_adds_nothing_and_a_reanalysis_adds_the_next_version(po
     };
     let calls_before = mock.requests().len();
 
-    // The same event again: no provider call, no row, but the event is published again.
+    // The same event again, after a re-upload of the same image set the item
+    // back to pending: no provider call, no row, the item done again, and
+    // the event published again.
+    sqlx::query("UPDATE items SET analysis_status = 'pending' WHERE file_path = 'u/a.jpg'")
+        .execute(&pool)
+        .await
+        .unwrap();
     let outcomes = stage.run_batch(&[event("a")], &BatchContext::default()).await;
     assert_eq!(outcomes, vec![Outcome::Done]);
     assert_eq!(versions().await, vec![1]);
     assert_eq!(mock.requests().len(), calls_before);
+    let status: String = sqlx::query_scalar("SELECT analysis_status FROM items WHERE file_path = 'u/a.jpg'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "done");
     let first = match rx.try_recv().unwrap() {
         PipelineEvent::AnalysisComplete(e) => e.analysis_id,
         other => panic!("{other:?}"),

@@ -78,7 +78,7 @@ pub async fn seed_analysis(pool: &PgPool, key: &str, analysis: &shared::llm::Ana
         trace_id: None,
         request_key: format!("seed:{key}"),
     };
-    let stored = analyses::store_batch(pool, &[new], &[]).await.expect("storing the analysis");
+    let stored = analyses::store_batch(pool, &[new], &[], &[]).await.expect("storing the analysis");
     (parsed.item_uuid(), stored[0].analysis_id)
 }
 

@@ -39,13 +39,16 @@ pub struct StoredAnalysis {
 }
 
 /// Stores the batch's analyses (each the next version of its item, or the
-/// existing row when its key was seen before) and records failed items, in
-/// one statement. An analysis whose item row is missing, or belongs to
-/// another user, is not stored and is absent from the answer.
+/// existing row when its key was seen before) and records failed items and
+/// `unchanged` ones (whose analysis was already stored: a replay, or a new
+/// upload of the same image) as done, in one statement. An analysis whose
+/// item row is missing, or belongs to another user, is not stored and is
+/// absent from the answer.
 pub async fn store_batch(
     pool: &PgPool,
     analyses: &[NewAnalysis],
     failures: &[(Uuid, String)],
+    unchanged: &[Uuid],
 ) -> Result<Vec<StoredAnalysis>, DbError> {
     let mut seen = HashSet::new();
     let analyses: Vec<&NewAnalysis> =
@@ -81,6 +84,8 @@ pub async fn store_batch(
             FROM input JOIN items i ON i.id = input.item_id AND i.user_id = input.user_id
             UNION ALL
             SELECT * FROM UNNEST($12::uuid[], $13::text[])
+            UNION ALL
+            SELECT unnest($14::uuid[]), NULL::text
         ),
         marked AS (
             UPDATE items AS i SET
@@ -117,6 +122,7 @@ pub async fn store_batch(
     .bind(text(|a| Some(a.request_key.clone())))
     .bind(&failed_ids)
     .bind(&failed_errors)
+    .bind(unchanged)
     .fetch_all(pool)
     .await
     .map_err(DbError::during("storing analyses"))

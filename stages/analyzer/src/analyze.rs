@@ -165,6 +165,7 @@ impl Stage for Analyzer {
 
         let mut new = Vec::new();
         let mut failures: Vec<(Uuid, String)> = Vec::new();
+        let mut unchanged: Vec<Uuid> = Vec::new();
         for ((event, f), result) in inputs.iter().zip(&fetched).zip(&called) {
             match (f, result) {
                 (Err(failure), _) | (Ok(_), Some(Err(failure))) => {
@@ -182,10 +183,10 @@ impl Stage for Analyzer {
                     trace_id: context.trace_id.clone().or_else(|| analysis.request_id.clone()),
                     request_key: f.request_key.clone(),
                 }),
-                (Ok(_), None) => {}
+                (Ok(_), None) => unchanged.push(event.item_uuid()),
             }
         }
-        let stored = match analyses::store_batch(&self.pool, &new, &failures).await {
+        let stored = match analyses::store_batch(&self.pool, &new, &failures, &unchanged).await {
             Ok(stored) => stored,
             Err(e) => {
                 warn!(error = %e, "storing the batch failed");
