@@ -20,6 +20,8 @@ pub enum ApiError {
     Transport { provider: &'static str, message: String },
     #[error("{provider} returned a malformed reply: {reason}")]
     Malformed { provider: &'static str, reason: String },
+    #[error("the request to {provider} could not be built: {message}")]
+    Request { provider: &'static str, message: String },
 }
 
 impl ApiError {
@@ -29,7 +31,7 @@ impl ApiError {
         match self {
             Self::Status { status, .. } => matches!(status, 408 | 409 | 425 | 429 | 500..=599),
             Self::Timeout { .. } | Self::Transport { .. } => true,
-            Self::Malformed { .. } => false,
+            Self::Malformed { .. } | Self::Request { .. } => false,
         }
     }
 
@@ -47,8 +49,10 @@ impl ApiError {
 pub struct ApiKey(String);
 
 impl ApiKey {
+    /// Surrounding whitespace (a newline left by `file://key.txt`) is dropped.
     pub fn new(key: impl Into<String>) -> Self {
-        Self(key.into())
+        let key = key.into();
+        Self(key.trim().to_owned())
     }
 
     /// The key itself, for a request header and nothing else.
@@ -137,10 +141,15 @@ impl JsonClient {
     pub async fn post(&self, url: &str, headers: &[(&str, &str)], body: &Value) -> Result<JsonReply, ApiError> {
         let mut map = HeaderMap::new();
         for (name, value) in headers {
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| self.transport(e))?;
-            let mut value = HeaderValue::from_str(value).map_err(|e| self.transport(e))?;
+            // The value is not shown: it may be a key.
+            let bad = |e: &dyn fmt::Display| ApiError::Request {
+                provider: self.provider,
+                message: format!("header {name} is not a valid HTTP header value ({e})"),
+            };
+            let header = HeaderName::from_bytes(name.as_bytes()).map_err(|e| bad(&e))?;
+            let mut value = HeaderValue::from_str(value).map_err(|e| bad(&e))?;
             value.set_sensitive(true);
-            map.insert(name, value);
+            map.insert(header, value);
         }
         API_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let response = self.http.post(url).headers(map).json(body).send().await.map_err(|e| self.send_error(e))?;
@@ -170,10 +179,6 @@ impl JsonClient {
             ApiError::Transport { provider: self.provider, message: e.without_url().to_string() }
         }
     }
-
-    fn transport(&self, e: impl fmt::Display) -> ApiError {
-        ApiError::Transport { provider: self.provider, message: e.to_string() }
-    }
 }
 
 fn truncate(text: &str) -> String {
@@ -201,15 +206,16 @@ fn error_message(body: &str) -> String {
 }
 
 /// `retry-after` in seconds or as an HTTP date; also OpenAI's
-/// `retry-after-ms`.
+/// `retry-after-ms`. A wait too long to represent is `Duration::MAX`.
 fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()).filter(|ms| *ms >= 0.0) {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
+    let seconds = |s: f64| (s >= 0.0).then(|| Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX));
+    if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
+        return seconds(ms / 1000.0);
     }
     let value = text(RETRY_AFTER.as_str())?;
-    if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds >= 0.0 && seconds.is_finite()).then(|| Duration::from_secs_f64(seconds));
+    if let Ok(s) = value.parse::<f64>() {
+        return seconds(s);
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or_default())
@@ -239,6 +245,12 @@ mod tests {
         h.insert("retry-after-ms", HeaderValue::from_static("1500"));
         assert_eq!(retry_after(&h, now), Some(Duration::from_millis(1500)));
         assert_eq!(retry_after(&HeaderMap::new(), now), None);
+        // Absurd values neither panic nor shorten the wait.
+        for (absurd, read) in [("1e20", Some(Duration::MAX)), ("inf", Some(Duration::MAX)), ("NaN", None), ("-3", None)]
+        {
+            let h = HeaderMap::from_iter([(RETRY_AFTER, HeaderValue::from_static(absurd))]);
+            assert_eq!(retry_after(&h, now), read, "{absurd}");
+        }
     }
 
     #[test]
@@ -257,5 +269,6 @@ mod tests {
         let key = ApiKey::new("sk-secret");
         assert_eq!(format!("{key:?}"), "ApiKey(***)");
         assert_eq!(key.expose(), "sk-secret");
+        assert_eq!(ApiKey::new(" sk-secret\n").expose(), "sk-secret", "a key read from a file loses its newline");
     }
 }
