@@ -404,22 +404,28 @@ async fn refused_put_events_entries_are_resent_alone_and_fail_only_their_item() 
     let endpoint = FaultyAws::start().await;
     endpoint.refuse("i3", 1);
     endpoint.refuse("i11", usize::MAX);
+    endpoint.refuse_with("i5", "MalformedDetail");
     let bus = EventBridgePublisher::new(&endpoint.config().await, "default", quick_retries());
 
     let results = bus.publish(processed_events(12, "b")).await;
 
     for (i, result) in results.iter().enumerate() {
         match (i, result) {
-            (11, Err(PublishError::Rejected { code, message })) => {
-                assert_eq!((code.as_str(), message.as_str()), ("ThrottlingException", "Rate exceeded for the test"));
+            (5 | 11, Err(PublishError::Rejected { code, message })) => {
+                let expected = if i == 5 { "MalformedDetail" } else { "ThrottlingException" };
+                assert_eq!((code.as_str(), message.as_str()), (expected, "Refused by the test"));
             }
-            (11, other) => panic!("i11 is always refused, got {other:?}"),
+            (5 | 11, other) => panic!("i{i} is always refused, got {other:?}"),
             (_, result) => assert_eq!(result, &Ok(()), "item i{i}"),
         }
     }
     let expected =
         vec![markers(0..10, "i"), vec!["i3".into()], markers(10..12, "i"), vec!["i11".into()], vec!["i11".into()]];
-    assert_eq!(endpoint.calls(), expected, "only refused entries are resent, at most 3 attempts each");
+    assert_eq!(
+        endpoint.calls(),
+        expected,
+        "only throttled entries are resent, at most 3 attempts each; the malformed one (i5) is not"
+    );
 }
 
 #[tokio::test]

@@ -19,8 +19,9 @@ use serde_json::{Value, json};
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Entry marker → how many more times it is refused (`usize::MAX`: always).
-    refusals: Mutex<HashMap<String, usize>>,
+    /// Entry marker → how many more times it is refused (`usize::MAX`:
+    /// always), and the error code it is refused with (`None`: throttling).
+    refusals: Mutex<HashMap<String, (usize, Option<&'static str>)>>,
     /// Calls answered with this error type before any entry is looked at.
     denied: Mutex<Option<String>>,
     calls: Mutex<Vec<Vec<String>>>,
@@ -55,9 +56,15 @@ impl FaultyAws {
             .await
     }
 
-    /// Refuses the entry marked `marker` in its next `times` calls.
+    /// Refuses the entry marked `marker` in its next `times` calls, as
+    /// throttled.
     pub fn refuse(&self, marker: &str, times: usize) {
-        self.inner.refusals.lock().unwrap().insert(marker.to_owned(), times);
+        self.inner.refusals.lock().unwrap().insert(marker.to_owned(), (times, None));
+    }
+
+    /// Refuses the entry marked `marker` every time with `code`.
+    pub fn refuse_with(&self, marker: &str, code: &'static str) {
+        self.inner.refusals.lock().unwrap().insert(marker.to_owned(), (usize::MAX, Some(code)));
     }
 
     /// Answers every call with this error (a 400 of the given type).
@@ -71,16 +78,17 @@ impl FaultyAws {
     }
 }
 
-/// Whether this entry is refused in this call (and counts the refusal).
-fn refused(inner: &Inner, marker: &str) -> bool {
+/// Whether this entry is refused in this call, and with which code (the
+/// refusal is counted).
+fn refused(inner: &Inner, marker: &str) -> Option<Option<&'static str>> {
     let mut refusals = inner.refusals.lock().unwrap();
     match refusals.get_mut(marker) {
-        Some(&mut usize::MAX) => true,
-        Some(left) if *left > 0 => {
+        Some((usize::MAX, code)) => Some(*code),
+        Some((left, code)) if *left > 0 => {
             *left -= 1;
-            true
+            Some(*code)
         }
-        _ => false,
+        _ => None,
     }
 }
 
@@ -116,15 +124,17 @@ async fn answer(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes
         .iter()
         .enumerate()
         .map(|(i, marker)| match (refused(&inner, marker), list) {
-            (true, "Entries") => {
-                (true, json!({"ErrorCode": "ThrottlingException", "ErrorMessage": "Rate exceeded for the test"}))
-            }
-            (true, _) => (
+            (Some(code), "Entries") => (
                 true,
-                json!({"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded for shard"}),
+                json!({"ErrorCode": code.unwrap_or("ThrottlingException"), "ErrorMessage": "Refused by the test"}),
             ),
-            (false, "Entries") => (false, json!({"EventId": format!("event-{i}")})),
-            (false, _) => (false, json!({"SequenceNumber": format!("4960{i:020}"), "ShardId": "shardId-000000000000"})),
+            (Some(code), _) => (
+                true,
+                json!({"ErrorCode": code.unwrap_or("ProvisionedThroughputExceededException"),
+                       "ErrorMessage": "Rate exceeded for shard"}),
+            ),
+            (None, "Entries") => (false, json!({"EventId": format!("event-{i}")})),
+            (None, _) => (false, json!({"SequenceNumber": format!("4960{i:020}"), "ShardId": "shardId-000000000000"})),
         })
         .collect();
     let failed = answers.iter().filter(|(f, _)| *f).count();

@@ -1,13 +1,14 @@
 //! EventBridge as the event bus: `PutEvents` in calls of at most 10
-//! entries; entries EventBridge failed are sent again with backoff, and an
-//! event that could not be published fails only its own item.
+//! entries; entries EventBridge throttled or failed internally are sent
+//! again with backoff, and an event that could not be published fails only
+//! its own item.
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_eventbridge::Client;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 
-use super::{describe, is_retriable};
+use super::{describe, is_retriable, is_retriable_code};
 use crate::bus::{EventPublisher, PublishError};
 use crate::events::PipelineEvent;
 use crate::retry::RetryPolicy;
@@ -53,12 +54,12 @@ impl EventBridgePublisher {
                                 results[index] = Some(Ok(()));
                             }
                             Some(answer) => {
-                                let error = PublishError::Rejected {
-                                    code: answer.error_code().unwrap_or("Unknown").to_owned(),
-                                    message: answer.error_message().unwrap_or_default().to_owned(),
-                                };
-                                results[index] = Some(Err(error));
-                                retry_after_call.push(index);
+                                let code = answer.error_code().unwrap_or("Unknown").to_owned();
+                                if is_retriable_code(&code) {
+                                    retry_after_call.push(index);
+                                }
+                                let message = answer.error_message().unwrap_or_default().to_owned();
+                                results[index] = Some(Err(PublishError::Rejected { code, message }));
                             }
                             None => {
                                 results[index] = Some(Err(PublishError::Call("no answer for the entry".into())));

@@ -16,7 +16,7 @@ use crate::retry::RetryPolicy;
 pub const MAX_RECORDS: usize = 500;
 /// Most bytes (data and partition keys) one `PutRecords` call takes.
 pub const MAX_CALL_BYTES: usize = 5 << 20;
-/// Largest data blob of one record.
+/// Largest record: data blob and partition key.
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -82,8 +82,9 @@ impl StreamWriter {
 
     /// Puts every record, in as few calls as the limits allow.
     pub async fn put_all(&self, records: &[Record]) -> Result<(), PutError> {
-        if let Some(big) = records.iter().find(|r| r.data.len() > MAX_RECORD_BYTES) {
-            return Err(PutError::TooLarge(big.data.len()));
+        // Kinesis counts the partition key against the record's limit too.
+        if let Some(big) = records.iter().find(|r| r.size() > MAX_RECORD_BYTES) {
+            return Err(PutError::TooLarge(big.size()));
         }
         for range in calls(records) {
             self.put_call(&records[range]).await?;

@@ -33,13 +33,16 @@ where
 {
     match error {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
-        SdkError::ServiceError(e) => {
-            let code = e.err().code().unwrap_or_default();
-            is_throttling(code)
-                || matches!(code, "InternalError" | "InternalFailure" | "ServiceUnavailable" | "SlowDown")
-        }
+        SdkError::ServiceError(e) => is_retriable_code(e.err().code().unwrap_or_default()),
         _ => false,
     }
+}
+
+/// Whether an AWS error code (of a call, or of one entry of a batch call)
+/// is throttling or a server fault, worth another try.
+pub fn is_retriable_code(code: &str) -> bool {
+    is_throttling(code)
+        || matches!(code, "InternalError" | "InternalFailure" | "InternalException" | "ServiceUnavailable" | "SlowDown")
 }
 
 fn is_throttling(code: &str) -> bool {

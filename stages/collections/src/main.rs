@@ -74,7 +74,7 @@ enum Command {
         #[arg(long, env = "UPLOADS_STREAM_NAME", default_value = "uploads")]
         stream: String,
         /// Objects a second, at most, so live uploads are not starved.
-        #[arg(long, default_value_t = 200.0)]
+        #[arg(long, default_value_t = 200.0, value_parser = positive_rate)]
         rate: f64,
         /// Also objects already fully processed.
         #[arg(long)]
@@ -257,4 +257,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A rate above zero (objects a second).
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
+        _ => Err(format!("{text:?} is not a rate above zero")),
+    }
 }

@@ -14,6 +14,10 @@ pub struct ExifInfo {
     pub taken_at: Option<String>,
 }
 
+/// Longest make or model kept: real ones are a few dozen characters, and
+/// the text travels on in events, which have a size limit.
+const MAX_TEXT_CHARS: usize = 64;
+
 /// Reads a TIFF-structured EXIF block (a JPEG APP1 payload after `Exif\0\0`,
 /// or a PNG `eXIf` chunk).
 pub fn parse(tiff: &[u8]) -> ExifInfo {
@@ -24,7 +28,11 @@ pub fn parse(tiff: &[u8]) -> ExifInfo {
         exif.get_field(tag, In::PRIMARY).and_then(|f| match &f.value {
             Value::Ascii(parts) => parts
                 .first()
-                .map(|p| String::from_utf8_lossy(p).trim_matches(|c: char| c == '\0' || c.is_whitespace()).to_owned())
+                .map(|p| {
+                    let text = String::from_utf8_lossy(p);
+                    let text = text.trim_matches(|c: char| c == '\0' || c.is_whitespace());
+                    text.chars().take(MAX_TEXT_CHARS).collect::<String>()
+                })
                 .filter(|s| !s.is_empty()),
             _ => None,
         })
@@ -63,6 +71,22 @@ mod tests {
         assert_eq!(normalise_date("2021:06:01 10:00:00").as_deref(), Some("2021-06-01 10:00:00"));
         assert_eq!(normalise_date("0000:00:00 00:00:00"), None);
         assert_eq!(normalise_date("yesterday"), None);
+    }
+
+    #[test]
+    fn make_and_model_are_cut_to_a_sane_length() {
+        // Little-endian TIFF, one IFD with Make (ASCII, 300 bytes of 'A').
+        let make = [vec![b'A'; 299], vec![0]].concat();
+        let mut tiff = b"II\x2a\0\x08\0\0\0".to_vec();
+        tiff.extend_from_slice(&1u16.to_le_bytes());
+        tiff.extend_from_slice(&0x010Fu16.to_le_bytes());
+        tiff.extend_from_slice(&2u16.to_le_bytes());
+        tiff.extend_from_slice(&(make.len() as u32).to_le_bytes());
+        tiff.extend_from_slice(&26u32.to_le_bytes());
+        tiff.extend_from_slice(&0u32.to_le_bytes());
+        tiff.extend_from_slice(&make);
+        let info = parse(&tiff);
+        assert_eq!(info.camera.as_deref().map(str::len), Some(MAX_TEXT_CHARS));
     }
 
     #[test]
