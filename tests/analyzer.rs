@@ -303,7 +303,7 @@ async fn a_replayed_event_adds_nothing_and_a_reanalysis_adds_the_next_version(po
 
     // A re-analysis request: version 2, once, however often it is delivered.
     let again = ImageProcessed { reanalysis: Some("user-asked-1".into()), ..event("a") };
-    let context = BatchContext { trace_id: Some("lambda-req-1".into()) };
+    let context = BatchContext { trace_id: Some("lambda-req-1".into()), ..BatchContext::default() };
     for _ in 0..2 {
         assert_eq!(
             stage.run_batch(&[again.clone(), again.clone()], &context).await,
@@ -337,4 +337,38 @@ async fn analysis_complete_is_published_only_for_stored_analyses(pool: PgPool) {
     assert!(matches!(&outcomes[0], Outcome::Failed(f) if f.reason.contains("HTTP 400") && !f.retriable));
     assert!(matches!(&outcomes[1], Outcome::Failed(f) if f.reason.contains("u/thumbnails/nope.jpg does not exist")));
     assert!(rx.try_recv().is_err(), "nothing published");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn calls_still_running_at_the_deadline_are_cut_off_and_the_finished_ones_stored(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    images::write(&photos, "a.jpg", &images::jpeg(640, 480, ORANGE));
+    images::write(&photos, "c.jpg", &images::jpeg(640, 480, BLUE));
+    let mock = MockProviders::start().await;
+    let c = with_provider(&pool, dir.path(), &mock, "anthropic", &[]).await;
+    run_folder(&c, &photos, "u", false).await.unwrap();
+    let (stage, _rx) = stage_publishing_to_a_channel(&c, &[]);
+
+    // Re-analyses of both: one answer comes at once, the other after 30 s.
+    mock.script([Reply::Ok, Reply::Slow(Duration::from_secs(30))]);
+    let events = ["a", "c"].map(|i| ImageProcessed { reanalysis: Some("again".into()), ..event(i) });
+    let started = std::time::Instant::now();
+    let context = BatchContext { deadline: Some(started + Duration::from_secs(2)), ..BatchContext::default() };
+    let outcomes = stage.run_batch(&events, &context).await;
+
+    assert!(started.elapsed() < Duration::from_secs(10), "the batch ended at its deadline");
+    let done = outcomes.iter().filter(|o| **o == Outcome::Done).count();
+    let cut: Vec<_> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Failed(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    assert_eq!((done, cut.len()), (1, 1), "{outcomes:?}");
+    assert!(cut[0].retriable && cut[0].reason.ends_with("was cut off: the invocation ran out of time"), "{cut:?}");
+    let versions: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM analyses WHERE version = 2").fetch_one(&pool).await.unwrap();
+    assert_eq!(versions, 1, "the finished analysis is stored");
 }

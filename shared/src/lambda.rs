@@ -3,7 +3,7 @@
 //! batch of stage work, one span per record, per-batch metrics, and the
 //! sequence numbers of the records that must be delivered again.
 
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::s3::S3Event;
@@ -119,6 +119,22 @@ struct Ran {
     failures: Vec<(usize, String)>,
 }
 
+/// Most time kept back from an invocation's deadline to store the batch's
+/// results and publish its events after the provider calls stop.
+const RESERVE: Duration = Duration::from_secs(10);
+
+/// The batch context of an invocation: its request id as the trace id, and
+/// a deadline `RESERVE` (at most a quarter of the time left) before
+/// Lambda's. No deadline when the invocation has none (`deadline` 0).
+pub fn batch_context(invocation: &lambda_runtime::Context) -> BatchContext {
+    let deadline = (invocation.deadline > 0).then(|| {
+        let ends = UNIX_EPOCH + Duration::from_millis(invocation.deadline);
+        let left = ends.duration_since(SystemTime::now()).unwrap_or_default();
+        Instant::now() + left.saturating_sub(RESERVE.min(left / 4))
+    });
+    BatchContext { trace_id: Some(invocation.request_id.clone()), deadline }
+}
+
 /// Runs the stage on inputs; logs each outcome in a span of its record;
 /// returns which records (by `owner` index) need redelivery.
 async fn run<S: Stage>(
@@ -166,7 +182,7 @@ async fn run<S: Stage>(
 pub async fn run_kinesis<S>(
     stage: &S,
     event: &KinesisEvent,
-    request_id: &str,
+    invocation: &lambda_runtime::Context,
 ) -> Result<KinesisEventResponse, BatchError>
 where
     S: Stage,
@@ -196,8 +212,7 @@ where
             }
         }
     }
-    let context = BatchContext { trace_id: Some(request_id.to_owned()) };
-    let ran = run(stage, &inputs, &owner, &sequence_numbers, &context).await;
+    let ran = run(stage, &inputs, &owner, &sequence_numbers, &batch_context(invocation)).await;
 
     let mut failed: Vec<usize> = unreadable.into_iter().chain(ran.failures.iter().map(|(r, _)| *r)).collect();
     failed.sort_unstable();
@@ -221,7 +236,11 @@ where
 /// Runs the objects of an S3 notification delivered straight to the
 /// function. Failures that need another attempt make it an error, so
 /// Lambda's asynchronous retries run it again.
-pub async fn run_s3_event<S>(stage: &S, event: &S3Event, request_id: &str) -> Result<Value, BatchError>
+pub async fn run_s3_event<S>(
+    stage: &S,
+    event: &S3Event,
+    invocation: &lambda_runtime::Context,
+) -> Result<Value, BatchError>
 where
     S: Stage<Input = ObjectRef>,
 {
@@ -234,8 +253,7 @@ where
     })?;
     let labels: Vec<String> = objects.iter().map(|o| o.key.clone()).collect();
     let owner: Vec<usize> = (0..objects.len()).collect();
-    let context = BatchContext { trace_id: Some(request_id.to_owned()) };
-    let ran = run(stage, &objects, &owner, &labels, &context).await;
+    let ran = run(stage, &objects, &owner, &labels, &batch_context(invocation)).await;
     BatchMetrics {
         stage: stage.name(),
         records_in: objects.len(),
@@ -256,6 +274,23 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_deadline_keeps_time_back_for_storing() {
+        let mut invocation = lambda_runtime::Context::default();
+        invocation.request_id = "req-1".into();
+        let context = batch_context(&invocation);
+        assert_eq!((context.trace_id.as_deref(), context.deadline), (Some("req-1"), None), "no deadline given");
+
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        for (seconds_left, kept_back) in [(60, 10), (8, 2)] {
+            invocation.deadline = now_ms + seconds_left * 1000;
+            let deadline = batch_context(&invocation).deadline.expect("a deadline");
+            let until = deadline.saturating_duration_since(Instant::now()).as_secs_f64();
+            let expected = (seconds_left - kept_back) as f64;
+            assert!((until - expected).abs() < 0.5, "{seconds_left} s left: deadline in {until} s");
+        }
+    }
 
     #[test]
     fn object_created_events_and_notifications_decode() {

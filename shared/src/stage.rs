@@ -2,7 +2,11 @@
 //! input out, in order. The local pipeline and the Lambda handlers both drive
 //! stages through [`Stage`].
 
+use std::future::Future;
+use std::time::Instant;
+
 use async_trait::async_trait;
+use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
@@ -59,6 +63,47 @@ pub struct BatchContext {
     /// The Lambda request id (or X-Ray trace id) of this invocation; stored
     /// with what the batch writes, to find its logs.
     pub trace_id: Option<String>,
+    /// When the batch's provider calls must be over, so that what finished
+    /// is stored and reported before Lambda ends the invocation. `None`:
+    /// no limit (local runs).
+    pub deadline: Option<Instant>,
+}
+
+/// Runs `work(i)` for each of `indices` (all below `len`), at most `limit`
+/// at once, in whatever order they finish, until all are done or the
+/// `deadline` passes. The answer has `len` places: `Some` for the work that
+/// finished, `None` for the rest (work still running at the deadline is
+/// dropped).
+pub async fn until_deadline<T, F, Fut>(
+    indices: impl IntoIterator<Item = usize>,
+    len: usize,
+    limit: usize,
+    deadline: Option<Instant>,
+    work: F,
+) -> Vec<Option<T>>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = T>,
+{
+    let mut results: Vec<Option<T>> = std::iter::repeat_with(|| None).take(len).collect();
+    let mut running = futures::stream::iter(indices)
+        .map(|i| {
+            let done = work(i);
+            async move { (i, done.await) }
+        })
+        .buffer_unordered(limit.max(1));
+    let collect = async {
+        while let Some((i, result)) = running.next().await {
+            results[i] = Some(result);
+        }
+    };
+    match deadline {
+        None => collect.await,
+        Some(at) => {
+            let _ = tokio::time::timeout_at(tokio::time::Instant::from_std(at), collect).await;
+        }
+    }
+    results
 }
 
 #[async_trait]
@@ -111,5 +156,38 @@ impl StageInput for crate::events::AnalysisComplete {
 
     fn user_id(&self) -> Option<String> {
         Some(self.user_id.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn work_unfinished_at_the_deadline_is_none_and_the_limit_holds() {
+        let in_flight = std::sync::atomic::AtomicUsize::new(0);
+        let peak = std::sync::atomic::AtomicUsize::new(0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // Index i takes i seconds; index 3 is not asked for.
+        let results = until_deadline([0, 1, 2, 4, 12], 13, 2, Some(deadline), |i| {
+            let (in_flight, peak) = (&in_flight, &peak);
+            async move {
+                let now = in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                peak.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_secs(i as u64)).await;
+                in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                i * 10
+            }
+        })
+        .await;
+        let finished: Vec<(usize, usize)> = results.iter().enumerate().filter_map(|(i, r)| r.map(|r| (i, r))).collect();
+        assert_eq!(finished, vec![(0, 0), (1, 10), (2, 20), (4, 40)]);
+        assert_eq!(results.len(), 13);
+        assert_eq!(peak.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+        let all = until_deadline(0..3, 3, 8, None, |i| async move { i }).await;
+        assert_eq!(all, vec![Some(0), Some(1), Some(2)]);
     }
 }

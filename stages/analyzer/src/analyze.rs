@@ -13,7 +13,7 @@ use shared::bus::{EventPublisher, publish_for};
 use shared::db::analyses::{self, NewAnalysis};
 use shared::events::{AnalysisComplete, ImageProcessed, PipelineEvent};
 use shared::llm::{ProviderAnalysis, VisionProvider, VisionRequest};
-use shared::stage::{BatchContext, Failure, Outcome, Stage};
+use shared::stage::{BatchContext, Failure, Outcome, Stage, until_deadline};
 use shared::storage::ObjectStore;
 use sqlx::PgPool;
 use tracing::{Instrument, info_span, warn};
@@ -143,20 +143,38 @@ impl Stage for Analyzer {
             })
             .collect();
 
-        let (fetched_ref, existing_ref, duplicate_ref) = (&fetched, &existing, &duplicate_of);
-        let mut called: Vec<Option<Result<ProviderAnalysis, Failure>>> = futures::stream::iter(0..inputs.len())
-            .map(|i| async move {
-                let event = &inputs[i];
-                let f = fetched_ref[i].as_ref().ok()?;
-                if duplicate_ref[i].is_some() || existing_ref.contains_key(&(event.item_uuid(), f.request_key.clone())) {
-                    return None;
+        // Calls finish in any order; those still running at the deadline
+        // are dropped, so what did finish is stored before Lambda ends the
+        // invocation, and the rest are delivered again.
+        let to_call: Vec<usize> = (0..inputs.len())
+            .filter(|&i| match &fetched[i] {
+                Ok(f) => {
+                    duplicate_of[i].is_none() && !existing.contains_key(&(inputs[i].item_uuid(), f.request_key.clone()))
                 }
-                let span = info_span!("item", key = %event.original_key, user_id = %event.user_id, item_id = %event.item_uuid());
-                Some(self.call(event, f).instrument(span).await)
+                Err(_) => false,
             })
-            .buffered(self.config.concurrency)
-            .collect()
+            .collect();
+        let fetched_ref = &fetched;
+        let mut called: Vec<Option<Result<ProviderAnalysis, Failure>>> =
+            until_deadline(to_call.iter().copied(), inputs.len(), self.config.concurrency, context.deadline, |i| {
+                let (event, f) = (&inputs[i], fetched_ref[i].as_ref().expect("only fetched items are called"));
+                let span = info_span!("item", key = %event.original_key, user_id = %event.user_id, item_id = %event.item_uuid());
+                self.call(event, f).instrument(span)
+            })
             .await;
+        for &i in &to_call {
+            if called[i].is_none() {
+                called[i] = Some(Err(Failure {
+                    reason: format!(
+                        "analysing {} with {} was cut off: the invocation ran out of time",
+                        inputs[i].original_key,
+                        self.calls.provider().model()
+                    ),
+                    retriable: true,
+                    recorded: true,
+                }));
+            }
+        }
         for (i, first) in duplicate_of.iter().enumerate() {
             if let Some(first) = first {
                 called[i] = called[*first].clone();

@@ -9,5 +9,5 @@ use shared::lambda::run_kinesis;
 use crate::Analyzer;
 
 pub async fn handle(stage: &Analyzer, event: LambdaEvent<KinesisEvent>) -> Result<KinesisEventResponse, Error> {
-    Ok(run_kinesis(stage, &event.payload, &event.context.request_id).await?)
+    Ok(run_kinesis(stage, &event.payload, &event.context).await?)
 }

@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use shared::db::Vector;
 use shared::db::analyses::{self, AnalysisRecord};
 use shared::db::embeddings::{self, EmbeddingBatch, NewEmbedding};
@@ -14,7 +14,7 @@ use shared::embedding::{EmbeddingError, EmbeddingProvider, InputType, check_dime
 use shared::events::AnalysisComplete;
 use shared::llm::Analysis;
 use shared::retry::retry;
-use shared::stage::{BatchContext, Failure, Outcome, Stage};
+use shared::stage::{BatchContext, Failure, Outcome, Stage, until_deadline};
 use sqlx::PgPool;
 use tracing::warn;
 use uuid::Uuid;
@@ -47,25 +47,31 @@ impl Embedder {
     }
 
     /// Embeds documents, `concurrency` requests at a time; one result per document.
-    async fn embed_all(&self, documents: &[String]) -> Vec<Result<Vec<f32>, Failure>> {
+    /// One vector (or failure) per document. Requests still running at the
+    /// `deadline` are dropped and their documents fail as retriable.
+    async fn embed_all(&self, documents: &[String], deadline: Option<Instant>) -> Vec<Result<Vec<f32>, Failure>> {
         let mut limits = self.provider.limits();
         limits.max_texts = self.config.max_batch.map_or(limits.max_texts, |m| m.min(limits.max_texts));
         let batches = request_batches(documents, limits);
-        let results: Vec<Result<Vec<Vec<f32>>, Failure>> = futures::stream::iter(batches.clone())
-            .map(|range| async move {
-                let texts = &documents[range.clone()];
+        let batches_ref = &batches;
+        let results =
+            until_deadline(0..batches.len(), batches.len(), self.config.concurrency, deadline, |b| async move {
+                let texts = &documents[batches_ref[b].clone()];
                 let vectors = retry(&self.config.retry, || self.provider.embed(texts, InputType::Document))
                     .await
                     .map_err(|(e, attempts)| self.failure(e, attempts))?;
                 self.check(texts.len(), vectors)
             })
-            .buffered(self.config.concurrency)
-            .collect()
             .await;
+        let cut_off = || Failure {
+            reason: format!("embedding with {} was cut off: the invocation ran out of time", self.provider.model()),
+            retriable: true,
+            recorded: true,
+        };
         batches
             .into_iter()
             .zip(results)
-            .flat_map(|(range, result)| match result {
+            .flat_map(|(range, result)| match result.unwrap_or_else(|| Err(cut_off())) {
                 Ok(vectors) => vectors.into_iter().map(Ok).collect::<Vec<_>>(),
                 Err(failure) => vec![Err(failure); range.len()],
             })
@@ -104,7 +110,7 @@ impl Stage for Embedder {
         "embedding"
     }
 
-    async fn run_batch(&self, inputs: &[AnalysisComplete], _context: &BatchContext) -> Vec<Outcome> {
+    async fn run_batch(&self, inputs: &[AnalysisComplete], context: &BatchContext) -> Vec<Outcome> {
         let ids: Vec<Option<Uuid>> = inputs.iter().map(|e| Uuid::parse_str(&e.analysis_id).ok()).collect();
         let wanted: Vec<Uuid> = ids.iter().flatten().copied().collect();
         let loaded: HashMap<Uuid, AnalysisRecord> = match analyses::load(&self.pool, &wanted).await {
@@ -170,7 +176,7 @@ impl Stage for Embedder {
             }
         }
 
-        let vectors = self.embed_all(&documents).await;
+        let vectors = self.embed_all(&documents, context.deadline).await;
         let mut batch = EmbeddingBatch { failed, ..EmbeddingBatch::default() };
         for ((event, id), step) in inputs.iter().zip(&ids).zip(&steps) {
             match step {

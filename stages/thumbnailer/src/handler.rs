@@ -11,12 +11,11 @@ use shared::lambda::{run_kinesis, run_s3_event};
 use crate::Thumbnailer;
 
 pub async fn handle(stage: &Thumbnailer, event: LambdaEvent<Value>) -> Result<Value, Error> {
-    let request_id = event.context.request_id.clone();
     let source = event.payload.pointer("/Records/0/eventSource").and_then(Value::as_str).unwrap_or_default();
     if source == "aws:s3" {
         let s3: S3Event = serde_json::from_value(event.payload)?;
-        return Ok(run_s3_event(stage, &s3, &request_id).await?);
+        return Ok(run_s3_event(stage, &s3, &event.context).await?);
     }
     let kinesis: KinesisEvent = serde_json::from_value(event.payload)?;
-    Ok(serde_json::to_value(run_kinesis(stage, &kinesis, &request_id).await?)?)
+    Ok(serde_json::to_value(run_kinesis(stage, &kinesis, &event.context).await?)?)
 }
