@@ -6,7 +6,7 @@
 //! uploads are not starved; or, `--direct`, runs the stages in-process.
 //! A checkpoint after every page makes it resumable.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -168,6 +168,32 @@ fn skip_reason(e: &KeyError) -> String {
     }
 }
 
+/// The pages a direct backfill submitted whose objects are not all through
+/// the pipeline yet: (objects submitted by this run up to the page's end,
+/// the checkpoint after the page).
+#[derive(Debug, Default)]
+struct Unsettled(VecDeque<(u64, Checkpoint)>);
+
+impl Unsettled {
+    fn push(&mut self, submitted: u64, after: Checkpoint) {
+        self.0.push_back((submitted, after));
+    }
+
+    /// With `finished` objects through the pipeline, the checkpoint after
+    /// the last page now wholly settled, if one is newly.
+    fn settled(&mut self, finished: u64) -> Option<Checkpoint> {
+        let mut settled = None;
+        while self.0.front().is_some_and(|(upto, _)| *upto <= finished) {
+            settled = self.0.pop_front().map(|(_, after)| after);
+        }
+        settled
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Runs a backfill. `pool` is needed unless `options.all` (to skip what is
 /// processed) or the sink is direct (which brings its own).
 pub async fn backfill(
@@ -215,6 +241,10 @@ pub async fn backfill(
     };
     let mut throttle = Throttle { rate: options.rate, start: Instant::now(), sent: 0 };
     let mut pages = 0;
+    // The saved checkpoint only moves past a page once every object of it is
+    // settled: sent to the stream, or (direct) through the pipeline.
+    let mut unsettled = Unsettled::default();
+    let mut submitted_here = 0u64;
     loop {
         if options.max_pages.is_some_and(|max| pages >= max) {
             break;
@@ -271,12 +301,20 @@ pub async fn backfill(
                 Sink::DryRun => {}
             }
             report.submitted += chunk.len() as u64;
+            submitted_here += chunk.len() as u64;
         }
         progress.inc(page.objects.len() as u64);
         progress.set_message(format!("{} submitted", report.submitted));
         checkpoint.start_after = Some(last);
-        if keeps_checkpoint {
-            save_checkpoint(options, &checkpoint)?;
+        let settled = match &pipeline {
+            Some((_, tracker)) => {
+                unsettled.push(submitted_here, checkpoint.clone());
+                unsettled.settled(tracker.finished())
+            }
+            None => Some(checkpoint.clone()),
+        };
+        if let Some(settled) = settled.filter(|_| keeps_checkpoint) {
+            save_checkpoint(options, &settled)?;
         }
         if !page.truncated {
             checkpoint.report.complete = true;
@@ -287,10 +325,37 @@ pub async fn backfill(
     if let Some((pipeline, tracker)) = pipeline {
         pipeline.finish().await?;
         checkpoint.report.failed = tracker.finish().failed;
+        // Everything submitted is through the pipeline now.
+        if keeps_checkpoint && !unsettled.is_empty() && !checkpoint.report.complete {
+            save_checkpoint(options, &checkpoint)?;
+        }
     }
     if checkpoint.report.complete && keeps_checkpoint {
         // Done: the next backfill starts from the beginning.
         let _ = std::fs::remove_file(&options.checkpoint);
     }
     Ok(checkpoint.report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn after(key: &str) -> Checkpoint {
+        Checkpoint { start_after: Some(key.to_owned()), ..Checkpoint::default() }
+    }
+
+    #[test]
+    fn the_checkpoint_only_passes_pages_whose_objects_are_all_through() {
+        let mut pages = Unsettled::default();
+        pages.push(3, after("c"));
+        pages.push(5, after("e"));
+        pages.push(9, after("i"));
+        assert_eq!(pages.settled(2), None, "page one still has an object in flight");
+        assert_eq!(pages.settled(6), Some(after("e")), "pages one and two are through");
+        assert_eq!(pages.settled(6), None, "nothing new");
+        assert!(!pages.is_empty());
+        assert_eq!(pages.settled(9), Some(after("i")));
+        assert!(pages.is_empty());
+    }
 }

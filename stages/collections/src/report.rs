@@ -97,6 +97,12 @@ impl Tracker {
         self.progress.inc(1);
     }
 
+    /// How many items have an outcome so far.
+    pub fn finished(&self) -> u64 {
+        let report = self.report.lock().expect("tracker lock");
+        (report.processed.len() + report.failed.len() + report.skipped.len()) as u64
+    }
+
     pub fn finish(&self) -> Report {
         self.progress.finish_and_clear();
         let mut report = self.report.lock().expect("tracker lock").clone();
