@@ -31,11 +31,21 @@ fn labelled() -> Vec<(&'static str, Analysis)> {
 
 /// Seeds the labelled set for `user` and embeds it with `provider`.
 async fn seed(pool: &PgPool, user: &str, provider: std::sync::Arc<dyn EmbeddingProvider>) {
+    seed_items(pool, user, provider, labelled()).await;
+}
+
+/// Seeds these analyses as `user`'s items and embeds them with `provider`.
+async fn seed_items(
+    pool: &PgPool,
+    user: &str,
+    provider: std::sync::Arc<dyn EmbeddingProvider>,
+    items: Vec<(impl std::fmt::Display, Analysis)>,
+) {
     let mut events = Vec::new();
-    for (name, a) in labelled() {
+    for (name, a) in items {
         let (_, analysis_id) = seed_analysis(pool, &format!("{user}/{name}.jpg"), &a).await;
         events.push(AnalysisComplete {
-            item_id: name.into(),
+            item_id: name.to_string(),
             analysis_id: analysis_id.to_string(),
             user_id: user.into(),
         });
@@ -84,6 +94,18 @@ async fn the_category_filter_keeps_only_that_category(pool: PgPool) {
     found.sort();
     assert_eq!(found, vec!["ann/beach.jpg", "ann/mountain.jpg"], "both landscapes, and nothing else");
     assert!(hits.iter().all(|h| h.category == "landscape"));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_filtered_search_finds_a_rare_category_beyond_the_nearest_of_all(pool: PgPool) {
+    seed(&pool, "ann", local()).await;
+    // Thirty more beach photos: the nearest vectors to a beach query, all landscapes.
+    let beaches: Vec<(String, Analysis)> = (0..30)
+        .map(|i| (format!("beach{i}"), analysis("landscape", "A sandy beach by the sea", &["beach", "sea", "sand"])))
+        .collect();
+    seed_items(&pool, "ann", local(), beaches).await;
+    let hits = search_text(&pool, local().as_ref(), "ann", "beach sea sand", 5, Some("document")).await.unwrap();
+    assert_eq!(keys(&hits), vec!["ann/receipt.jpg"], "the only document, however far from the query");
 }
 
 #[sqlx::test(migrations = "../migrations")]

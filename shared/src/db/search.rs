@@ -57,17 +57,19 @@ pub async fn search(pool: &PgPool, query: &SearchQuery<'_>) -> Result<Vec<Search
     let hits = sqlx::query_as(
         r#"
         WITH nearest AS MATERIALIZED (
-            SELECT e.item_id, e.analysis_id, e.vector <=> $2 AS distance
-            FROM embeddings e
+            -- The filters are part of the scan, so (with iterative scans) a
+            -- rare category still fills the candidates.
+            SELECT e.item_id, e.vector <=> $2 AS distance
+            FROM embeddings e JOIN analyses a ON a.id = e.analysis_id
             WHERE e.user_id = $1 AND e.embedding_model = $3 AND e.embedding_dimensions = $4
+              AND ($6::text IS NULL OR a.category = $6)
+              AND NOT EXISTS (SELECT 1 FROM analyses b WHERE b.item_id = a.item_id AND b.version > a.version)
             ORDER BY e.vector <=> $2
             LIMIT $7
         ),
         semantic AS (
             SELECT n.item_id, row_number() OVER (ORDER BY n.distance) AS rank
-            FROM nearest n JOIN analyses a ON a.id = n.analysis_id
-            WHERE ($6::text IS NULL OR a.category = $6)
-              AND NOT EXISTS (SELECT 1 FROM analyses b WHERE b.item_id = a.item_id AND b.version > a.version)
+            FROM nearest n
         ),
         lexical AS (
             SELECT a.item_id, row_number() OVER (ORDER BY ts_rank_cd(a.search_vector, q) DESC, a.item_id) AS rank
