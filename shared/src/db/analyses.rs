@@ -53,12 +53,38 @@ pub async fn store_batch(
     let mut seen = HashSet::new();
     let analyses: Vec<&NewAnalysis> =
         analyses.iter().filter(|a| seen.insert((a.item_id, a.request_key.as_str()))).collect();
-    let text = |f: fn(&NewAnalysis) -> Option<String>| analyses.iter().map(|a| f(a)).collect::<Vec<_>>();
-    let json = |f: fn(&NewAnalysis) -> &Value| analyses.iter().map(|a| Json(f(a))).collect::<Vec<_>>();
     let ids: Vec<Uuid> = analyses.iter().map(|_| Uuid::now_v7()).collect();
     let item_ids: Vec<Uuid> = analyses.iter().map(|a| a.item_id).collect();
     let failed_ids: Vec<Uuid> = failures.iter().map(|(id, _)| *id).collect();
     let failed_errors: Vec<&str> = failures.iter().map(|(_, e)| e.as_str()).collect();
+    // Versions are numbered from what the statement sees; a concurrent
+    // writer (a direct backfill beside the Lambdas) may take a number first,
+    // and the statement is simply run again.
+    let mut attempt = 1;
+    loop {
+        let result = store_statement(pool, &ids, &item_ids, &analyses, (&failed_ids, &failed_errors), unchanged).await;
+        match result {
+            Err(e) if attempt < 3 && is_version_taken(&e) => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+fn is_version_taken(e: &DbError) -> bool {
+    matches!(e, DbError::Query { source: sqlx::Error::Database(d), .. }
+        if d.constraint() == Some("analyses_item_version"))
+}
+
+async fn store_statement(
+    pool: &PgPool,
+    ids: &[Uuid],
+    item_ids: &[Uuid],
+    analyses: &[&NewAnalysis],
+    (failed_ids, failed_errors): (&[Uuid], &[&str]),
+    unchanged: &[Uuid],
+) -> Result<Vec<StoredAnalysis>, DbError> {
+    let text = |f: fn(&NewAnalysis) -> Option<String>| analyses.iter().map(|a| f(a)).collect::<Vec<_>>();
+    let json = |f: fn(&NewAnalysis) -> &Value| analyses.iter().map(|a| Json(f(a))).collect::<Vec<_>>();
     sqlx::query_as(
         r#"
         WITH input AS (
@@ -109,8 +135,8 @@ pub async fn store_batch(
         ORDER BY input.ord
         "#,
     )
-    .bind(&ids)
-    .bind(&item_ids)
+    .bind(ids)
+    .bind(item_ids)
     .bind(text(|a| Some(a.user_id.clone())))
     .bind(text(|a| Some(a.category.clone())))
     .bind(text(|a| Some(a.summary.clone())))
@@ -120,8 +146,8 @@ pub async fn store_batch(
     .bind(text(|a| Some(a.model_used.clone())))
     .bind(text(|a| a.trace_id.clone()))
     .bind(text(|a| Some(a.request_key.clone())))
-    .bind(&failed_ids)
-    .bind(&failed_errors)
+    .bind(failed_ids)
+    .bind(failed_errors)
     .bind(unchanged)
     .fetch_all(pool)
     .await
