@@ -169,21 +169,23 @@ fn skip_reason(e: &KeyError) -> String {
 }
 
 /// The pages a direct backfill submitted whose objects are not all through
-/// the pipeline yet: (objects submitted by this run up to the page's end,
-/// the checkpoint after the page).
+/// the pipeline yet, in order: (the keys it submitted, the checkpoint after
+/// the page).
 #[derive(Debug, Default)]
-struct Unsettled(VecDeque<(u64, Checkpoint)>);
+struct Unsettled(VecDeque<(Vec<String>, Checkpoint)>);
 
 impl Unsettled {
-    fn push(&mut self, submitted: u64, after: Checkpoint) {
-        self.0.push_back((submitted, after));
+    fn push(&mut self, keys: Vec<String>, after: Checkpoint) {
+        self.0.push_back((keys, after));
     }
 
-    /// With `finished` objects through the pipeline, the checkpoint after
-    /// the last page now wholly settled, if one is newly.
-    fn settled(&mut self, finished: u64) -> Option<Checkpoint> {
+    /// The checkpoint after the last page that, with every page before it,
+    /// now has an outcome for each of its keys, if one newly does. Items
+    /// finish out of order, so a later page may be through before an
+    /// earlier one; it waits for it.
+    fn settled(&mut self, tracker: &Tracker) -> Option<Checkpoint> {
         let mut settled = None;
-        while self.0.front().is_some_and(|(upto, _)| *upto <= finished) {
+        while self.0.front().is_some_and(|(keys, _)| tracker.settle(keys)) {
             settled = self.0.pop_front().map(|(_, after)| after);
         }
         settled
@@ -244,7 +246,6 @@ pub async fn backfill(
     // The saved checkpoint only moves past a page once every object of it is
     // settled: sent to the stream, or (direct) through the pipeline.
     let mut unsettled = Unsettled::default();
-    let mut submitted_here = 0u64;
     loop {
         if options.max_pages.is_some_and(|max| pages >= max) {
             break;
@@ -301,15 +302,14 @@ pub async fn backfill(
                 Sink::DryRun => {}
             }
             report.submitted += chunk.len() as u64;
-            submitted_here += chunk.len() as u64;
         }
         progress.inc(page.objects.len() as u64);
         progress.set_message(format!("{} submitted", report.submitted));
         checkpoint.start_after = Some(last);
         let settled = match &pipeline {
             Some((_, tracker)) => {
-                unsettled.push(submitted_here, checkpoint.clone());
-                unsettled.settled(tracker.finished())
+                unsettled.push(eligible.iter().map(|o| o.key.clone()).collect(), checkpoint.clone());
+                unsettled.settled(tracker)
             }
             None => Some(checkpoint.clone()),
         };
@@ -347,15 +347,21 @@ mod tests {
 
     #[test]
     fn the_checkpoint_only_passes_pages_whose_objects_are_all_through() {
+        let keys = |ks: &[&str]| ks.iter().map(|k| (*k).to_owned()).collect::<Vec<_>>();
+        let tracker = Tracker::hidden();
         let mut pages = Unsettled::default();
-        pages.push(3, after("c"));
-        pages.push(5, after("e"));
-        pages.push(9, after("i"));
-        assert_eq!(pages.settled(2), None, "page one still has an object in flight");
-        assert_eq!(pages.settled(6), Some(after("e")), "pages one and two are through");
-        assert_eq!(pages.settled(6), None, "nothing new");
-        assert!(!pages.is_empty());
-        assert_eq!(pages.settled(9), Some(after("i")));
+        pages.push(keys(&["a", "b"]), after("b"));
+        pages.push(keys(&["c"]), after("c"));
+        pages.push(keys(&["d", "e"]), after("e"));
+        // Items finish out of order: page two's and three's before page one's.
+        tracker.failed("c".into(), "corrupt".into());
+        tracker.processed("d".into());
+        tracker.skipped("e".into(), "x".into());
+        tracker.processed("a".into());
+        assert_eq!(pages.settled(&tracker), None, "b of page one is still in flight");
+        tracker.processed("b".into());
+        assert_eq!(pages.settled(&tracker), Some(after("e")), "now all three pages are through");
         assert!(pages.is_empty());
+        assert_eq!(pages.settled(&tracker), None);
     }
 }

@@ -1,7 +1,7 @@
 //! What a local run did with each item, kept as it happens (with a progress
 //! bar) and printed as a summary at the end.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -52,6 +52,8 @@ impl Report {
 pub struct Tracker {
     keys: Mutex<HashMap<Uuid, String>>,
     report: Mutex<Report>,
+    /// Keys with an outcome that nobody has asked about yet ([`Tracker::settle`]).
+    finished: Mutex<HashSet<String>>,
     progress: ProgressBar,
 }
 
@@ -63,12 +65,17 @@ impl Tracker {
             ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} ETA {eta}")
                 .expect("the template is valid"),
         );
-        Self { keys: Mutex::default(), report: Mutex::default(), progress }
+        Self { keys: Mutex::default(), report: Mutex::default(), finished: Mutex::default(), progress }
     }
 
     /// A tracker that draws nothing.
     pub fn hidden() -> Self {
-        Self { keys: Mutex::default(), report: Mutex::default(), progress: ProgressBar::hidden() }
+        Self {
+            keys: Mutex::default(),
+            report: Mutex::default(),
+            finished: Mutex::default(),
+            progress: ProgressBar::hidden(),
+        }
     }
 
     /// Remembers which key an item came from, to name it in the summary.
@@ -82,25 +89,35 @@ impl Tracker {
     }
 
     pub fn processed(&self, key: String) {
+        self.finished.lock().expect("tracker lock").insert(key.clone());
         self.report.lock().expect("tracker lock").processed.push(key);
         self.progress.inc(1);
     }
 
     pub fn failed(&self, key: String, reason: String) {
         tracing::debug!(%key, %reason, "item failed");
+        self.finished.lock().expect("tracker lock").insert(key.clone());
         self.report.lock().expect("tracker lock").failed.push((key, reason));
         self.progress.inc(1);
     }
 
     pub fn skipped(&self, key: String, reason: String) {
+        self.finished.lock().expect("tracker lock").insert(key.clone());
         self.report.lock().expect("tracker lock").skipped.push((key, reason));
         self.progress.inc(1);
     }
 
-    /// How many items have an outcome so far.
-    pub fn finished(&self) -> u64 {
-        let report = self.report.lock().expect("tracker lock");
-        (report.processed.len() + report.failed.len() + report.skipped.len()) as u64
+    /// Whether every one of `keys` has an outcome; if so they are forgotten
+    /// here, so asking page by page keeps this set small.
+    pub fn settle(&self, keys: &[String]) -> bool {
+        let mut finished = self.finished.lock().expect("tracker lock");
+        let all = keys.iter().all(|k| finished.contains(k));
+        if all {
+            keys.iter().for_each(|k| {
+                finished.remove(k);
+            });
+        }
+        all
     }
 
     pub fn finish(&self) -> Report {
