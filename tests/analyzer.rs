@@ -321,6 +321,15 @@ async fn a_replayed_event_adds_nothing_and_a_reanalysis_adds_the_next_version(po
     }
     assert_eq!(ids.len(), 4);
     assert!(ids.iter().all(|id| *id != first));
+
+    // The first image put back (the plain event again): its analysis is
+    // reused without a call and becomes the latest version again.
+    assert_eq!(stage.run_batch(&[event("a")], &BatchContext::default()).await, vec![Outcome::Done]);
+    assert_eq!(mock.requests().len(), calls_before + 1);
+    assert_eq!(versions().await, vec![2, 3]);
+    let latest: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM analyses ORDER BY version DESC LIMIT 1").fetch_one(&pool).await.unwrap();
+    assert_eq!(latest.to_string(), first);
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -371,4 +380,19 @@ async fn calls_still_running_at_the_deadline_are_cut_off_and_the_finished_ones_s
     let versions: i64 =
         sqlx::query_scalar("SELECT count(*) FROM analyses WHERE version = 2").fetch_one(&pool).await.unwrap();
     assert_eq!(versions, 1, "the finished analysis is stored");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_item_with_a_success_and_a_failure_in_one_batch_is_recorded_failed(pool: PgPool) {
+    use shared::db::analyses;
+    let a = collections_tests::analysis("pets", "A cat on a sofa", &["cat"]);
+    let (item, analysis) = collections_tests::seed_analysis(&pool, "u/cat.jpg", &a).await;
+    analyses::store_batch(&pool, &[], &[(item, "re-analysis refused".to_owned())], &[analysis]).await.unwrap();
+    let (status, error): (String, Option<String>) =
+        sqlx::query_as("SELECT analysis_status, last_error FROM items WHERE id = $1")
+            .bind(item)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), error.as_deref()), ("failed", Some("re-analysis refused")));
 }

@@ -39,16 +39,19 @@ pub struct StoredAnalysis {
 }
 
 /// Stores the batch's analyses (each the next version of its item, or the
-/// existing row when its key was seen before) and records failed items and
-/// `unchanged` ones (whose analysis was already stored: a replay, or a new
-/// upload of the same image) as done, in one statement. An analysis whose
-/// item row is missing, or belongs to another user, is not stored and is
-/// absent from the answer.
+/// existing row when its key was seen before) and records failed items, and
+/// items whose analysis was already stored (`reused`, by analysis id: a
+/// replay, or a new upload of an image analysed before) as done, in one
+/// statement. A reused analysis that is no longer its item's latest (an
+/// earlier image put back) becomes the latest version again. An item with
+/// several results in the batch is recorded failed if any failed. An
+/// analysis whose item row is missing, or belongs to another user, is not
+/// stored and is absent from the answer.
 pub async fn store_batch(
     pool: &PgPool,
     analyses: &[NewAnalysis],
     failures: &[(Uuid, String)],
-    unchanged: &[Uuid],
+    reused: &[Uuid],
 ) -> Result<Vec<StoredAnalysis>, DbError> {
     let mut seen = HashSet::new();
     let analyses: Vec<&NewAnalysis> =
@@ -62,7 +65,7 @@ pub async fn store_batch(
     // and the statement is simply run again.
     let mut attempt = 1;
     loop {
-        let result = store_statement(pool, &ids, &item_ids, &analyses, (&failed_ids, &failed_errors), unchanged).await;
+        let result = store_statement(pool, &ids, &item_ids, &analyses, (&failed_ids, &failed_errors), reused).await;
         match result {
             Err(e) if attempt < 3 && is_version_taken(&e) => attempt += 1,
             other => return other,
@@ -81,7 +84,7 @@ async fn store_statement(
     item_ids: &[Uuid],
     analyses: &[&NewAnalysis],
     (failed_ids, failed_errors): (&[Uuid], &[&str]),
-    unchanged: &[Uuid],
+    reused: &[Uuid],
 ) -> Result<Vec<StoredAnalysis>, DbError> {
     let text = |f: fn(&NewAnalysis) -> Option<String>| analyses.iter().map(|a| f(a)).collect::<Vec<_>>();
     let json = |f: fn(&NewAnalysis) -> &Value| analyses.iter().map(|a| Json(f(a))).collect::<Vec<_>>();
@@ -105,13 +108,22 @@ async fn store_statement(
             ON CONFLICT (item_id, request_key) DO NOTHING
             RETURNING id, item_id, request_key
         ),
-        outcomes AS (
+        made_current AS (
+            UPDATE analyses a SET version = top.version + 1
+            FROM (SELECT item_id, max(version) AS version FROM analyses GROUP BY item_id) top
+            WHERE a.id = ANY($14) AND top.item_id = a.item_id AND a.version < top.version
+              AND a.item_id NOT IN (SELECT item_id FROM input)
+        ),
+        results AS (
             SELECT input.item_id, NULL::text AS error
             FROM input JOIN items i ON i.id = input.item_id AND i.user_id = input.user_id
             UNION ALL
             SELECT * FROM UNNEST($12::uuid[], $13::text[])
             UNION ALL
-            SELECT unnest($14::uuid[]), NULL::text
+            SELECT item_id, NULL::text FROM analyses WHERE id = ANY($14)
+        ),
+        outcomes AS (
+            SELECT DISTINCT ON (item_id) item_id, error FROM results ORDER BY item_id, error IS NULL
         ),
         marked AS (
             UPDATE items AS i SET
@@ -148,7 +160,7 @@ async fn store_statement(
     .bind(text(|a| Some(a.request_key.clone())))
     .bind(failed_ids)
     .bind(failed_errors)
-    .bind(unchanged)
+    .bind(reused)
     .fetch_all(pool)
     .await
     .map_err(DbError::during("storing analyses"))

@@ -183,7 +183,7 @@ impl Stage for Analyzer {
 
         let mut new = Vec::new();
         let mut failures: Vec<(Uuid, String)> = Vec::new();
-        let mut unchanged: Vec<Uuid> = Vec::new();
+        let mut reused: Vec<Uuid> = Vec::new();
         for ((event, f), result) in inputs.iter().zip(&fetched).zip(&called) {
             match (f, result) {
                 (Err(failure), _) | (Ok(_), Some(Err(failure))) => {
@@ -201,10 +201,10 @@ impl Stage for Analyzer {
                     trace_id: context.trace_id.clone().or_else(|| analysis.request_id.clone()),
                     request_key: f.request_key.clone(),
                 }),
-                (Ok(_), None) => unchanged.push(event.item_uuid()),
+                (Ok(f), None) => reused.extend(existing.get(&(event.item_uuid(), f.request_key.clone()))),
             }
         }
-        let stored = match analyses::store_batch(&self.pool, &new, &failures, &unchanged).await {
+        let stored = match analyses::store_batch(&self.pool, &new, &failures, &reused).await {
             Ok(stored) => stored,
             Err(e) => {
                 warn!(error = %e, "storing the batch failed");
