@@ -330,6 +330,19 @@ async fn a_replayed_event_adds_nothing_and_a_reanalysis_adds_the_next_version(po
     let latest: uuid::Uuid =
         sqlx::query_scalar("SELECT id FROM analyses ORDER BY version DESC LIMIT 1").fetch_one(&pool).await.unwrap();
     assert_eq!(latest.to_string(), first);
+
+    // Two earlier analyses brought back in one batch: the last delivered
+    // becomes the latest.
+    let other = ImageProcessed { reanalysis: Some("user-asked-2".into()), ..event("a") };
+    assert_eq!(stage.run_batch(&[other], &BatchContext::default()).await, vec![Outcome::Done]);
+    assert_eq!(versions().await, vec![2, 3, 4]);
+    let outcomes = stage.run_batch(&[again, event("a")], &BatchContext::default()).await;
+    assert_eq!(outcomes, vec![Outcome::Done, Outcome::Done]);
+    assert_eq!(mock.requests().len(), calls_before + 2);
+    assert_eq!(versions().await, vec![2, 4, 5]);
+    let latest: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM analyses ORDER BY version DESC LIMIT 1").fetch_one(&pool).await.unwrap();
+    assert_eq!(latest.to_string(), first);
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -43,7 +43,8 @@ pub struct StoredAnalysis {
 /// items whose analysis was already stored (`reused`, by analysis id: a
 /// replay, or a new upload of an image analysed before) as done, in one
 /// statement. A reused analysis that is no longer its item's latest (an
-/// earlier image put back) becomes the latest version again. An item with
+/// earlier image put back) becomes the latest version again; of several
+/// for one item, the last in `reused`. An item with
 /// several results in the batch is recorded failed if any failed. An
 /// analysis whose item row is missing, or belongs to another user, is not
 /// stored and is absent from the answer.
@@ -108,11 +109,16 @@ async fn store_statement(
             ON CONFLICT (item_id, request_key) DO NOTHING
             RETURNING id, item_id, request_key
         ),
+        picked AS (
+            SELECT DISTINCT ON (a.item_id) a.id, a.item_id, a.version
+            FROM analyses a JOIN unnest($14::uuid[]) WITH ORDINALITY AS r(id, ord) ON r.id = a.id
+            WHERE a.item_id NOT IN (SELECT item_id FROM input)
+            ORDER BY a.item_id, r.ord DESC
+        ),
         made_current AS (
             UPDATE analyses a SET version = top.version + 1
-            FROM (SELECT item_id, max(version) AS version FROM analyses GROUP BY item_id) top
-            WHERE a.id = ANY($14) AND top.item_id = a.item_id AND a.version < top.version
-              AND a.item_id NOT IN (SELECT item_id FROM input)
+            FROM picked, (SELECT item_id, max(version) AS version FROM analyses GROUP BY item_id) top
+            WHERE a.id = picked.id AND top.item_id = picked.item_id AND picked.version < top.version
         ),
         results AS (
             SELECT input.item_id, NULL::text AS error
