@@ -97,13 +97,20 @@ impl DatabaseConfig {
         let port: u16 = env.parse_or("DATABASE_PORT", 5432)?;
         let name = env.string_or("DATABASE_NAME", "collections");
         let user = env.string_or("DATABASE_USER", "postgres");
-        let password = env.get("DATABASE_PASSWORD").map(|p| format!(":{}", encode_userinfo(&p))).unwrap_or_default();
-        let url = format!("postgres://{}{password}@{host}:{port}/{name}", encode_userinfo(&user));
+        let url = postgres_url(&user, env.get("DATABASE_PASSWORD").as_deref(), &host, port, &name);
         Ok(Self { url, max_connections })
     }
 }
 
-fn encode_userinfo(s: &str) -> String {
+/// A `postgres://` URL, user and password percent-encoded.
+pub(crate) fn postgres_url(user: &str, password: Option<&str>, host: &str, port: u16, name: &str) -> String {
+    let password = password.map(|p| format!(":{}", percent_encode(p))).unwrap_or_default();
+    format!("postgres://{}{password}@{host}:{port}/{name}", percent_encode(user))
+}
+
+/// Every byte but ASCII letters and digits percent-encoded: safe in a URL's
+/// user info and in S3's tag syntax.
+pub(crate) fn percent_encode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 

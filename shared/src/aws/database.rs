@@ -17,7 +17,7 @@ use thiserror::Error;
 
 use super::describe;
 use super::ssm::SsmParameters;
-use crate::config::{ConfigError, DatabaseConfig, Env};
+use crate::config::{ConfigError, DatabaseConfig, Env, postgres_url};
 
 #[derive(Debug, Error)]
 pub enum DatabaseSettingsError {
@@ -63,14 +63,9 @@ pub async fn resolve(env: &Env, config: &SdkConfig) -> Result<DatabaseConfig, Da
         let host = env.get("DATABASE_HOST").or(secret.host).ok_or(ConfigError::Missing { name: "DATABASE_HOST" })?;
         let port: u16 = env.parse_or("DATABASE_PORT", secret.port.unwrap_or(5432))?;
         let name = env.get("DATABASE_NAME").or(secret.dbname).unwrap_or_else(|| "collections".to_owned());
-        let encode = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
         // RDS forces TLS; the RDS CA is not among the public roots, so the
         // connection is encrypted without verifying the certificate chain.
-        let url = format!(
-            "postgres://{}:{}@{host}:{port}/{name}?sslmode=require",
-            encode(&secret.username),
-            encode(&secret.password)
-        );
+        let url = postgres_url(&secret.username, Some(&secret.password), &host, port, &name) + "?sslmode=require";
         return Ok(DatabaseConfig { url, max_connections });
     }
     if let Some(name) = env.get("DATABASE_URL_PARAMETER") {

@@ -6,6 +6,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 
 use super::{custom_endpoint, describe, is_retriable};
+use crate::config::percent_encode;
 use crate::storage::{ObjectStore, StorageError};
 
 #[derive(Debug, Clone)]
@@ -83,10 +84,6 @@ impl S3Store {
     }
 }
 
-fn encode(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
 #[async_trait]
 impl ObjectStore for S3Store {
     async fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<Vec<u8>, StorageError> {
@@ -132,7 +129,11 @@ impl ObjectStore for S3Store {
         content_type: &str,
         tags: &[(&str, &str)],
     ) -> Result<(), StorageError> {
-        let tagging = tags.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&");
+        let tagging = tags
+            .iter()
+            .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
         self.client
             .put_object()
             .bucket(bucket)

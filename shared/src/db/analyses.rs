@@ -75,8 +75,7 @@ pub async fn store_batch(
 }
 
 fn is_version_taken(e: &DbError) -> bool {
-    matches!(e, DbError::Query { source: sqlx::Error::Database(d), .. }
-        if d.constraint() == Some("analyses_item_version"))
+    e.database_error().and_then(|d| d.constraint()) == Some("analyses_item_version")
 }
 
 async fn store_statement(

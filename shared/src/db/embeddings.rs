@@ -158,7 +158,7 @@ pub struct EmbeddingBatch {
 }
 
 fn is_unique_violation(e: &DbError) -> bool {
-    matches!(e, DbError::Query { source: sqlx::Error::Database(d), .. } if d.code().as_deref() == Some("23505"))
+    e.sqlstate().as_deref() == Some("23505")
 }
 
 /// Stores a batch in one transaction: the new vectors by binary COPY (or,

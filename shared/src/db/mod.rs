@@ -39,11 +39,23 @@ impl DbError {
     pub fn is_retriable(&self) -> bool {
         match self {
             Self::Connect { .. } | Self::Unavailable { .. } => true,
-            Self::Query { source: sqlx::Error::Database(e), .. } => {
-                matches!(e.code().as_deref(), Some("40001" | "40P01" | "23505" | "57P01"))
+            Self::Query { .. } | Self::Migrate(_) => {
+                matches!(self.sqlstate().as_deref(), Some("40001" | "40P01" | "23505" | "57P01"))
             }
-            Self::Query { .. } | Self::Migrate(_) => false,
         }
+    }
+
+    /// The error PostgreSQL answered a query with, if it did.
+    pub(crate) fn database_error(&self) -> Option<&dyn sqlx::error::DatabaseError> {
+        match self {
+            Self::Query { source: sqlx::Error::Database(e), .. } => Some(e.as_ref()),
+            _ => None,
+        }
+    }
+
+    /// Its SQLSTATE code, if PostgreSQL answered with an error.
+    pub(crate) fn sqlstate(&self) -> Option<std::borrow::Cow<'_, str>> {
+        self.database_error().and_then(|e| e.code())
     }
 
     /// Wraps a driver error raised by `operation`.
