@@ -29,13 +29,19 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The wait before retry number `retry` (1 for the first retry):
-    /// uniformly random up to `base · 2^(retry-1)` (capped), or what the
-    /// server asked for if that is longer. `None` when the server asked for
-    /// more than `max_delay`.
-    pub fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Option<Duration> {
+    /// The wait before retry number `retry` (1 for the first retry) when the
+    /// server named none: uniformly random up to `base · 2^(retry-1)`,
+    /// capped at `max_delay`.
+    pub fn backoff(&self, retry: u32) -> Duration {
         let ceiling = self.base_delay.saturating_mul(1 << (retry - 1).min(16)).min(self.max_delay);
-        let jittered = ceiling.mul_f64(fastrand::f64());
+        ceiling.mul_f64(fastrand::f64())
+    }
+
+    /// The wait before retry number `retry`: the [`backoff`](Self::backoff),
+    /// or what the server asked for if that is longer. `None` when the
+    /// server asked for more than `max_delay`.
+    pub fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Option<Duration> {
+        let jittered = self.backoff(retry);
         match retry_after {
             Some(asked) if asked > self.max_delay => None,
             Some(asked) => Some(asked.max(jittered)),

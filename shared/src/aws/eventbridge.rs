@@ -81,7 +81,7 @@ impl EventBridgePublisher {
             if retry_after_call.is_empty() || attempt >= self.retry.max_attempts {
                 break;
             }
-            let wait = self.retry.delay(attempt, None).unwrap_or(self.retry.max_delay);
+            let wait = self.retry.backoff(attempt);
             tracing::debug!(entries = retry_after_call.len(), attempt, "resending failed PutEvents entries");
             tokio::time::sleep(wait).await;
             pending = retry_after_call;

@@ -143,7 +143,7 @@ impl StreamWriter {
                 return Err(PutError::Refused { failed: failed.len(), sent: records.len(), attempts: attempt, last });
             }
             tracing::debug!(failed = failed.len(), attempt, "resending refused records");
-            tokio::time::sleep(self.retry.delay(attempt, None).unwrap_or(self.retry.max_delay)).await;
+            tokio::time::sleep(self.retry.backoff(attempt)).await;
             pending = failed;
             attempt += 1;
         }
