@@ -45,6 +45,12 @@ impl Failure {
     pub fn needs_redelivery(&self) -> bool {
         self.retriable || !self.recorded
     }
+
+    /// `work` (e.g. "analysing u/a.jpg with model") was still running when
+    /// the invocation's deadline came: worth another delivery.
+    pub fn cut_off(work: impl std::fmt::Display) -> Self {
+        Self { reason: format!("{work} was cut off: the invocation ran out of time"), retriable: true, recorded: true }
+    }
 }
 
 /// An input a stage can take from a stream record.

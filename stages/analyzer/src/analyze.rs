@@ -164,15 +164,8 @@ impl Stage for Analyzer {
             .await;
         for &i in &to_call {
             if called[i].is_none() {
-                called[i] = Some(Err(Failure {
-                    reason: format!(
-                        "analysing {} with {} was cut off: the invocation ran out of time",
-                        inputs[i].original_key,
-                        self.calls.provider().model()
-                    ),
-                    retriable: true,
-                    recorded: true,
-                }));
+                let work = format!("analysing {} with {}", inputs[i].original_key, self.calls.provider().model());
+                called[i] = Some(Err(Failure::cut_off(work)));
             }
         }
         for (i, first) in duplicate_of.iter().enumerate() {

@@ -63,17 +63,16 @@ impl Embedder {
                 self.check(texts.len(), vectors)
             })
             .await;
-        let cut_off = || Failure {
-            reason: format!("embedding with {} was cut off: the invocation ran out of time", self.provider.model()),
-            retriable: true,
-            recorded: true,
-        };
         batches
             .into_iter()
             .zip(results)
-            .flat_map(|(range, result)| match result.unwrap_or_else(|| Err(cut_off())) {
-                Ok(vectors) => vectors.into_iter().map(Ok).collect::<Vec<_>>(),
-                Err(failure) => vec![Err(failure); range.len()],
+            .flat_map(|(range, result)| {
+                match result
+                    .unwrap_or_else(|| Err(Failure::cut_off(format!("embedding with {}", self.provider.model()))))
+                {
+                    Ok(vectors) => vectors.into_iter().map(Ok).collect::<Vec<_>>(),
+                    Err(failure) => vec![Err(failure); range.len()],
+                }
             })
             .collect()
     }
