@@ -24,6 +24,7 @@ use shared::aws::eventbridge::EventBridgePublisher;
 use shared::aws::kinesis::StreamWriter;
 use shared::aws::s3::S3Store;
 use shared::config::Env;
+use shared::lambda::handle_kinesis;
 use shared::retry::RetryPolicy;
 use sqlx::PgPool;
 use thumbnailer::{ThumbnailConfig, Thumbnailer};
@@ -78,13 +79,12 @@ async fn thumbnail(s: &Stages, batch: &KinesisEvent) -> Value {
 }
 
 async fn analyze(s: &Stages, batch: &KinesisEvent) -> Value {
-    let response =
-        analyzer::handler::handle(&s.analyzer, LambdaEvent::new(batch.clone(), context("req-analyze"))).await;
+    let response = handle_kinesis(&s.analyzer, LambdaEvent::new(batch.clone(), context("req-analyze"))).await;
     serde_json::to_value(response.unwrap()).unwrap()
 }
 
 async fn embed(s: &Stages, batch: &KinesisEvent) -> Value {
-    let response = embedder::handler::handle(&s.embedder, LambdaEvent::new(batch.clone(), context("req-embed"))).await;
+    let response = handle_kinesis(&s.embedder, LambdaEvent::new(batch.clone(), context("req-embed"))).await;
     serde_json::to_value(response.unwrap()).unwrap()
 }
 

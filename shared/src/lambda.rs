@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::s3::S3Event;
 use aws_lambda_events::event::streams::KinesisEventResponse;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use thiserror::Error;
@@ -45,7 +46,7 @@ fn detail<T: DeserializeOwned>(event: &Value, detail_type: &str) -> Result<T, St
         _ => {}
     }
     let detail = event.get("detail").ok_or_else(|| format!("no detail in the {detail_type} event"))?;
-    serde_json::from_value(detail.clone()).map_err(|e| format!("the {detail_type} detail is invalid: {e}"))
+    T::deserialize(detail).map_err(|e| format!("the {detail_type} detail is invalid: {e}"))
 }
 
 /// The part of S3's object description we use, in EventBridge's spelling
@@ -80,8 +81,8 @@ fn from_notification(records: &[Value]) -> Result<Vec<ObjectRef>, String> {
             continue;
         }
         let s3 = record.get("s3").ok_or("an S3 notification record without s3")?;
-        let bucket: S3Bucket = serde_json::from_value(s3["bucket"].clone()).map_err(|e| format!("bucket: {e}"))?;
-        let object: S3Object = serde_json::from_value(s3["object"].clone()).map_err(|e| format!("object: {e}"))?;
+        let bucket = S3Bucket::deserialize(&s3["bucket"]).map_err(|e| format!("bucket: {e}"))?;
+        let object = S3Object::deserialize(&s3["object"]).map_err(|e| format!("object: {e}"))?;
         let key = decode_notification_key(&object.key).map_err(|e| e.to_string())?;
         objects.push(ObjectRef { bucket: bucket.name, key, etag: object.etag, size: object.size });
     }
@@ -231,6 +232,19 @@ where
     }
     .emit();
     Ok(response)
+}
+
+/// A Lambda handler for a stage fed by a Kinesis stream: the batch in, the
+/// batch response out.
+pub async fn handle_kinesis<S>(
+    stage: &S,
+    event: lambda_runtime::LambdaEvent<KinesisEvent>,
+) -> Result<KinesisEventResponse, lambda_runtime::Error>
+where
+    S: Stage,
+    S::Input: RecordInput,
+{
+    Ok(run_kinesis(stage, &event.payload, &event.context).await?)
 }
 
 /// Runs the objects of an S3 notification delivered straight to the

@@ -1,10 +1,11 @@
 //! The analyzer Lambda: logs, settings, clients and the provider (its key
 //! read once from SSM) per cold start, then one batch per invocation.
 
-use analyzer::{Analyzer, AnalyzerConfig, handler, providers};
+use analyzer::{Analyzer, AnalyzerConfig, providers};
 use lambda_runtime::{Error, service_fn};
 use shared::aws::StageClients;
 use shared::config::Env;
+use shared::lambda::handle_kinesis;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -14,5 +15,5 @@ async fn main() -> Result<(), Error> {
     let config = AnalyzerConfig::from_env(&env)?;
     let provider = providers::build(&config, &clients.secrets(&env)).await?;
     let stage = Analyzer::new(clients.store, clients.bus, clients.pool, provider, config);
-    lambda_runtime::run(service_fn(|event| handler::handle(&stage, event))).await
+    lambda_runtime::run(service_fn(|event| handle_kinesis(&stage, event))).await
 }

@@ -4,7 +4,6 @@
 
 pub mod config;
 pub mod embed;
-pub mod handler;
 pub mod providers;
 
 pub use config::EmbedderConfig;

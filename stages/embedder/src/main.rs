@@ -1,10 +1,11 @@
 //! The embedder Lambda: logs, settings, the database pool and the provider
 //! (its key read once from SSM) per cold start, then one batch per invocation.
 
-use embedder::{Embedder, EmbedderConfig, handler, providers};
+use embedder::{Embedder, EmbedderConfig, providers};
 use lambda_runtime::{Error, service_fn};
 use shared::aws::StageClients;
 use shared::config::Env;
+use shared::lambda::handle_kinesis;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -14,5 +15,5 @@ async fn main() -> Result<(), Error> {
     let config = EmbedderConfig::from_env(&env)?;
     let provider = providers::build(&config, &clients.secrets(&env)).await?;
     let stage = Embedder::new(clients.pool, provider, config);
-    lambda_runtime::run(service_fn(|event| handler::handle(&stage, event))).await
+    lambda_runtime::run(service_fn(|event| handle_kinesis(&stage, event))).await
 }
