@@ -27,11 +27,20 @@ pub fn photo(width: u32, height: u32) -> RgbImage {
 
 /// An image as a quality-90 JPEG.
 pub fn jpeg(image: &RgbImage) -> Vec<u8> {
-    let mut out = Cursor::new(Vec::new());
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
-        .encode_image(&DynamicImage::ImageRgb8(image.clone()))
+    jpeg_tagged(image, None)
+}
+
+/// An image as a quality-90 JPEG, with an ICC profile if given.
+fn jpeg_tagged(image: &RgbImage, icc: Option<Vec<u8>>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90);
+    if let Some(profile) = icc {
+        encoder.set_icc_profile(profile).expect("JPEG takes an ICC profile");
+    }
+    encoder
+        .write_image(image.as_raw(), image.width(), image.height(), image::ExtendedColorType::Rgb8)
         .expect("encoding the benchmark JPEG");
-    out.into_inner()
+    out
 }
 
 /// A phone-sized (12 MP, 4032×3024) JPEG at quality 90.
@@ -42,14 +51,7 @@ pub fn phone_jpeg() -> Vec<u8> {
 /// The same JPEG tagged with a Display P3 profile, as phones write them:
 /// its thumbnail is converted to sRGB.
 pub fn phone_jpeg_display_p3() -> Vec<u8> {
-    let image = photo(4032, 3024);
-    let mut out = Vec::new();
-    let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90);
-    encoder.set_icc_profile(icc::display_p3_like()).expect("JPEG takes an ICC profile");
-    encoder
-        .write_image(image.as_raw(), 4032, 3024, image::ExtendedColorType::Rgb8)
-        .expect("encoding the benchmark JPEG");
-    out
+    jpeg_tagged(&photo(4032, 3024), Some(icc::display_p3_like()))
 }
 
 /// A 2000×1500 RGBA PNG (a screenshot-sized image with transparency).

@@ -13,7 +13,5 @@ if [[ -z "${DATABASE_URL:-}" ]]; then
     eval "$(bash scripts/postgres.sh env)"
 fi
 psql="${COLLECTIONS_PGBIN:+$COLLECTIONS_PGBIN/}psql"
-log "building compare-insert (release)"
-cargo build --quiet --release -p collections-benches --bin compare-insert
-target="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-"$target/release/compare-insert" --psql "$psql" "$@"
+log "building and running compare-insert (release)"
+cargo run --quiet --release -p collections-benches --bin compare-insert -- --psql "$psql" "$@"

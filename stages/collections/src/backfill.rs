@@ -21,6 +21,7 @@ use shared::db::items;
 use shared::events::ObjectRef;
 use shared::keys::{ImageKey, KeyError};
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use crate::components::Components;
 use crate::pipeline::Pipeline;
@@ -128,7 +129,7 @@ fn save_checkpoint(options: &Options, checkpoint: &Checkpoint) -> anyhow::Result
 pub fn object_created_record(bucket: &str, object: &Listed) -> Record {
     let event = json!({
         "version": "0",
-        "id": uuid::Uuid::new_v4(),
+        "id": Uuid::new_v4(),
         "detail-type": "Object Created",
         "source": "collections.backfill",
         "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -258,19 +259,20 @@ pub async fn backfill(
         };
         let report = &mut checkpoint.report;
         report.listed += page.objects.len() as u64;
-        let mut eligible: Vec<&Listed> = Vec::new();
+        // Each eligible object with its item's id.
+        let mut eligible: Vec<(&Listed, Uuid)> = Vec::new();
         for object in &page.objects {
             match ImageKey::parse(&object.key) {
-                Ok(_) => eligible.push(object),
+                Ok(key) => eligible.push((object, key.item_uuid())),
                 Err(e) => *report.skipped.entry(skip_reason(&e)).or_default() += 1,
             }
         }
         if !options.all {
-            let keys: Vec<String> = eligible.iter().map(|o| o.key.clone()).collect();
+            let keys: Vec<String> = eligible.iter().map(|(o, _)| o.key.clone()).collect();
             let pool = pool.context("checking what is already processed needs DATABASE_URL (or pass --all)")?;
             let done = items::processed_etags(pool, &options.bucket, &keys).await?;
             let before = eligible.len();
-            eligible.retain(|o| !done.get(&o.key).is_some_and(|etag| etag.is_some() && *etag == o.etag));
+            eligible.retain(|(o, _)| !done.get(&o.key).is_some_and(|etag| etag.is_some() && *etag == o.etag));
             let already = (before - eligible.len()) as u64;
             if already > 0 {
                 *report.skipped.entry("already processed".to_owned()).or_default() += already;
@@ -281,15 +283,13 @@ pub async fn backfill(
             match &sink {
                 Sink::Stream(writer) => {
                     let records: Vec<Record> =
-                        chunk.iter().map(|o| object_created_record(&options.bucket, o)).collect();
+                        chunk.iter().map(|(o, _)| object_created_record(&options.bucket, o)).collect();
                     writer.put_all(&records).await.context("putting records on the stream")?;
                 }
                 Sink::Direct(_) => {
                     let (pipeline, tracker) = pipeline.as_ref().expect("a direct sink starts a pipeline");
-                    for o in chunk {
-                        if let Ok(key) = ImageKey::parse(&o.key) {
-                            tracker.register(key.item_uuid(), &o.key);
-                        }
+                    for (o, item) in chunk {
+                        tracker.register(*item, &o.key);
                         let object = ObjectRef {
                             bucket: options.bucket.clone(),
                             key: o.key.clone(),
@@ -308,7 +308,7 @@ pub async fn backfill(
         checkpoint.start_after = Some(last);
         let settled = match &pipeline {
             Some((_, tracker)) => {
-                unsettled.push(eligible.iter().map(|o| o.key.clone()).collect(), checkpoint.clone());
+                unsettled.push(eligible.iter().map(|(o, _)| o.key.clone()).collect(), checkpoint.clone());
                 unsettled.settled(tracker)
             }
             None => Some(checkpoint.clone()),

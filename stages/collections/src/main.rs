@@ -12,6 +12,9 @@ use shared::config::Env;
 use shared::db::embeddings;
 use shared::db::search::search_text;
 
+/// maintenance_work_mem for building the HNSW index, MiB, unless told otherwise.
+const INDEX_BUILD_MEMORY_MIB: u32 = 1024;
+
 #[derive(Debug, Parser)]
 #[command(name = "collections", version, about = "Thumbnail, analyse, embed and search images")]
 struct Cli {
@@ -103,7 +106,7 @@ enum Command {
         #[arg(value_enum)]
         action: IndexAction,
         /// maintenance_work_mem for the build, MiB.
-        #[arg(long, default_value_t = 1024)]
+        #[arg(long, default_value_t = INDEX_BUILD_MEMORY_MIB)]
         memory_mib: u32,
     },
     /// Run failed items again from the stage where they failed.
@@ -157,7 +160,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let report = ingest::run_folder(&c, &dir, &user, force).await;
             if defer_index {
                 eprintln!("building the vector index ...");
-                embeddings::build_vector_index(&c.pool, 1024).await?;
+                embeddings::build_vector_index(&c.pool, INDEX_BUILD_MEMORY_MIB).await?;
             }
             print!("{}", report?.summary());
         }

@@ -65,17 +65,16 @@ impl Tracker {
             ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} ETA {eta}")
                 .expect("the template is valid"),
         );
-        Self { keys: Mutex::default(), report: Mutex::default(), finished: Mutex::default(), progress }
+        Self::with_progress(progress)
     }
 
     /// A tracker that draws nothing.
     pub fn hidden() -> Self {
-        Self {
-            keys: Mutex::default(),
-            report: Mutex::default(),
-            finished: Mutex::default(),
-            progress: ProgressBar::hidden(),
-        }
+        Self::with_progress(ProgressBar::hidden())
+    }
+
+    fn with_progress(progress: ProgressBar) -> Self {
+        Self { keys: Mutex::default(), report: Mutex::default(), finished: Mutex::default(), progress }
     }
 
     /// Remembers which key an item came from, to name it in the summary.
