@@ -5,7 +5,6 @@
 import { App, AppProps, Validations } from 'aws-cdk-lib';
 import * as cxapi from 'aws-cdk-lib/cx-api';
 import { AwsSolutionsChecks } from 'cdk-nag';
-import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
@@ -43,31 +42,7 @@ export function buildApp(props: AppProps = {}, repoRoot: string = defaultRepoRoo
   }
   const config = loadConfig(app);
   const stackName = `Collections-${config.envName}`;
-  if (bundlingRequested(app, stackName)) requireCargoLambda();
   const stack = new CollectionsStack(app, stackName, { config, repoRoot });
   Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
   return { app, stack };
-}
-
-/** Whether CDK will bundle this stack's assets (same rule as Stack.bundlingRequired). */
-function bundlingRequested(app: App, stackName: string): boolean {
-  const patterns: unknown = app.node.tryGetContext(cxapi.BUNDLING_STACKS) ?? ['**'];
-  if (!Array.isArray(patterns)) return true;
-  return patterns.some((p) => p === '**' || p === '*' || p === stackName || (typeof p === 'string' && p.endsWith('*') && stackName.startsWith(p.slice(0, -1))));
-}
-
-/**
- * cargo-lambda-cdk builds locally when `cargo lambda` works, else in Docker —
- * but its Docker build mounts only the crate folder, not the Cargo workspace
- * around it, so it cannot build this repository. Fail early and clearly.
- */
-function requireCargoLambda(): void {
-  const r = spawnSync('cargo', ['lambda', '--version'], { encoding: 'utf8' });
-  if (r.error || r.status !== 0) {
-    throw new Error(
-      'Building the Lambda binaries needs cargo-lambda (`pip install cargo-lambda` and ' +
-        '`rustup target add aarch64-unknown-linux-gnu`). To synthesize without building them ' +
-        '(inspection only, never deploy), add `-c skipBundling=true`.',
-    );
-  }
 }

@@ -39,6 +39,7 @@ import * as sqs from 'aws-cdk-lib/aws-sqs';
 import * as cr from 'aws-cdk-lib/custom-resources';
 import { RustFunction } from 'cargo-lambda-cdk';
 import { Construct, IConstruct } from 'constructs';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 
 import {
@@ -121,6 +122,8 @@ export class CollectionsStack extends Stack {
       description: `collections image pipeline (${props.config.envName}): S3 -> EventBridge -> Kinesis -> Rust Lambdas -> PostgreSQL/pgvector`,
       ...props,
     });
+    // Before any function exists: their constructors run the build.
+    if (this.bundlingRequired) requireCargoLambda();
     const cfg = props.config;
     this.config = cfg;
     this.repoRoot = props.repoRoot;
@@ -790,5 +793,21 @@ export class CollectionsStack extends Stack {
       evaluationPeriods: 1,
       alarmDescription: `p99 duration of ${name} is at ${Math.round(cfg.durationAlarmFraction * 100)}% of its ${timeoutMs / 1000} s timeout.`,
     });
+  }
+}
+
+/**
+ * cargo-lambda-cdk builds locally when `cargo lambda` works, else in Docker —
+ * but its Docker build mounts only the crate folder, not the Cargo workspace
+ * around it, so it cannot build this repository. Fail early and clearly.
+ */
+function requireCargoLambda(): void {
+  const r = spawnSync('cargo', ['lambda', '--version'], { encoding: 'utf8' });
+  if (r.error || r.status !== 0) {
+    throw new Error(
+      'Building the Lambda binaries needs cargo-lambda (`pip install cargo-lambda` and ' +
+        '`rustup target add aarch64-unknown-linux-gnu`). To synthesize without building them ' +
+        '(inspection only, never deploy), add `-c skipBundling=true`.',
+    );
   }
 }
