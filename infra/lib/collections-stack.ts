@@ -69,6 +69,22 @@ export const FUNCTIONS = {
 } as const;
 export type FunctionName = keyof typeof FUNCTIONS;
 
+/**
+ * The metrics the stage functions log once per batch in CloudWatch embedded
+ * metric format: namespace Collections, one dimension Stage.
+ */
+export const METRICS_NAMESPACE = 'Collections';
+/** The Stage dimension value of each stage function. */
+export const STAGE_DIMENSIONS = { thumbnailer: 'thumbnail', analyzer: 'analysis', embedder: 'embedding' } as const;
+export type StageFunctionName = keyof typeof STAGE_DIMENSIONS;
+export const STAGE_FUNCTIONS = Object.keys(STAGE_DIMENSIONS) as StageFunctionName[];
+/**
+ * Counts per batch (Unit Count): records received; items done, skipped, failed
+ * permanently (recorded on the item, not redelivered); records reported back
+ * to Kinesis for another delivery; provider API requests. Besides: DurationMs.
+ */
+export const STAGE_COUNT_METRICS = ['RecordsIn', 'Done', 'Skipped', 'Failed', 'Redelivered', 'ApiCalls'] as const;
+
 /** Event sources and types the stages publish (seed contracts). */
 export const IMAGE_PROCESSED = { source: 'collections.imageprocessor', detailType: 'ImageProcessed' };
 export const ANALYSIS_COMPLETE = { source: 'collections.analyzer', detailType: 'AnalysisComplete' };
@@ -113,9 +129,12 @@ export class CollectionsStack extends Stack {
   public vpc?: ec2.Vpc;
   public database?: rds.CfnDBInstance;
 
+  public readonly dashboard: cloudwatch.Dashboard;
+
   private readonly removal: RemovalPolicy;
   private readonly ssmPrefixArn: string;
   private readonly repoRoot: string;
+  private readonly alarms: cloudwatch.Alarm[] = [];
 
   constructor(scope: Construct, id: string, props: CollectionsStackProps) {
     super(scope, id, {
@@ -282,9 +301,14 @@ export class CollectionsStack extends Stack {
     }
 
     // ---------------------------------------------------------------- Kinesis triggers
-    this.connectStage(thumbnailer, this.streams.uploads, cfg.thumbnailer, cfg);
-    this.connectStage(analyzer, this.streams.processed, cfg.analyzer, cfg);
-    this.connectStage(embedder, this.streams.analyzed, cfg.embedder, cfg);
+    const stageStreams: Record<StageFunctionName, kinesis.Stream> = {
+      thumbnailer: this.streams.uploads,
+      analyzer: this.streams.processed,
+      embedder: this.streams.analyzed,
+    };
+    this.connectStage(thumbnailer, stageStreams.thumbnailer, cfg.thumbnailer, cfg);
+    this.connectStage(analyzer, stageStreams.analyzer, cfg.analyzer, cfg);
+    this.connectStage(embedder, stageStreams.embedder, cfg.embedder, cfg);
 
     // ---------------------------------------------------------------- migrations
     this.createMigrations(migrator, cfg, db);
@@ -302,6 +326,10 @@ export class CollectionsStack extends Stack {
         alarmDescription: `The oldest record in the ${name} stream is over ${cfg.iteratorAgeAlarmMinutes} min old: its consumer is falling behind or failing.`,
       });
     }
+    for (const name of STAGE_FUNCTIONS) this.permanentFailureAlarm(name, cfg);
+
+    // ---------------------------------------------------------------- dashboard
+    this.dashboard = this.createDashboard(cfg, stageStreams);
 
     // ---------------------------------------------------------------- outputs
     new CfnOutput(this, 'BucketName', { value: this.bucket.bucketName, description: 'Upload images here as {user}/{item}.{jpg,jpeg,png}' });
@@ -670,7 +698,13 @@ export class CollectionsStack extends Stack {
       tracing: lambda.Tracing.ACTIVE,
       logGroup,
       role,
-      environment: { ...db.environment, ...environment, RUST_LOG: cfg.rustLog },
+      environment: {
+        ...db.environment,
+        ...environment,
+        // The stages' fallback when the runtime's deadline header is missing or absurd.
+        ...(name in STAGE_DIMENSIONS ? { FUNCTION_TIMEOUT_SECS: String(spec.timeout.toSeconds()) } : {}),
+        RUST_LOG: cfg.rustLog,
+      },
       ...(db.vpc
         ? {
             vpc: db.vpc,
@@ -766,7 +800,81 @@ export class CollectionsStack extends Stack {
     });
     a.addAlarmAction(new cwActions.SnsAction(this.alarmTopic));
     a.addOkAction(new cwActions.SnsAction(this.alarmTopic));
+    this.alarms.push(a);
     return a;
+  }
+
+  /** A metric a stage function logs (embedded metric format), summed over `period`. */
+  private stageMetric(name: StageFunctionName, metricName: string, period: Duration): cloudwatch.Metric {
+    return new cloudwatch.Metric({
+      namespace: METRICS_NAMESPACE,
+      metricName,
+      dimensionsMap: { Stage: STAGE_DIMENSIONS[name] },
+      statistic: 'Sum',
+      period,
+    });
+  }
+
+  private permanentFailureAlarm(name: StageFunctionName, cfg: CollectionsConfig): void {
+    const stage = STAGE_DIMENSIONS[name];
+    const n = cfg.permanentFailureAlarmThreshold;
+    const minutes = cfg.permanentFailureAlarmMinutes;
+    this.alarm(`${name}-permanent-failures`, {
+      metric: this.stageMetric(name, 'Failed', Duration.minutes(minutes)),
+      threshold: n,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      evaluationPeriods: 1,
+      alarmDescription:
+        `${n} or more items failed permanently in the ${stage} stage (${name}) within ${minutes} min; they are recorded with their reason and not redelivered. ` +
+        '`collections failures` (with DATABASE_URL) lists the items with their reasons; once the cause is fixed, `collections backfill` sends every item not yet done through again.',
+    });
+  }
+
+  // ======================================================================
+  // Dashboard
+
+  private createDashboard(cfg: CollectionsConfig, streams: Record<StageFunctionName, kinesis.Stream>): cloudwatch.Dashboard {
+    const period = Duration.minutes(5);
+    const dashboard = new cloudwatch.Dashboard(this, 'Dashboard', { dashboardName: `collections-${cfg.envName}` });
+    dashboard.addWidgets(new cloudwatch.AlarmStatusWidget({ title: 'Alarms', alarms: this.alarms, width: 24, height: 4 }));
+    for (const name of STAGE_FUNCTIONS) {
+      const stage = STAGE_DIMENSIONS[name];
+      const fn = this.functions[name];
+      const stream = streams[name];
+      const timeoutMs = FUNCTIONS[name].timeout.toMilliseconds();
+      dashboard.addWidgets(
+        new cloudwatch.TextWidget({
+          markdown: `### Stage ${stage}: ${name} function, ${stream.node.id.replace(/Stream$/, '').toLowerCase()} stream`,
+          width: 24,
+          height: 1,
+        }),
+      );
+      dashboard.addWidgets(
+        new cloudwatch.GraphWidget({
+          title: `${stage}: items per outcome`,
+          left: STAGE_COUNT_METRICS.filter((m) => m !== 'ApiCalls').map((m) => this.stageMetric(name, m, period).with({ label: m })),
+          width: 6,
+        }),
+        new cloudwatch.GraphWidget({
+          title: `${stage}: provider API calls`,
+          left: [this.stageMetric(name, 'ApiCalls', period).with({ label: 'ApiCalls' })],
+          width: 6,
+        }),
+        new cloudwatch.GraphWidget({
+          title: `${stage}: iterator age (ms)`,
+          left: [stream.metricGetRecordsIteratorAgeMilliseconds({ statistic: 'Maximum', period, label: 'max iterator age' })],
+          width: 6,
+        }),
+        new cloudwatch.GraphWidget({
+          title: `${stage}: ${name} errors and duration`,
+          left: [fn.metricErrors({ statistic: 'Sum', period, label: 'errors' })],
+          right: [fn.metricDuration({ statistic: 'p99', period, label: 'p99 duration (ms)' })],
+          rightAnnotations: [{ value: timeoutMs, label: 'timeout' }],
+          width: 6,
+        }),
+      );
+    }
+    return dashboard;
   }
 
   private functionAlarms(name: FunctionName, fn: RustFunction, cfg: CollectionsConfig): void {

@@ -71,6 +71,10 @@ export interface CollectionsConfig {
   readonly iteratorAgeAlarmMinutes: number;
   /** Fraction of the timeout at which the p99 Duration alarm fires. */
   readonly durationAlarmFraction: number;
+  /** Items failed permanently (metric Collections/Failed) per stage and period that raise the alarm. */
+  readonly permanentFailureAlarmThreshold: number;
+  /** Period of that alarm, minutes. */
+  readonly permanentFailureAlarmMinutes: number;
 }
 
 /** The SSM parameter prefix every function reads its secrets under. */
@@ -224,5 +228,8 @@ export function loadConfig(scope: IConstruct): CollectionsConfig {
     alarmEmail,
     iteratorAgeAlarmMinutes: int(scope, 'iteratorAgeAlarmMinutes', 15, 1, 10080),
     durationAlarmFraction: num(scope, 'durationAlarmFraction', 0.85, 0.5, 1),
+    permanentFailureAlarmThreshold: int(scope, 'permanentFailureAlarmThreshold', 10, 1, 1_000_000),
+    // One evaluation period; CloudWatch allows at most a day for it.
+    permanentFailureAlarmMinutes: int(scope, 'permanentFailureAlarmMinutes', 15, 1, 1440),
   };
 }

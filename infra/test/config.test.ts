@@ -33,6 +33,8 @@ describe('configuration from context', () => {
     assert.equal(c.versioned, false);
     assert.equal(c.thumbnailExpirationDays, undefined);
     assert.equal(c.logRetention, RetentionDays.ONE_WEEK);
+    assert.equal(c.permanentFailureAlarmThreshold, 10);
+    assert.equal(c.permanentFailureAlarmMinutes, 15);
   });
 
   it('per-environment differences', () => {
@@ -62,6 +64,8 @@ describe('configuration from context', () => {
       analyzerBatchWindowSeconds: '0',
       natGateways: '1',
       dbMultiAz: 'false',
+      permanentFailureAlarmThreshold: '25',
+      permanentFailureAlarmMinutes: '60',
     });
     assert.equal(c.existingDatabase, true);
     assert.equal(c.streamMode, 'PROVISIONED');
@@ -72,6 +76,8 @@ describe('configuration from context', () => {
     assert.equal(c.analyzer.maxBatchingWindow.toSeconds(), 0);
     assert.equal(c.natGateways, 1);
     assert.equal(c.dbMultiAz, false);
+    assert.equal(c.permanentFailureAlarmThreshold, 25);
+    assert.equal(c.permanentFailureAlarmMinutes, 60);
   });
 
   it('rejects values AWS would reject, at synth time', () => {
@@ -82,6 +88,9 @@ describe('configuration from context', () => {
     assert.throws(() => cfg({ kinesisStreamMode: 'fast' }), /kinesisStreamMode/);
     assert.throws(() => cfg({ existingDatabase: 'maybe' }), /existingDatabase/);
     assert.throws(() => cfg({ thumbnailerBatchSize: '2.5' }), /thumbnailerBatchSize/);
+    assert.throws(() => cfg({ permanentFailureAlarmThreshold: '0' }), /permanentFailureAlarmThreshold/);
+    assert.throws(() => cfg({ permanentFailureAlarmThreshold: '2.5' }), /permanentFailureAlarmThreshold/);
+    assert.throws(() => cfg({ permanentFailureAlarmMinutes: '1441' }), /permanentFailureAlarmMinutes/);
     assert.throws(() => cfg({ dbEngineVersion: '16.4' }), /pgvector/);
     assert.throws(() => cfg({ dbEngineVersion: '17' }), /major\.minor/);
     assert.equal(cfg({ dbEngineVersion: '16.6' }).dbEngineVersion, '16.6');

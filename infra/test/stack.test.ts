@@ -5,7 +5,7 @@ import { Match } from 'aws-cdk-lib/assertions';
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { FUNCTIONS, FunctionName } from '../lib/collections-stack';
+import { FUNCTIONS, FunctionName, STAGE_DIMENSIONS } from '../lib/collections-stack';
 import { fingerprintMigrations } from '../lib/migrations';
 import {
   allowed,
@@ -22,6 +22,9 @@ import {
 } from './helpers';
 
 const STAGES = ['thumbnailer', 'analyzer', 'embedder'] as const;
+/** The Stage dimension the stage functions log their metrics under. */
+const STAGE_OF = { thumbnailer: 'thumbnail', analyzer: 'analysis', embedder: 'embedding' } as const;
+const STREAM_OF = { thumbnailer: 'uploads', analyzer: 'processed', embedder: 'analyzed' } as const;
 const ALL: FunctionName[] = ['thumbnailer', 'analyzer', 'embedder', 'migrator'];
 
 function bucketId(t: CfnTemplate): string {
@@ -341,9 +344,10 @@ describe('Lambda functions', () => {
       RUST_LOG: 'info',
     };
     const bucket = { Ref: bucketId(json) };
-    assert.deepEqual(envOf(json, 'thumbnailer'), { ...db, BUCKET_NAME: bucket, EVENT_BUS_NAME: 'default' });
+    assert.deepEqual(envOf(json, 'thumbnailer'), { ...db, BUCKET_NAME: bucket, EVENT_BUS_NAME: 'default', FUNCTION_TIMEOUT_SECS: '60' });
     assert.deepEqual(envOf(json, 'analyzer'), {
       ...db,
+      FUNCTION_TIMEOUT_SECS: '300',
       BUCKET_NAME: bucket,
       EVENT_BUS_NAME: 'default',
       ANALYZER_PROVIDER: 'anthropic',
@@ -352,11 +356,23 @@ describe('Lambda functions', () => {
     });
     assert.deepEqual(envOf(json, 'embedder'), {
       ...db,
+      FUNCTION_TIMEOUT_SECS: '60',
       EMBEDDING_PROVIDER: 'voyage',
       VOYAGE_EMBEDDING_MODEL: 'voyage-3.5',
       SSM_PARAMETER_PREFIX: '/collections',
     });
     assert.deepEqual(envOf(json, 'migrator'), db);
+  });
+
+  it('each stage function gets FUNCTION_TIMEOUT_SECS = its timeout in seconds (both database modes); the migrator does not', () => {
+    for (const { json } of [build('dev'), build('prod', { existingDatabase: 'true' })]) {
+      for (const n of STAGES) {
+        const p = json.Resources[fnLogicalId(json, n)].Properties!;
+        assert.equal(envOf(json, n).FUNCTION_TIMEOUT_SECS, String(p.Timeout), n);
+        assert.equal(envOf(json, n).FUNCTION_TIMEOUT_SECS, String(FUNCTIONS[n].timeout.toSeconds()), n);
+      }
+      assert.equal(envOf(json, 'migrator').FUNCTION_TIMEOUT_SECS, undefined);
+    }
   });
 
   it('environment variables from context: ANALYZER_MODEL (only when given), concurrency, Voyage model, RUST_LOG', () => {
@@ -682,7 +698,8 @@ describe('alarms', () => {
   });
 
   it('every alarm notifies the topic on ALARM and OK; missing data is not breaching', () => {
-    assert.equal(alarms.length, 4 * 3 + 3 + 7);
+    // 4 functions × (Errors, Throttles, Duration) + 3 streams + 7 DLQs + 3 stages' permanent failures
+    assert.equal(alarms.length, 4 * 3 + 3 + 7 + 3);
     for (const a of alarms) {
       assert.deepEqual(a.AlarmActions, [topic], a.AlarmName);
       assert.deepEqual(a.OKActions, [topic], a.AlarmName);
@@ -730,11 +747,116 @@ describe('alarms', () => {
     }
   });
 
+  const permanentFailureAlarms = (as: Array<Record<string, any>>) => as.filter((a) => a.Namespace === 'Collections' && a.MetricName === 'Failed');
+
+  it('per stage: permanent failures, Collections/Failed with Stage=<stage>, Sum over 15 min >= 10, with what to do', () => {
+    const got = permanentFailureAlarms(alarms);
+    assert.equal(got.length, 3);
+    for (const n of STAGES) {
+      const a = got.filter((x) => JSON.stringify(x.Dimensions) === JSON.stringify([{ Name: 'Stage', Value: STAGE_OF[n] }]));
+      assert.equal(a.length, 1, n);
+      assert.equal(a[0].AlarmName, `collections-dev-${n}-permanent-failures`);
+      assert.equal(a[0].Statistic, 'Sum');
+      assert.equal(a[0].Period, 15 * 60);
+      assert.equal(a[0].EvaluationPeriods, 1);
+      assert.equal(a[0].Threshold, 10);
+      assert.equal(a[0].ComparisonOperator, 'GreaterThanOrEqualToThreshold');
+      assert.equal(a[0].TreatMissingData, 'notBreaching');
+      assert.deepEqual(a[0].AlarmActions, [topic]);
+      assert.deepEqual(a[0].OKActions, [topic]);
+      assert.match(a[0].AlarmDescription, /`collections failures`/);
+      assert.match(a[0].AlarmDescription, /`collections backfill`/);
+      assert.ok(a[0].AlarmDescription.length <= 1024, 'CloudWatch limit');
+    }
+    assert.deepEqual(STAGE_DIMENSIONS, STAGE_OF);
+  });
+
+  it('permanent-failure threshold and period come from context (CLI strings or numbers)', () => {
+    for (const ctx of [
+      { permanentFailureAlarmThreshold: '3', permanentFailureAlarmMinutes: '60' },
+      { permanentFailureAlarmThreshold: 3, permanentFailureAlarmMinutes: 60 },
+    ]) {
+      const got = permanentFailureAlarms(resourcesOfType(build('dev', ctx).json, 'AWS::CloudWatch::Alarm').map(([, a]) => a.Properties!));
+      assert.equal(got.length, 3);
+      for (const a of got) {
+        assert.equal(a.Threshold, 3, a.AlarmName);
+        assert.equal(a.Period, 3600, a.AlarmName);
+      }
+    }
+    assert.throws(() => build('dev', { permanentFailureAlarmThreshold: '0' }, { noCache: true }), /permanentFailureAlarmThreshold/);
+  });
+
   it('an alarm e-mail subscription is added when context alarmEmail is set', () => {
     build('dev', { alarmEmail: 'ops@example.com' }).template.hasResourceProperties('AWS::SNS::Subscription', {
       Protocol: 'email',
       Endpoint: 'ops@example.com',
     });
     template.resourceCountIs('AWS::SNS::Subscription', 0);
+  });
+});
+
+/** The dashboard body as the JSON CloudWatch receives, with intrinsics rendered as ${...}. */
+function dashboardBody(json: CfnTemplate, name: string): any {
+  const dashboards = resourcesOfType(json, 'AWS::CloudWatch::Dashboard');
+  assert.equal(dashboards.length, 1);
+  const p = dashboards[0][1].Properties!;
+  assert.equal(p.DashboardName, name);
+  return JSON.parse(render(p.DashboardBody));
+}
+
+/** Every metric of every graph: [namespace, name, ...dimension name/value pairs, options?]. */
+function dashboardMetrics(body: any): any[][] {
+  return body.widgets.flatMap((w: any) => w.properties?.metrics ?? []);
+}
+
+describe('dashboard', () => {
+  const { json } = build('dev');
+  const body = dashboardBody(json, 'collections-dev');
+  const metrics = dashboardMetrics(body);
+  const find = (ns: string, name: string, dimName: string, dimValue: unknown) =>
+    metrics.filter((m) => m[0] === ns && m[1] === name && m[2] === dimName && JSON.stringify(m[3]) === JSON.stringify(dimValue));
+
+  it('one dashboard collections-<env>, per environment', () => {
+    for (const env of ['test', 'prod']) assert.ok(dashboardBody(build(env).json, `collections-${env}`).widgets.length > 0);
+  });
+
+  it('per stage: Done, Skipped, Failed, Redelivered and ApiCalls of Collections, Stage dimension, Sum', () => {
+    for (const n of STAGES) {
+      for (const m of ['Done', 'Skipped', 'Failed', 'Redelivered', 'ApiCalls']) {
+        const hits = find('Collections', m, 'Stage', STAGE_OF[n]);
+        assert.equal(hits.length, 1, `${STAGE_OF[n]} ${m}`);
+        assert.equal(hits[0].length, 5, `${STAGE_OF[n]} ${m}: one dimension, then options`);
+        assert.equal(hits[0][4].stat, 'Sum', `${STAGE_OF[n]} ${m}`);
+      }
+    }
+    // The same metrics found by a plain text search of the template value (a Fn::Join).
+    const raw = JSON.stringify(resourcesOfType(json, 'AWS::CloudWatch::Dashboard')[0][1].Properties!.DashboardBody);
+    for (const stage of Object.values(STAGE_OF)) {
+      for (const m of ['Done', 'Skipped', 'Failed', 'Redelivered', 'ApiCalls']) {
+        assert.ok(raw.includes(`\\"Collections\\",\\"${m}\\",\\"Stage\\",\\"${stage}\\"`), `${stage} ${m}`);
+      }
+    }
+  });
+
+  it('per stage: the iterator age of its stream, and its function\'s errors and p99 duration', () => {
+    for (const n of STAGES) {
+      const age = find('AWS/Kinesis', 'GetRecords.IteratorAgeMilliseconds', 'StreamName', `\${${streamId(json, STREAM_OF[n])}}`);
+      assert.equal(age.length, 1, `${n} iterator age`);
+      assert.equal(age[0][4].stat, 'Maximum');
+      const fn = `\${${fnLogicalId(json, n)}}`;
+      const errors = find('AWS/Lambda', 'Errors', 'FunctionName', fn);
+      assert.equal(errors.length, 1, `${n} errors`);
+      assert.equal(errors[0][4].stat, 'Sum');
+      const duration = find('AWS/Lambda', 'Duration', 'FunctionName', fn);
+      assert.equal(duration.length, 1, `${n} duration`);
+      assert.equal(duration[0][4].stat, 'p99');
+    }
+  });
+
+  it('shows the state of every alarm', () => {
+    const status = body.widgets.filter((w: any) => w.type === 'alarm');
+    assert.equal(status.length, 1);
+    const arns = new Set(resourcesOfType(json, 'AWS::CloudWatch::Alarm').map(([id]) => `\${${id}.Arn}`));
+    assert.deepEqual(new Set(status[0].properties.alarms), arns);
   });
 });
