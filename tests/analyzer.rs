@@ -304,10 +304,11 @@ async fn a_replayed_event_adds_nothing_and_a_reanalysis_adds_the_next_version(po
     // A re-analysis request: version 2, once, however often it is delivered.
     let again = ImageProcessed { reanalysis: Some("user-asked-1".into()), ..event("a") };
     let context = BatchContext { trace_id: Some("lambda-req-1".into()), ..BatchContext::default() };
+    let duplicate = Outcome::Skipped("the same request as another record of this batch".into());
     for _ in 0..2 {
         assert_eq!(
             stage.run_batch(&[again.clone(), again.clone()], &context).await,
-            vec![Outcome::Done, Outcome::Done]
+            vec![Outcome::Done, duplicate.clone()]
         );
     }
     assert_eq!(versions().await, vec![1, 2]);
@@ -319,7 +320,7 @@ async fn a_replayed_event_adds_nothing_and_a_reanalysis_adds_the_next_version(po
     while let Ok(PipelineEvent::AnalysisComplete(e)) = rx.try_recv() {
         ids.push(e.analysis_id);
     }
-    assert_eq!(ids.len(), 4);
+    assert_eq!(ids.len(), 2, "one event per delivery, none for the duplicate");
     assert!(ids.iter().all(|id| *id != first));
 
     // The first image put back (the plain event again): its analysis is
@@ -356,7 +357,7 @@ async fn analysis_complete_is_published_only_for_stored_analyses(pool: PgPool) {
     let fresh = ImageProcessed { reanalysis: Some("r".into()), ..event("a") };
     let missing = event("nope");
     let outcomes = stage.run_batch(&[fresh, missing], &BatchContext::default()).await;
-    assert!(matches!(&outcomes[0], Outcome::Failed(f) if f.reason.contains("HTTP 400") && !f.retriable));
+    assert!(matches!(&outcomes[0], Outcome::Failed(f) if f.reason.contains("HTTP 400") && !f.is_retriable()));
     assert!(matches!(&outcomes[1], Outcome::Failed(f) if f.reason.contains("u/thumbnails/nope.jpg does not exist")));
     assert!(rx.try_recv().is_err(), "nothing published");
 }
@@ -389,7 +390,7 @@ async fn calls_still_running_at_the_deadline_are_cut_off_and_the_finished_ones_s
         })
         .collect();
     assert_eq!((done, cut.len()), (1, 1), "{outcomes:?}");
-    assert!(cut[0].retriable && cut[0].reason.ends_with("was cut off: the invocation ran out of time"), "{cut:?}");
+    assert!(cut[0].is_retriable() && cut[0].reason.ends_with("was cut off: the invocation ran out of time"), "{cut:?}");
     let versions: i64 =
         sqlx::query_scalar("SELECT count(*) FROM analyses WHERE version = 2").fetch_one(&pool).await.unwrap();
     assert_eq!(versions, 1, "the finished analysis is stored");
@@ -400,7 +401,16 @@ async fn an_item_with_a_success_and_a_failure_in_one_batch_is_recorded_failed(po
     use shared::db::analyses;
     let a = collections_tests::analysis("pets", "A cat on a sofa", &["cat"]);
     let (item, analysis) = collections_tests::seed_analysis(&pool, "u/cat.jpg", &a).await;
-    analyses::store_batch(&pool, &[], &[(item, "re-analysis refused".to_owned())], &[analysis]).await.unwrap();
+    // The stage stores what succeeded; the runner then records what failed.
+    analyses::store_batch(&pool, &[], &[analysis]).await.unwrap();
+    let failed = shared::stage::FailedInput {
+        subject: shared::stage::Subject { key: None, user_id: Some("u".into()), item_id: Some(item) },
+        reason: "re-analysis refused".to_owned(),
+        input: None,
+        raw: None,
+        source: "test".to_owned(),
+    };
+    shared::db::status::record_failures(&pool, shared::stage::StageName::Analysis, &[failed]).await.unwrap();
     let (status, error): (String, Option<String>) =
         sqlx::query_as("SELECT analysis_status, last_error FROM items WHERE id = $1")
             .bind(item)
@@ -408,4 +418,43 @@ async fn an_item_with_a_success_and_a_failure_in_one_batch_is_recorded_failed(po
             .await
             .unwrap();
     assert_eq!((status.as_str(), error.as_deref()), ("failed", Some("re-analysis refused")));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_reply_that_fails_validation_is_asked_for_once_more_and_trivial_slips_are_accepted(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    for (name, colour) in [("a", BLUE), ("b", GREEN), ("c", ORANGE)] {
+        images::write(&photos, &format!("{name}.jpg"), &images::jpeg(320, 240, colour));
+    }
+    let mock = MockProviders::start().await;
+    let unknown = serde_json::json!({"category": "memes", "summary": "A joke."});
+    let slipped = serde_json::json!({"category": "nature", "summary": "A lake.", "description": null,
+        "tags": "lake", "objects": null, "colors": [], "text": null});
+    mock.script([
+        Reply::Analysis(unknown.clone()), // a: refused by validation, asked again …
+        Reply::Ok,                        // … and answered well
+        Reply::Analysis(slipped),         // b: a string for a list, nulls for empty ones
+        Reply::Analysis(unknown.clone()), // c: wrong twice
+        Reply::Analysis(unknown),
+    ]);
+    let c = with_provider(&pool, dir.path(), &mock, "anthropic", &[("ANALYZER_CONCURRENCY", "1")]).await;
+    let report = run_folder(&c, &photos, "u", false).await.unwrap();
+    assert_eq!(report.processed, ["u/a.jpg", "u/b.jpg"], "{report:?}");
+    assert_eq!(
+        report.failed,
+        [(
+            "u/c.jpg".to_owned(),
+            "analysing u/c.jpg with vision-test-1 failed after 2 attempts: anthropic returned an invalid analysis: \
+             category \"memes\" is not one of the fixed list"
+                .to_owned()
+        )]
+    );
+    assert_eq!(mock.requests().len(), 5);
+    let (tags, objects): (Value, Value) =
+        sqlx::query_as("SELECT analysis -> 'tags', analysis -> 'objects' FROM analyses WHERE summary = 'A lake.'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((tags, objects), (serde_json::json!(["lake"]), serde_json::json!([])));
 }

@@ -24,12 +24,13 @@ use shared::aws::eventbridge::EventBridgePublisher;
 use shared::aws::kinesis::StreamWriter;
 use shared::aws::s3::S3Store;
 use shared::config::Env;
-use shared::lambda::handle_kinesis;
+use shared::lambda::Handler;
 use shared::retry::RetryPolicy;
 use sqlx::PgPool;
 use thumbnailer::{ThumbnailConfig, Thumbnailer};
 
 struct Stages {
+    pool: PgPool,
     thumbnailer: Thumbnailer,
     analyzer: Analyzer,
     embedder: Embedder,
@@ -41,6 +42,7 @@ fn stages(world: &World, pool: &PgPool) -> Stages {
     let bus = Arc::new(EventBridgePublisher::new(&world.config, "default", Default::default()));
     let env = Env::from_pairs([]);
     Stages {
+        pool: pool.clone(),
         thumbnailer: Thumbnailer::new(
             store.clone(),
             bus.clone(),
@@ -73,18 +75,24 @@ fn failures(response: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The function timeout the handlers are given in these tests.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
 async fn thumbnail(s: &Stages, batch: &KinesisEvent) -> Value {
     let payload = serde_json::to_value(batch).unwrap();
-    thumbnailer::handler::handle(&s.thumbnailer, LambdaEvent::new(payload, context("req-thumbnail"))).await.unwrap()
+    let handler = Handler::new(&s.thumbnailer, &s.pool, TIMEOUT);
+    thumbnailer::handler::handle(&handler, LambdaEvent::new(payload, context("req-thumbnail"))).await.unwrap()
 }
 
 async fn analyze(s: &Stages, batch: &KinesisEvent) -> Value {
-    let response = handle_kinesis(&s.analyzer, LambdaEvent::new(batch.clone(), context("req-analyze"))).await;
+    let handler = Handler::new(&s.analyzer, &s.pool, TIMEOUT);
+    let response = handler.kinesis(LambdaEvent::new(batch.clone(), context("req-analyze"))).await;
     serde_json::to_value(response.unwrap()).unwrap()
 }
 
 async fn embed(s: &Stages, batch: &KinesisEvent) -> Value {
-    let response = handle_kinesis(&s.embedder, LambdaEvent::new(batch.clone(), context("req-embed"))).await;
+    let handler = Handler::new(&s.embedder, &s.pool, TIMEOUT);
+    let response = handler.kinesis(LambdaEvent::new(batch.clone(), context("req-embed"))).await;
     serde_json::to_value(response.unwrap()).unwrap()
 }
 
@@ -164,8 +172,20 @@ async fn a_poison_record_is_the_only_one_reported(pool: PgPool) {
     assert_eq!(batch.records.len(), 5);
 
     let reported = failures(&thumbnail(&s, &batch).await);
-    let expected: Vec<String> = batch.records[1..3].iter().map(|r| r.kinesis.sequence_number.clone()).collect();
-    assert_eq!(reported, expected, "only the two unreadable records; the corrupt image is recorded, not redelivered");
+    assert_eq!(
+        reported,
+        Vec::<String>::new(),
+        "unreadable records and the corrupt image are recorded, not redelivered"
+    );
+    let unreadable: Vec<(String, Option<String>, String)> =
+        sqlx::query_as("SELECT source, raw, reason FROM record_failures ORDER BY source")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let expected: Vec<&str> = batch.records[1..3].iter().map(|r| r.kinesis.sequence_number.as_str()).collect();
+    assert_eq!(unreadable.iter().map(|(s, _, _)| s.as_str()).collect::<Vec<_>>(), expected);
+    assert_eq!(unreadable[0].1.as_deref(), Some("{not json"), "kept as received");
+    assert!(unreadable[0].2.starts_with("the record is not JSON"), "{}", unreadable[0].2);
     let rows: Vec<(String, String)> =
         sqlx::query_as("SELECT file_path, thumbnail_status FROM items ORDER BY 1").fetch_all(&pool).await.unwrap();
     assert_eq!(
@@ -192,9 +212,10 @@ async fn a_direct_s3_notification_is_handled_too(pool: PgPool) {
                "bucket": {"name": world.bucket, "ownerIdentity": {"principalId": "EXAMPLE"}, "arn": format!("arn:aws:s3:::{}", world.bucket)},
                "object": {"key": "direct-u1/my+photo.jpg", "size": 10, "eTag": "e", "sequencer": "1"}}
     }]});
+    let handler = Handler::new(&s.thumbnailer, &s.pool, TIMEOUT);
     let response =
-        thumbnailer::handler::handle(&s.thumbnailer, LambdaEvent::new(notification, context("req-s3"))).await.unwrap();
-    assert_eq!(response["succeeded"], 1);
+        thumbnailer::handler::handle(&handler, LambdaEvent::new(notification, context("req-s3"))).await.unwrap();
+    assert_eq!((response["done"].as_u64(), response["failed"].as_u64()), (Some(1), Some(0)));
     let rows: Vec<String> = sqlx::query_scalar("SELECT file_path FROM items").fetch_all(&pool).await.unwrap();
     assert_eq!(rows, vec!["direct-u1/my photo.jpg"], "the notification's key is URL-decoded");
 }
@@ -290,9 +311,8 @@ async fn backfill_puts_every_eligible_key_on_the_stream_once_across_an_interrupt
     let objects: Vec<shared::events::ObjectRef> = batch
         .records
         .iter()
-        .flat_map(|r| {
-            <shared::events::ObjectRef as shared::lambda::RecordInput>::from_record(&r.kinesis.data.0).unwrap()
-        })
+        .flat_map(|r| <shared::events::Upload as shared::lambda::RecordInput>::from_record(&r.kinesis.data.0).unwrap())
+        .map(|upload| upload.object)
         .collect();
     assert_eq!(objects.len(), 240);
     assert!(objects.iter().all(|o| o.etag.is_some() && o.size == Some(tiny.len() as u64)));

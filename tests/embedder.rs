@@ -10,7 +10,8 @@ use shared::config::Env;
 use shared::db::Vector;
 use shared::db::embeddings::{self, EmbeddingBatch, NewEmbedding};
 use shared::events::AnalysisComplete;
-use shared::stage::{BatchContext, Outcome, Stage};
+use shared::runner::{self, Entry, Settled};
+use shared::stage::{BatchContext, Failure, Outcome, Stage};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -115,12 +116,14 @@ async fn throttling_is_retried_and_wrong_dimensions_fail_naming_the_model(pool: 
         Reply::Dimensions(768),
         Reply::MalformedJson,
     ]);
-    let outcomes = stage.run_batch(&events, &BatchContext::default()).await;
-    assert_eq!(outcomes[0], Outcome::Done);
-    let reasons: Vec<String> = outcomes[1..]
+    // Through the batch runner, which records the failures.
+    let entries = events.iter().map(|e| Entry::readable(e.item_id.clone(), e.clone())).collect();
+    let ran = runner::run(&stage, &pool, entries, &BatchContext::default()).await;
+    assert_eq!(ran.settled[0].1, Settled::Done);
+    let reasons: Vec<String> = ran.settled[1..]
         .iter()
-        .map(|o| match o {
-            Outcome::Failed(f) => f.reason.clone(),
+        .map(|(_, settled)| match settled {
+            Settled::Failed(reason) => reason.clone(),
             other => panic!("{other:?}"),
         })
         .collect();
@@ -152,7 +155,8 @@ async fn a_replay_adds_nothing_and_calls_nobody_and_missing_analyses_fail_alone(
     });
     events.push(AnalysisComplete { item_id: "photo0".into(), analysis_id: "analysis789".into(), user_id: "u".into() });
     let outcomes = stage.run_batch(&events, &BatchContext::default()).await;
-    assert_eq!(outcomes[..2], [Outcome::Done, Outcome::Done]);
+    let skipped = Outcome::Skipped("already embedded by voyage-3.5".into());
+    assert_eq!(outcomes[..2], [skipped.clone(), skipped]);
     assert!(matches!(&outcomes[2], Outcome::Failed(f) if f.reason.contains("not found")));
     assert!(matches!(&outcomes[3], Outcome::Failed(f) if f.reason == "analysis_id \"analysis789\" is not a UUID"));
     assert_eq!(mock.requests().len(), 1, "nothing to embed: no call");
@@ -178,7 +182,7 @@ async fn an_empty_document_is_a_clear_failure(pool: PgPool) {
     let outcomes = stage.run_batch(&[event], &BatchContext::default()).await;
     assert_eq!(
         outcomes,
-        vec![Outcome::failed(format!("analysis {analysis_id} gives an empty embedding document"), false, true)]
+        vec![Failure::permanent(format!("analysis {analysis_id} gives an empty embedding document")).into()]
     );
     assert!(mock.requests().is_empty());
 }

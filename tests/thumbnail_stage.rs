@@ -1,20 +1,36 @@
-//! The thumbnail stage's batch entry point on real files and a real
-//! database: per-item outcomes, bad files failing alone, events only for
-//! successes, the same output on a second run, a repeated upload in one
-//! batch, and an item id that belongs to another user.
+//! The thumbnail stage, through the batch runner, on real files and a real
+//! database: per-item outcomes, bad files failing alone and recorded,
+//! events only for successes, nothing redone on a replay, a repeated upload
+//! in one batch, and an item id that belongs to another user.
 
 use std::sync::Arc;
 
 use collections_tests::images::{self, BLUE, GREEN};
 use shared::bus::LocalBus;
-use shared::events::{IMAGE_PROCESSED, ObjectRef, PipelineEvent};
-use shared::stage::{BatchContext, Outcome, Stage};
+use shared::events::{IMAGE_PROCESSED, ObjectRef, PipelineEvent, Upload};
+use shared::runner::{self, Entry, Settled};
+use shared::stage::BatchContext;
 use shared::storage::{FolderStore, ObjectStore};
 use sqlx::PgPool;
 use thumbnailer::{ThumbnailConfig, ThumbnailOutcome, Thumbnailer};
 
-fn object(key: &str) -> ObjectRef {
-    ObjectRef { bucket: "b".into(), key: key.into(), etag: Some("e1".into()), size: None }
+fn object(key: &str) -> Upload {
+    ObjectRef { bucket: "b".into(), key: key.into(), etag: Some("e1".into()), ..ObjectRef::default() }.into()
+}
+
+/// Runs a batch as the Lambdas and the local pipeline do; one line per object.
+async fn run(stage: &Thumbnailer, pool: &PgPool, uploads: &[Upload]) -> Vec<String> {
+    let entries = uploads.iter().map(|u| Entry::readable(u.object.key.clone(), u.clone())).collect();
+    let ran = runner::run(stage, pool, entries, &BatchContext::default()).await;
+    ran.settled
+        .into_iter()
+        .map(|(_, settled)| match settled {
+            Settled::Done => "done".to_owned(),
+            Settled::Skipped(reason) => format!("skipped: {reason}"),
+            Settled::Failed(reason) => format!("failed (recorded): {reason}"),
+            Settled::Redeliver(reason) => format!("failed (to deliver again): {reason}"),
+        })
+        .collect()
 }
 
 /// A 1-bit PNG declaring 20000×20000 pixels: about 60 KB on disk.
@@ -42,72 +58,82 @@ async fn a_batch_with_bad_files_thumbnails_the_good_ones_and_reports_the_rest(po
     let stage =
         Thumbnailer::new(store.clone(), Arc::new(LocalBus::new().route(IMAGE_PROCESSED, tx)), pool.clone(), config)
             .unwrap();
-    let mut objects: Vec<ObjectRef> = files.iter().map(|(k, _)| object(k)).collect();
+    let mut objects: Vec<Upload> = files.iter().map(|(k, _)| object(k)).collect();
     objects.push(object("u/thumbnails/photo.jpg"));
     objects.push(object("u/notes.txt"));
     objects.push(object("u/missing.jpg"));
 
-    let outcomes = stage.process(&objects).await;
-    let summary: Vec<String> = outcomes
-        .iter()
-        .map(|o| match o {
-            ThumbnailOutcome::Thumbnailed { thumbnail_key, width, height, .. } => {
-                format!("{thumbnail_key} {width}x{height}")
-            }
-            ThumbnailOutcome::Skipped(reason) => format!("skipped: {reason}"),
-            ThumbnailOutcome::Failed(f) => {
-                format!("failed ({}): {}", if f.retriable { "retriable" } else { "permanent" }, f.reason)
-            }
-        })
-        .collect();
-    assert_eq!(
-        summary,
-        vec![
-            "u/thumbnails/photo.jpg 800x600",
-            "failed (permanent): the image declares 20000×20000 pixels (400.0 MP), over the limit of 120.0 MP",
-            "failed (permanent): the file is empty (0 bytes)",
-            "failed (permanent): not a JPEG or PNG image (content starts with bytes 00 8a 19 a3 32 bc 4b d5)",
-            "u/thumbnails/wide.PNG 800x100",
-            "skipped: key \"u/thumbnails/photo.jpg\" is a thumbnail",
-            "skipped: key \"u/notes.txt\" has extension \"txt\"; accepted: jpg, jpeg, png",
-            "failed (permanent): s3://b/u/missing.jpg does not exist",
-        ]
-    );
-
-    let rows: Vec<(String, String, Option<String>)> =
-        sqlx::query_as("SELECT file_path, thumbnail_status, last_error FROM items ORDER BY file_path")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    let statuses: Vec<(&str, &str)> = rows.iter().map(|(k, s, _)| (k.as_str(), s.as_str())).collect();
-    assert_eq!(
-        statuses,
-        vec![
-            ("u/bomb.png", "failed"),
-            ("u/empty.jpeg", "failed"),
-            ("u/missing.jpg", "failed"),
-            ("u/noise.png", "failed"),
-            ("u/photo.jpg", "done"),
-            ("u/wide.PNG", "done")
-        ]
-    );
-
-    // Through the Stage interface: events for the two successes only, and the same bytes again.
-    let first = std::fs::read(store.path_of("b", "u/thumbnails/photo.jpg")).unwrap();
-    let outcomes = stage.run_batch(&objects, &BatchContext::default()).await;
-    assert_eq!(outcomes.iter().filter(|o| **o == Outcome::Done).count(), 2);
+    let expected = vec![
+        "done",
+        "failed (recorded): the image declares 20000×20000 pixels (400.0 MP), over the limit of 120.0 MP",
+        "failed (recorded): the file is empty (0 bytes)",
+        "failed (recorded): not a JPEG or PNG image (content starts with bytes 00 8a 19 a3 32 bc 4b d5)",
+        "done",
+        "skipped: key \"u/thumbnails/photo.jpg\" is a thumbnail",
+        "skipped: key \"u/notes.txt\" has extension \"txt\"; accepted: jpg, jpeg, png",
+        "failed (recorded): s3://b/u/missing.jpg does not exist",
+    ];
+    assert_eq!(run(&stage, &pool, &objects).await, expected);
     let mut published = Vec::new();
     while let Ok(PipelineEvent::ImageProcessed(e)) = rx.try_recv() {
-        published.push((e.original_key, e.thumbnail_key, e.image.map(|i| (i.width, i.height, i.thumbnail_width))));
+        published.push((
+            e.original_key,
+            e.thumbnail_key,
+            e.image.map(|i| (i.width, i.height, i.thumbnail_width, i.thumbnail_height)),
+        ));
     }
     assert_eq!(
         published,
         vec![
-            ("u/photo.jpg".into(), "u/thumbnails/photo.jpg".into(), Some((1600, 1200, 800))),
-            ("u/wide.PNG".into(), "u/thumbnails/wide.PNG".into(), Some((2400, 300, 800))),
+            ("u/photo.jpg".into(), "u/thumbnails/photo.jpg".into(), Some((1600, 1200, 800, 600))),
+            ("u/wide.PNG".into(), "u/thumbnails/wide.PNG".into(), Some((2400, 300, 800, 100))),
+        ],
+        "events for the two successes only"
+    );
+
+    let rows: Vec<(String, String, Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT file_path, thumbnail_status, failed_stage, last_error FROM items ORDER BY file_path")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let statuses: Vec<(&str, &str, Option<&str>)> =
+        rows.iter().map(|(k, s, stage, _)| (k.as_str(), s.as_str(), stage.as_deref())).collect();
+    assert_eq!(
+        statuses,
+        vec![
+            ("u/bomb.png", "failed", Some("thumbnail")),
+            ("u/empty.jpeg", "failed", Some("thumbnail")),
+            ("u/missing.jpg", "failed", Some("thumbnail")),
+            ("u/noise.png", "failed", Some("thumbnail")),
+            ("u/photo.jpg", "done", None),
+            ("u/wide.PNG", "done", None)
         ]
     );
-    assert_eq!(std::fs::read(store.path_of("b", "u/thumbnails/photo.jpg")).unwrap(), first);
+    assert_eq!(rows[1].3.as_deref(), Some("the file is empty (0 bytes)"), "the reason is on the row");
+
+    // The same batch again (a replay): the thumbnails of this version are
+    // not made again, but, the later stages having work left, they are
+    // sent on again; the bad files fail again.
+    let thumbnail = store.path_of("b", "u/thumbnails/photo.jpg");
+    let first = (std::fs::read(&thumbnail).unwrap(), std::fs::metadata(&thumbnail).unwrap().modified().unwrap());
+    assert_eq!(run(&stage, &pool, &objects).await, expected);
+    let again = (std::fs::read(&thumbnail).unwrap(), std::fs::metadata(&thumbnail).unwrap().modified().unwrap());
+    assert_eq!(again, first, "not written again");
+    let mut republished = Vec::new();
+    while let Ok(PipelineEvent::ImageProcessed(e)) = rx.try_recv() {
+        republished.push(e.original_key);
+    }
+    assert_eq!(republished, ["u/photo.jpg", "u/wide.PNG"]);
+
+    // Once the later stages are done too, a replay is skipped.
+    sqlx::query("UPDATE items SET analysis_status = 'done', embedding_status = 'done' WHERE thumbnail_status = 'done'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let third = run(&stage, &pool, &objects).await;
+    assert_eq!(third[0], "skipped: already processed (same version)");
+    assert_eq!(third[4], "skipped: already processed (same version)");
+    assert!(rx.try_recv().is_err(), "nothing published");
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -126,15 +152,17 @@ async fn a_repeated_upload_in_one_batch_is_one_item_and_another_users_id_is_refu
     )
     .unwrap();
     let alice = object(&format!("alice/{id}.jpg"));
-    let first = stage.process(&[alice.clone(), object("alice/cat.jpg"), alice]).await;
+    let context = BatchContext::default();
+    let first = stage.process(&[alice.clone(), object("alice/cat.jpg"), alice], &context).await;
     assert!(first.iter().all(|o| matches!(o, ThumbnailOutcome::Thumbnailed { .. })), "{first:?}");
 
     // Mallory names her upload with Alice's item id: her item fails, Alice's row stays hers.
-    let second = stage.process(&[object(&format!("mallory/{id}.jpg")), object("alice/cat.jpg")]).await;
+    let cat = Upload::from(ObjectRef { etag: Some("e2".into()), ..object("alice/cat.jpg").object });
+    let second = stage.process(&[object(&format!("mallory/{id}.jpg")), cat], &context).await;
     match &second[0] {
         ThumbnailOutcome::Failed(f) => {
             assert_eq!(f.reason, format!("item id {id} already belongs to another user"));
-            assert!(!f.retriable);
+            assert!(!f.is_retriable());
         }
         other => panic!("{other:?}"),
     }

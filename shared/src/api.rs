@@ -164,10 +164,20 @@ impl JsonClient {
                 retry_after: retry_after(&headers, SystemTime::now()),
             });
         }
-        let body = serde_json::from_str(&text).map_err(|e| ApiError::Malformed {
+        // What PostgreSQL would refuse goes here, whatever the reply is used for.
+        let fixed = crate::text::replace_lone_surrogates(&text);
+        let mut body: Value = serde_json::from_str(&fixed).map_err(|e| ApiError::Malformed {
             provider: self.provider,
             reason: format!("the body is not JSON ({e}): {}", truncate(&text)),
         })?;
+        let cleaned = crate::text::clean_json(&mut body);
+        if cleaned > 0 || matches!(fixed, std::borrow::Cow::Owned(_)) {
+            tracing::info!(
+                provider = self.provider,
+                strings = cleaned,
+                "removed control characters or unpaired surrogates from a reply"
+            );
+        }
         Ok(JsonReply { body, headers })
     }
 

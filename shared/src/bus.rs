@@ -8,7 +8,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 use crate::events::PipelineEvent;
-use crate::stage::Outcome;
+use crate::stage::{Failure, Outcome};
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum PublishError {
@@ -30,8 +30,8 @@ pub trait EventPublisher: Send + Sync {
 }
 
 /// Publishes the events of items that are done (`(outcome index, event)`
-/// pairs); an item whose event could not be published becomes a failure to
-/// deliver again, since nothing downstream will see it otherwise.
+/// pairs); an item whose event could not be published fails, retriably:
+/// nothing downstream will see it otherwise.
 pub async fn publish_for(
     publisher: &dyn EventPublisher,
     outcomes: &mut [Outcome],
@@ -42,7 +42,7 @@ pub async fn publish_for(
     let results = publisher.publish(events).await;
     for ((index, name), result) in indices.into_iter().zip(names).zip(results) {
         if let Err(e) = result {
-            outcomes[index] = Outcome::failed(format!("publishing {name} failed: {e}"), true, false);
+            outcomes[index] = Failure::transient(format!("publishing {name} failed: {e}")).into();
         }
     }
 }
@@ -117,7 +117,7 @@ mod tests {
         match &outcomes[2] {
             Outcome::Failed(f) => {
                 assert_eq!(f.reason, "publishing AnalysisComplete failed: no route for AnalysisComplete events");
-                assert!(f.needs_redelivery());
+                assert!(f.is_retriable());
             }
             other => panic!("{other:?}"),
         }

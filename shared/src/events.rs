@@ -4,6 +4,9 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::keys::{ImageKey, KeyError};
+use crate::stage::{StageInput, Subject};
+
 /// `Source` of `ImageProcessed` events on EventBridge.
 pub const IMAGE_PROCESSED_SOURCE: &str = "collections.imageprocessor";
 /// `DetailType` of `ImageProcessed` events.
@@ -29,7 +32,7 @@ pub fn item_uuid(user_id: &str, item_id: &str) -> Uuid {
 
 /// One object to thumbnail: what an S3 "Object Created" event or a local
 /// upload says about it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectRef {
     pub bucket: String,
     /// The object key, already URL-decoded.
@@ -38,6 +41,59 @@ pub struct ObjectRef {
     pub etag: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// Thumbnail it again even if this version was thumbnailed before
+    /// (`collections run --force`); replays of the same version are
+    /// otherwise passed over.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reprocess: bool,
+}
+
+/// The thumbnailer's input: an object, with its key parsed once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "ObjectRef", into = "ObjectRef")]
+pub struct Upload {
+    pub object: ObjectRef,
+    pub key: Result<ImageKey, KeyError>,
+}
+
+impl From<ObjectRef> for Upload {
+    fn from(object: ObjectRef) -> Self {
+        let key = ImageKey::parse(&object.key);
+        Self { object, key }
+    }
+}
+
+impl From<Upload> for ObjectRef {
+    fn from(upload: Upload) -> Self {
+        upload.object
+    }
+}
+
+impl StageInput for Upload {
+    fn subject(&self) -> Subject {
+        let key = self.key.as_ref().ok();
+        Subject {
+            key: Some(self.object.key.clone()),
+            user_id: key.map(|k| k.user_id().to_owned()),
+            item_id: key.map(ImageKey::item_uuid),
+        }
+    }
+}
+
+impl StageInput for ImageProcessed {
+    fn subject(&self) -> Subject {
+        Subject {
+            key: Some(self.original_key.clone()),
+            user_id: Some(self.user_id.clone()),
+            item_id: Some(self.item_uuid()),
+        }
+    }
+}
+
+impl StageInput for AnalysisComplete {
+    fn subject(&self) -> Subject {
+        Subject { key: None, user_id: Some(self.user_id.clone()), item_id: Some(self.item_uuid()) }
+    }
 }
 
 /// Published by the thumbnailer for every image it thumbnailed.

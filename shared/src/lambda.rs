@@ -1,7 +1,8 @@
-//! The batch runner every stage's Lambda shares: the records of a Kinesis
-//! batch (or of an S3 notification) decoded into the stage's inputs, one
-//! batch of stage work, one span per record, per-batch metrics, and the
-//! sequence numbers of the records that must be delivered again.
+//! The Lambda side of the batch runner: the records of a Kinesis batch
+//! (or of an S3 notification sent straight to the function) decoded into
+//! the stage's inputs, handed to [`crate::runner`], and the batch response:
+//! the sequence numbers of the records to deliver again. Also the
+//! invocation's deadline, and per-batch metrics.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -12,12 +13,13 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use thiserror::Error;
-use tracing::{debug, info, info_span, warn};
+use tracing::warn;
 
-use crate::events::{ANALYSIS_COMPLETE, AnalysisComplete, IMAGE_PROCESSED, ImageProcessed, ObjectRef};
-use crate::keys::decode_notification_key;
-use crate::stage::{BatchContext, Outcome, Stage, StageInput};
-use crate::telemetry::BatchMetrics;
+use crate::config::{ConfigError, Env};
+use crate::events::{ANALYSIS_COMPLETE, AnalysisComplete, IMAGE_PROCESSED, ImageProcessed, ObjectRef, Upload};
+use crate::keys::{ImageKey, decode_notification_key};
+use crate::runner::{self, Entry, Settled, Unreadable};
+use crate::stage::{BatchContext, FailureLog, Stage, StageInput, Subject};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum BatchError {
@@ -84,21 +86,28 @@ fn from_notification(records: &[Value]) -> Result<Vec<ObjectRef>, String> {
         let bucket = S3Bucket::deserialize(&s3["bucket"]).map_err(|e| format!("bucket: {e}"))?;
         let object = S3Object::deserialize(&s3["object"]).map_err(|e| format!("object: {e}"))?;
         let key = decode_notification_key(&object.key).map_err(|e| e.to_string())?;
-        objects.push(ObjectRef { bucket: bucket.name, key, etag: object.etag, size: object.size });
+        objects.push(ObjectRef { bucket: bucket.name, key, etag: object.etag, size: object.size, reprocess: false });
     }
     Ok(objects)
 }
 
-impl RecordInput for ObjectRef {
+impl RecordInput for Upload {
     /// An EventBridge "Object Created" event (as the rule forwards it; its
     /// key is not URL-encoded), or a plain S3 notification.
     fn from_record(data: &[u8]) -> Result<Vec<Self>, String> {
         let event = json_of(data)?;
         if let Some(records) = event.get("Records").and_then(Value::as_array) {
-            return from_notification(records);
+            return Ok(from_notification(records)?.into_iter().map(Upload::from).collect());
         }
         let d: ObjectCreatedDetail = detail(&event, "Object Created")?;
-        Ok(vec![ObjectRef { bucket: d.bucket.name, key: d.object.key, etag: d.object.etag, size: d.object.size }])
+        let object = ObjectRef {
+            bucket: d.bucket.name,
+            key: d.object.key,
+            etag: d.object.etag,
+            size: d.object.size,
+            reprocess: false,
+        };
+        Ok(vec![object.into()])
     }
 }
 
@@ -114,174 +123,176 @@ impl RecordInput for AnalysisComplete {
     }
 }
 
-/// What became of a batch's inputs, before they are mapped to records.
-struct Ran {
-    succeeded: usize,
-    failures: Vec<(usize, String)>,
+/// What can still be told of a record that does not read as the stage's
+/// input: the user, item and key its detail names, when it names them.
+fn recover_subject(data: &[u8]) -> Subject {
+    let Ok(event) = serde_json::from_slice::<Value>(data) else { return Subject::default() };
+    let detail = event.get("detail").unwrap_or(&Value::Null);
+    let text = |pointer: &str| detail.pointer(pointer).and_then(Value::as_str).map(str::to_owned);
+    if let Some(key) = text("/object/key").or_else(|| text("/original_key"))
+        && let Ok(parsed) = ImageKey::parse(&key)
+    {
+        return Subject {
+            key: Some(key),
+            user_id: Some(parsed.user_id().to_owned()),
+            item_id: Some(parsed.item_uuid()),
+        };
+    }
+    let user_id = text("/user_id");
+    let item_id = match (&user_id, text("/item_id")) {
+        (Some(user), Some(item)) => Some(crate::events::item_uuid(user, &item)),
+        _ => None,
+    };
+    Subject { key: text("/original_key"), user_id, item_id }
 }
 
 /// Most time kept back from an invocation's deadline to store the batch's
 /// results and publish its events after the provider calls stop.
 const RESERVE: Duration = Duration::from_secs(10);
 
+/// Lambda's longest invocation; a deadline further away is not believed.
+const LONGEST_INVOCATION: Duration = Duration::from_secs(15 * 60 + 60);
+
 /// The batch context of an invocation: its request id as the trace id, and
 /// a deadline `RESERVE` (at most a quarter of the time left) before
-/// Lambda's. No deadline when the invocation has none (`deadline` 0).
-pub fn batch_context(invocation: &lambda_runtime::Context) -> BatchContext {
-    let deadline = (invocation.deadline > 0).then(|| {
-        let ends = UNIX_EPOCH + Duration::from_millis(invocation.deadline);
-        let left = ends.duration_since(SystemTime::now()).unwrap_or_default();
-        Instant::now() + left.saturating_sub(RESERVE.min(left / 4))
-    });
-    BatchContext { trace_id: Some(invocation.request_id.clone()), deadline }
+/// Lambda's. A deadline already past, or beyond Lambda's longest
+/// invocation (as emulators send), is not believed: the function's
+/// `timeout` from now stands in for it.
+pub fn batch_context(invocation: &lambda_runtime::Context, timeout: Duration) -> BatchContext {
+    let ends = UNIX_EPOCH + Duration::from_millis(invocation.deadline);
+    let left = match ends.duration_since(SystemTime::now()) {
+        Ok(left) if !left.is_zero() && left <= LONGEST_INVOCATION => left,
+        _ => {
+            warn!(
+                deadline_ms = invocation.deadline,
+                timeout_secs = timeout.as_secs(),
+                "the runtime's deadline is past or too far away; counting the function's timeout from now"
+            );
+            timeout
+        }
+    };
+    let deadline = Instant::now() + left.saturating_sub(RESERVE.min(left / 4));
+    BatchContext { trace_id: Some(invocation.request_id.clone()), deadline: Some(deadline) }
 }
 
-/// Runs the stage on inputs; logs each outcome in a span of its record;
-/// returns which records (by `owner` index) need redelivery.
-async fn run<S: Stage>(
-    stage: &S,
-    inputs: &[S::Input],
-    owner: &[usize],
-    labels: &[String],
-    context: &BatchContext,
-) -> Ran {
-    let outcomes = if inputs.is_empty() { Vec::new() } else { stage.run_batch(inputs, context).await };
-    let mut ran = Ran { succeeded: 0, failures: Vec::new() };
-    for ((input, outcome), &record) in inputs.iter().zip(outcomes).zip(owner) {
-        let span = info_span!(
-            "record",
-            record = %labels[record],
-            key = %input.describe(),
-            item_id = input.item_uuid().map(|u| u.to_string()).unwrap_or_default(),
-            user_id = input.user_id().unwrap_or_default(),
-        );
-        let _entered = span.enter();
-        match outcome {
-            Outcome::Done => {
-                ran.succeeded += 1;
-                debug!("done");
+/// `FUNCTION_TIMEOUT_SECS`: the function's configured timeout, seconds
+/// (set by the CDK app; default: the seed's timeout of the stage).
+pub fn function_timeout(env: &Env, stage: crate::stage::StageName) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_secs(env.parse_at_least("FUNCTION_TIMEOUT_SECS", stage.seed_timeout().as_secs(), 1)?))
+}
+
+/// A stage's Lambda handler: batches in, the batch runner, responses out.
+pub struct Handler<'a, S> {
+    stage: &'a S,
+    failures: &'a dyn FailureLog,
+    timeout: Duration,
+}
+
+impl<'a, S: Stage> Handler<'a, S>
+where
+    S::Input: RecordInput,
+{
+    /// A handler running `stage`, recording failures in `failures`, for a
+    /// function whose timeout is `timeout`.
+    pub fn new(stage: &'a S, failures: &'a dyn FailureLog, timeout: Duration) -> Self {
+        Self { stage, failures, timeout }
+    }
+
+    /// Runs a Kinesis batch: reports the sequence numbers of the records to
+    /// deliver again. A record whose failure is permanent and recorded (on
+    /// its item's row, or in `record_failures`) is not reported.
+    pub async fn run_kinesis(
+        &self,
+        event: &KinesisEvent,
+        invocation: &lambda_runtime::Context,
+    ) -> Result<KinesisEventResponse, BatchError> {
+        let mut entries = Vec::new();
+        let mut owner = Vec::new();
+        let mut sequence_numbers = Vec::with_capacity(event.records.len());
+        for (position, record) in event.records.iter().enumerate() {
+            let seq = record.kinesis.sequence_number.trim();
+            if seq.is_empty() {
+                return Err(BatchError::NoSequenceNumber { position });
             }
-            Outcome::Skipped(reason) => {
-                ran.succeeded += 1;
-                info!(%reason, "skipped");
-            }
-            Outcome::Failed(f) => {
-                warn!(reason = %f.reason, retriable = f.retriable, recorded = f.recorded, "item failed");
-                if f.needs_redelivery() {
-                    ran.failures.push((record, f.reason));
+            sequence_numbers.push(seq.to_owned());
+            let data = &record.kinesis.data.0;
+            match S::Input::from_record(data) {
+                Ok(inputs) => {
+                    owner.extend(std::iter::repeat_n(position, inputs.len()));
+                    entries.extend(inputs.into_iter().map(|input| Entry::readable(seq, input)));
+                }
+                Err(reason) => {
+                    owner.push(position);
+                    let raw = String::from_utf8_lossy(data).into_owned();
+                    let subject = recover_subject(data);
+                    entries.push(Entry { source: seq.to_owned(), input: Err(Unreadable { reason, raw, subject }) });
                 }
             }
         }
-    }
-    ran
-}
-
-/// Runs a Kinesis batch: reports the sequence numbers of records that
-/// could not be read or whose items must be delivered again. Items whose
-/// failure is recorded on their row (and retrying would not help) are not
-/// reported: `collections failures` lists them.
-pub async fn run_kinesis<S>(
-    stage: &S,
-    event: &KinesisEvent,
-    invocation: &lambda_runtime::Context,
-) -> Result<KinesisEventResponse, BatchError>
-where
-    S: Stage,
-    S::Input: RecordInput,
-{
-    let start = Instant::now();
-    let calls = crate::api::api_calls();
-    let sequence_numbers: Vec<String> = event
-        .records
-        .iter()
-        .enumerate()
-        .map(|(position, r)| {
-            let seq = r.kinesis.sequence_number.trim();
-            if seq.is_empty() { Err(BatchError::NoSequenceNumber { position }) } else { Ok(seq.to_owned()) }
-        })
-        .collect::<Result<_, _>>()?;
-    let (mut inputs, mut owner, mut unreadable) = (Vec::new(), Vec::new(), Vec::new());
-    for (i, record) in event.records.iter().enumerate() {
-        match S::Input::from_record(&record.kinesis.data.0) {
-            Ok(items) => {
-                owner.extend(std::iter::repeat_n(i, items.len()));
-                inputs.extend(items);
-            }
-            Err(reason) => {
-                warn!(sequence_number = %sequence_numbers[i], %reason, "unreadable record");
-                unreadable.push(i);
-            }
+        let ran = runner::run(self.stage, self.failures, entries, &batch_context(invocation, self.timeout)).await;
+        let mut again: Vec<usize> = ran
+            .settled
+            .iter()
+            .zip(&owner)
+            .filter(|((_, settled), _)| matches!(settled, Settled::Redeliver(_)))
+            .map(|(_, &record)| record)
+            .collect();
+        again.dedup();
+        let mut response = KinesisEventResponse::default();
+        for &i in &again {
+            response.add_failure(sequence_numbers[i].clone());
         }
+        ran.metrics.emit();
+        Ok(response)
     }
-    let ran = run(stage, &inputs, &owner, &sequence_numbers, &batch_context(invocation)).await;
 
-    let mut failed: Vec<usize> = unreadable.into_iter().chain(ran.failures.iter().map(|(r, _)| *r)).collect();
-    failed.sort_unstable();
-    failed.dedup();
-    let mut response = KinesisEventResponse::default();
-    for &i in &failed {
-        response.add_failure(sequence_numbers[i].clone());
+    /// A Lambda handler for a stage fed by a Kinesis stream.
+    pub async fn kinesis(
+        &self,
+        event: lambda_runtime::LambdaEvent<KinesisEvent>,
+    ) -> Result<KinesisEventResponse, lambda_runtime::Error> {
+        Ok(self.run_kinesis(&event.payload, &event.context).await?)
     }
-    BatchMetrics {
-        stage: stage.name(),
-        records_in: event.records.len(),
-        succeeded: event.records.len() - failed.len(),
-        failed: failed.len(),
-        duration_ms: start.elapsed().as_millis() as u64,
-        api_calls: crate::api::api_calls() - calls,
-    }
-    .emit();
-    Ok(response)
 }
 
-/// A Lambda handler for a stage fed by a Kinesis stream: the batch in, the
-/// batch response out.
-pub async fn handle_kinesis<S>(
-    stage: &S,
-    event: lambda_runtime::LambdaEvent<KinesisEvent>,
-) -> Result<KinesisEventResponse, lambda_runtime::Error>
-where
-    S: Stage,
-    S::Input: RecordInput,
-{
-    Ok(run_kinesis(stage, &event.payload, &event.context).await?)
-}
-
-/// Runs the objects of an S3 notification delivered straight to the
-/// function. Failures that need another attempt make it an error, so
-/// Lambda's asynchronous retries run it again.
-pub async fn run_s3_event<S>(
-    stage: &S,
-    event: &S3Event,
-    invocation: &lambda_runtime::Context,
-) -> Result<Value, BatchError>
-where
-    S: Stage<Input = ObjectRef>,
-{
-    let start = Instant::now();
-    let records: Vec<Value> = event.records.iter().map(|r| serde_json::to_value(r).unwrap_or(Value::Null)).collect();
-    let objects = from_notification(&records).map_err(|first| BatchError::ItemsFailed {
-        failed: records.len(),
-        total: records.len(),
-        first,
-    })?;
-    let labels: Vec<String> = objects.iter().map(|o| o.key.clone()).collect();
-    let owner: Vec<usize> = (0..objects.len()).collect();
-    let ran = run(stage, &objects, &owner, &labels, &batch_context(invocation)).await;
-    BatchMetrics {
-        stage: stage.name(),
-        records_in: objects.len(),
-        succeeded: ran.succeeded,
-        failed: objects.len() - ran.succeeded,
-        duration_ms: start.elapsed().as_millis() as u64,
-        api_calls: 0,
-    }
-    .emit();
-    match ran.failures.first() {
-        Some((_, first)) => {
-            Err(BatchError::ItemsFailed { failed: ran.failures.len(), total: objects.len(), first: first.clone() })
+impl<S: Stage<Input = Upload>> Handler<'_, S> {
+    /// Runs the objects of an S3 notification delivered straight to the
+    /// function. Failures that need another attempt make it an error, so
+    /// Lambda's asynchronous retries run it again.
+    pub async fn run_s3_event(
+        &self,
+        event: &S3Event,
+        invocation: &lambda_runtime::Context,
+    ) -> Result<Value, BatchError> {
+        let records: Vec<Value> =
+            event.records.iter().map(|r| serde_json::to_value(r).unwrap_or(Value::Null)).collect();
+        let objects = from_notification(&records).map_err(|first| BatchError::ItemsFailed {
+            failed: records.len(),
+            total: records.len(),
+            first,
+        })?;
+        let total = objects.len();
+        let entries: Vec<Entry<Upload>> =
+            objects.into_iter().map(|o| Entry::readable(o.key.clone(), Upload::from(o))).collect();
+        let ran = runner::run(self.stage, self.failures, entries, &batch_context(invocation, self.timeout)).await;
+        ran.metrics.emit();
+        let again: Vec<&str> = ran
+            .settled
+            .iter()
+            .filter_map(|(_, s)| match s {
+                Settled::Redeliver(reason) => Some(reason.as_str()),
+                _ => None,
+            })
+            .collect();
+        match again.first() {
+            Some(first) => Err(BatchError::ItemsFailed { failed: again.len(), total, first: (*first).to_owned() }),
+            None => Ok(json!({
+                "objects": total,
+                "done": ran.metrics.done,
+                "skipped": ran.metrics.skipped,
+                "failed": ran.metrics.failed
+            })),
         }
-        None => Ok(json!({"objects": objects.len(), "succeeded": ran.succeeded})),
     }
 }
 
@@ -289,42 +300,85 @@ where
 mod tests {
     use super::*;
 
+    fn seconds_until(context: &BatchContext) -> f64 {
+        context.deadline.expect("a deadline").saturating_duration_since(Instant::now()).as_secs_f64()
+    }
+
     #[test]
     fn the_deadline_keeps_time_back_for_storing() {
         let mut invocation = lambda_runtime::Context::default();
         invocation.request_id = "req-1".into();
-        let context = batch_context(&invocation);
-        assert_eq!((context.trace_id.as_deref(), context.deadline), (Some("req-1"), None), "no deadline given");
-
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
         for (seconds_left, kept_back) in [(60, 10), (8, 2)] {
             invocation.deadline = now_ms + seconds_left * 1000;
-            let deadline = batch_context(&invocation).deadline.expect("a deadline");
-            let until = deadline.saturating_duration_since(Instant::now()).as_secs_f64();
+            let context = batch_context(&invocation, Duration::from_secs(300));
+            assert_eq!(context.trace_id.as_deref(), Some("req-1"));
+            let until = seconds_until(&context);
             let expected = (seconds_left - kept_back) as f64;
             assert!((until - expected).abs() < 0.5, "{seconds_left} s left: deadline in {until} s");
         }
+    }
+
+    /// `cargo lambda watch` sends `lambda-runtime-deadline-ms: 600000`, a
+    /// moment in 1970: the batch must not believe it has no time left.
+    #[test]
+    fn a_deadline_past_or_too_far_falls_back_to_the_function_timeout() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("lambda-runtime-aws-request-id", "req-watch".parse().unwrap());
+        headers.insert("lambda-runtime-deadline-ms", "600000".parse().unwrap());
+        let config = std::sync::Arc::new(lambda_runtime::Config::default());
+        let invocation = lambda_runtime::Context::new("req-watch", config, &headers).expect("a context from headers");
+        assert_eq!(invocation.deadline, 600_000);
+        let until = seconds_until(&batch_context(&invocation, Duration::from_secs(60)));
+        assert!((until - 50.0).abs() < 0.5, "60 s timeout less 10 s kept back: {until}");
+
+        let mut far = invocation.clone();
+        far.deadline = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64 + 3_600_000;
+        let until = seconds_until(&batch_context(&far, Duration::from_secs(300)));
+        assert!((until - 290.0).abs() < 0.5, "an hour away is not believed: {until}");
+
+        let none = lambda_runtime::Context::default();
+        assert!((seconds_until(&batch_context(&none, Duration::from_secs(60))) - 50.0).abs() < 0.5);
+    }
+
+    #[test]
+    fn a_record_that_does_not_read_still_names_its_item_when_it_can() {
+        let missing =
+            br#"{"detail-type":"ImageProcessed","detail":{"item_id":"cat","user_id":"u","original_key":"u/cat.jpg"}}"#;
+        assert!(ImageProcessed::from_record(missing).is_err());
+        let subject = recover_subject(missing);
+        assert_eq!(subject.key.as_deref(), Some("u/cat.jpg"));
+        assert_eq!(subject.item_id, Some(crate::events::item_uuid("u", "cat")));
+        let ids = br#"{"detail":{"item_id":"cat","user_id":"u"}}"#;
+        assert_eq!(recover_subject(ids).item_id, Some(crate::events::item_uuid("u", "cat")));
+        assert_eq!(recover_subject(b"{oops"), Subject::default());
     }
 
     #[test]
     fn object_created_events_and_notifications_decode() {
         let eventbridge = br#"{"version":"0","detail-type":"Object Created","source":"aws.s3",
             "detail":{"bucket":{"name":"b"},"object":{"key":"u 1/my photo+x.JPG","size":3,"etag":"e1"}}}"#;
+        let upload = Upload::from_record(eventbridge).unwrap().remove(0);
         assert_eq!(
-            ObjectRef::from_record(eventbridge).unwrap(),
-            vec![ObjectRef {
+            upload.object,
+            ObjectRef {
                 bucket: "b".into(),
                 key: "u 1/my photo+x.JPG".into(),
                 etag: Some("e1".into()),
-                size: Some(3)
-            }]
+                size: Some(3),
+                reprocess: false
+            }
         );
+        assert_eq!(upload.key.unwrap().item_id(), "my photo+x");
         let notification = br#"{"Records":[
             {"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{"key":"u/my+photo%21.jpg","eTag":"e2","size":9}}},
             {"eventName":"ObjectRemoved:Delete","s3":{"bucket":{"name":"b"},"object":{"key":"u/gone.jpg"}}}]}"#;
-        let objects = ObjectRef::from_record(notification).unwrap();
+        let objects = Upload::from_record(notification).unwrap();
         assert_eq!(objects.len(), 1);
-        assert_eq!((objects[0].key.as_str(), objects[0].etag.as_deref()), ("u/my photo!.jpg", Some("e2")));
+        assert_eq!(
+            (objects[0].object.key.as_str(), objects[0].object.etag.as_deref()),
+            ("u/my photo!.jpg", Some("e2"))
+        );
     }
 
     #[test]
@@ -356,8 +410,9 @@ mod fixture_tests {
     #[test]
     fn the_event_fixtures_are_what_the_stages_read() {
         let uploads = kinesis(include_str!("../../events/thumbnailer-kinesis.json"));
-        let objects = ObjectRef::from_record(&uploads.records[0].kinesis.data.0).unwrap();
-        assert_eq!((objects[0].bucket.as_str(), objects[0].key.as_str()), ("collections-local", "demo/coffee.jpg"));
+        let objects = Upload::from_record(&uploads.records[0].kinesis.data.0).unwrap();
+        let object = &objects[0].object;
+        assert_eq!((object.bucket.as_str(), object.key.as_str()), ("collections-local", "demo/coffee.jpg"));
         let processed = kinesis(include_str!("../../events/analyzer-kinesis.json"));
         assert_eq!(
             ImageProcessed::from_record(&processed.records[0].kinesis.data.0).unwrap()[0].thumbnail_key,

@@ -13,6 +13,8 @@ pub mod keys;
 pub mod lambda;
 pub mod llm;
 pub mod retry;
+pub mod runner;
 pub mod stage;
 pub mod storage;
 pub mod telemetry;
+pub mod text;

@@ -4,9 +4,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-/// What the retry loop needs to know about an error.
-pub trait RetryError {
-    fn is_retriable(&self) -> bool;
+/// What the retry loop needs to know about an error: whether to try
+/// again at all ([`crate::stage::Retriable`]), and when.
+pub trait RetryError: crate::stage::Retriable {
     /// The wait the server asked for, if it did.
     fn retry_after(&self) -> Option<Duration>;
 }
@@ -76,30 +76,18 @@ where
 }
 
 impl RetryError for crate::api::ApiError {
-    fn is_retriable(&self) -> bool {
-        crate::api::ApiError::is_retriable(self)
-    }
-
     fn retry_after(&self) -> Option<Duration> {
         crate::api::ApiError::retry_after(self)
     }
 }
 
 impl RetryError for crate::llm::LlmError {
-    fn is_retriable(&self) -> bool {
-        crate::llm::LlmError::is_retriable(self)
-    }
-
     fn retry_after(&self) -> Option<Duration> {
         crate::llm::LlmError::retry_after(self)
     }
 }
 
 impl RetryError for crate::embedding::EmbeddingError {
-    fn is_retriable(&self) -> bool {
-        crate::embedding::EmbeddingError::is_retriable(self)
-    }
-
     fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Api(e) => e.retry_after(),
@@ -119,10 +107,19 @@ mod tests {
         after: Option<Duration>,
     }
 
-    impl RetryError for Flaky {
+    impl std::fmt::Display for Flaky {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "flaky")
+        }
+    }
+
+    impl crate::stage::Retriable for Flaky {
         fn is_retriable(&self) -> bool {
             self.retriable
         }
+    }
+
+    impl RetryError for Flaky {
         fn retry_after(&self) -> Option<Duration> {
             self.after
         }

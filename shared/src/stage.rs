@@ -7,60 +7,183 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
+
+/// The stages of the pipeline, in order. Each keeps a status on every item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StageName {
+    Thumbnail,
+    Analysis,
+    Embedding,
+}
+
+impl StageName {
+    /// The stage's name in `items.failed_stage`, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Thumbnail => "thumbnail",
+            Self::Analysis => "analysis",
+            Self::Embedding => "embedding",
+        }
+    }
+
+    /// The timeout the seed gives the stage's function: the invocation's
+    /// length when the runtime does not say (see `FUNCTION_TIMEOUT_SECS`).
+    pub fn seed_timeout(self) -> std::time::Duration {
+        std::time::Duration::from_secs(match self {
+            Self::Thumbnail | Self::Embedding => 60,
+            Self::Analysis => 300,
+        })
+    }
+}
+
+impl std::fmt::Display for StageName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for StageName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "thumbnail" => Ok(Self::Thumbnail),
+            "analysis" => Ok(Self::Analysis),
+            "embedding" => Ok(Self::Embedding),
+            other => Err(format!("unknown stage {other:?}")),
+        }
+    }
+}
 
 /// What became of one input of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Stored, and the next stage's event published (or, last stage, finished).
     Done,
-    /// Deliberately not processed (a thumbnail key, another file type), with why.
+    /// Deliberately not processed (a thumbnail key, another file type, work
+    /// already done for the same version), with why.
     Skipped(String),
     Failed(Failure),
 }
 
-impl Outcome {
-    pub fn failed(reason: impl Into<String>, retriable: bool, recorded: bool) -> Self {
-        Self::Failed(Failure { reason: reason.into(), retriable, recorded })
-    }
+/// Whether delivering an item again could help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// A later attempt may succeed (timeouts, throttling, an unreachable service).
+    Later,
+    /// The same input will fail the same way (a corrupt image, a refused value).
+    Never,
 }
 
-/// Why an item failed, and what delivering it again could do.
+/// Errors that know whether another attempt could succeed.
+pub trait Retriable: std::fmt::Display {
+    fn is_retriable(&self) -> bool;
+}
+
+/// The errors of the ports, each of which knows it already.
+macro_rules! retriable {
+    ($($error:ty),*) => {$(
+        impl Retriable for $error {
+            fn is_retriable(&self) -> bool {
+                <$error>::is_retriable(self)
+            }
+        }
+    )*};
+}
+retriable!(
+    crate::api::ApiError,
+    crate::llm::LlmError,
+    crate::embedding::EmbeddingError,
+    crate::db::DbError,
+    crate::storage::StorageError
+);
+
+/// Why an item failed, and whether another delivery could help. The batch
+/// runner records every failure (on the item's row, or in the table of
+/// record failures) and has the retriable ones delivered again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     /// Says what failed and for which item.
     pub reason: String,
-    /// A later attempt may succeed (timeouts, throttling, an unreachable service).
-    pub retriable: bool,
-    /// The failure is on the item's row, where `collections failures` lists it
-    /// and `collections retry` re-runs it.
-    pub recorded: bool,
+    pub retry: Retry,
 }
 
 impl Failure {
-    /// Whether the stream must deliver the record again (Kinesis retries it,
-    /// then sends it to the on-failure destination): retriable failures, and
-    /// permanent ones that could not be recorded anywhere else.
-    pub fn needs_redelivery(&self) -> bool {
-        self.retriable || !self.recorded
+    /// A failure another attempt may cure.
+    pub fn transient(reason: impl Into<String>) -> Self {
+        Self { reason: reason.into(), retry: Retry::Later }
+    }
+
+    /// A failure the same input will meet again.
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        Self { reason: reason.into(), retry: Retry::Never }
+    }
+
+    /// `doing` (e.g. "reading the thumbnail") failed with `error`; retriable
+    /// when the error is.
+    pub fn of(doing: impl std::fmt::Display, error: &dyn Retriable) -> Self {
+        Self::caused_by(format!("{doing} failed: {error}"), error)
+    }
+
+    /// A failure told in `reason`, retriable when `error`, its cause, is.
+    pub fn caused_by(reason: String, error: &dyn Retriable) -> Self {
+        if error.is_retriable() { Self::transient(reason) } else { Self::permanent(reason) }
     }
 
     /// `work` (e.g. "analysing u/a.jpg with model") was still running when
     /// the invocation's deadline came: worth another delivery.
     pub fn cut_off(work: impl std::fmt::Display) -> Self {
-        Self { reason: format!("{work} was cut off: the invocation ran out of time"), retriable: true, recorded: true }
+        Self::transient(format!("{work} was cut off: the invocation ran out of time"))
+    }
+
+    pub fn is_retriable(&self) -> bool {
+        self.retry == Retry::Later
     }
 }
 
+impl From<Failure> for Outcome {
+    fn from(failure: Failure) -> Self {
+        Self::Failed(failure)
+    }
+}
+
+/// Who and what a stage input is about, as far as it can be told; read
+/// once per record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Subject {
+    /// The original's key.
+    pub key: Option<String>,
+    pub user_id: Option<String>,
+    pub item_id: Option<Uuid>,
+}
+
 /// An input a stage can take from a stream record.
-pub trait StageInput: DeserializeOwned + Send + Sync + std::fmt::Debug + 'static {
-    /// The item this input is about, when it can be told.
-    fn item_uuid(&self) -> Option<Uuid>;
-    /// A short description for logs and failure lists (a key or an id).
-    fn describe(&self) -> String;
-    /// Whose item this is, when it can be told.
-    fn user_id(&self) -> Option<String>;
+pub trait StageInput: DeserializeOwned + Serialize + Send + Sync + std::fmt::Debug + 'static {
+    /// Who and what this input is about.
+    fn subject(&self) -> Subject;
+}
+
+/// One failure to keep where `collections failures` finds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedInput {
+    pub subject: Subject,
+    pub reason: String,
+    /// The input as the stage takes it (to run it again), when it could be read.
+    pub input: Option<serde_json::Value>,
+    /// The record as received, when it could not be read.
+    pub raw: Option<String>,
+    /// Where the record came from (a Kinesis sequence number, a key).
+    pub source: String,
+}
+
+/// Where the batch runner records failures: on the item's row when the
+/// subject names an item of its user, else in a table of their own.
+#[async_trait]
+pub trait FailureLog: Send + Sync {
+    async fn record(&self, stage: StageName, failures: &[FailedInput]) -> Result<(), crate::db::DbError>;
 }
 
 /// What a batch runs within.
@@ -116,53 +239,10 @@ where
 pub trait Stage: Send + Sync + 'static {
     type Input: StageInput;
 
-    /// The stage's name in logs and metrics.
-    fn name(&self) -> &'static str;
+    fn name(&self) -> StageName;
 
     /// Processes a batch; returns exactly one outcome per input, in order.
     async fn run_batch(&self, inputs: &[Self::Input], context: &BatchContext) -> Vec<Outcome>;
-}
-
-impl StageInput for crate::events::ObjectRef {
-    fn item_uuid(&self) -> Option<Uuid> {
-        crate::keys::ImageKey::parse(&self.key).ok().map(|k| k.item_uuid())
-    }
-
-    fn describe(&self) -> String {
-        self.key.clone()
-    }
-
-    fn user_id(&self) -> Option<String> {
-        crate::keys::ImageKey::parse(&self.key).ok().map(|k| k.user_id().to_owned())
-    }
-}
-
-impl StageInput for crate::events::ImageProcessed {
-    fn item_uuid(&self) -> Option<Uuid> {
-        Some(crate::events::ImageProcessed::item_uuid(self))
-    }
-
-    fn describe(&self) -> String {
-        self.original_key.clone()
-    }
-
-    fn user_id(&self) -> Option<String> {
-        Some(self.user_id.clone())
-    }
-}
-
-impl StageInput for crate::events::AnalysisComplete {
-    fn item_uuid(&self) -> Option<Uuid> {
-        Some(crate::events::AnalysisComplete::item_uuid(self))
-    }
-
-    fn describe(&self) -> String {
-        format!("item {} of {}", self.item_id, self.user_id)
-    }
-
-    fn user_id(&self) -> Option<String> {
-        Some(self.user_id.clone())
-    }
 }
 
 #[cfg(test)]

@@ -26,36 +26,50 @@ pub fn init_lambda() {
         .init();
 }
 
-/// What one batch did.
+/// What one batch did, record by record: each record counts once, as
+/// done, skipped, failed for good (recorded, not delivered again) or
+/// redelivered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchMetrics {
-    pub stage: &'static str,
+    pub stage: crate::stage::StageName,
     pub records_in: usize,
-    pub succeeded: usize,
+    pub done: usize,
+    pub skipped: usize,
+    /// Failed permanently: recorded where `collections failures` lists it.
     pub failed: usize,
+    /// Reported back to the stream (or, for a direct invocation, the whole
+    /// invocation failed) for another delivery.
+    pub redelivered: usize,
     pub duration_ms: u64,
     /// Provider API requests made during the batch.
     pub api_calls: u64,
 }
 
+/// The metrics of [`BatchMetrics`], in CloudWatch's names; the CDK app's
+/// alarms and dashboard use the same names.
+const COUNTS: [&str; 6] = ["RecordsIn", "Done", "Skipped", "Failed", "Redelivered", "ApiCalls"];
+
 impl BatchMetrics {
     /// The embedded-metric-format document (namespace `Collections`, dimension `Stage`).
     pub fn emf(&self, timestamp_ms: i64) -> serde_json::Value {
-        let count = |name: &str| json!({"Name": name, "Unit": "Count"});
+        let mut metrics: Vec<serde_json::Value> =
+            COUNTS.iter().map(|name| json!({"Name": name, "Unit": "Count"})).collect();
+        metrics.push(json!({"Name": "DurationMs", "Unit": "Milliseconds"}));
         json!({
             "_aws": {
                 "Timestamp": timestamp_ms,
                 "CloudWatchMetrics": [{
                     "Namespace": "Collections",
                     "Dimensions": [["Stage"]],
-                    "Metrics": [count("RecordsIn"), count("Succeeded"), count("Failed"),
-                                {"Name": "DurationMs", "Unit": "Milliseconds"}, count("ApiCalls")]
+                    "Metrics": metrics
                 }]
             },
-            "Stage": self.stage,
+            "Stage": self.stage.as_str(),
             "RecordsIn": self.records_in,
-            "Succeeded": self.succeeded,
+            "Done": self.done,
+            "Skipped": self.skipped,
             "Failed": self.failed,
+            "Redelivered": self.redelivered,
             "DurationMs": self.duration_ms,
             "ApiCalls": self.api_calls,
         })
@@ -70,11 +84,20 @@ impl BatchMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stage::StageName;
 
     #[test]
     fn emf_document_declares_its_metrics() {
-        let m =
-            BatchMetrics { stage: "analysis", records_in: 5, succeeded: 4, failed: 1, duration_ms: 812, api_calls: 6 };
+        let m = BatchMetrics {
+            stage: StageName::Analysis,
+            records_in: 6,
+            done: 3,
+            skipped: 1,
+            failed: 1,
+            redelivered: 1,
+            duration_ms: 812,
+            api_calls: 6,
+        };
         let doc = m.emf(1_700_000_000_000);
         assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Collections");
         let names: Vec<&str> = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
@@ -83,9 +106,11 @@ mod tests {
             .iter()
             .map(|m| m["Name"].as_str().unwrap())
             .collect();
+        assert_eq!(names, ["RecordsIn", "Done", "Skipped", "Failed", "Redelivered", "ApiCalls", "DurationMs"]);
         for name in &names {
             assert!(doc.get(*name).is_some(), "{name} has a value");
         }
         assert_eq!((doc["Stage"].as_str(), doc["Failed"].as_u64()), (Some("analysis"), Some(1)));
+        assert_eq!((doc["Done"].as_u64(), doc["Redelivered"].as_u64()), (Some(3), Some(1)));
     }
 }

@@ -65,7 +65,7 @@ pub async fn seed_analysis(pool: &PgPool, key: &str, analysis: &shared::llm::Ana
         thumbnail_key: Some(parsed.thumbnail_key()),
         ..items::ThumbnailRecord::default()
     };
-    items::record_thumbnails(pool, &[item]).await.expect("recording the item");
+    items::store_thumbnails(pool, &[item], &[parsed.item_uuid()], &[]).await.expect("recording the item");
     let new = analyses::NewAnalysis {
         item_id: parsed.item_uuid(),
         user_id: parsed.user_id().to_owned(),
@@ -78,8 +78,8 @@ pub async fn seed_analysis(pool: &PgPool, key: &str, analysis: &shared::llm::Ana
         trace_id: None,
         request_key: format!("seed:{key}"),
     };
-    let stored = analyses::store_batch(pool, &[new], &[], &[]).await.expect("storing the analysis");
-    (parsed.item_uuid(), stored[0].analysis_id)
+    let batch = analyses::store_batch(pool, &[new], &[]).await.expect("storing the analysis");
+    (parsed.item_uuid(), batch.stored[0].analysis_id)
 }
 
 /// An analysis with the given category, summary and tags, the rest empty.
@@ -96,4 +96,49 @@ pub fn analysis(category: &str, summary: &str, tags: &[&str]) -> shared::llm::An
         style: None,
         people_count: None,
     }
+}
+
+/// A Kinesis batch as Lambda delivers it, one record per payload (each an
+/// EventBridge event or any bytes), sequence numbers `seq-0`, `seq-1`, ….
+pub fn kinesis_batch(payloads: &[Vec<u8>]) -> aws_lambda_events::event::kinesis::KinesisEvent {
+    use base64::Engine;
+    let records: Vec<serde_json::Value> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, data)| {
+            serde_json::json!({
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": format!("p{i}"),
+                    "sequenceNumber": format!("seq-{i}"),
+                    "data": base64::engine::general_purpose::STANDARD.encode(data),
+                    "approximateArrivalTimestamp": 1764331200.0
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": format!("shardId-000000000000:seq-{i}"),
+                "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": "arn:aws:iam::123456789012:role/collections",
+                "awsRegion": "us-east-1",
+                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/test"
+            })
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({ "Records": records })).expect("a Kinesis event")
+}
+
+/// An EventBridge event of `detail_type` carrying `detail`, as a rule
+/// forwards it to a stream.
+pub fn eventbridge(detail_type: &str, detail: &impl serde::Serialize) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "version": "0", "id": "e", "detail-type": detail_type, "source": "collections.test",
+        "account": "123456789012", "time": "2026-11-30T00:00:00Z", "region": "us-east-1", "resources": [],
+        "detail": detail
+    }))
+    .expect("events serialise")
+}
+
+/// The sequence numbers a Kinesis batch response asks to have delivered again.
+pub fn redelivered(response: &aws_lambda_events::event::streams::KinesisEventResponse) -> Vec<String> {
+    response.batch_item_failures.iter().filter_map(|f| f.item_identifier.clone()).collect()
 }

@@ -33,6 +33,14 @@ pub enum Reply {
     Refusal,
     /// Embeddings with this many dimensions.
     Dimensions(usize),
+    /// The normal answer, its analysis replaced by this one.
+    Analysis(Value),
+    /// The normal answer as JSON text, with each `(from, to)` replaced in
+    /// that text: how a reply carrying `\u0000` or an unpaired surrogate
+    /// escape (valid JSON text that Rust and PostgreSQL refuse) is made.
+    Tampered(Vec<(String, String)>),
+    /// Embeddings, the one at this index holding 1e39 (beyond `f32`).
+    Overflow(usize),
 }
 
 /// One request as the server received it.
@@ -142,7 +150,12 @@ async fn begin(inner: &Arc<Inner>, route: &'static str, headers: HeaderMap, body
     let reply = inner.script.lock().expect("script lock").pop_front().unwrap_or(Reply::Ok);
     let wait = match &reply {
         Reply::Slow(d) => *d,
-        Reply::Ok | Reply::Refusal | Reply::Dimensions(_) => *inner.latency.lock().expect("latency lock"),
+        Reply::Ok
+        | Reply::Refusal
+        | Reply::Dimensions(_)
+        | Reply::Analysis(_)
+        | Reply::Tampered(_)
+        | Reply::Overflow(_) => *inner.latency.lock().expect("latency lock"),
         _ => Duration::ZERO,
     };
     tokio::time::sleep(wait).await;
@@ -177,19 +190,42 @@ fn analysis(n: usize) -> Value {
     })
 }
 
+/// A 200 whose JSON text is `reply`'s with `replacements` made in it.
+fn tampered(reply: &Value, replacements: &[(String, String)], headers: [(&'static str, String); 1]) -> Response {
+    let mut text = reply.to_string();
+    for (from, to) in replacements {
+        text = text.replace(from.as_str(), to);
+    }
+    let mut response = (StatusCode::OK, [("content-type", "application/json")], text).into_response();
+    for (name, value) in headers {
+        response.headers_mut().insert(name, value.parse().expect("a header value"));
+    }
+    response
+}
+
 async fn anthropic(State(inner): State<Arc<Inner>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
     let n = inner.requests.lock().expect("requests lock").len();
     let (_guard, reply) = begin(&inner, "anthropic", headers, &body).await;
     match reply {
-        Reply::Ok | Reply::Slow(_) | Reply::Dimensions(_) => {
+        Reply::Ok
+        | Reply::Slow(_)
+        | Reply::Dimensions(_)
+        | Reply::Overflow(_)
+        | Reply::Analysis(_)
+        | Reply::Tampered(_) => {
             let tool = body["tool_choice"]["name"].as_str().unwrap_or("record_analysis");
-            let reply = json!({
+            let input = if let Reply::Analysis(a) = &reply { a.clone() } else { analysis(n) };
+            let message = json!({
                 "id": format!("msg_{n:04}"), "type": "message", "role": "assistant", "model": body["model"],
-                "content": [{"type": "tool_use", "id": format!("toolu_{n:04}"), "name": tool, "input": analysis(n)}],
+                "content": [{"type": "tool_use", "id": format!("toolu_{n:04}"), "name": tool, "input": input}],
                 "stop_reason": "tool_use", "stop_sequence": null,
                 "usage": {"input_tokens": 1600, "output_tokens": 120}
             });
-            ([("request-id", format!("req_{n:04}"))], Json(reply)).into_response()
+            let headers = [("request-id", format!("req_{n:04}"))];
+            match &reply {
+                Reply::Tampered(replacements) => tampered(&message, replacements, headers),
+                _ => (headers, Json(message)).into_response(),
+            }
         }
         Reply::Refusal => Json(json!({
             "id": "msg_refused", "type": "message", "role": "assistant", "model": body["model"],
@@ -217,28 +253,33 @@ async fn anthropic(State(inner): State<Arc<Inner>>, headers: HeaderMap, Json(bod
 async fn openai_chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
     let n = inner.requests.lock().expect("requests lock").len();
     let (_guard, reply) = begin(&inner, "openai-chat", headers, &body).await;
-    let message = match reply {
-        Reply::Ok | Reply::Slow(_) | Reply::Dimensions(_) => {
+    let message = match &reply {
+        Reply::Ok | Reply::Slow(_) | Reply::Dimensions(_) | Reply::Overflow(_) | Reply::Tampered(_) => {
             json!({"role": "assistant", "content": analysis(n).to_string(), "refusal": null})
         }
+        Reply::Analysis(a) => json!({"role": "assistant", "content": a.to_string(), "refusal": null}),
         Reply::Refusal => {
             json!({"role": "assistant", "content": null, "refusal": "I'm sorry, I can't help with that."})
         }
         Reply::Status { status, retry_after } => {
             return error(
-                status,
-                retry_after,
+                *status,
+                *retry_after,
                 json!({"error": {"message": format!("mock {status}"), "type": "server_error", "code": null}}),
             );
         }
         Reply::MalformedJson => return malformed(),
     };
-    let reply = json!({
+    let completion = json!({
         "id": format!("chatcmpl-{n:04}"), "object": "chat.completion", "model": body["model"],
         "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 900, "completion_tokens": 110, "total_tokens": 1010}
     });
-    ([("x-request-id", format!("req_{n:04}"))], Json(reply)).into_response()
+    let headers = [("x-request-id", format!("req_{n:04}"))];
+    match &reply {
+        Reply::Tampered(replacements) => tampered(&completion, replacements, headers),
+        _ => (headers, Json(completion)).into_response(),
+    }
 }
 
 fn texts(body: &Value) -> Vec<String> {
@@ -267,8 +308,15 @@ fn embeddings(body: &Value, dimensions: Option<usize>) -> Vec<Value> {
 async fn embeddings_reply(inner: Arc<Inner>, route: &'static str, headers: HeaderMap, body: Value) -> Response {
     let (_guard, reply) = begin(&inner, route, headers, &body).await;
     let data = match reply {
-        Reply::Ok | Reply::Slow(_) | Reply::Refusal => embeddings(&body, None),
+        Reply::Ok | Reply::Slow(_) | Reply::Refusal | Reply::Analysis(_) | Reply::Tampered(_) => {
+            embeddings(&body, None)
+        }
         Reply::Dimensions(d) => embeddings(&body, Some(d)),
+        Reply::Overflow(at) => {
+            let mut data = embeddings(&body, None);
+            data[at]["embedding"][0] = json!(1e39);
+            data
+        }
         Reply::Status { status, retry_after } => {
             let body = if route == "voyage" {
                 json!({"detail": format!("mock {status}")})

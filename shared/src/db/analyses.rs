@@ -4,11 +4,11 @@
 use std::collections::HashSet;
 
 use serde_json::Value;
-use sqlx::PgPool;
 use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::DbError;
+use super::{DbError, StageName, each_on_refusal, status};
 
 /// An analysis ready to store.
 #[derive(Debug, Clone)]
@@ -38,36 +38,35 @@ pub struct StoredAnalysis {
     pub created: bool,
 }
 
+/// What [`store_batch`] did.
+#[derive(Debug, Default)]
+pub struct StoredBatch {
+    /// The analyses stored (or found stored), by item and request key. An
+    /// analysis whose item row is missing, or belongs to another user, is
+    /// not stored and is absent.
+    pub stored: Vec<StoredAnalysis>,
+    /// Analyses the database refused, by item and request key, with why.
+    pub refused: Vec<(Uuid, String, String)>,
+}
+
 /// Stores the batch's analyses (each the next version of its item, or the
-/// existing row when its key was seen before) and records failed items, and
-/// items whose analysis was already stored (`reused`, by analysis id: a
-/// replay, or a new upload of an image analysed before) as done, in one
-/// statement. A reused analysis that is no longer its item's latest (an
-/// earlier image put back) becomes the latest version again; of several
-/// for one item, the last in `reused`. An item with
-/// several results in the batch is recorded failed if any failed. An
-/// analysis whose item row is missing, or belongs to another user, is not
-/// stored and is absent from the answer.
-pub async fn store_batch(
-    pool: &PgPool,
-    analyses: &[NewAnalysis],
-    failures: &[(Uuid, String)],
-    reused: &[Uuid],
-) -> Result<Vec<StoredAnalysis>, DbError> {
+/// existing row when its key was seen before) and marks their items, and
+/// the items of `reused` analyses (by id: a replay, or a new upload of an
+/// image analysed before), done, in one transaction. A reused analysis that
+/// is no longer its item's latest (an earlier image put back) becomes the
+/// latest version again; of several for one item, the last in `reused`.
+/// The analyses go in one statement; if the database refuses it for a data
+/// reason, one by one, so only the refused ones are left out.
+pub async fn store_batch(pool: &PgPool, analyses: &[NewAnalysis], reused: &[Uuid]) -> Result<StoredBatch, DbError> {
     let mut seen = HashSet::new();
-    let analyses: Vec<&NewAnalysis> =
-        analyses.iter().filter(|a| seen.insert((a.item_id, a.request_key.as_str()))).collect();
-    let ids: Vec<Uuid> = analyses.iter().map(|_| Uuid::now_v7()).collect();
-    let item_ids: Vec<Uuid> = analyses.iter().map(|a| a.item_id).collect();
-    let failed_ids: Vec<Uuid> = failures.iter().map(|(id, _)| *id).collect();
-    let failed_errors: Vec<&str> = failures.iter().map(|(_, e)| e.as_str()).collect();
+    let analyses: Vec<NewAnalysis> =
+        analyses.iter().filter(|a| seen.insert((a.item_id, a.request_key.clone()))).cloned().collect();
     // Versions are numbered from what the statement sees; a concurrent
     // writer (a direct backfill beside the Lambdas) may take a number first,
-    // and the statement is simply run again.
+    // and the transaction is simply run again.
     let mut attempt = 1;
     loop {
-        let result = store_statement(pool, &ids, &item_ids, &analyses, (&failed_ids, &failed_errors), reused).await;
-        match result {
+        match store_transaction(pool, &analyses, reused).await {
             Err(e) if attempt < 3 && is_version_taken(&e) => attempt += 1,
             other => return other,
         }
@@ -78,15 +77,29 @@ fn is_version_taken(e: &DbError) -> bool {
     e.database_error().and_then(|d| d.constraint()) == Some("analyses_item_version")
 }
 
-async fn store_statement(
-    pool: &PgPool,
-    ids: &[Uuid],
-    item_ids: &[Uuid],
-    analyses: &[&NewAnalysis],
-    (failed_ids, failed_errors): (&[Uuid], &[&str]),
-    reused: &[Uuid],
-) -> Result<Vec<StoredAnalysis>, DbError> {
-    let text = |f: fn(&NewAnalysis) -> Option<String>| analyses.iter().map(|a| f(a)).collect::<Vec<_>>();
+async fn store_transaction(pool: &PgPool, analyses: &[NewAnalysis], reused: &[Uuid]) -> Result<StoredBatch, DbError> {
+    let mut tx = pool.begin().await.map_err(DbError::during("starting to store analyses"))?;
+    let (stored, refused) = each_on_refusal(&mut tx, analyses, |conn, rows| Box::pin(insert(conn, rows))).await?;
+    let input_items: Vec<Uuid> = analyses.iter().map(|a| a.item_id).collect();
+    let reused_items = make_current(&mut tx, reused, &input_items).await?;
+    let done: Vec<Uuid> = stored.iter().map(|s| s.item_id).chain(reused_items).collect();
+    let restart: Vec<Uuid> = stored.iter().filter(|s| s.created).map(|s| s.item_id).collect();
+    status::mark_done(&mut tx, StageName::Analysis, &done, &restart).await?;
+    tx.commit().await.map_err(DbError::during("storing analyses"))?;
+    let refused = refused
+        .into_iter()
+        .map(|(i, e)| (analyses[i].item_id, analyses[i].request_key.clone(), format!("the database refused it: {e}")))
+        .collect();
+    Ok(StoredBatch { stored, refused })
+}
+
+/// Inserts analyses, each the next version of its item, unless its item
+/// row is missing or another user's; answers every input analysis stored,
+/// new or found.
+async fn insert(conn: &mut PgConnection, analyses: &[NewAnalysis]) -> Result<Vec<StoredAnalysis>, DbError> {
+    let ids: Vec<Uuid> = analyses.iter().map(|_| Uuid::now_v7()).collect();
+    let item_ids: Vec<Uuid> = analyses.iter().map(|a| a.item_id).collect();
+    let text = |f: fn(&NewAnalysis) -> Option<&str>| analyses.iter().map(f).collect::<Vec<_>>();
     let json = |f: fn(&NewAnalysis) -> &Value| analyses.iter().map(|a| Json(f(a))).collect::<Vec<_>>();
     sqlx::query_as(
         r#"
@@ -107,42 +120,6 @@ async fn store_statement(
             WHERE EXISTS (SELECT 1 FROM items i WHERE i.id = input.item_id AND i.user_id = input.user_id)
             ON CONFLICT (item_id, request_key) DO NOTHING
             RETURNING id, item_id, request_key
-        ),
-        picked AS (
-            SELECT DISTINCT ON (a.item_id) a.id, a.item_id, a.version
-            FROM analyses a JOIN unnest($14::uuid[]) WITH ORDINALITY AS r(id, ord) ON r.id = a.id
-            WHERE a.item_id NOT IN (SELECT item_id FROM input)
-            ORDER BY a.item_id, r.ord DESC
-        ),
-        made_current AS (
-            UPDATE analyses a SET version = top.version + 1
-            FROM picked, (SELECT item_id, max(version) AS version FROM analyses GROUP BY item_id) top
-            WHERE a.id = picked.id AND top.item_id = picked.item_id AND picked.version < top.version
-        ),
-        results AS (
-            SELECT input.item_id, NULL::text AS error
-            FROM input JOIN items i ON i.id = input.item_id AND i.user_id = input.user_id
-            UNION ALL
-            SELECT * FROM UNNEST($12::uuid[], $13::text[])
-            UNION ALL
-            SELECT item_id, NULL::text FROM analyses WHERE id = ANY($14)
-        ),
-        outcomes AS (
-            SELECT DISTINCT ON (item_id) item_id, error FROM results ORDER BY item_id, error IS NULL
-        ),
-        marked AS (
-            UPDATE items AS i SET
-                analysis_status = CASE WHEN o.error IS NULL THEN 'done' ELSE 'failed' END,
-                embedding_status = CASE WHEN EXISTS (SELECT 1 FROM inserted n WHERE n.item_id = i.id)
-                                        THEN 'pending' ELSE i.embedding_status END,
-                failed_stage = CASE WHEN o.error IS NOT NULL THEN 'analysis'
-                                    WHEN i.failed_stage = 'analysis' THEN NULL ELSE i.failed_stage END,
-                last_error = CASE WHEN o.error IS NOT NULL THEN o.error
-                                  WHEN i.failed_stage = 'analysis' THEN NULL ELSE i.last_error END,
-                attempts = i.attempts + 1,
-                updated_at = now()
-            FROM outcomes o
-            WHERE i.id = o.item_id
         )
         SELECT input.item_id, input.request_key, coalesce(n.id, a.id) AS analysis_id, n.id IS NOT NULL AS created
         FROM input
@@ -152,23 +129,50 @@ async fn store_statement(
         ORDER BY input.ord
         "#,
     )
-    .bind(ids)
-    .bind(item_ids)
-    .bind(text(|a| Some(a.user_id.clone())))
-    .bind(text(|a| Some(a.category.clone())))
-    .bind(text(|a| Some(a.summary.clone())))
+    .bind(&ids)
+    .bind(&item_ids)
+    .bind(text(|a| Some(&a.user_id)))
+    .bind(text(|a| Some(&a.category)))
+    .bind(text(|a| Some(&a.summary)))
     .bind(json(|a| &a.analysis))
     .bind(json(|a| &a.raw_response))
-    .bind(text(|a| Some(a.provider_used.clone())))
-    .bind(text(|a| Some(a.model_used.clone())))
-    .bind(text(|a| a.trace_id.clone()))
-    .bind(text(|a| Some(a.request_key.clone())))
-    .bind(failed_ids)
-    .bind(failed_errors)
-    .bind(reused)
-    .fetch_all(pool)
+    .bind(text(|a| Some(&a.provider_used)))
+    .bind(text(|a| Some(&a.model_used)))
+    .bind(text(|a| a.trace_id.as_deref()))
+    .bind(text(|a| Some(&a.request_key)))
+    .fetch_all(conn)
     .await
     .map_err(DbError::during("storing analyses"))
+}
+
+/// Makes each reused analysis its item's latest version again (of several
+/// for one item, the last); items also among `skip` (which got a new
+/// analysis in this batch) are left alone. Answers the reused analyses' items.
+async fn make_current(conn: &mut PgConnection, reused: &[Uuid], skip: &[Uuid]) -> Result<Vec<Uuid>, DbError> {
+    if reused.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar(
+        r#"
+        WITH picked AS (
+            SELECT DISTINCT ON (a.item_id) a.id, a.item_id, a.version
+            FROM analyses a JOIN unnest($1::uuid[]) WITH ORDINALITY AS r(id, ord) ON r.id = a.id
+            WHERE a.item_id <> ALL($2)
+            ORDER BY a.item_id, r.ord DESC
+        ),
+        made_current AS (
+            UPDATE analyses a SET version = top.version + 1
+            FROM picked, (SELECT item_id, max(version) AS version FROM analyses GROUP BY item_id) top
+            WHERE a.id = picked.id AND top.item_id = picked.item_id AND picked.version < top.version
+        )
+        SELECT DISTINCT item_id FROM analyses WHERE id = ANY($1)
+        "#,
+    )
+    .bind(reused)
+    .bind(skip)
+    .fetch_all(conn)
+    .await
+    .map_err(DbError::during("reusing analyses"))
 }
 
 /// A stored analysis, as the embedder reads it.
@@ -206,18 +210,30 @@ pub async fn latest_ids(pool: &PgPool, item_ids: &[Uuid]) -> Result<Vec<(Uuid, U
     .map_err(DbError::during("finding latest analyses"))
 }
 
-/// The ids of analyses already stored under these (item, request key) pairs.
+/// An analysis already stored for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExistingAnalysis {
+    pub id: Uuid,
+    /// It is its item's latest analysis, and the item is analysed and
+    /// embedded: a replay has nothing left to do.
+    pub settled: bool,
+}
+
+/// The analyses already stored under these (item, request key) pairs.
 pub async fn find_by_request(
     pool: &PgPool,
     requests: &[(Uuid, String)],
-) -> Result<std::collections::HashMap<(Uuid, String), Uuid>, DbError> {
+) -> Result<std::collections::HashMap<(Uuid, String), ExistingAnalysis>, DbError> {
     let items: Vec<Uuid> = requests.iter().map(|(i, _)| *i).collect();
     let keys: Vec<&str> = requests.iter().map(|(_, k)| k.as_str()).collect();
-    let rows: Vec<(Uuid, String, Uuid)> = sqlx::query_as(
+    let rows: Vec<(Uuid, String, Uuid, bool)> = sqlx::query_as(
         r#"
-        SELECT a.item_id, a.request_key, a.id
+        SELECT a.item_id, a.request_key, a.id,
+               i.analysis_status = 'done' AND i.embedding_status = 'done'
+               AND a.version = (SELECT max(version) FROM analyses l WHERE l.item_id = a.item_id)
         FROM analyses a JOIN UNNEST($1::uuid[], $2::text[]) AS r(item_id, request_key)
              ON a.item_id = r.item_id AND a.request_key = r.request_key
+             JOIN items i ON i.id = a.item_id
         "#,
     )
     .bind(&items)
@@ -225,5 +241,5 @@ pub async fn find_by_request(
     .fetch_all(pool)
     .await
     .map_err(DbError::during("looking up analyses"))?;
-    Ok(rows.into_iter().map(|(item, key, id)| ((item, key), id)).collect())
+    Ok(rows.into_iter().map(|(item, key, id, settled)| ((item, key), ExistingAnalysis { id, settled })).collect())
 }

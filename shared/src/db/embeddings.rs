@@ -3,12 +3,13 @@
 
 use std::collections::HashSet;
 
+use futures::future::BoxFuture;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::copy::BinaryCopy;
-use super::{DbError, StageName, Vector, items};
+use super::{DbError, StageName, Vector, each_on_refusal, status};
 
 /// An embedding ready to store.
 #[derive(Debug, Clone)]
@@ -154,37 +155,50 @@ pub struct EmbeddingBatch {
     pub new: Vec<NewEmbedding>,
     /// Items whose analysis already had its embedding (a replay).
     pub unchanged: Vec<Uuid>,
-    pub failed: Vec<(Uuid, String)>,
 }
 
 fn is_unique_violation(e: &DbError) -> bool {
     e.sqlstate().as_deref() == Some("23505")
 }
 
+/// The insert that leaves stored rows alone, answering the items of all rows.
+fn insert_all<'c>(conn: &'c mut PgConnection, rows: &'c [NewEmbedding]) -> BoxFuture<'c, Result<Vec<Uuid>, DbError>> {
+    Box::pin(async move {
+        insert_rows(conn, rows).await?;
+        Ok(rows.iter().map(|r| r.item_id).collect())
+    })
+}
+
 /// Stores a batch in one transaction: the new vectors by binary COPY (or,
 /// when a concurrent delivery stored some of them first, by the insert that
-/// leaves those alone), then every item's embedding status.
-pub async fn store_batch(pool: &PgPool, batch: &EmbeddingBatch) -> Result<(), DbError> {
+/// leaves those alone; or, when the database refuses a row, by that insert
+/// row by row), then the stored items' embedding status. Answers the rows
+/// the database refused: (item, analysis, why).
+pub async fn store_batch(pool: &PgPool, batch: &EmbeddingBatch) -> Result<Vec<(Uuid, Uuid, String)>, DbError> {
     let mut tx = pool.begin().await.map_err(DbError::during("starting to store embeddings"))?;
     let mut attempt =
         sqlx::Connection::begin(&mut *tx).await.map_err(DbError::during("starting to store embeddings"))?;
-    match copy_rows(&mut attempt, &batch.new).await {
-        Ok(_) => attempt.commit().await.map_err(DbError::during("storing embeddings"))?,
-        Err(e) if is_unique_violation(&e) => {
+    let (stored, refused) = match copy_rows(&mut attempt, &batch.new).await {
+        Ok(_) => {
+            attempt.commit().await.map_err(DbError::during("storing embeddings"))?;
+            (batch.new.iter().map(|r| r.item_id).collect(), Vec::new())
+        }
+        Err(e) if is_unique_violation(&e) || e.is_refusal() => {
             attempt.rollback().await.map_err(DbError::during("storing embeddings"))?;
-            insert_rows(&mut tx, &batch.new).await?;
+            each_on_refusal(&mut tx, &batch.new, insert_all).await?
         }
         Err(e) => return Err(e),
-    }
-    let results: Vec<(Uuid, Option<&str>)> = batch
-        .new
-        .iter()
-        .map(|e| (e.item_id, None))
-        .chain(batch.unchanged.iter().map(|id| (*id, None)))
-        .chain(batch.failed.iter().map(|(id, e)| (*id, Some(e.as_str()))))
-        .collect();
-    items::mark_stage(&mut tx, StageName::Embedding, &results).await?;
-    tx.commit().await.map_err(DbError::during("storing embeddings"))
+    };
+    let done: Vec<Uuid> = stored.into_iter().chain(batch.unchanged.iter().copied()).collect();
+    status::mark_done(&mut tx, StageName::Embedding, &done, &[]).await?;
+    tx.commit().await.map_err(DbError::during("storing embeddings"))?;
+    Ok(refused
+        .into_iter()
+        .map(|(i, e)| {
+            let row = &batch.new[i];
+            (row.item_id, row.analysis_id, format!("the database refused the embedding: {e}"))
+        })
+        .collect())
 }
 
 /// The HNSW index of `embeddings.vector`, as the migrations create it.

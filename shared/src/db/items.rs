@@ -7,9 +7,10 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{DbError, StageName};
+use super::{DbError, StageName, each_on_refusal, status};
 
-/// What the thumbnailer learnt about one original, success or failure.
+/// What the thumbnailer learnt about one original. Its status is written
+/// by [`super::status`], not here.
 #[derive(Debug, Clone, Default)]
 pub struct ThumbnailRecord {
     pub id: Uuid,
@@ -23,17 +24,45 @@ pub struct ThumbnailRecord {
     pub width: Option<i32>,
     pub height: Option<i32>,
     pub thumbnail_key: Option<String>,
-    /// `None` when the thumbnail was written.
-    pub error: Option<String>,
 }
 
-/// Upserts the items of a thumbnail batch in one statement, and returns
-/// the ids it wrote. A changed original (another known etag) sends its item
-/// through analysis and embedding again. An id that already belongs to
-/// another user is left alone and missing from the answer; an id twice in
-/// the batch (the same upload delivered twice) is written once, as its
-/// last record says.
-pub async fn record_thumbnails(pool: &PgPool, records: &[ThumbnailRecord]) -> Result<HashSet<Uuid>, DbError> {
+/// What [`store_thumbnails`] did.
+#[derive(Debug, Default)]
+pub struct StoredThumbnails {
+    /// The items written. An id that belongs to another user is not.
+    pub written: HashSet<Uuid>,
+    /// Items the database refused, with why.
+    pub refused: Vec<(Uuid, String)>,
+}
+
+/// Records a thumbnail batch in one transaction: every item's row (see
+/// [`record_thumbnails`]; one by one if the database refuses the batch for
+/// a data reason, so only the refused rows are left out), then `done` items
+/// marked done, with the later stages of `restart` items pending again.
+pub async fn store_thumbnails(
+    pool: &PgPool,
+    records: &[ThumbnailRecord],
+    done: &[Uuid],
+    restart: &[Uuid],
+) -> Result<StoredThumbnails, DbError> {
+    let mut tx = pool.begin().await.map_err(DbError::during("starting to record thumbnails"))?;
+    let (written, refused) =
+        each_on_refusal(&mut tx, records, |conn, rows| Box::pin(record_thumbnails(conn, rows))).await?;
+    let written: HashSet<Uuid> = written.into_iter().collect();
+    let done: Vec<Uuid> = done.iter().copied().filter(|id| written.contains(id)).collect();
+    status::mark_done(&mut tx, StageName::Thumbnail, &done, restart).await?;
+    tx.commit().await.map_err(DbError::during("recording thumbnails"))?;
+    let refused =
+        refused.into_iter().map(|(i, e)| (records[i].id, format!("the database refused the item: {e}"))).collect();
+    Ok(StoredThumbnails { written, refused })
+}
+
+/// Upserts the items of a thumbnail batch (what is known of each original,
+/// success or failure) in one statement, and returns the ids it wrote. An
+/// id that already belongs to another user is left alone and missing from
+/// the answer; an id twice in the batch (the same upload delivered twice)
+/// is written once, as its last record says.
+pub async fn record_thumbnails(conn: &mut PgConnection, records: &[ThumbnailRecord]) -> Result<Vec<Uuid>, DbError> {
     let mut last: HashMap<Uuid, usize> = HashMap::with_capacity(records.len());
     for (position, r) in records.iter().enumerate() {
         last.insert(r.id, position);
@@ -41,7 +70,7 @@ pub async fn record_thumbnails(pool: &PgPool, records: &[ThumbnailRecord]) -> Re
     let records: Vec<&ThumbnailRecord> =
         records.iter().enumerate().filter(|(position, r)| last[&r.id] == *position).map(|(_, r)| r).collect();
     if records.is_empty() {
-        return Ok(HashSet::new());
+        return Ok(Vec::new());
     }
     let column = |f: fn(&ThumbnailRecord) -> Option<String>| records.iter().map(|r| f(r)).collect::<Vec<_>>();
     let ids: Vec<Uuid> = records.iter().map(|r| r.id).collect();
@@ -51,15 +80,9 @@ pub async fn record_thumbnails(pool: &PgPool, records: &[ThumbnailRecord]) -> Re
     let written: Vec<(Uuid,)> = sqlx::query_as(
         r#"
         INSERT INTO items AS i (id, user_id, bucket, file_path, filename, mime_type, source_etag, size_bytes,
-                                width, height, thumbnail_key, thumbnail_status, failed_stage, last_error, attempts)
-        SELECT id, user_id, bucket, file_path, filename, mime_type, etag, size_bytes, width, height, thumbnail_key,
-               CASE WHEN error IS NULL THEN 'done' ELSE 'failed' END,
-               CASE WHEN error IS NULL THEN NULL ELSE 'thumbnail' END,
-               error, 1
-        FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                    $8::bigint[], $9::int[], $10::int[], $11::text[], $12::text[])
-             AS t(id, user_id, bucket, file_path, filename, mime_type, etag, size_bytes, width, height,
-                  thumbnail_key, error)
+                                width, height, thumbnail_key)
+        SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                             $8::bigint[], $9::int[], $10::int[], $11::text[])
         ON CONFLICT (id) DO UPDATE SET
             bucket = EXCLUDED.bucket,
             file_path = EXCLUDED.file_path,
@@ -70,18 +93,6 @@ pub async fn record_thumbnails(pool: &PgPool, records: &[ThumbnailRecord]) -> Re
             width = coalesce(EXCLUDED.width, i.width),
             height = coalesce(EXCLUDED.height, i.height),
             thumbnail_key = coalesce(EXCLUDED.thumbnail_key, i.thumbnail_key),
-            thumbnail_status = EXCLUDED.thumbnail_status,
-            analysis_status = CASE WHEN EXCLUDED.source_etag IS DISTINCT FROM i.source_etag
-                                        AND EXCLUDED.source_etag IS NOT NULL
-                                   THEN 'pending' ELSE i.analysis_status END,
-            embedding_status = CASE WHEN EXCLUDED.source_etag IS DISTINCT FROM i.source_etag
-                                         AND EXCLUDED.source_etag IS NOT NULL
-                                    THEN 'pending' ELSE i.embedding_status END,
-            failed_stage = CASE WHEN EXCLUDED.failed_stage IS NOT NULL THEN EXCLUDED.failed_stage
-                                WHEN i.failed_stage = 'thumbnail' THEN NULL ELSE i.failed_stage END,
-            last_error = CASE WHEN EXCLUDED.failed_stage IS NOT NULL THEN EXCLUDED.last_error
-                              WHEN i.failed_stage = 'thumbnail' THEN NULL ELSE i.last_error END,
-            attempts = i.attempts + 1,
             updated_at = now()
         WHERE i.user_id = EXCLUDED.user_id
         RETURNING id
@@ -98,49 +109,44 @@ pub async fn record_thumbnails(pool: &PgPool, records: &[ThumbnailRecord]) -> Re
     .bind(&widths)
     .bind(&heights)
     .bind(column(|r| r.thumbnail_key.clone()))
-    .bind(column(|r| r.error.clone()))
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await
     .map_err(DbError::during("recording thumbnails"))?;
     Ok(written.into_iter().map(|(id,)| id).collect())
 }
 
-/// Sets one stage's status on many items in one statement: done where the
-/// error is `None`, failed with the error otherwise. Only rows whose failed
-/// stage is this one have their error cleared on success.
-pub async fn mark_stage(
-    conn: &mut PgConnection,
-    stage: StageName,
-    results: &[(Uuid, Option<&str>)],
-) -> Result<(), DbError> {
-    if results.is_empty() {
-        return Ok(());
+/// Where an item stands, as a stage sees it before doing any work.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ItemState {
+    pub id: Uuid,
+    pub user_id: String,
+    pub source_etag: Option<String>,
+    pub thumbnail_key: Option<String>,
+    pub thumbnail_status: String,
+    pub analysis_status: String,
+    pub embedding_status: String,
+}
+
+impl ItemState {
+    /// Whether the later stages have nothing left to do.
+    pub fn analysed_and_embedded(&self) -> bool {
+        self.analysis_status == "done" && self.embedding_status == "done"
     }
-    let ids: Vec<Uuid> = results.iter().map(|(id, _)| *id).collect();
-    let errors: Vec<Option<&str>> = results.iter().map(|(_, e)| *e).collect();
-    let status = stage.status_column();
-    let sql = format!(
+}
+
+/// The states of the items with these ids that exist.
+pub async fn states(pool: &PgPool, ids: &[Uuid]) -> Result<HashMap<Uuid, ItemState>, DbError> {
+    let rows: Vec<ItemState> = sqlx::query_as(
         r#"
-        UPDATE items AS i SET
-            {status} = CASE WHEN t.error IS NULL THEN 'done' ELSE 'failed' END,
-            failed_stage = CASE WHEN t.error IS NOT NULL THEN $3
-                                WHEN i.failed_stage = $3 THEN NULL ELSE i.failed_stage END,
-            last_error = CASE WHEN t.error IS NOT NULL THEN t.error
-                              WHEN i.failed_stage = $3 THEN NULL ELSE i.last_error END,
-            attempts = i.attempts + 1,
-            updated_at = now()
-        FROM UNNEST($1::uuid[], $2::text[]) AS t(id, error)
-        WHERE i.id = t.id
-        "#
-    );
-    sqlx::query(&sql)
-        .bind(&ids)
-        .bind(&errors)
-        .bind(stage.as_str())
-        .execute(conn)
-        .await
-        .map_err(DbError::during("recording stage results"))?;
-    Ok(())
+        SELECT id, user_id, source_etag, thumbnail_key, thumbnail_status, analysis_status, embedding_status
+        FROM items WHERE id = ANY($1)
+        "#,
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+    .map_err(DbError::during("looking up items"))?;
+    Ok(rows.into_iter().map(|r| (r.id, r)).collect())
 }
 
 /// The etags of those `keys` in `bucket` whose items went through every

@@ -7,10 +7,13 @@ pub mod copy;
 pub mod embeddings;
 pub mod items;
 pub mod search;
+pub mod status;
 pub mod vector;
 
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use sqlx::PgConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use thiserror::Error;
 
@@ -42,6 +45,17 @@ impl DbError {
             Self::Query { .. } | Self::Migrate(_) => {
                 matches!(self.sqlstate().as_deref(), Some("40001" | "40P01" | "23505" | "57P01"))
             }
+        }
+    }
+
+    /// Whether PostgreSQL refused the data itself (SQLSTATE classes 22,
+    /// data exception, and 23, integrity violation), other than a unique
+    /// key taken: writing the same rows again would fail again, but the
+    /// other rows of their batch may be fine.
+    pub fn is_refusal(&self) -> bool {
+        match self.sqlstate().as_deref() {
+            Some("23505") | None => false,
+            Some(code) => code.starts_with("22") || code.starts_with("23"),
         }
     }
 
@@ -84,49 +98,64 @@ pub fn connect_options(url: &str) -> Result<PgConnectOptions, DbError> {
     url.parse().map_err(|source| DbError::Connect { url: redact_url(url), source })
 }
 
+/// A statement that writes a slice of rows and answers what it wrote.
+pub(crate) type WriteRows<T, R> = for<'c> fn(&'c mut PgConnection, &'c [T]) -> BoxFuture<'c, Result<Vec<R>, DbError>>;
+
+/// Writes `rows` with `write` in one statement; if the database refuses
+/// the batch for a data reason, writes each row on its own, so that only
+/// the rows it refuses fail. Each attempt runs under a savepoint, so a
+/// refusal leaves the caller's transaction usable. Answers what was
+/// written, and the refused rows by position with the database's reason.
+pub(crate) async fn each_on_refusal<T, R>(
+    conn: &mut PgConnection,
+    rows: &[T],
+    write: WriteRows<T, R>,
+) -> Result<(Vec<R>, Vec<(usize, DbError)>), DbError> {
+    match attempt(conn, rows, write).await {
+        Err(e) if e.is_refusal() && rows.len() > 1 => {
+            tracing::warn!(error = %e, rows = rows.len(), "the database refused a batch; writing its rows one by one");
+            let (mut written, mut refused) = (Vec::new(), Vec::new());
+            for (position, row) in rows.iter().enumerate() {
+                match attempt(conn, std::slice::from_ref(row), write).await {
+                    Ok(r) => written.extend(r),
+                    Err(e) if e.is_refusal() => refused.push((position, e)),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok((written, refused))
+        }
+        Err(e) if e.is_refusal() => Ok((Vec::new(), vec![(0, e)])),
+        other => other.map(|written| (written, Vec::new())),
+    }
+}
+
+async fn attempt<T, R>(conn: &mut PgConnection, rows: &[T], write: WriteRows<T, R>) -> Result<Vec<R>, DbError> {
+    let mut savepoint = sqlx::Connection::begin(&mut *conn).await.map_err(DbError::during("starting a write"))?;
+    match write(&mut savepoint, rows).await {
+        Ok(written) => {
+            savepoint.commit().await.map_err(DbError::during("finishing a write"))?;
+            Ok(written)
+        }
+        Err(e) => {
+            savepoint.rollback().await.map_err(DbError::during("undoing a refused write"))?;
+            Err(e)
+        }
+    }
+}
+
 /// Applies the migrations that have not been applied yet; harmless to repeat.
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     MIGRATOR.run(pool).await?;
     Ok(())
 }
 
-/// The stages that keep a status on each item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StageName {
-    Thumbnail,
-    Analysis,
-    Embedding,
-}
+pub use crate::stage::StageName;
 
-impl StageName {
-    /// The value of `items.failed_stage` for this stage.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Thumbnail => "thumbnail",
-            Self::Analysis => "analysis",
-            Self::Embedding => "embedding",
-        }
-    }
-
-    /// The status column of this stage in `items` (a fixed identifier, never input).
-    pub(crate) fn status_column(self) -> &'static str {
-        match self {
-            Self::Thumbnail => "thumbnail_status",
-            Self::Analysis => "analysis_status",
-            Self::Embedding => "embedding_status",
-        }
-    }
-}
-
-impl std::str::FromStr for StageName {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "thumbnail" => Ok(Self::Thumbnail),
-            "analysis" => Ok(Self::Analysis),
-            "embedding" => Ok(Self::Embedding),
-            other => Err(format!("unknown stage {other:?}")),
-        }
+/// The status column of a stage in `items` (a fixed identifier, never input).
+pub(crate) fn status_column(stage: StageName) -> &'static str {
+    match stage {
+        StageName::Thumbnail => "thumbnail_status",
+        StageName::Analysis => "analysis_status",
+        StageName::Embedding => "embedding_status",
     }
 }

@@ -32,6 +32,10 @@ pub enum EmbeddingError {
     WrongDimensions { model: String, expected: usize, got: usize },
     #[error("{model} returned {got} vectors for {sent} texts")]
     WrongCount { model: String, sent: usize, got: usize },
+    #[error(
+        "{model} returned a vector with a value that is not a finite 32-bit number (NaN, infinite, or out of range)"
+    )]
+    NotFinite { model: String },
 }
 
 impl EmbeddingError {
@@ -45,6 +49,38 @@ impl EmbeddingError {
 pub struct BatchLimits {
     pub max_texts: usize,
     pub max_tokens: usize,
+}
+
+/// The embedding providers, parsed once from the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbeddingProviderName {
+    Voyage,
+    OpenAi,
+    Local,
+}
+
+impl EmbeddingProviderName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Voyage => "voyage",
+            Self::OpenAi => "openai",
+            Self::Local => "local",
+        }
+    }
+}
+
+impl std::str::FromStr for EmbeddingProviderName {
+    type Err = String;
+
+    /// Case-insensitive.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_lowercase().as_str() {
+            "voyage" => Ok(Self::Voyage),
+            "openai" => Ok(Self::OpenAi),
+            "local" => Ok(Self::Local),
+            _ => Err("expected voyage, openai or local".to_owned()),
+        }
+    }
 }
 
 /// An embedding model behind one interface, chosen by configuration.
@@ -98,6 +134,16 @@ pub fn check_dimensions(model: &str, vectors: &[Vec<f32>]) -> Result<(), Embeddi
             got: bad.len(),
         }),
         None => Ok(()),
+    }
+}
+
+/// One vector as pgvector will take it: every value a finite `f32` (a
+/// reply's `1e39` becomes infinity as an `f32`, and pgvector refuses it).
+pub fn check_finite(model: &str, vector: &[f32]) -> Result<(), EmbeddingError> {
+    if vector.iter().all(|x| x.is_finite()) {
+        Ok(())
+    } else {
+        Err(EmbeddingError::NotFinite { model: model.to_owned() })
     }
 }
 

@@ -83,9 +83,8 @@ impl AnthropicProvider {
         if stop_reason == "max_tokens" {
             return Err(Self::malformed("the reply was cut off at max_tokens"));
         }
-        let analysis: Analysis = serde_json::from_value(tool["input"].clone())
-            .map_err(|e| Self::malformed(format!("the tool input is not an analysis: {e}")))?;
-        analysis.validated().map_err(|source| LlmError::Invalid { provider: PROVIDER, source })
+        Analysis::from_reply(tool["input"].clone(), PROVIDER)
+            .map_err(|source| LlmError::Invalid { provider: PROVIDER, source })
     }
 }
 
@@ -135,7 +134,7 @@ mod tests {
         let no_tool = json!({"stop_reason": "end_turn", "content": []});
         assert!(matches!(AnthropicProvider::parse_reply(&no_tool), Err(LlmError::Api(ApiError::Malformed { .. }))));
         let wrong = tool_reply(json!({"summary": 3}), "tool_use");
-        assert!(matches!(AnthropicProvider::parse_reply(&wrong), Err(LlmError::Api(ApiError::Malformed { .. }))));
+        assert!(matches!(AnthropicProvider::parse_reply(&wrong), Err(LlmError::Invalid { .. })), "asked again");
         let empty = tool_reply(json!({"category": "food", "summary": ""}), "tool_use");
         assert!(matches!(AnthropicProvider::parse_reply(&empty), Err(LlmError::Invalid { .. })));
         let cut = tool_reply(json!({"category": "food", "summary": "x"}), "max_tokens");

@@ -81,9 +81,48 @@ pub enum InvalidAnalysis {
     UnknownCategory(String),
     #[error("summary is empty")]
     EmptySummary,
+    #[error("it does not fit the analysis schema: {0}")]
+    Schema(String),
 }
 
+/// The list fields of an analysis: a lone string there is taken as a list
+/// of one, and null as an empty list.
+const LIST_FIELDS: [&str; 4] = ["tags", "objects", "colors", "text"];
+
 impl Analysis {
+    /// An analysis from a provider's JSON, forgiving what is trivially the
+    /// right value (a string where a list of strings is expected, null for
+    /// an empty list or description; each counted in the logs), then
+    /// validated.
+    pub fn from_reply(mut value: Value, provider: &'static str) -> Result<Self, InvalidAnalysis> {
+        let mut coerced = Vec::new();
+        if let Some(fields) = value.as_object_mut() {
+            for name in LIST_FIELDS {
+                match fields.get(name) {
+                    Some(Value::String(one)) => {
+                        let list = json!([one]);
+                        fields.insert(name.to_owned(), list);
+                        coerced.push(name);
+                    }
+                    Some(Value::Null) => {
+                        fields.insert(name.to_owned(), json!([]));
+                        coerced.push(name);
+                    }
+                    _ => {}
+                }
+            }
+            if fields.get("description") == Some(&Value::Null) {
+                fields.insert("description".to_owned(), json!(""));
+                coerced.push("description");
+            }
+        }
+        if !coerced.is_empty() {
+            tracing::info!(provider, fields = ?coerced, "accepted a string for a list, or null for an empty value");
+        }
+        let analysis: Self = serde_json::from_value(value).map_err(|e| InvalidAnalysis::Schema(e.to_string()))?;
+        analysis.validated()
+    }
+
     /// Normalises (trims, lower-cases tags, drops empty and duplicate list
     /// entries, truncates over-long text) and checks the analysis.
     pub fn validated(mut self) -> Result<Self, InvalidAnalysis> {
@@ -92,7 +131,7 @@ impl Analysis {
             return Err(InvalidAnalysis::UnknownCategory(self.category));
         }
         self.category = category;
-        self.summary = truncate(self.summary.trim(), MAX_SUMMARY_CHARS);
+        self.summary = truncate(self.summary.trim(), MAX_SUMMARY_CHARS).trim().to_owned();
         if self.summary.is_empty() {
             return Err(InvalidAnalysis::EmptySummary);
         }
@@ -129,14 +168,16 @@ impl Analysis {
     }
 }
 
+/// At most `max_chars` characters of `s`, without the control characters
+/// PostgreSQL refuses (NUL) or a reader cannot see.
 fn truncate(s: &str, max_chars: usize) -> String {
-    s.chars().take(max_chars).collect()
+    crate::text::clean(s).chars().take(max_chars).collect()
 }
 
 fn clean_list(items: impl IntoIterator<Item = String>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for item in items {
-        let item = truncate(item.trim(), MAX_ITEM_CHARS);
+        let item = truncate(item.trim(), MAX_ITEM_CHARS).trim().to_owned();
         if !item.is_empty() && !out.contains(&item) && out.len() < MAX_LIST_ITEMS {
             out.push(item);
         }
@@ -189,6 +230,38 @@ impl LlmError {
     }
 }
 
+/// The vision providers, parsed once from the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VisionProviderName {
+    Anthropic,
+    OpenAi,
+    Local,
+}
+
+impl VisionProviderName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Anthropic => "anthropic",
+            Self::OpenAi => "openai",
+            Self::Local => "local",
+        }
+    }
+}
+
+impl std::str::FromStr for VisionProviderName {
+    type Err = String;
+
+    /// Case-insensitive.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_lowercase().as_str() {
+            "anthropic" => Ok(Self::Anthropic),
+            "openai" => Ok(Self::OpenAi),
+            "local" => Ok(Self::Local),
+            _ => Err("expected anthropic, openai or local".to_owned()),
+        }
+    }
+}
+
 /// A vision model behind one interface, chosen by configuration.
 #[async_trait]
 pub trait VisionProvider: Send + Sync {
@@ -227,6 +300,21 @@ mod tests {
         let mut a = analysis();
         a.summary = "   ".into();
         assert_eq!(a.validated(), Err(InvalidAnalysis::EmptySummary));
+    }
+
+    #[test]
+    fn trivially_right_values_are_accepted_and_odd_characters_cleaned() {
+        let reply = json!({"category": "food", "summary": "Ramen\u{0} in a bowl", "description": null,
+            "tags": "noodles", "objects": null, "colors": ["red\u{7}"], "text": []});
+        let a = Analysis::from_reply(reply, "test").unwrap();
+        assert_eq!(a.summary, "Ramen in a bowl");
+        assert_eq!((a.tags, a.objects, a.colors), (vec!["noodles".to_owned()], vec![], vec!["red".to_owned()]));
+        assert_eq!(a.description, "");
+        let long = "é".repeat(5000);
+        let a = Analysis::from_reply(json!({"category": "food", "summary": long, "description": long}), "t").unwrap();
+        assert_eq!((a.summary.chars().count(), a.description.chars().count()), (300, 4000));
+        let wrong = Analysis::from_reply(json!({"category": "food", "summary": "s", "tags": 3}), "test");
+        assert!(matches!(wrong, Err(InvalidAnalysis::Schema(_))), "{wrong:?}");
     }
 
     #[test]

@@ -71,9 +71,9 @@ impl OpenAiProvider {
             .pointer("/message/content")
             .and_then(Value::as_str)
             .ok_or_else(|| Self::malformed("no message content"))?;
-        let analysis: Analysis = serde_json::from_str(content)
-            .map_err(|e| Self::malformed(format!("the content is not an analysis: {e}")))?;
-        analysis.validated().map_err(|source| LlmError::Invalid { provider: PROVIDER, source })
+        let content: serde_json::Value = serde_json::from_str(&crate::text::replace_lone_surrogates(content))
+            .map_err(|e| Self::malformed(format!("the content is not JSON: {e}")))?;
+        Analysis::from_reply(content, PROVIDER).map_err(|source| LlmError::Invalid { provider: PROVIDER, source })
     }
 }
 

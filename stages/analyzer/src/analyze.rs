@@ -1,7 +1,8 @@
-//! The analyzer stage's batch: fetch thumbnails, skip the ones already
-//! analysed for the same image, model and request, call the provider for the
-//! rest (at most `concurrency` calls in flight, each retried), store the
-//! results in one statement, publish `AnalysisComplete`.
+//! The analyzer stage's batch, in named phases over each event's [`Step`]:
+//! fetch the thumbnails, find the analyses already stored for the same
+//! image, model and request, call the provider for the rest (at most
+//! `concurrency` calls in flight, each retried, until the deadline), store
+//! the results in one statement, publish `AnalysisComplete`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,13 +11,13 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use shared::bus::{EventPublisher, publish_for};
-use shared::db::analyses::{self, NewAnalysis};
+use shared::db::analyses::{self, ExistingAnalysis, NewAnalysis};
 use shared::events::{AnalysisComplete, ImageProcessed, PipelineEvent};
 use shared::llm::{ProviderAnalysis, VisionProvider, VisionRequest};
-use shared::stage::{BatchContext, Failure, Outcome, Stage, until_deadline};
+use shared::stage::{BatchContext, Failure, Outcome, Stage, StageName, until_deadline};
 use shared::storage::ObjectStore;
 use sqlx::PgPool;
-use tracing::{Instrument, info_span, warn};
+use tracing::{Instrument, info_span};
 use uuid::Uuid;
 
 use crate::calls::VisionCalls;
@@ -43,8 +44,19 @@ struct Fetched {
     request_key: String,
 }
 
-fn permanent(reason: String) -> Failure {
-    Failure { reason, retriable: false, recorded: true }
+/// Where each event of a batch stands as the phases go on.
+enum Step {
+    Finished(Outcome),
+    Fetched(Fetched),
+    /// Stored before under the same request; the item may still need it
+    /// made current, marked done and sent on.
+    Existing(ExistingAnalysis),
+    /// The same request as the event at this position of the batch.
+    SameAs(usize),
+    /// The provider's answer (boxed: it is by far the largest state) and the request key.
+    Analysed(Box<ProviderAnalysis>, String),
+    /// Stored; `AnalysisComplete` is to be published.
+    Stored(Uuid),
 }
 
 impl Analyzer {
@@ -73,14 +85,11 @@ impl Analyzer {
     }
 
     async fn fetch(&self, event: &ImageProcessed) -> Result<Fetched, Failure> {
-        let bytes =
-            self.store.get(&event.bucket, &event.thumbnail_key, self.config.max_image_bytes).await.map_err(|e| {
-                Failure {
-                    reason: format!("reading the thumbnail failed: {e}"),
-                    retriable: e.is_retriable(),
-                    recorded: true,
-                }
-            })?;
+        let bytes = self
+            .store
+            .get(&event.bucket, &event.thumbnail_key, self.config.max_image_bytes)
+            .await
+            .map_err(|e| Failure::of("reading the thumbnail", &e))?;
         let media_type = if event.thumbnail_key.to_lowercase().ends_with(".png") { "image/png" } else { "image/jpeg" };
         let request_key = self.request_key(&bytes, event);
         Ok(Fetched { bytes, media_type, request_key })
@@ -89,15 +98,14 @@ impl Analyzer {
     async fn call(&self, event: &ImageProcessed, fetched: &Fetched) -> Result<ProviderAnalysis, Failure> {
         let request =
             VisionRequest { image: &fetched.bytes, media_type: fetched.media_type, info: event.image.as_ref() };
-        self.calls.analyze(request).await.map_err(|(e, attempts)| Failure {
-            reason: format!(
+        self.calls.analyze(request).await.map_err(|(e, attempts)| {
+            let reason = format!(
                 "analysing {} with {} failed after {attempts} attempt{}: {e}",
                 event.original_key,
                 self.calls.provider().model(),
                 if attempts == 1 { "" } else { "s" }
-            ),
-            retriable: e.is_retriable(),
-            recorded: true,
+            );
+            Failure::caused_by(reason, &e)
         })
     }
 }
@@ -106,134 +114,198 @@ impl Analyzer {
 impl Stage for Analyzer {
     type Input = ImageProcessed;
 
-    fn name(&self) -> &'static str {
-        "analysis"
+    fn name(&self) -> StageName {
+        StageName::Analysis
     }
 
     async fn run_batch(&self, inputs: &[ImageProcessed], context: &BatchContext) -> Vec<Outcome> {
-        let fetched: Vec<Result<Fetched, Failure>> = futures::stream::iter(0..inputs.len())
-            .map(|i| self.fetch(&inputs[i]))
+        let mut steps = self.fetch_all(inputs).await;
+        self.find_existing(inputs, &mut steps).await;
+        self.call_all(inputs, &mut steps, context).await;
+        self.store(inputs, &mut steps, context).await;
+        self.publish(inputs, steps).await
+    }
+}
+
+impl Analyzer {
+    /// Phase 1: every thumbnail read. (Indices, not references, go through
+    /// the stream: closures over borrowed items trip the `Send` check of
+    /// `async_trait` futures.)
+    async fn fetch_all(&self, inputs: &[ImageProcessed]) -> Vec<Step> {
+        futures::stream::iter(0..inputs.len())
+            .map(|i| async move {
+                match self.fetch(&inputs[i]).await {
+                    Ok(fetched) => Step::Fetched(fetched),
+                    Err(failure) => Step::Finished(failure.into()),
+                }
+            })
             .buffered(self.config.concurrency * 2)
             .collect()
-            .await;
+            .await
+    }
 
-        // A replayed event finds its analysis here and costs no provider call.
+    /// Phase 2: a request already answered costs no call (a replay; with
+    /// nothing left to do, it is skipped), and a request twice in the batch
+    /// is called once.
+    async fn find_existing(&self, inputs: &[ImageProcessed], steps: &mut [Step]) {
         let requests: Vec<(Uuid, String)> = inputs
             .iter()
-            .zip(&fetched)
-            .filter_map(|(e, f)| Some((e.item_uuid(), f.as_ref().ok()?.request_key.clone())))
+            .zip(steps.iter())
+            .filter_map(|(e, step)| match step {
+                Step::Fetched(f) => Some((e.item_uuid(), f.request_key.clone())),
+                _ => None,
+            })
             .collect();
         let existing = match analyses::find_by_request(&self.pool, &requests).await {
             Ok(found) => found,
             Err(e) => {
-                return vec![Outcome::failed(format!("looking up analyses failed: {e}"), true, false); inputs.len()];
+                let failure = Failure::of("looking up analyses", &e);
+                for step in steps.iter_mut().filter(|s| matches!(s, Step::Fetched(_))) {
+                    *step = Step::Finished(failure.clone().into());
+                }
+                return;
             }
         };
-
-        // The same request twice in one batch is called once.
-        let mut first_of: HashMap<(Uuid, &str), usize> = HashMap::new();
-        let duplicate_of: Vec<Option<usize>> = inputs
-            .iter()
-            .zip(&fetched)
-            .enumerate()
-            .map(|(i, (event, f))| {
-                let key = (event.item_uuid(), f.as_ref().ok()?.request_key.as_str());
-                let first = *first_of.entry(key).or_insert(i);
-                (first != i).then_some(first)
-            })
-            .collect();
-
-        // Calls finish in any order; those still running at the deadline
-        // are dropped, so what did finish is stored before Lambda ends the
-        // invocation, and the rest are delivered again.
-        let to_call: Vec<usize> = (0..inputs.len())
-            .filter(|&i| match &fetched[i] {
-                Ok(f) => {
-                    duplicate_of[i].is_none() && !existing.contains_key(&(inputs[i].item_uuid(), f.request_key.clone()))
+        let mut first_of: HashMap<(Uuid, String), usize> = HashMap::new();
+        for (i, event) in inputs.iter().enumerate() {
+            let Step::Fetched(f) = &steps[i] else { continue };
+            let request = (event.item_uuid(), f.request_key.clone());
+            if let Some(&first) = first_of.get(&request) {
+                steps[i] = Step::SameAs(first);
+                continue;
+            }
+            first_of.insert(request.clone(), i);
+            steps[i] = match existing.get(&request) {
+                Some(found) if found.settled => {
+                    Step::Finished(Outcome::Skipped("already analysed (the same image, model and request)".to_owned()))
                 }
-                Err(_) => false,
-            })
-            .collect();
-        let fetched_ref = &fetched;
-        let mut called: Vec<Option<Result<ProviderAnalysis, Failure>>> =
-            until_deadline(to_call.iter().copied(), inputs.len(), self.config.concurrency, context.deadline, |i| {
-                let (event, f) = (&inputs[i], fetched_ref[i].as_ref().expect("only fetched items are called"));
-                let span = info_span!("item", key = %event.original_key, user_id = %event.user_id, item_id = %event.item_uuid());
-                self.call(event, f).instrument(span)
-            })
-            .await;
-        for &i in &to_call {
-            if called[i].is_none() {
-                let work = format!("analysing {} with {}", inputs[i].original_key, self.calls.provider().model());
-                called[i] = Some(Err(Failure::cut_off(work)));
-            }
+                Some(found) => Step::Existing(*found),
+                None => continue,
+            };
         }
-        for (i, first) in duplicate_of.iter().enumerate() {
-            if let Some(first) = first {
-                called[i] = called[*first].clone();
-            }
-        }
+    }
 
+    /// Phase 3: the provider calls. They finish in any order; those still
+    /// running at the deadline are dropped, so what did finish is stored
+    /// before Lambda ends the invocation, and the rest are delivered again.
+    async fn call_all(&self, inputs: &[ImageProcessed], steps: &mut [Step], context: &BatchContext) {
+        let to_call: Vec<usize> = (0..steps.len()).filter(|&i| matches!(steps[i], Step::Fetched(_))).collect();
+        let fetched: &[Step] = steps;
+        let mut called = until_deadline(to_call.iter().copied(), inputs.len(), self.config.concurrency, context.deadline, |i| {
+            let (event, Step::Fetched(f)) = (&inputs[i], &fetched[i]) else { unreachable!("only fetched items are called") };
+            let span = info_span!("item", key = %event.original_key, user_id = %event.user_id, item_id = %event.item_uuid());
+            self.call(event, f).instrument(span)
+        })
+        .await;
+        for i in to_call {
+            let Step::Fetched(f) = &steps[i] else { continue };
+            steps[i] = match called[i].take() {
+                Some(Ok(analysis)) => Step::Analysed(Box::new(analysis), f.request_key.clone()),
+                Some(Err(failure)) => Step::Finished(failure.into()),
+                None => {
+                    let work = format!("analysing {} with {}", inputs[i].original_key, self.calls.provider().model());
+                    Step::Finished(Failure::cut_off(work).into())
+                }
+            };
+        }
+    }
+
+    /// Phase 4: new analyses and reused ones stored, and their items marked
+    /// done, in one transaction; an analysis the database refuses fails
+    /// its item alone.
+    async fn store(&self, inputs: &[ImageProcessed], steps: &mut [Step], context: &BatchContext) {
+        let provider = self.calls.provider();
         let mut new = Vec::new();
-        let mut failures: Vec<(Uuid, String)> = Vec::new();
-        let mut reused: Vec<Uuid> = Vec::new();
-        for ((event, f), result) in inputs.iter().zip(&fetched).zip(&called) {
-            match (f, result) {
-                (Err(failure), _) | (Ok(_), Some(Err(failure))) => {
-                    failures.push((event.item_uuid(), failure.reason.clone()))
-                }
-                (Ok(f), Some(Ok(analysis))) => new.push(NewAnalysis {
+        let mut reused = Vec::new();
+        for (event, step) in inputs.iter().zip(steps.iter()) {
+            match step {
+                Step::Analysed(analysis, request_key) => new.push(NewAnalysis {
                     item_id: event.item_uuid(),
                     user_id: event.user_id.clone(),
                     category: analysis.analysis.category.clone(),
                     summary: analysis.analysis.summary.clone(),
                     analysis: serde_json::to_value(&analysis.analysis).expect("analyses serialise"),
                     raw_response: analysis.raw_response.clone(),
-                    provider_used: self.calls.provider().provider().to_owned(),
-                    model_used: self.calls.provider().model().to_owned(),
+                    provider_used: provider.provider().to_owned(),
+                    model_used: provider.model().to_owned(),
                     trace_id: context.trace_id.clone().or_else(|| analysis.request_id.clone()),
-                    request_key: f.request_key.clone(),
+                    request_key: request_key.clone(),
                 }),
-                (Ok(f), None) => reused.extend(existing.get(&(event.item_uuid(), f.request_key.clone()))),
+                Step::Existing(found) => reused.push(found.id),
+                _ => {}
             }
         }
-        let stored = match analyses::store_batch(&self.pool, &new, &failures, &reused).await {
-            Ok(stored) => stored,
+        if new.is_empty() && reused.is_empty() {
+            return;
+        }
+        let batch = match analyses::store_batch(&self.pool, &new, &reused).await {
+            Ok(batch) => batch,
             Err(e) => {
-                warn!(error = %e, "storing the batch failed");
-                return vec![
-                    Outcome::failed(format!("storing analyses failed: {e}"), e.is_retriable(), false);
-                    inputs.len()
-                ];
+                let failure = Failure::of("storing analyses", &e);
+                for step in steps.iter_mut().filter(|s| matches!(s, Step::Analysed(..) | Step::Existing(_))) {
+                    *step = Step::Finished(failure.clone().into());
+                }
+                return;
             }
         };
-        let mut analysis_ids: HashMap<(Uuid, String), Uuid> = existing;
-        analysis_ids.extend(stored.into_iter().map(|s| ((s.item_id, s.request_key), s.analysis_id)));
-
-        let mut outcomes = Vec::with_capacity(inputs.len());
-        let mut events = Vec::new();
-        for ((event, f), result) in inputs.iter().zip(&fetched).zip(called) {
-            match (f, result) {
-                (Err(failure), _) => outcomes.push(Outcome::Failed(failure.clone())),
-                (Ok(_), Some(Err(failure))) => outcomes.push(Outcome::Failed(failure)),
-                (Ok(f), _) => match analysis_ids.get(&(event.item_uuid(), f.request_key.clone())) {
-                    Some(id) => {
-                        let complete = AnalysisComplete {
-                            item_id: event.item_id.clone(),
-                            analysis_id: id.to_string(),
-                            user_id: event.user_id.clone(),
-                        };
-                        events.push((outcomes.len(), PipelineEvent::AnalysisComplete(complete)));
-                        outcomes.push(Outcome::Done);
+        let stored: HashMap<(Uuid, String), Uuid> =
+            batch.stored.into_iter().map(|s| ((s.item_id, s.request_key), s.analysis_id)).collect();
+        let refused: HashMap<(Uuid, String), String> =
+            batch.refused.into_iter().map(|(item, key, reason)| ((item, key), reason)).collect();
+        for (event, step) in inputs.iter().zip(steps.iter_mut()) {
+            *step = match std::mem::replace(step, Step::SameAs(usize::MAX)) {
+                Step::Existing(found) => Step::Stored(found.id),
+                Step::Analysed(_, request_key) => {
+                    let request = (event.item_uuid(), request_key);
+                    match (stored.get(&request), refused.get(&request)) {
+                        (_, Some(reason)) => Step::Finished(Failure::permanent(reason.clone()).into()),
+                        (Some(id), None) => Step::Stored(*id),
+                        (None, None) => Step::Finished(
+                            Failure::permanent(format!(
+                                "the analysis of {} was not stored: {} has no item {} (was the thumbnail stage skipped?)",
+                                event.original_key, event.user_id, event.item_id
+                            ))
+                            .into(),
+                        ),
                     }
-                    None => outcomes.push(Outcome::Failed(permanent(format!(
-                        "the analysis of {} was not stored: no item row (was the thumbnail stage skipped?)",
-                        event.original_key
-                    )))),
-                },
-            }
+                }
+                other => other,
+            };
+        }
+    }
+
+    /// Phase 5: `AnalysisComplete` for every stored analysis; a duplicate
+    /// within the batch ends as its first did (skipped, when that is done).
+    async fn publish(&self, inputs: &[ImageProcessed], steps: Vec<Step>) -> Vec<Outcome> {
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(steps.len());
+        let mut events = Vec::new();
+        for (event, step) in inputs.iter().zip(&steps) {
+            outcomes.push(match step {
+                Step::Finished(outcome) => outcome.clone(),
+                Step::Stored(id) => {
+                    let complete = AnalysisComplete {
+                        item_id: event.item_id.clone(),
+                        analysis_id: id.to_string(),
+                        user_id: event.user_id.clone(),
+                    };
+                    events.push((outcomes.len(), PipelineEvent::AnalysisComplete(complete)));
+                    Outcome::Done
+                }
+                Step::SameAs(_) => Outcome::Done, // settled below
+                Step::Fetched(_) | Step::Existing(_) | Step::Analysed(..) => {
+                    unreachable!("every fetched item is called, and every answer stored or failed")
+                }
+            });
         }
         publish_for(self.publisher.as_ref(), &mut outcomes, events).await;
+        for (i, step) in steps.iter().enumerate() {
+            if let Step::SameAs(first) = step {
+                outcomes[i] = match &outcomes[*first] {
+                    Outcome::Done => Outcome::Skipped("the same request as another record of this batch".to_owned()),
+                    other => other.clone(),
+                };
+            }
+        }
         outcomes
     }
 }

@@ -36,13 +36,23 @@ impl VisionCalls {
     }
 
     /// One analysis, retried; a permit is held only while a request is in
-    /// flight, not while backing off. The error comes with the attempts made.
+    /// flight, not while backing off. A reply that fails validation is asked
+    /// for once more (models are not deterministic). The error comes with
+    /// the attempts made.
     pub async fn analyze(&self, request: VisionRequest<'_>) -> Result<ProviderAnalysis, (LlmError, u32)> {
-        retry(&self.retry, || async {
-            let _permit = self.in_flight.acquire().await.expect("the semaphore is never closed");
-            self.provider.analyze(request).await
-        })
-        .await
+        let attempt = || {
+            retry(&self.retry, || async {
+                let _permit = self.in_flight.acquire().await.expect("the semaphore is never closed");
+                self.provider.analyze(request).await
+            })
+        };
+        match attempt().await {
+            Err((e @ LlmError::Invalid { .. }, made)) => {
+                tracing::info!(error = %e, "the reply failed validation; asking once more");
+                attempt().await.map_err(|(e, more)| (e, made + more))
+            }
+            other => other,
+        }
     }
 
     /// Many analyses, results in the order of the requests.

@@ -3,12 +3,13 @@
 use std::time::Duration;
 
 use shared::config::{ConfigError, Env};
+use shared::llm::VisionProviderName;
 use shared::retry::RetryPolicy;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnalyzerConfig {
     /// `ANALYZER_PROVIDER`: `anthropic`, `openai` or `local` (default `local`).
-    pub provider: String,
+    pub provider: VisionProviderName,
     /// `ANALYZER_MODEL`: the provider's model (default: the provider's own default).
     pub model: Option<String>,
     /// `ANALYZER_CONCURRENCY`: provider calls in flight at once, per process (default 8).
@@ -30,14 +31,9 @@ pub struct AnalyzerConfig {
 
 impl AnalyzerConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let provider = env.string_or("ANALYZER_PROVIDER", "local").to_lowercase();
-        if !["anthropic", "openai", "local"].contains(&provider.as_str()) {
-            return Err(ConfigError::Invalid {
-                name: "ANALYZER_PROVIDER",
-                value: provider,
-                reason: "expected anthropic, openai or local".into(),
-            });
-        }
+        let name = env.string_or("ANALYZER_PROVIDER", "local");
+        let provider: VisionProviderName =
+            name.parse().map_err(|reason| ConfigError::Invalid { name: "ANALYZER_PROVIDER", value: name, reason })?;
         Ok(Self {
             model: env.get("ANALYZER_MODEL"),
             concurrency: env.parse_at_least("ANALYZER_CONCURRENCY", 8, 1)?,
@@ -49,10 +45,10 @@ impl AnalyzerConfig {
             },
             max_image_bytes: env.parse_at_least("ANALYZER_MAX_IMAGE_MIB", 5u64, 1)? << 20,
             max_tokens: env.parse_at_least("ANALYZER_MAX_TOKENS", 1024, 64)?,
-            base_url: match provider.as_str() {
-                "anthropic" => env.get("ANTHROPIC_BASE_URL"),
-                "openai" => env.get("OPENAI_BASE_URL"),
-                _ => None,
+            base_url: match provider {
+                VisionProviderName::Anthropic => env.get("ANTHROPIC_BASE_URL"),
+                VisionProviderName::OpenAi => env.get("OPENAI_BASE_URL"),
+                VisionProviderName::Local => None,
             },
             provider,
         })
@@ -66,7 +62,7 @@ mod tests {
     #[test]
     fn defaults_and_overrides() {
         let c = AnalyzerConfig::from_env(&Env::from_pairs([])).unwrap();
-        assert_eq!((c.provider.as_str(), c.concurrency, c.retry.max_attempts), ("local", 8, 4));
+        assert_eq!((c.provider, c.concurrency, c.retry.max_attempts), (VisionProviderName::Local, 8, 4));
         assert_eq!(c.timeout, Duration::from_secs(60));
         assert_eq!(c.max_image_bytes, 5 << 20);
         let c = AnalyzerConfig::from_env(&Env::from_pairs([
@@ -75,7 +71,10 @@ mod tests {
             ("ANALYZER_CONCURRENCY", "16"),
         ]))
         .unwrap();
-        assert_eq!((c.provider.as_str(), c.model.as_deref(), c.concurrency), ("anthropic", Some("claude-x"), 16));
+        assert_eq!(
+            (c.provider, c.model.as_deref(), c.concurrency),
+            (VisionProviderName::Anthropic, Some("claude-x"), 16)
+        );
         let err = AnalyzerConfig::from_env(&Env::from_pairs([("ANALYZER_PROVIDER", "gemini")])).unwrap_err();
         assert!(err.to_string().contains("expected anthropic, openai or local"));
     }

@@ -3,21 +3,20 @@
 use std::sync::Arc;
 
 use shared::api::{JsonClient, SecretSource};
-use shared::llm::VisionProvider;
 use shared::llm::anthropic::{self, AnthropicProvider};
 use shared::llm::local::LocalAnalyzer;
 use shared::llm::openai::{self, OpenAiProvider};
+use shared::llm::{VisionProvider, VisionProviderName};
 
 use crate::config::AnalyzerConfig;
 
 /// The provider for `config.provider`. Keys are read from `secrets` once, here.
 pub async fn build(config: &AnalyzerConfig, secrets: &dyn SecretSource) -> Result<Arc<dyn VisionProvider>, String> {
-    let client =
-        || JsonClient::new(if config.provider == "anthropic" { "anthropic" } else { "openai" }, config.timeout);
+    let client = || JsonClient::new(config.provider.as_str(), config.timeout);
     let key = |name: &'static str| async move { secrets.get(name).await.map_err(|e| e.to_string()) };
-    match config.provider.as_str() {
-        "local" => Ok(Arc::new(LocalAnalyzer)),
-        "anthropic" => {
+    match config.provider {
+        VisionProviderName::Local => Ok(Arc::new(LocalAnalyzer)),
+        VisionProviderName::Anthropic => {
             let key = key("ANTHROPIC_API_KEY").await?.ok_or(
                 "ANTHROPIC_API_KEY is not set (an environment variable locally, /collections/ANTHROPIC_API_KEY on AWS)",
             )?;
@@ -29,7 +28,7 @@ pub async fn build(config: &AnalyzerConfig, secrets: &dyn SecretSource) -> Resul
                 config.max_tokens,
             )))
         }
-        "openai" => {
+        VisionProviderName::OpenAi => {
             let key = key("OPENAI_API_KEY").await?;
             // A compatible server on another URL (Ollama, vLLM) may need no key; OpenAI does.
             if key.is_none() && config.base_url.is_none() {
@@ -43,6 +42,5 @@ pub async fn build(config: &AnalyzerConfig, secrets: &dyn SecretSource) -> Resul
                 config.max_tokens,
             )))
         }
-        other => Err(format!("unknown vision provider {other:?}")),
     }
 }

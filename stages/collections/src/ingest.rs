@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use shared::db::{StageName, analyses, items};
+use shared::db::{StageName, analyses, items, status};
 use shared::events::{AnalysisComplete, ImageProcessed, ObjectRef, PipelineEvent};
 use shared::keys::ImageKey;
 use walkdir::WalkDir;
@@ -76,6 +76,7 @@ pub fn upload(c: &Components, file: &ScannedFile) -> anyhow::Result<ObjectRef> {
         key: file.key.clone(),
         etag: Some(format!("{}-{}", meta.len(), modified.as_nanos())),
         size: Some(meta.len()),
+        reprocess: false,
     })
 }
 
@@ -109,7 +110,7 @@ pub async fn run_folder(c: &Components, dir: &Path, user: &str, force: bool) -> 
         if !force && processed.get(&object.key).is_some_and(|etag| *etag == object.etag) {
             tracker.skipped(object.key, "already processed".to_owned());
         } else {
-            pipeline.submit_object(object).await?;
+            pipeline.submit_object(ObjectRef { reprocess: force, ..object }).await?;
         }
     }
     pipeline.finish().await?;
@@ -125,12 +126,21 @@ fn skip_reason(e: &shared::keys::KeyError) -> String {
     }
 }
 
+/// What a stored record failure is sent again as.
+enum Resend {
+    Object(ObjectRef),
+    Event(PipelineEvent),
+}
+
 /// Sends failed items (of one user, or all) through the pipeline again,
-/// each from the stage where it failed.
+/// each from the stage where it failed, and the failed records that could
+/// be read (see `record_failures`) to their stage.
 pub async fn retry_failures(c: &Components, user: Option<&str>, limit: i64) -> anyhow::Result<Report> {
     let failed = items::failures(&c.pool, user, limit).await?;
-    let tracker = Arc::new(Tracker::new(failed.len() as u64));
-    let embed_ids: Vec<uuid::Uuid> = failed.iter().filter(|f| f.failed_stage == "embedding").map(|f| f.id).collect();
+    let records = status::record_failure_list(&c.pool, user, limit).await?;
+    let tracker = Arc::new(Tracker::new((failed.len() + records.len()) as u64));
+    let embed_ids: Vec<uuid::Uuid> =
+        failed.iter().filter(|f| f.failed_stage == StageName::Embedding.as_str()).map(|f| f.id).collect();
     let latest: std::collections::HashMap<_, _> =
         analyses::latest_ids(&c.pool, &embed_ids).await?.into_iter().collect();
 
@@ -146,7 +156,7 @@ pub async fn retry_failures(c: &Components, user: Option<&str>, limit: i64) -> a
         };
         match item.failed_stage.parse::<StageName>() {
             Ok(StageName::Thumbnail) => {
-                let object = ObjectRef { bucket: item.bucket, key: item.file_path, etag: None, size: None };
+                let object = ObjectRef { bucket: item.bucket, key: item.file_path, ..ObjectRef::default() };
                 pipeline.submit_object(object).await?;
             }
             Ok(StageName::Analysis) => {
@@ -173,6 +183,39 @@ pub async fn retry_failures(c: &Components, user: Option<&str>, limit: i64) -> a
                 None => tracker.failed(item.file_path, "no analysis to embed".to_owned()),
             },
             Err(e) => tracker.failed(item.file_path, e),
+        }
+    }
+    for record in records {
+        let name = record.object_key.clone().unwrap_or_else(|| format!("record {}", record.source));
+        if let Some(item) = record.item_id {
+            tracker.register(item, &name);
+        }
+        let Some(input) = record.input.map(|j| j.0) else {
+            tracker.failed(name, format!("cannot be sent again: it was never readable ({})", record.reason));
+            continue;
+        };
+        let resend = match record.stage.parse::<StageName>() {
+            Ok(StageName::Thumbnail) => serde_json::from_value::<ObjectRef>(input).map(Resend::Object),
+            Ok(StageName::Analysis) => {
+                serde_json::from_value(input).map(|e| Resend::Event(PipelineEvent::ImageProcessed(e)))
+            }
+            Ok(StageName::Embedding) => {
+                serde_json::from_value(input).map(|e| Resend::Event(PipelineEvent::AnalysisComplete(e)))
+            }
+            Err(e) => Err(serde::de::Error::custom(e)),
+        };
+        let resend = match resend {
+            Ok(resend) => resend,
+            Err(e) => {
+                tracker.failed(name, format!("its stored input does not read as a {} input: {e}", record.stage));
+                continue;
+            }
+        };
+        // Forgotten first: if it fails again, the runner records it again.
+        status::forget_record_failure(&c.pool, record.id).await?;
+        match resend {
+            Resend::Object(object) => pipeline.submit_object(object).await?,
+            Resend::Event(event) => pipeline.submit_event(event).await?,
         }
     }
     pipeline.finish().await?;

@@ -59,7 +59,8 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// List items whose last attempt failed, with the stage and reason.
+    /// List items whose last attempt failed, with the stage and reason, and
+    /// failed records that belong to no item of their user.
     Failures {
         #[arg(long)]
         user: Option<String>,
@@ -239,7 +240,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Failures { user, limit } => {
             let c = Components::from_env(&env).await?;
             let failed = shared::db::items::failures(&c.pool, user.as_deref(), limit).await?;
-            if failed.is_empty() {
+            let records = shared::db::status::record_failure_list(&c.pool, user.as_deref(), limit).await?;
+            if failed.is_empty() && records.is_empty() {
                 println!("no failed items");
             }
             for f in failed {
@@ -250,6 +252,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     f.failed_stage,
                     f.attempts,
                     f.last_error
+                );
+            }
+            for r in records {
+                println!(
+                    "{}  {}  stage={} attempts={}  {}{}",
+                    r.updated_at.format("%F %T"),
+                    r.object_key.as_deref().unwrap_or("(no item)"),
+                    r.stage,
+                    r.attempts,
+                    r.reason,
+                    if r.input.is_some() { "" } else { "  [unreadable: cannot be retried]" }
                 );
             }
         }

@@ -1,6 +1,7 @@
 //! The three stages running together in one process: bounded channels stand
 //! in for the Kinesis streams, [`LocalBus`] for the EventBridge rules, and a
-//! batcher for each trigger's batch size and batching window.
+//! batcher for each trigger's batch size and batching window. Each batch
+//! goes through the same batch runner as on Lambda.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,8 +9,9 @@ use std::time::Duration;
 use analyzer::Analyzer;
 use embedder::Embedder;
 use shared::bus::{EventPublisher, LocalBus};
-use shared::events::{ANALYSIS_COMPLETE, IMAGE_PROCESSED, ObjectRef, PipelineEvent};
-use shared::stage::{BatchContext, Outcome, Stage, StageInput};
+use shared::events::{ANALYSIS_COMPLETE, IMAGE_PROCESSED, ObjectRef, PipelineEvent, Upload};
+use shared::runner::{self, Entry, Settled};
+use shared::stage::{BatchContext, FailureLog, Stage, StageInput};
 use shared::storage::ObjectStore;
 use thumbnailer::Thumbnailer;
 use tokio::sync::mpsc;
@@ -67,9 +69,18 @@ impl Pipeline {
         let embedder = Embedder::new(c.pool.clone(), c.embedding.clone(), c.embedder.clone());
 
         let tasks = vec![
-            tokio::spawn(run_stage(thumbnailer, objects_rx, Some, batching, tracker.clone(), false)),
+            tokio::spawn(run_stage(
+                thumbnailer,
+                c.pool.clone(),
+                objects_rx,
+                |o| Some(Upload::from(o)),
+                batching,
+                tracker.clone(),
+                false,
+            )),
             tokio::spawn(run_stage(
                 analyzer,
+                c.pool.clone(),
                 processed_rx,
                 |e| match e {
                     PipelineEvent::ImageProcessed(e) => Some(e),
@@ -81,6 +92,7 @@ impl Pipeline {
             )),
             tokio::spawn(run_stage(
                 embedder,
+                c.pool.clone(),
                 analyzed_rx,
                 |e| match e {
                     PipelineEvent::AnalysisComplete(e) => Some(e),
@@ -120,9 +132,12 @@ impl Pipeline {
     }
 }
 
-/// Feeds a stage batches from its queue until the queue closes.
+/// Feeds a stage batches from its queue until the queue closes; each
+/// batch goes through the batch runner, and each settled input to the
+/// tracker (an item is processed once the last stage is done with it).
 async fn run_stage<S: Stage, M: Send + 'static>(
     stage: S,
+    failures: impl FailureLog + 'static,
     mut queue: mpsc::Receiver<M>,
     convert: fn(M) -> Option<S::Input>,
     batching: Batching,
@@ -142,15 +157,21 @@ async fn run_stage<S: Stage, M: Send + 'static>(
         if batch.is_empty() {
             continue;
         }
-        let outcomes = stage.run_batch(&batch, &context).await;
-        debug_assert_eq!(outcomes.len(), batch.len(), "{} returned the wrong number of outcomes", stage.name());
-        for (input, outcome) in batch.iter().zip(outcomes) {
-            let name = || tracker.name(input.item_uuid(), input.describe());
-            match outcome {
-                Outcome::Done if last => tracker.processed(name()),
-                Outcome::Done => {}
-                Outcome::Skipped(reason) => tracker.skipped(name(), reason),
-                Outcome::Failed(failure) => tracker.failed(name(), failure.reason),
+        let entries: Vec<Entry<S::Input>> = batch
+            .into_iter()
+            .map(|input| {
+                let source = input.subject().key.unwrap_or_else(|| format!("{:?}", input.subject().item_id));
+                Entry::readable(source, input)
+            })
+            .collect();
+        let ran = runner::run(&stage, &failures, entries, &context).await;
+        for (subject, settled) in ran.settled {
+            let name = || tracker.name(subject.item_id, subject.key.clone().unwrap_or_default());
+            match settled {
+                Settled::Done if last => tracker.processed(name()),
+                Settled::Done => tracker.worked(subject.item_id),
+                Settled::Skipped(reason) => tracker.skipped_or_processed(subject.item_id, name(), reason),
+                Settled::Failed(reason) | Settled::Redeliver(reason) => tracker.failed(name(), reason),
             }
         }
     }

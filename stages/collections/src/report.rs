@@ -54,6 +54,8 @@ pub struct Tracker {
     report: Mutex<Report>,
     /// Keys with an outcome that nobody has asked about yet ([`Tracker::settle`]).
     finished: Mutex<HashSet<String>>,
+    /// Items a stage did work on that have not reached the end yet.
+    worked: Mutex<HashSet<Uuid>>,
     progress: ProgressBar,
 }
 
@@ -74,7 +76,13 @@ impl Tracker {
     }
 
     fn with_progress(progress: ProgressBar) -> Self {
-        Self { keys: Mutex::default(), report: Mutex::default(), finished: Mutex::default(), progress }
+        Self {
+            keys: Mutex::default(),
+            report: Mutex::default(),
+            finished: Mutex::default(),
+            worked: Mutex::default(),
+            progress,
+        }
     }
 
     /// Remembers which key an item came from, to name it in the summary.
@@ -98,6 +106,21 @@ impl Tracker {
         self.finished.lock().expect("tracker lock").insert(key.clone());
         self.report.lock().expect("tracker lock").failed.push((key, reason));
         self.progress.inc(1);
+    }
+
+    /// A stage did its work on the item, and a later one has it now.
+    pub fn worked(&self, item: Option<Uuid>) {
+        if let Some(item) = item {
+            self.worked.lock().expect("tracker lock").insert(item);
+        }
+    }
+
+    /// A stage passed the item over: it was processed if an earlier stage
+    /// of this run did work on it (a later stage found its work done),
+    /// else skipped.
+    pub fn skipped_or_processed(&self, item: Option<Uuid>, key: String, reason: String) {
+        let worked = item.is_some_and(|id| self.worked.lock().expect("tracker lock").remove(&id));
+        if worked { self.processed(key) } else { self.skipped(key, reason) }
     }
 
     pub fn skipped(&self, key: String, reason: String) {

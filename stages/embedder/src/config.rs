@@ -3,12 +3,13 @@
 use std::time::Duration;
 
 use shared::config::{ConfigError, Env};
+use shared::embedding::EmbeddingProviderName;
 use shared::retry::RetryPolicy;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmbedderConfig {
     /// `EMBEDDING_PROVIDER`: `voyage`, `openai` or `local` (default `local`).
-    pub provider: String,
+    pub provider: EmbeddingProviderName,
     /// The model: `VOYAGE_EMBEDDING_MODEL` (the seed's) for Voyage,
     /// `OPENAI_EMBEDDING_MODEL` for OpenAI-compatible servers; default: the provider's.
     pub model: Option<String>,
@@ -28,18 +29,13 @@ pub struct EmbedderConfig {
 
 impl EmbedderConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let provider = env.string_or("EMBEDDING_PROVIDER", "local").to_lowercase();
-        let (model, base_url) = match provider.as_str() {
-            "voyage" => (env.get("VOYAGE_EMBEDDING_MODEL"), env.get("VOYAGE_BASE_URL")),
-            "openai" => (env.get("OPENAI_EMBEDDING_MODEL"), env.get("OPENAI_BASE_URL")),
-            "local" => (None, None),
-            _ => {
-                return Err(ConfigError::Invalid {
-                    name: "EMBEDDING_PROVIDER",
-                    value: provider,
-                    reason: "expected voyage, openai or local".into(),
-                });
-            }
+        let name = env.string_or("EMBEDDING_PROVIDER", "local");
+        let provider: EmbeddingProviderName =
+            name.parse().map_err(|reason| ConfigError::Invalid { name: "EMBEDDING_PROVIDER", value: name, reason })?;
+        let (model, base_url) = match provider {
+            EmbeddingProviderName::Voyage => (env.get("VOYAGE_EMBEDDING_MODEL"), env.get("VOYAGE_BASE_URL")),
+            EmbeddingProviderName::OpenAi => (env.get("OPENAI_EMBEDDING_MODEL"), env.get("OPENAI_BASE_URL")),
+            EmbeddingProviderName::Local => (None, None),
         };
         Ok(Self {
             provider,
@@ -72,9 +68,9 @@ mod tests {
             ("OPENAI_EMBEDDING_MODEL", "ignored"),
         ]))
         .unwrap();
-        assert_eq!((c.provider.as_str(), c.model.as_deref()), ("voyage", Some("voyage-3-large")));
+        assert_eq!((c.provider, c.model.as_deref()), (EmbeddingProviderName::Voyage, Some("voyage-3-large")));
         let local = EmbedderConfig::from_env(&Env::from_pairs([])).unwrap();
-        assert_eq!((local.provider.as_str(), local.model, local.concurrency), ("local", None, 4));
+        assert_eq!((local.provider, local.model, local.concurrency), (EmbeddingProviderName::Local, None, 4));
         assert!(EmbedderConfig::from_env(&Env::from_pairs([("EMBEDDING_PROVIDER", "x")])).is_err());
     }
 }

@@ -1,22 +1,25 @@
-//! The embedder stage's batch: load analyses, leave those already embedded
-//! by this model alone, embed the rest in request batches under the
-//! provider's limits, store everything in one statement.
+//! The embedder stage's batch, in named phases over each event's [`Step`]:
+//! load the analyses, leave those already embedded by this model alone,
+//! embed the rest in request batches under the provider's limits, store
+//! everything in one statement.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use serde_json::Value;
 use shared::db::Vector;
 use shared::db::analyses::{self, AnalysisRecord};
 use shared::db::embeddings::{self, EmbeddingBatch, NewEmbedding};
-use shared::embedding::{EmbeddingError, EmbeddingProvider, InputType, check_dimensions, document, request_batches};
+use shared::embedding::{
+    EmbeddingError, EmbeddingProvider, InputType, check_dimensions, check_finite, document, request_batches,
+};
 use shared::events::AnalysisComplete;
 use shared::llm::Analysis;
 use shared::retry::retry;
-use shared::stage::{BatchContext, Failure, Outcome, Stage, until_deadline};
+use shared::stage::{BatchContext, Failure, Outcome, Stage, StageName, until_deadline};
 use sqlx::PgPool;
-use tracing::warn;
 use uuid::Uuid;
 
 use crate::config::EmbedderConfig;
@@ -33,12 +36,16 @@ impl std::fmt::Debug for Embedder {
     }
 }
 
-/// Where each input stands as the batch goes on.
+/// Where each event of a batch stands as the phases go on.
 enum Step {
     Finished(Outcome),
+    /// Its analysis already has this model's vector.
     Unchanged,
     /// Waiting for the vector of document number `usize`.
     Embed(usize),
+    /// Embedded; to store.
+    Embedded(NewEmbedding),
+    Stored,
 }
 
 impl Embedder {
@@ -70,7 +77,11 @@ impl Embedder {
                 match result
                     .unwrap_or_else(|| Err(Failure::cut_off(format!("embedding with {}", self.provider.model()))))
                 {
-                    Ok(vectors) => vectors.into_iter().map(Ok).collect::<Vec<_>>(),
+                    // One bad vector fails its own document only.
+                    Ok(vectors) => vectors
+                        .into_iter()
+                        .map(|v| check_finite(self.provider.model(), &v).map(|()| v).map_err(|e| self.failure(e, 1)))
+                        .collect::<Vec<_>>(),
                     Err(failure) => vec![Err(failure); range.len()],
                 }
             })
@@ -78,11 +89,8 @@ impl Embedder {
     }
 
     fn failure(&self, e: EmbeddingError, attempts: u32) -> Failure {
-        Failure {
-            reason: format!("embedding with {} failed after {attempts} attempt(s): {e}", self.provider.model()),
-            retriable: e.is_retriable(),
-            recorded: true,
-        }
+        let reason = format!("embedding with {} failed after {attempts} attempt(s): {e}", self.provider.model());
+        Failure::caused_by(reason, &e)
     }
 
     /// A reply must carry one vector per text, each of the stored dimensions.
@@ -97,120 +105,146 @@ impl Embedder {
     }
 }
 
-fn unrecorded(reason: String) -> Outcome {
-    Outcome::failed(reason, false, false)
-}
-
 #[async_trait]
 impl Stage for Embedder {
     type Input = AnalysisComplete;
 
-    fn name(&self) -> &'static str {
-        "embedding"
+    fn name(&self) -> StageName {
+        StageName::Embedding
     }
 
     async fn run_batch(&self, inputs: &[AnalysisComplete], context: &BatchContext) -> Vec<Outcome> {
+        let (mut steps, documents) = match self.documents(inputs).await {
+            Ok(loaded) => loaded,
+            Err(failure) => return vec![failure.into(); inputs.len()],
+        };
+        self.embed(inputs, &mut steps, &documents, context).await;
+        self.store(inputs, &mut steps).await;
+        steps
+            .into_iter()
+            .map(|step| match step {
+                Step::Finished(outcome) => outcome,
+                Step::Unchanged => Outcome::Skipped(format!("already embedded by {}", self.provider.model())),
+                Step::Stored => Outcome::Done,
+                Step::Embed(_) | Step::Embedded(_) => unreachable!("every document is embedded, every vector stored"),
+            })
+            .collect()
+    }
+}
+
+impl Embedder {
+    /// Phase 1: each event's analysis loaded (it must be of the event's
+    /// item and user), and the document to embed made from it.
+    async fn documents(&self, inputs: &[AnalysisComplete]) -> Result<(Vec<Step>, Vec<(String, Value)>), Failure> {
         let ids: Vec<Option<Uuid>> = inputs.iter().map(|e| Uuid::parse_str(&e.analysis_id).ok()).collect();
         let wanted: Vec<Uuid> = ids.iter().flatten().copied().collect();
-        let loaded: HashMap<Uuid, AnalysisRecord> = match analyses::load(&self.pool, &wanted).await {
-            Ok(rows) => rows.into_iter().map(|r| (r.id, r)).collect(),
-            Err(e) => {
-                return vec![
-                    Outcome::failed(format!("loading analyses failed: {e}"), e.is_retriable(), false);
-                    inputs.len()
-                ];
-            }
-        };
-        let model = self.provider.model().to_owned();
-        let done = match embeddings::existing(&self.pool, &wanted, &model).await {
-            Ok(done) => done,
-            Err(e) => {
-                return vec![
-                    Outcome::failed(format!("looking up embeddings failed: {e}"), e.is_retriable(), false);
-                    inputs.len()
-                ];
-            }
-        };
+        let loaded: HashMap<Uuid, AnalysisRecord> = analyses::load(&self.pool, &wanted)
+            .await
+            .map_err(|e| Failure::of("loading analyses", &e))?
+            .into_iter()
+            .map(|r| (r.id, r))
+            .collect();
+        let done = embeddings::existing(&self.pool, &wanted, self.provider.model())
+            .await
+            .map_err(|e| Failure::of("looking up embeddings", &e))?;
 
         let mut steps = Vec::with_capacity(inputs.len());
-        let mut documents: Vec<String> = Vec::new();
-        let mut sources = Vec::new();
-        let mut failed: Vec<(Uuid, String)> = Vec::new();
+        let mut documents = Vec::new();
         for (event, id) in inputs.iter().zip(&ids) {
             let Some(id) = id else {
-                steps.push(Step::Finished(unrecorded(format!("analysis_id {:?} is not a UUID", event.analysis_id))));
+                let reason = format!("analysis_id {:?} is not a UUID", event.analysis_id);
+                steps.push(Step::Finished(Failure::permanent(reason).into()));
                 continue;
             };
             let Some(record) = loaded.get(id).filter(|r| r.item_id == event.item_uuid() && r.user_id == event.user_id)
             else {
-                steps.push(Step::Finished(unrecorded(format!(
-                    "analysis {id} of item {} (user {}) not found",
-                    event.item_id, event.user_id
-                ))));
+                let reason = format!("analysis {id} of item {} (user {}) not found", event.item_id, event.user_id);
+                steps.push(Step::Finished(Failure::permanent(reason).into()));
                 continue;
             };
             if done.contains(id) {
                 steps.push(Step::Unchanged);
                 continue;
             }
-            let doc = serde_json::from_value::<Analysis>(record.analysis.0.clone()).map(|a| document(&a));
-            match doc {
+            match serde_json::from_value::<Analysis>(record.analysis.0.clone()).map(|a| document(&a)) {
                 Ok((text, mut source)) if !text.trim().is_empty() => {
                     source["analysis_id"] = serde_json::json!(id);
                     source["analysis_version"] = serde_json::json!(record.version);
                     steps.push(Step::Embed(documents.len()));
-                    documents.push(text);
-                    sources.push(source);
+                    documents.push((text, source));
                 }
                 Ok(_) => {
                     let reason = format!("analysis {id} gives an empty embedding document");
-                    failed.push((record.item_id, reason.clone()));
-                    steps.push(Step::Finished(Outcome::failed(reason, false, true)));
+                    steps.push(Step::Finished(Failure::permanent(reason).into()));
                 }
                 Err(e) => {
                     let reason = format!("analysis {id} is not in the analysis schema: {e}");
-                    failed.push((record.item_id, reason.clone()));
-                    steps.push(Step::Finished(Outcome::failed(reason, false, true)));
+                    steps.push(Step::Finished(Failure::permanent(reason).into()));
                 }
             }
         }
+        Ok((steps, documents))
+    }
 
-        let vectors = self.embed_all(&documents, context.deadline).await;
-        let mut batch = EmbeddingBatch { failed, ..EmbeddingBatch::default() };
-        for ((event, id), step) in inputs.iter().zip(&ids).zip(&steps) {
+    /// Phase 2: the documents embedded, in as few requests as the limits allow.
+    async fn embed(
+        &self,
+        inputs: &[AnalysisComplete],
+        steps: &mut [Step],
+        documents: &[(String, Value)],
+        context: &BatchContext,
+    ) {
+        let texts: Vec<String> = documents.iter().map(|(text, _)| text.clone()).collect();
+        let mut vectors = self.embed_all(&texts, context.deadline).await;
+        for (event, step) in inputs.iter().zip(steps.iter_mut()) {
+            let Step::Embed(n) = *step else { continue };
+            *step = match std::mem::replace(&mut vectors[n], Err(Failure::transient("taken"))) {
+                Ok(vector) => Step::Embedded(NewEmbedding {
+                    item_id: event.item_uuid(),
+                    analysis_id: Uuid::parse_str(&event.analysis_id).expect("embedded events have ids"),
+                    user_id: event.user_id.clone(),
+                    vector: Vector(vector),
+                    model: self.provider.model().to_owned(),
+                    source: documents[n].1.clone(),
+                }),
+                Err(failure) => Step::Finished(failure.into()),
+            };
+        }
+    }
+
+    /// Phase 3: the vectors, and every item's status, in one transaction;
+    /// a vector the database refuses fails its item alone.
+    async fn store(&self, inputs: &[AnalysisComplete], steps: &mut [Step]) {
+        let mut batch = EmbeddingBatch::default();
+        for (event, step) in inputs.iter().zip(steps.iter()) {
             match step {
+                Step::Embedded(row) => batch.new.push(row.clone()),
                 Step::Unchanged => batch.unchanged.push(event.item_uuid()),
-                Step::Embed(n) => match &vectors[*n] {
-                    Ok(vector) => batch.new.push(NewEmbedding {
-                        item_id: event.item_uuid(),
-                        analysis_id: id.expect("embedded inputs have ids"),
-                        user_id: event.user_id.clone(),
-                        vector: Vector(vector.clone()),
-                        model: model.clone(),
-                        source: sources[*n].clone(),
-                    }),
-                    Err(failure) => batch.failed.push((event.item_uuid(), failure.reason.clone())),
-                },
-                Step::Finished(_) => {}
+                _ => {}
             }
         }
-        if let Err(e) = embeddings::store_batch(&self.pool, &batch).await {
-            warn!(error = %e, "storing the batch failed");
-            return vec![
-                Outcome::failed(format!("storing embeddings failed: {e}"), e.is_retriable(), false);
-                inputs.len()
-            ];
+        if batch.new.is_empty() && batch.unchanged.is_empty() {
+            return;
         }
-        steps
-            .into_iter()
-            .map(|step| match step {
-                Step::Finished(outcome) => outcome,
-                Step::Unchanged => Outcome::Done,
-                Step::Embed(n) => match &vectors[n] {
-                    Ok(_) => Outcome::Done,
-                    Err(failure) => Outcome::Failed(failure.clone()),
-                },
-            })
-            .collect()
+        let refused = match embeddings::store_batch(&self.pool, &batch).await {
+            Ok(refused) => refused,
+            Err(e) => {
+                let failure = Failure::of("storing embeddings", &e);
+                for step in steps.iter_mut().filter(|s| matches!(s, Step::Embedded(_) | Step::Unchanged)) {
+                    *step = Step::Finished(failure.clone().into());
+                }
+                return;
+            }
+        };
+        let refused: HashMap<Uuid, String> =
+            refused.into_iter().map(|(_, analysis, reason)| (analysis, reason)).collect();
+        for step in steps.iter_mut() {
+            if let Step::Embedded(row) = step {
+                *step = match refused.get(&row.analysis_id) {
+                    Some(reason) => Step::Finished(Failure::permanent(reason.clone()).into()),
+                    None => Step::Stored,
+                };
+            }
+        }
     }
 }

@@ -5,7 +5,8 @@ use embedder::{Embedder, EmbedderConfig, providers};
 use lambda_runtime::{Error, service_fn};
 use shared::aws::StageClients;
 use shared::config::Env;
-use shared::lambda::handle_kinesis;
+use shared::lambda::{Handler, function_timeout};
+use shared::stage::Stage;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -14,6 +15,8 @@ async fn main() -> Result<(), Error> {
     let clients = StageClients::build(&env).await?;
     let config = EmbedderConfig::from_env(&env)?;
     let provider = providers::build(&config, &clients.secrets(&env)).await?;
+    let failures = clients.pool.clone();
     let stage = Embedder::new(clients.pool, provider, config);
-    lambda_runtime::run(service_fn(|event| handle_kinesis(&stage, event))).await
+    let handler = Handler::new(&stage, &failures, function_timeout(&env, stage.name())?);
+    lambda_runtime::run(service_fn(|event| handler.kinesis(event))).await
 }

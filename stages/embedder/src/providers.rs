@@ -3,19 +3,19 @@
 use std::sync::Arc;
 
 use shared::api::{JsonClient, SecretSource};
-use shared::embedding::EmbeddingProvider;
 use shared::embedding::local::LocalEmbedder;
 use shared::embedding::openai::{self, OpenAiEmbeddings};
 use shared::embedding::voyage::{self, VoyageProvider};
+use shared::embedding::{EmbeddingProvider, EmbeddingProviderName};
 
 use crate::config::EmbedderConfig;
 
 /// The provider for `config.provider`. Keys are read from `secrets` once, here.
 pub async fn build(config: &EmbedderConfig, secrets: &dyn SecretSource) -> Result<Arc<dyn EmbeddingProvider>, String> {
     let key = |name: &'static str| async move { secrets.get(name).await.map_err(|e| e.to_string()) };
-    match config.provider.as_str() {
-        "local" => Ok(Arc::new(LocalEmbedder)),
-        "voyage" => {
+    match config.provider {
+        EmbeddingProviderName::Local => Ok(Arc::new(LocalEmbedder)),
+        EmbeddingProviderName::Voyage => {
             let key = key("VOYAGE_API_KEY").await?.ok_or(
                 "VOYAGE_API_KEY is not set (an environment variable locally, /collections/VOYAGE_API_KEY on AWS)",
             )?;
@@ -26,7 +26,7 @@ pub async fn build(config: &EmbedderConfig, secrets: &dyn SecretSource) -> Resul
                 config.model.clone().unwrap_or_else(|| voyage::DEFAULT_MODEL.to_owned()),
             )))
         }
-        "openai" => {
+        EmbeddingProviderName::OpenAi => {
             let key = key("OPENAI_API_KEY").await?;
             if key.is_none() && config.base_url.is_none() {
                 return Err("OPENAI_API_KEY is not set, and OPENAI_BASE_URL names no other server".to_owned());
@@ -38,6 +38,5 @@ pub async fn build(config: &EmbedderConfig, secrets: &dyn SecretSource) -> Resul
                 config.model.clone().unwrap_or_else(|| openai::DEFAULT_MODEL.to_owned()),
             )))
         }
-        other => Err(format!("unknown embedding provider {other:?}")),
     }
 }

@@ -1,19 +1,20 @@
-//! The thumbnail stage's batch: fetch originals and make thumbnails
-//! concurrently (CPU work on a bounded rayon pool), write them, record every
-//! item in one statement, then publish `ImageProcessed` for the successes.
+//! The thumbnail stage's batch, in named phases over each object's
+//! [`Step`]: check what is already done, make the thumbnails that are not
+//! (CPU work on a bounded rayon pool, until the batch's deadline), record
+//! every item in one statement, then publish `ImageProcessed`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use shared::bus::{EventPublisher, publish_for};
-use shared::db::items::{self, ThumbnailRecord};
-use shared::events::{ImageInfo, ImageProcessed, ObjectRef, PipelineEvent};
+use shared::db::items::{self, ItemState, ThumbnailRecord};
+use shared::events::{ImageInfo, ImageProcessed, ObjectRef, PipelineEvent, Upload};
 use shared::keys::{ImageKey, THUMBNAIL_TAG};
-use shared::stage::{BatchContext, Failure, Outcome, Stage};
+use shared::stage::{BatchContext, Failure, Outcome, Retriable, Stage, StageName, until_deadline};
 use shared::storage::{ObjectStore, StorageError};
 use sqlx::PgPool;
-use tracing::{Instrument, info_span, warn};
+use tracing::{Instrument, info_span};
 
 use crate::config::ThumbnailConfig;
 use crate::resize::{OutputFormat, Thumbnail, ThumbnailError, make_thumbnail};
@@ -43,7 +44,7 @@ enum ItemError {
     Worker,
 }
 
-impl ItemError {
+impl Retriable for ItemError {
     fn is_retriable(&self) -> bool {
         match self {
             Self::Storage(e) => e.is_retriable(),
@@ -51,6 +52,22 @@ impl ItemError {
             Self::Worker => true,
         }
     }
+}
+
+/// Where each object of a batch stands as the phases go on.
+enum Step {
+    Finished(Outcome),
+    /// Its thumbnail is already written for this version; the later stages
+    /// still have work, so `ImageProcessed` is published again.
+    Unchanged(ImageProcessed),
+    /// To thumbnail; `restart`: a new version of a known item.
+    Make {
+        restart: bool,
+    },
+    Made {
+        result: Result<Thumbnail, ItemError>,
+        restart: bool,
+    },
 }
 
 impl Thumbnailer {
@@ -89,11 +106,10 @@ impl Thumbnailer {
 /// What became of one object of a batch, before publishing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ThumbnailOutcome {
-    /// The thumbnail is written and the item recorded; `event` is what to publish.
+    /// The thumbnail is written (now, or for this version before) and the
+    /// item recorded; `event` is what to publish.
     Thumbnailed {
         thumbnail_key: String,
-        width: u32,
-        height: u32,
         event: Box<ImageProcessed>,
     },
     Skipped(String),
@@ -101,99 +117,157 @@ pub enum ThumbnailOutcome {
 }
 
 impl Thumbnailer {
-    /// The stage's work on a batch, without publishing: thumbnails written,
-    /// every item recorded in one statement, one outcome per object, in order.
-    /// Running it again on the same objects writes the same thumbnails.
-    pub async fn process(&self, objects: &[ObjectRef]) -> Vec<ThumbnailOutcome> {
-        let keys: Vec<Result<ImageKey, ThumbnailOutcome>> = objects
+    /// The stage's work on a batch, without publishing: one outcome per
+    /// object, in order. Running it again on the same objects writes nothing
+    /// new; running it on a changed original writes the same thumbnail bytes
+    /// for the same bytes.
+    pub async fn process(&self, uploads: &[Upload], context: &BatchContext) -> Vec<ThumbnailOutcome> {
+        let mut steps = self.check(uploads).await;
+        self.make(uploads, &mut steps, context).await;
+        self.record(uploads, &mut steps).await;
+        uploads
             .iter()
-            .map(|o| {
-                ImageKey::parse(&o.key).map_err(|e| {
-                    if e.is_skip() {
-                        ThumbnailOutcome::Skipped(e.to_string())
-                    } else {
-                        ThumbnailOutcome::Failed(Failure { reason: e.to_string(), retriable: false, recorded: false })
-                    }
-                })
-            })
-            .collect();
-
-        // Twice the workers in flight: one set decoding while the other downloads or uploads.
-        // Indices, not references, go through the stream: closures over
-        // borrowed items trip the `Send` check of `async_trait` futures.
-        let keys_ref = &keys;
-        let results: Vec<Option<Result<Thumbnail, ItemError>>> = futures::stream::iter(0..objects.len())
-            .map(|i| async move {
-                let (object, key) = (&objects[i], keys_ref[i].as_ref().ok()?);
-                let span = info_span!("item", key = %object.key, user_id = key.user_id(), item_id = %key.item_uuid());
-                Some(self.thumbnail_one(object, key).instrument(span).await)
-            })
-            .buffered(self.config.threads * 2)
-            .collect()
-            .await;
-
-        let records: Vec<ThumbnailRecord> = objects
-            .iter()
-            .zip(&keys)
-            .zip(&results)
-            .filter_map(|((object, key), result)| Some(self.record(object, key.as_ref().ok()?, result.as_ref()?)))
-            .collect();
-        let written = match items::record_thumbnails(&self.pool, &records).await {
-            Ok(written) => written,
-            Err(e) => {
-                warn!(error = %e, "recording the batch failed");
-                let failure = Failure {
-                    reason: format!("recording the thumbnail failed: {e}"),
-                    retriable: e.is_retriable(),
-                    recorded: false,
-                };
-                return keys
-                    .into_iter()
-                    .map(|k| k.err().unwrap_or_else(|| ThumbnailOutcome::Failed(failure.clone())))
-                    .collect();
-            }
-        };
-
-        objects
-            .iter()
-            .zip(keys)
-            .zip(results)
-            .map(|((object, key), result)| match (key, result) {
-                (Err(outcome), _) => outcome,
-                (Ok(key), Some(_)) if !written.contains(&key.item_uuid()) => ThumbnailOutcome::Failed(Failure {
-                    reason: format!("item id {} already belongs to another user", key.item_uuid()),
-                    retriable: false,
-                    recorded: false,
-                }),
-                (Ok(key), Some(Ok(t))) => ThumbnailOutcome::Thumbnailed {
-                    thumbnail_key: key.thumbnail_key(),
-                    width: t.width,
-                    height: t.height,
-                    event: Box::new(self.event(object, &key, &t)),
-                },
-                (Ok(_), Some(Err(e))) => ThumbnailOutcome::Failed(Failure {
-                    reason: e.to_string(),
-                    retriable: e.is_retriable(),
-                    recorded: true,
-                }),
-                (Ok(_), None) => unreachable!("every parsed key has a result"),
+            .zip(steps)
+            .map(|(upload, step)| match step {
+                Step::Finished(Outcome::Skipped(reason)) => ThumbnailOutcome::Skipped(reason),
+                Step::Finished(Outcome::Failed(failure)) => ThumbnailOutcome::Failed(failure),
+                Step::Unchanged(event) => {
+                    ThumbnailOutcome::Thumbnailed { thumbnail_key: event.thumbnail_key.clone(), event: Box::new(event) }
+                }
+                Step::Made { result: Ok(t), .. } => {
+                    let key = upload.key.as_ref().expect("only parsed keys are made");
+                    let event = self.event(&upload.object, key, Some(&t));
+                    ThumbnailOutcome::Thumbnailed { thumbnail_key: key.thumbnail_key(), event: Box::new(event) }
+                }
+                Step::Made { result: Err(e), .. } => ThumbnailOutcome::Failed(Failure::caused_by(e.to_string(), &e)),
+                Step::Finished(Outcome::Done) | Step::Make { .. } => {
+                    unreachable!("every made object is recorded, and Done is only reached by recording")
+                }
             })
             .collect()
     }
+
+    /// Phase 1: keys that are no originals, ids of another user, and
+    /// versions already thumbnailed are settled without touching the object.
+    async fn check(&self, uploads: &[Upload]) -> Vec<Step> {
+        let ids: Vec<_> = uploads.iter().filter_map(|u| u.key.as_ref().ok().map(ImageKey::item_uuid)).collect();
+        let known: HashMap<_, ItemState> = match items::states(&self.pool, &ids).await {
+            Ok(known) => known,
+            Err(e) => {
+                let failure = Failure::of("looking up the items", &e);
+                return uploads
+                    .iter()
+                    .map(|u| match &u.key {
+                        Ok(_) => Step::Finished(failure.clone().into()),
+                        Err(e) => Step::Finished(key_outcome(e)),
+                    })
+                    .collect();
+            }
+        };
+        uploads
+            .iter()
+            .map(|upload| {
+                let key = match &upload.key {
+                    Ok(key) => key,
+                    Err(e) => return Step::Finished(key_outcome(e)),
+                };
+                let Some(state) = known.get(&key.item_uuid()) else { return Step::Make { restart: false } };
+                if state.user_id != key.user_id() {
+                    return Step::Finished(
+                        Failure::permanent(format!("item id {} already belongs to another user", key.item_uuid()))
+                            .into(),
+                    );
+                }
+                let same_version = upload.object.etag.is_some() && state.source_etag == upload.object.etag;
+                match (same_version && state.thumbnail_status == "done", upload.object.reprocess) {
+                    (true, false) if state.analysed_and_embedded() => {
+                        Step::Finished(Outcome::Skipped("already processed (same version)".to_owned()))
+                    }
+                    (true, false) => Step::Unchanged(self.event(&upload.object, key, None)),
+                    _ => Step::Make { restart: !same_version && upload.object.etag.is_some() },
+                }
+            })
+            .collect()
+    }
+
+    /// Phase 2: reads, thumbnails and writes what is to make; twice the
+    /// workers in flight (one set decoding while the other downloads or
+    /// uploads); what is still running at the deadline is cut off.
+    async fn make(&self, uploads: &[Upload], steps: &mut [Step], context: &BatchContext) {
+        let to_make: Vec<usize> = (0..steps.len()).filter(|&i| matches!(steps[i], Step::Make { .. })).collect();
+        let mut results =
+            until_deadline(to_make.iter().copied(), steps.len(), self.config.threads * 2, context.deadline, |i| {
+                let (object, key) = (&uploads[i].object, uploads[i].key.as_ref().expect("only parsed keys are made"));
+                let span = info_span!("item", key = %object.key, user_id = key.user_id(), item_id = %key.item_uuid());
+                self.thumbnail_one(object, key).instrument(span)
+            })
+            .await;
+        for i in to_make {
+            let Step::Make { restart } = steps[i] else { continue };
+            steps[i] = match results[i].take() {
+                Some(result) => Step::Made { result, restart },
+                None => Step::Finished(Failure::cut_off(format!("thumbnailing {}", uploads[i].object.key)).into()),
+            };
+        }
+    }
+
+    /// Phase 3: every made item recorded (success or failure) and the
+    /// successes marked done, in one transaction; a row the database
+    /// refuses fails its item alone.
+    async fn record(&self, uploads: &[Upload], steps: &mut [Step]) {
+        let made: Vec<usize> = (0..steps.len()).filter(|&i| matches!(steps[i], Step::Made { .. })).collect();
+        let mut records = Vec::with_capacity(made.len());
+        let (mut done, mut restart) = (Vec::new(), Vec::new());
+        for &i in &made {
+            let Step::Made { result, restart: again } = &steps[i] else { continue };
+            let key = uploads[i].key.as_ref().expect("only parsed keys are made");
+            records.push(self.record_of(&uploads[i].object, key, result.as_ref().ok()));
+            if result.is_ok() {
+                done.push(key.item_uuid());
+                if *again {
+                    restart.push(key.item_uuid());
+                }
+            }
+        }
+        let stored = match items::store_thumbnails(&self.pool, &records, &done, &restart).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                let failure = Failure::of("recording the thumbnail", &e);
+                for i in made {
+                    steps[i] = Step::Finished(failure.clone().into());
+                }
+                return;
+            }
+        };
+        let refused: HashMap<_, _> = stored.refused.into_iter().collect();
+        for i in made {
+            let id = uploads[i].key.as_ref().expect("only parsed keys are made").item_uuid();
+            if let Some(reason) = refused.get(&id) {
+                steps[i] = Step::Finished(Failure::permanent(reason.clone()).into());
+            } else if !stored.written.contains(&id) {
+                steps[i] =
+                    Step::Finished(Failure::permanent(format!("item id {id} already belongs to another user")).into());
+            }
+        }
+    }
+}
+
+fn key_outcome(e: &shared::keys::KeyError) -> Outcome {
+    if e.is_skip() { Outcome::Skipped(e.to_string()) } else { Failure::permanent(e.to_string()).into() }
 }
 
 #[async_trait]
 impl Stage for Thumbnailer {
-    type Input = ObjectRef;
+    type Input = Upload;
 
-    fn name(&self) -> &'static str {
-        "thumbnail"
+    fn name(&self) -> StageName {
+        StageName::Thumbnail
     }
 
-    async fn run_batch(&self, inputs: &[ObjectRef], _context: &BatchContext) -> Vec<Outcome> {
+    async fn run_batch(&self, inputs: &[Upload], context: &BatchContext) -> Vec<Outcome> {
         let mut outcomes = Vec::with_capacity(inputs.len());
         let mut events = Vec::new();
-        for outcome in self.process(inputs).await {
+        for outcome in self.process(inputs, context).await {
             outcomes.push(match outcome {
                 ThumbnailOutcome::Thumbnailed { event, .. } => {
                     events.push((outcomes.len(), PipelineEvent::ImageProcessed(*event)));
@@ -209,7 +283,7 @@ impl Stage for Thumbnailer {
 }
 
 impl Thumbnailer {
-    fn record(&self, object: &ObjectRef, key: &ImageKey, result: &Result<Thumbnail, ItemError>) -> ThumbnailRecord {
+    fn record_of(&self, object: &ObjectRef, key: &ImageKey, made: Option<&Thumbnail>) -> ThumbnailRecord {
         let base = ThumbnailRecord {
             id: key.item_uuid(),
             user_id: key.user_id().to_owned(),
@@ -221,26 +295,28 @@ impl Thumbnailer {
             size_bytes: object.size.and_then(|s| i64::try_from(s).ok()),
             ..ThumbnailRecord::default()
         };
-        match result {
-            Ok(t) => ThumbnailRecord {
+        match made {
+            Some(t) => ThumbnailRecord {
                 mime_type: Some(format!("image/{}", t.source_format)),
                 width: i32::try_from(t.original_width).ok(),
                 height: i32::try_from(t.original_height).ok(),
                 thumbnail_key: Some(key.thumbnail_key()),
                 ..base
             },
-            Err(e) => ThumbnailRecord { error: Some(e.to_string()), ..base },
+            None => base,
         }
     }
 
-    fn event(&self, object: &ObjectRef, key: &ImageKey, t: &Thumbnail) -> ImageProcessed {
+    /// The `ImageProcessed` of an object; what the thumbnailer measured
+    /// goes with it when it made the thumbnail just now.
+    fn event(&self, object: &ObjectRef, key: &ImageKey, made: Option<&Thumbnail>) -> ImageProcessed {
         ImageProcessed {
             item_id: key.item_id().to_owned(),
             user_id: key.user_id().to_owned(),
             bucket: self.config.bucket.clone().unwrap_or_else(|| object.bucket.clone()),
             original_key: object.key.clone(),
             thumbnail_key: key.thumbnail_key(),
-            image: Some(ImageInfo {
+            image: made.map(|t| ImageInfo {
                 width: t.original_width,
                 height: t.original_height,
                 format: t.source_format.to_owned(),
