@@ -128,6 +128,12 @@ impl Failure {
         Self::caused_by(format!("{doing} failed: {error}"), error)
     }
 
+    /// A failure told by an error that already says what failed (a
+    /// database error names its operation), retriable when it is.
+    pub fn from_error(error: &dyn Retriable) -> Self {
+        Self::caused_by(error.to_string(), error)
+    }
+
     /// A failure told in `reason`, retriable when `error`, its cause, is.
     pub fn caused_by(reason: String, error: &dyn Retriable) -> Self {
         if error.is_retriable() { Self::transient(reason) } else { Self::permanent(reason) }

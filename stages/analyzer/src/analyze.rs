@@ -159,7 +159,7 @@ impl Analyzer {
         let existing = match analyses::find_by_request(&self.pool, &requests).await {
             Ok(found) => found,
             Err(e) => {
-                let failure = Failure::of("looking up analyses", &e);
+                let failure = Failure::from_error(&e);
                 for step in steps.iter_mut().filter(|s| matches!(s, Step::Fetched(_))) {
                     *step = Step::Finished(failure.clone().into());
                 }
@@ -241,7 +241,7 @@ impl Analyzer {
         let batch = match analyses::store_batch(&self.pool, &new, &reused).await {
             Ok(batch) => batch,
             Err(e) => {
-                let failure = Failure::of("storing analyses", &e);
+                let failure = Failure::from_error(&e);
                 for step in steps.iter_mut().filter(|s| matches!(s, Step::Analysed(..) | Step::Existing(_))) {
                     *step = Step::Finished(failure.clone().into());
                 }

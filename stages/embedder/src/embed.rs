@@ -140,13 +140,13 @@ impl Embedder {
         let wanted: Vec<Uuid> = ids.iter().flatten().copied().collect();
         let loaded: HashMap<Uuid, AnalysisRecord> = analyses::load(&self.pool, &wanted)
             .await
-            .map_err(|e| Failure::of("loading analyses", &e))?
+            .map_err(|e| Failure::from_error(&e))?
             .into_iter()
             .map(|r| (r.id, r))
             .collect();
         let done = embeddings::existing(&self.pool, &wanted, self.provider.model())
             .await
-            .map_err(|e| Failure::of("looking up embeddings", &e))?;
+            .map_err(|e| Failure::from_error(&e))?;
 
         let mut steps = Vec::with_capacity(inputs.len());
         let mut documents = Vec::new();
@@ -229,7 +229,7 @@ impl Embedder {
         let refused = match embeddings::store_batch(&self.pool, &batch).await {
             Ok(refused) => refused,
             Err(e) => {
-                let failure = Failure::of("storing embeddings", &e);
+                let failure = Failure::from_error(&e);
                 for step in steps.iter_mut().filter(|s| matches!(s, Step::Embedded(_) | Step::Unchanged)) {
                     *step = Step::Finished(failure.clone().into());
                 }

@@ -154,7 +154,7 @@ impl Thumbnailer {
         let known: HashMap<_, ItemState> = match items::states(&self.pool, &ids).await {
             Ok(known) => known,
             Err(e) => {
-                let failure = Failure::of("looking up the items", &e);
+                let failure = Failure::from_error(&e);
                 return uploads
                     .iter()
                     .map(|u| match &u.key {
@@ -232,7 +232,7 @@ impl Thumbnailer {
         let stored = match items::store_thumbnails(&self.pool, &records, &done, &restart).await {
             Ok(stored) => stored,
             Err(e) => {
-                let failure = Failure::of("recording the thumbnail", &e);
+                let failure = Failure::from_error(&e);
                 for i in made {
                     steps[i] = Step::Finished(failure.clone().into());
                 }
