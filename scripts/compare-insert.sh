@@ -10,7 +10,8 @@ cd "$ROOT"
 
 ensure_build_tools
 if [[ -z "${DATABASE_URL:-}" ]]; then
-    eval "$(bash scripts/postgres.sh env)"
+    pg_env="$(bash scripts/postgres.sh env)"
+    eval "$pg_env"
 fi
 psql="${COLLECTIONS_PGBIN:+$COLLECTIONS_PGBIN/}psql"
 log "building and running compare-insert (release)"

@@ -6,7 +6,9 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
 ensure_build_tools
-eval "$(bash scripts/postgres.sh env)"
+# An assignment, not `eval "$(...)"`, so a failing set-up stops the script here.
+pg_env="$(bash scripts/postgres.sh env)"
+eval "$pg_env"
 # The demo's local bucket (originals and thumbnails) lives with the rest of .local.
 export COLLECTIONS_DATA_DIR="${COLLECTIONS_DATA_DIR:-$STATE/demo}"
 

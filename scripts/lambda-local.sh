@@ -8,8 +8,10 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
-eval "$(bash scripts/postgres.sh env)"
-eval "$(bash scripts/moto.sh env)"
+pg_env="$(bash scripts/postgres.sh env)"
+eval "$pg_env"
+moto_env="$(bash scripts/moto.sh env)"
+eval "$moto_env"
 cargo run --quiet -p collections -- migrate >&2
 "$VENV/bin/python" - <<'PY'
 import os, boto3

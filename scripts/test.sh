@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The full test suite: starts the services the tests need (PostgreSQL +
-# pgvector, and moto_server as the local AWS endpoint), runs every Rust test
+# pgvector, and moto_server as the local AWS endpoint), checks the PostgreSQL
+# set-up in a clone its server user cannot reach, runs every Rust test
 # of the workspace, then the CDK app's tests (synthesis, assertions, cdk-nag,
 # cfn-lint). Fails when a test fails.
 set -euo pipefail
@@ -9,14 +10,20 @@ cd "$ROOT"
 
 ensure_build_tools
 ensure_venv "$ROOT/scripts/requirements.txt" "$ROOT/scripts/requirements-test.txt"
-eval "$(bash scripts/postgres.sh env)"
-eval "$(bash scripts/moto.sh env)"
+# An assignment, not `eval "$(...)"`, so a failing set-up stops the script here.
+pg_env="$(bash scripts/postgres.sh env)"
+eval "$pg_env"
+moto_env="$(bash scripts/moto.sh env)"
+eval "$moto_env"
 # Services this run started are stopped when it ends; ones already running stay.
 cleanup() {
     if [[ "${COLLECTIONS_MOTO_STARTED:-0}" == 1 ]]; then bash scripts/moto.sh stop; fi
     if [[ "${COLLECTIONS_PG_STARTED:-0}" == 1 ]]; then bash scripts/postgres.sh stop; fi
 }
 trap cleanup EXIT
+
+log "scripts/postgres.sh in a clone the postgres user cannot reach"
+bash scripts/test-private-clone.sh
 
 log "cargo test --workspace"
 cargo test --workspace --quiet
