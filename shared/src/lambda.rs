@@ -7,7 +7,6 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
-use aws_lambda_events::event::s3::S3Event;
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -112,8 +111,15 @@ impl RecordInput for Upload {
 }
 
 impl RecordInput for ImageProcessed {
+    /// The event's detail; without a `thumbnail_key` (as in the seed's test
+    /// event), the key the seed's rule gives the original's thumbnail.
     fn from_record(data: &[u8]) -> Result<Vec<Self>, String> {
-        Ok(vec![detail(&json_of(data)?, IMAGE_PROCESSED)?])
+        let mut event: ImageProcessed = detail(&json_of(data)?, IMAGE_PROCESSED)?;
+        if event.thumbnail_key.is_empty() {
+            let key = ImageKey::parse(&event.original_key).map_err(|e| format!("no thumbnail_key, and {e}"))?;
+            event.thumbnail_key = key.thumbnail_key();
+        }
+        Ok(vec![event])
     }
 }
 
@@ -246,34 +252,18 @@ where
         Ok(response)
     }
 
-    /// A Lambda handler for a stage fed by a Kinesis stream.
-    pub async fn kinesis(
-        &self,
-        event: lambda_runtime::LambdaEvent<KinesisEvent>,
-    ) -> Result<KinesisEventResponse, lambda_runtime::Error> {
-        Ok(self.run_kinesis(&event.payload, &event.context).await?)
-    }
-}
-
-impl<S: Stage<Input = Upload>> Handler<'_, S> {
-    /// Runs the objects of an S3 notification delivered straight to the
-    /// function. Failures that need another attempt make it an error, so
-    /// Lambda's asynchronous retries run it again.
-    pub async fn run_s3_event(
-        &self,
-        event: &S3Event,
-        invocation: &lambda_runtime::Context,
-    ) -> Result<Value, BatchError> {
-        let records: Vec<Value> =
-            event.records.iter().map(|r| serde_json::to_value(r).unwrap_or(Value::Null)).collect();
-        let objects = from_notification(&records).map_err(|first| BatchError::ItemsFailed {
-            failed: records.len(),
-            total: records.len(),
-            first,
-        })?;
-        let total = objects.len();
-        let entries: Vec<Entry<Upload>> =
-            objects.into_iter().map(|o| Entry::readable(o.key.clone(), Upload::from(o))).collect();
+    /// Runs one event invoked straight on the function, not through a
+    /// stream: the seed's console test events (an S3 notification with only
+    /// bucket and key; an EventBridge-shaped `{"detail": …}`), or S3
+    /// notifying the function directly. Failures that need another attempt
+    /// make it an error, so Lambda's asynchronous retries run it again.
+    pub async fn run_direct(&self, event: &Value, invocation: &lambda_runtime::Context) -> Result<Value, BatchError> {
+        let data = serde_json::to_vec(event).unwrap_or_default();
+        let inputs =
+            S::Input::from_record(&data).map_err(|first| BatchError::ItemsFailed { failed: 1, total: 1, first })?;
+        let total = inputs.len();
+        let entries: Vec<Entry<S::Input>> =
+            inputs.into_iter().map(|input| Entry::readable(invocation.request_id.clone(), input)).collect();
         let ran = runner::run(self.stage, self.failures, entries, &batch_context(invocation, self.timeout)).await;
         ran.metrics.emit();
         let again: Vec<&str> = ran
@@ -287,12 +277,31 @@ impl<S: Stage<Input = Upload>> Handler<'_, S> {
         match again.first() {
             Some(first) => Err(BatchError::ItemsFailed { failed: again.len(), total, first: (*first).to_owned() }),
             None => Ok(json!({
-                "objects": total,
+                "inputs": total,
                 "done": ran.metrics.done,
                 "skipped": ran.metrics.skipped,
                 "failed": ran.metrics.failed
             })),
         }
+    }
+
+    /// The function's handler: a Kinesis batch (the stream trigger), or an
+    /// event invoked straight on the function ([`Handler::run_direct`]).
+    pub async fn invoke(&self, event: lambda_runtime::LambdaEvent<Value>) -> Result<Value, lambda_runtime::Error> {
+        let (payload, context) = (event.payload, event.context);
+        if payload.pointer("/Records/0/kinesis").is_some() {
+            let batch: KinesisEvent = serde_json::from_value(payload)?;
+            return Ok(serde_json::to_value(self.run_kinesis(&batch, &context).await?)?);
+        }
+        Ok(self.run_direct(&payload, &context).await?)
+    }
+
+    /// A Lambda handler for a stage fed by a Kinesis stream.
+    pub async fn kinesis(
+        &self,
+        event: lambda_runtime::LambdaEvent<KinesisEvent>,
+    ) -> Result<KinesisEventResponse, lambda_runtime::Error> {
+        Ok(self.run_kinesis(&event.payload, &event.context).await?)
     }
 }
 
@@ -422,5 +431,21 @@ mod fixture_tests {
         assert_eq!(AnalysisComplete::from_record(&analyzed.records[0].kinesis.data.0).unwrap()[0].item_id, "coffee");
         let s3: S3Event = serde_json::from_str(include_str!("../../events/thumbnailer-s3.json")).unwrap();
         assert_eq!(s3.records.len(), 1);
+    }
+
+    /// The seed's console test events, verbatim, read as each stage's input.
+    #[test]
+    fn the_seeds_test_events_are_read_as_invoked_directly() {
+        let uploads = Upload::from_record(include_bytes!("../../events/thumbnailer-seed.json")).unwrap();
+        let object = &uploads[0].object;
+        assert_eq!(
+            (object.bucket.as_str(), object.key.as_str(), object.etag.as_deref()),
+            ("test-bucket", "user123/item456.jpg", None)
+        );
+        let processed = ImageProcessed::from_record(include_bytes!("../../events/analyzer-seed.json")).unwrap();
+        assert_eq!(processed[0].thumbnail_key, "user123/thumbnails/item456.jpg", "derived by the seed's rule");
+        assert_eq!(processed[0].bucket, "test-bucket");
+        let analyzed = AnalysisComplete::from_record(include_bytes!("../../events/embedder-seed.json")).unwrap();
+        assert_eq!((analyzed[0].analysis_id.as_str(), analyzed[0].user_id.as_str()), ("analysis789", "user123"));
     }
 }

@@ -18,5 +18,5 @@ async fn main() -> Result<(), Error> {
     let failures = clients.pool.clone();
     let stage = Analyzer::new(clients.store, clients.bus, clients.pool, provider, config);
     let handler = Handler::new(&stage, &failures, function_timeout(&env, stage.name())?);
-    lambda_runtime::run(service_fn(|event| handler.kinesis(event))).await
+    lambda_runtime::run(service_fn(|event| handler.invoke(event))).await
 }
