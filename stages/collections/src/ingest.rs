@@ -87,6 +87,14 @@ pub async fn run_folder(c: &Components, dir: &Path, user: &str, force: bool) -> 
     if !dir.is_dir() {
         bail!("{} is not a folder", dir.display());
     }
+    let bucket_root = c.local.data_dir.join("bucket");
+    if crate::thumbnail::is_inside(dir, &bucket_root) || crate::thumbnail::is_inside(&bucket_root, dir) {
+        bail!(
+            "refusing to run over {}: it holds or is inside the local bucket ({}), whose files are the pipeline's own copies",
+            dir.display(),
+            bucket_root.display()
+        );
+    }
     let files = scan(dir, user)?;
     let tracker = Arc::new(Tracker::new(files.len() as u64));
     let mut objects = Vec::new();

@@ -56,8 +56,12 @@ enum Command {
     Thumbnail {
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
+        /// A folder outside the inputs.
         #[arg(long)]
         out: PathBuf,
+        /// Replace files already in the output folder (never an input).
+        #[arg(long)]
+        overwrite: bool,
     },
     /// List items whose last attempt failed, with the stage and reason, and
     /// failed records that belong to no item of their user.
@@ -141,10 +145,10 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let env = Env::process();
     match cli.command {
-        Command::Thumbnail { inputs, out } => {
+        Command::Thumbnail { inputs, out, overwrite } => {
             let config = thumbnailer::ThumbnailConfig::from_env(&env)?;
             let jobs = thumbnail::plan(&inputs, &out)?;
-            let report = tokio::task::spawn_blocking(move || thumbnail::run(&jobs, &config)).await??;
+            let report = tokio::task::spawn_blocking(move || thumbnail::run(&jobs, &config, overwrite)).await??;
             print!("{}", report.summary());
         }
         Command::Migrate => {
