@@ -44,10 +44,10 @@ fn names_after(text: &str, openings: &[&str]) -> BTreeSet<String> {
     for opening in openings {
         for (at, _) in text.match_indices(opening) {
             let rest = &text[at + opening.len()..];
-            if let Some(end) = rest.find('"') {
-                if is_variable(&rest[..end]) {
-                    names.insert(rest[..end].to_owned());
-                }
+            if let Some(end) = rest.find('"')
+                && is_variable(&rest[..end])
+            {
+                names.insert(rest[..end].to_owned());
             }
         }
     }
