@@ -124,7 +124,7 @@ pub fn embeddings(targets: &[(uuid::Uuid, uuid::Uuid)]) -> Vec<shared::db::embed
                 item_id: *item,
                 analysis_id: *analysis,
                 user_id: "bench".to_owned(),
-                vector: shared::db::Vector(v),
+                vector: shared::db::Vector::from(v),
                 model: "bench-model".to_owned(),
                 source: serde_json::json!({"fields": ["summary"], "chars": 80}),
             }

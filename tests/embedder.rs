@@ -194,7 +194,7 @@ async fn the_copy_path_falls_back_when_a_concurrent_delivery_stored_rows_first(p
         item_id: item,
         analysis_id,
         user_id: "u".into(),
-        vector: Vector(vec![0.5; 1024]),
+        vector: Vector::from(vec![0.5; 1024]),
         model: "m".into(),
         source: serde_json::json!({}),
     };

@@ -12,7 +12,7 @@ use shared::embedding::local::LocalEmbedder;
 use sqlx::PgPool;
 
 async fn search_keys(pool: &PgPool, user: &str, text: &str) -> Vec<String> {
-    let vector = Vector(LocalEmbedder::embed_text(text));
+    let vector = Vector::from(LocalEmbedder::embed_text(text));
     let query =
         SearchQuery { user_id: user, text, vector: &vector, model: "local-hashing-v1", limit: 10, category: None };
     search(pool, &query).await.unwrap().into_iter().map(|h| h.key).collect()

@@ -58,9 +58,9 @@ impl BinaryCopy {
 
     /// pgvector's `vector`, in its binary format.
     pub fn vector(&mut self, vector: &Vector) -> &mut Self {
-        let len = i32::try_from(vector.binary_len()).expect("a vector is under 2 GiB");
+        let len = i32::try_from(super::vector::binary_len(vector)).expect("a vector is under 2 GiB");
         self.buf.extend_from_slice(&len.to_be_bytes());
-        vector.write_binary(&mut self.buf);
+        super::vector::write_binary(vector, &mut self.buf);
         self
     }
 

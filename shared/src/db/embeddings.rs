@@ -50,12 +50,12 @@ fn copy_row(copy: &mut BinaryCopy, r: &NewEmbedding) {
         .text(&r.user_id)
         .vector(&r.vector)
         .text(&r.model)
-        .int4(r.vector.dimensions() as i32)
+        .int4(r.vector.as_slice().len() as i32)
         .jsonb(&r.source);
 }
 
 fn row_size(rows: &[NewEmbedding]) -> usize {
-    rows.first().map_or(0, |r| r.vector.binary_len() + 200)
+    rows.first().map_or(0, |r| super::vector::binary_len(&r.vector) + 200)
 }
 
 /// The rows as one binary COPY body, with fresh ids (what `psql \copy` reads).
@@ -99,7 +99,7 @@ pub async fn insert_rows(conn: &mut PgConnection, rows: &[NewEmbedding]) -> Resu
     let users: Vec<&str> = rows.iter().map(|e| e.user_id.as_str()).collect();
     let vectors: Vec<&Vector> = rows.iter().map(|e| &e.vector).collect();
     let models: Vec<&str> = rows.iter().map(|e| e.model.as_str()).collect();
-    let dimensions: Vec<i32> = rows.iter().map(|e| e.vector.dimensions() as i32).collect();
+    let dimensions: Vec<i32> = rows.iter().map(|e| e.vector.as_slice().len() as i32).collect();
     let sources: Vec<sqlx::types::Json<&Value>> = rows.iter().map(|e| sqlx::types::Json(&e.source)).collect();
     let done = sqlx::query(
         r#"
@@ -141,7 +141,7 @@ pub async fn insert_one(conn: &mut PgConnection, row: &NewEmbedding) -> Result<u
     .bind(&row.user_id)
     .bind(&row.vector)
     .bind(&row.model)
-    .bind(row.vector.dimensions() as i32)
+    .bind(row.vector.as_slice().len() as i32)
     .bind(sqlx::types::Json(&row.source))
     .execute(&mut *conn)
     .await

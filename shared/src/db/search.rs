@@ -103,7 +103,7 @@ pub async fn search(pool: &PgPool, query: &SearchQuery<'_>) -> Result<Vec<Search
     .bind(query.user_id)
     .bind(query.vector)
     .bind(query.model)
-    .bind(query.vector.dimensions() as i32)
+    .bind(query.vector.as_slice().len() as i32)
     .bind(any_word_query(query.text))
     .bind(query.category)
     .bind(candidates)
@@ -142,7 +142,7 @@ pub async fn search_text(
         .await?
         .pop()
         .ok_or(SearchError::NoVector)?;
-    let vector = Vector(vector);
+    let vector = Vector::from(vector);
     let query = SearchQuery { user_id, text, vector: &vector, model: provider.model(), limit, category };
     Ok(search(pool, &query).await?)
 }

@@ -203,7 +203,7 @@ impl Embedder {
                     item_id: event.item_uuid(),
                     analysis_id: Uuid::parse_str(&event.analysis_id).expect("embedded events have ids"),
                     user_id: event.user_id.clone(),
-                    vector: Vector(vector),
+                    vector: Vector::from(vector),
                     model: self.provider.model().to_owned(),
                     source: documents[n].1.clone(),
                 }),
