@@ -266,14 +266,7 @@ where
             inputs.into_iter().map(|input| Entry::readable(invocation.request_id.clone(), input)).collect();
         let ran = runner::run(self.stage, self.failures, entries, &batch_context(invocation, self.timeout)).await;
         ran.metrics.emit();
-        let again: Vec<&str> = ran
-            .settled
-            .iter()
-            .filter_map(|(_, s)| match s {
-                Settled::Redeliver(reason) => Some(reason.as_str()),
-                _ => None,
-            })
-            .collect();
+        let again = ran.redelivered();
         match again.first() {
             Some(first) => Err(BatchError::ItemsFailed { failed: again.len(), total, first: (*first).to_owned() }),
             None => Ok(json!({

@@ -60,6 +60,19 @@ pub struct Ran {
     pub metrics: BatchMetrics,
 }
 
+impl Ran {
+    /// The reasons of the entries to be delivered again, in order.
+    pub fn redelivered(&self) -> Vec<&str> {
+        self.settled
+            .iter()
+            .filter_map(|(_, s)| match s {
+                Settled::Redeliver(reason) => Some(reason.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 /// Runs `stage` on a batch and settles every entry (see the module's rules).
 pub async fn run<S: Stage>(
     stage: &S,
@@ -295,15 +308,7 @@ mod tests {
     async fn failures_that_cannot_be_recorded_are_delivered_again() {
         let log = Log { down: true, ..Log::default() };
         let ran = run(&Judge, &log, batch(), &BatchContext::default()).await;
-        let redelivered: Vec<&str> = ran
-            .settled
-            .iter()
-            .filter_map(|(_, s)| match s {
-                Settled::Redeliver(reason) => Some(reason.as_str()),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(redelivered, ["bad-1 is bad", "slow-1 timed out", "the record is not JSON"]);
+        assert_eq!(ran.redelivered(), ["bad-1 is bad", "slow-1 timed out", "the record is not JSON"]);
         assert_eq!((ran.metrics.failed, ran.metrics.redelivered), (0, 3));
     }
 }

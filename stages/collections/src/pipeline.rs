@@ -160,7 +160,9 @@ async fn run_stage<S: Stage, M: Send + 'static>(
         let entries: Vec<Entry<S::Input>> = batch
             .into_iter()
             .map(|input| {
-                let source = input.subject().key.unwrap_or_else(|| format!("{:?}", input.subject().item_id));
+                // Where a local record came from: its key, or else its item.
+                let subject = input.subject();
+                let source = subject.key.or(subject.item_id.map(|id| id.to_string())).unwrap_or_default();
                 Entry::readable(source, input)
             })
             .collect();
