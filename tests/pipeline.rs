@@ -164,3 +164,21 @@ async fn search_ranks_the_matching_image_first_and_never_crosses_users(pool: PgP
     assert_eq!(search_keys(&pool, "erin", "green portrait orange blue").await, vec!["erin/lake.jpg"]);
     assert!(search_keys(&pool, "nobody", "blue").await.is_empty());
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_run_over_the_local_buckets_own_folders_is_refused_and_deletes_nothing(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    images::write(&photos, "a.jpg", &images::jpeg(320, 240, BLUE));
+    let c = components(pool.clone(), &dir.path().join("data"), &[]).await;
+    run_folder(&c, &photos, "u", false).await.unwrap();
+    let inside = dir.path().join("data/bucket/local/u");
+    let original = inside.join("a.jpg");
+    let before = std::fs::read(&original).unwrap();
+    for folder in [inside.clone(), dir.path().join("data")] {
+        let err = run_folder(&c, &folder, "u", false).await.unwrap_err().to_string();
+        assert!(err.starts_with("refusing to run over"), "{err}");
+    }
+    assert_eq!(std::fs::read(&original).unwrap(), before, "the bucket's copy is untouched");
+    assert_eq!(counts(&pool).await, (1, 1, 1));
+}
