@@ -98,10 +98,15 @@ pub fn run(jobs: &[Job], config: &ThumbnailConfig, overwrite: bool) -> anyhow::R
         jobs.par_iter().for_each(|job| {
             let name = job.input.display().to_string();
             match extension(&job.input).as_deref() {
-                Some("jpg" | "jpeg" | "png") => match thumbnail_file(job, config, overwrite) {
-                    Ok(()) => tracker.processed(name),
-                    Err(e) => tracker.failed(name, format!("{e:#}")),
-                },
+                // A panic in a decoder fails its file, not the command.
+                Some("jpg" | "jpeg" | "png") => {
+                    match std::panic::catch_unwind(|| thumbnail_file(job, config, overwrite)) {
+                        Ok(Ok(())) => tracker.processed(name),
+                        Ok(Err(e)) => tracker.failed(name, format!("{e:#}")),
+                        Err(panic) => tracker
+                            .failed(name, format!("a panic: {}", thumbnailer::worker::panic_message(panic.as_ref()))),
+                    }
+                }
                 _ => tracker.skipped(name, "not a .jpg, .jpeg or .png file".to_owned()),
             }
         });

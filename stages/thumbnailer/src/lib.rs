@@ -11,6 +11,7 @@ pub mod pixels;
 mod png;
 pub mod resize;
 pub mod stage;
+pub mod worker;
 
 pub use config::ThumbnailConfig;
 pub use resize::{Limits, OutputFormat, Thumbnail, ThumbnailError, ThumbnailSpec, make_thumbnail};

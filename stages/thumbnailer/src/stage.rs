@@ -18,6 +18,7 @@ use tracing::{Instrument, info_span};
 
 use crate::config::ThumbnailConfig;
 use crate::resize::{OutputFormat, Thumbnail, ThumbnailError, make_thumbnail};
+use crate::worker::run_on;
 
 pub struct Thumbnailer {
     store: Arc<dyn ObjectStore>,
@@ -40,16 +41,16 @@ enum ItemError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Image(#[from] ThumbnailError),
-    #[error("the thumbnail worker stopped")]
-    Worker,
+    #[error("thumbnailing failed inside the decoder or encoder (a panic: {0})")]
+    Panicked(String),
 }
 
 impl Retriable for ItemError {
     fn is_retriable(&self) -> bool {
         match self {
             Self::Storage(e) => e.is_retriable(),
-            Self::Image(_) => false,
-            Self::Worker => true,
+            // The same bytes meet the same bug.
+            Self::Image(_) | Self::Panicked(_) => false,
         }
     }
 }
@@ -91,11 +92,9 @@ impl Thumbnailer {
         let bytes = self.store.get(&object.bucket, &object.key, self.config.max_file_bytes).await?;
         let spec = self.config.spec;
         let format = OutputFormat::for_extension(&key.extension());
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.workers.spawn(move || {
-            let _ = tx.send(make_thumbnail(&bytes, format, &spec));
-        });
-        let mut thumbnail = rx.await.map_err(|_| ItemError::Worker)??;
+        let mut thumbnail = run_on(&self.workers, move || make_thumbnail(&bytes, format, &spec))
+            .await
+            .map_err(ItemError::Panicked)??;
         let bucket = self.config.bucket.as_deref().unwrap_or(&object.bucket);
         let bytes = std::mem::take(&mut thumbnail.bytes);
         self.store.put(bucket, &key.thumbnail_key(), bytes, format.media_type(), &[THUMBNAIL_TAG]).await?;
