@@ -458,3 +458,19 @@ async fn a_reply_that_fails_validation_is_asked_for_once_more_and_trivial_slips_
             .unwrap();
     assert_eq!((tags, objects), (serde_json::json!(["lake"]), serde_json::json!([])));
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_reply_without_end_fails_its_item_and_the_batch_goes_on(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockProviders::start().await;
+    mock.script([Reply::Endless(shared::api::MAX_REPLY_BYTES + (1 << 20))]);
+    let c = with_provider(&pool, dir.path(), &mock, "openai", &[("ANALYZER_CONCURRENCY", "1")]).await;
+    let report = run_folder(&c, &photos(dir.path()), "u", false).await.unwrap();
+    assert_eq!(report.processed, ["u/b.png"], "{report:?}");
+    assert_eq!(report.failed.len(), 1);
+    let expected = format!(
+        "failed after 1 attempt: openai returned a malformed reply: the reply is over {} bytes",
+        shared::api::MAX_REPLY_BYTES
+    );
+    assert!(report.failed[0].1.contains(&expected), "{:?}", report.failed);
+}

@@ -6,6 +6,7 @@ use collections_tests::providers::MockProviders;
 use collections_tests::{FixedSecrets, analysis, seed_analysis};
 use embedder::{Embedder, EmbedderConfig};
 use shared::config::Env;
+use shared::db::Vector;
 use shared::db::search::{SearchHit, search_text};
 use shared::embedding::EmbeddingProvider;
 use shared::events::AnalysisComplete;
@@ -145,15 +146,63 @@ async fn vectors_of_another_model_are_never_compared_with_the_query(pool: PgPool
 
 #[sqlx::test(migrations = "../migrations")]
 async fn the_deferred_index_mode_drops_and_rebuilds_the_index_and_search_works_meanwhile(pool: PgPool) {
-    use shared::db::embeddings::{build_vector_index, drop_vector_index, vector_index_exists};
-    assert!(vector_index_exists(&pool).await.unwrap());
+    use shared::db::embeddings::{VectorIndex, build_vector_index, drop_vector_index, vector_index};
+    assert_eq!(vector_index(&pool).await.unwrap(), VectorIndex::Valid);
     drop_vector_index(&pool).await.unwrap();
-    assert!(!vector_index_exists(&pool).await.unwrap());
+    assert_eq!(vector_index(&pool).await.unwrap(), VectorIndex::Absent);
     seed(&pool, "ann", local()).await;
     let hits = search_text(&pool, local().as_ref(), "ann", "sleeping cat", 3, None).await.unwrap();
     assert_eq!(hits[0].key, "ann/cat.jpg");
     build_vector_index(&pool, 64).await.unwrap();
-    assert!(vector_index_exists(&pool).await.unwrap());
+    assert_eq!(vector_index(&pool).await.unwrap(), VectorIndex::Valid);
     let hits = search_text(&pool, local().as_ref(), "ann", "sleeping cat", 3, None).await.unwrap();
     assert_eq!(hits[0].key, "ann/cat.jpg");
+
+    // What a failed concurrent build leaves behind: an invalid index, which
+    // `IF NOT EXISTS` alone would keep for ever. The build replaces it.
+    sqlx::query("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'embeddings_vector_hnsw'::regclass")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(vector_index(&pool).await.unwrap(), VectorIndex::Invalid);
+    build_vector_index(&pool, 64).await.unwrap();
+    assert_eq!(vector_index(&pool).await.unwrap(), VectorIndex::Valid);
+}
+
+/// A write to a table another session has locked fails within the
+/// session's lock timeout, retriably, instead of waiting for ever.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_batch_write_blocked_by_a_lock_fails_fast_and_retriably(pool: PgPool) {
+    use shared::db::embeddings::{EmbeddingBatch, NewEmbedding, store_batch};
+    let (item, analysis_id) =
+        collections_tests::seed_analysis(&pool, "u/a.jpg", &collections_tests::analysis("other", "A", &[])).await;
+    // A pool as the stages make it, on this test's database, with a short lock timeout.
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for the tests");
+    let database = pool.connect_options().get_database().expect("the test database").to_owned();
+    let url = format!("{}/{database}?options=-c%20lock_timeout%3D1s", &base[..base.rfind('/').unwrap()]);
+    let config = shared::config::DatabaseConfig { url, max_connections: 2 };
+    let guarded = shared::db::connect(&config).await.unwrap();
+    let timeouts: (String, String) =
+        sqlx::query_as("SELECT current_setting('lock_timeout'), current_setting('statement_timeout')")
+            .fetch_one(&guarded)
+            .await
+            .unwrap();
+    assert_eq!(timeouts, ("1s".to_owned(), "1min".to_owned()), "the URL's setting wins; the other is the default");
+
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE embeddings IN ACCESS EXCLUSIVE MODE").execute(&mut *holder).await.unwrap();
+    let row = NewEmbedding {
+        item_id: item,
+        analysis_id,
+        user_id: "u".into(),
+        vector: Vector::from(vec![0.5; 1024]),
+        model: "m".into(),
+        source: serde_json::json!({}),
+    };
+    let started = std::time::Instant::now();
+    let err = store_batch(&guarded, &EmbeddingBatch { new: vec![row], ..EmbeddingBatch::default() }).await.unwrap_err();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "failed after {:?}", started.elapsed());
+    assert!(err.is_retriable(), "{err}");
+    assert!(err.to_string().contains("lock timeout"), "{err}");
+    holder.rollback().await.unwrap();
 }

@@ -117,6 +117,11 @@ impl JsonReply {
 /// Provider requests made by this process, for the per-batch metrics.
 static API_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// The longest provider reply read, bytes: 64 MiB. A vision reply is a few
+/// KiB; an embeddings reply for 1000 texts of 1024 dimensions (Voyage's
+/// most a request) is about 20 MiB of JSON.
+pub const MAX_REPLY_BYTES: usize = 64 << 20;
+
 /// How many provider requests this process has made so far.
 pub fn api_calls() -> u64 {
     API_CALLS.load(std::sync::atomic::Ordering::Relaxed)
@@ -155,7 +160,7 @@ impl JsonClient {
         let response = self.http.post(url).headers(map).json(body).send().await.map_err(|e| self.send_error(e))?;
         let status = response.status();
         let headers = response.headers().clone();
-        let text = response.text().await.map_err(|e| self.send_error(e))?;
+        let text = self.read_capped(response).await?;
         if !status.is_success() {
             return Err(ApiError::Status {
                 provider: self.provider,
@@ -179,6 +184,26 @@ impl JsonClient {
             );
         }
         Ok(JsonReply { body, headers })
+    }
+
+    /// The reply's body, read up to [`MAX_REPLY_BYTES`]: a longer one (a
+    /// server sending without end) fails its request, not the process.
+    async fn read_capped(&self, mut response: reqwest::Response) -> Result<String, ApiError> {
+        let too_long = |bytes: u64| ApiError::Malformed {
+            provider: self.provider,
+            reason: format!("the reply is over {MAX_REPLY_BYTES} bytes (at least {bytes})"),
+        };
+        if let Some(length) = response.content_length().filter(|&n| n > MAX_REPLY_BYTES as u64) {
+            return Err(too_long(length));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.send_error(e))? {
+            if body.len() + chunk.len() > MAX_REPLY_BYTES {
+                return Err(too_long((body.len() + chunk.len()) as u64));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
     fn send_error(&self, e: reqwest::Error) -> ApiError {

@@ -41,6 +41,9 @@ pub enum Reply {
     Tampered(Vec<(String, String)>),
     /// Embeddings, the one at this index holding 1e39 (beyond `f32`).
     Overflow(usize),
+    /// A 200 whose JSON body goes on for this many bytes, with no length
+    /// announced: a server that sends without end.
+    Endless(usize),
 }
 
 /// One request as the server received it.
@@ -170,6 +173,16 @@ fn error(status: u16, retry_after: Option<u64>, body: Value) -> Response {
     response
 }
 
+/// A JSON string of `bytes` bytes, streamed in chunks with no content-length.
+fn endless(bytes: usize) -> Response {
+    let chunk = bytes::Bytes::from(vec![b'x'; 1 << 16]);
+    let chunks = std::iter::once(bytes::Bytes::from_static(b"{\"pad\": \""))
+        .chain(std::iter::repeat_n(chunk, bytes.div_ceil(1 << 16)))
+        .map(Ok::<_, std::convert::Infallible>);
+    let body = axum::body::Body::from_stream(futures::stream::iter(chunks));
+    (StatusCode::OK, [("content-type", "application/json")], body).into_response()
+}
+
 fn malformed() -> Response {
     (StatusCode::OK, [("content-type", "application/json")], "{\"id\": \"broken").into_response()
 }
@@ -247,6 +260,7 @@ async fn anthropic(State(inner): State<Arc<Inner>>, headers: HeaderMap, Json(bod
             )
         }
         Reply::MalformedJson => malformed(),
+        Reply::Endless(bytes) => endless(bytes),
     }
 }
 
@@ -269,6 +283,7 @@ async fn openai_chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, Json(b
             );
         }
         Reply::MalformedJson => return malformed(),
+        Reply::Endless(bytes) => return endless(*bytes),
     };
     let completion = json!({
         "id": format!("chatcmpl-{n:04}"), "object": "chat.completion", "model": body["model"],
@@ -326,6 +341,7 @@ async fn embeddings_reply(inner: Arc<Inner>, route: &'static str, headers: Heade
             return error(status, retry_after, body);
         }
         Reply::MalformedJson => return malformed(),
+        Reply::Endless(bytes) => return endless(bytes),
     };
     Json(json!({"object": "list", "data": data, "model": body["model"], "usage": {"total_tokens": 42}})).into_response()
 }

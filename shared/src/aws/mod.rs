@@ -12,10 +12,23 @@ pub mod ssm;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_s3::error::SdkError;
 
+/// How long an AWS call may take: each attempt, and the whole call with
+/// its retries. No call waits without limit; one that runs out fails
+/// retriably, like any other timeout.
+pub const CALL_TIMEOUTS: (std::time::Duration, std::time::Duration) =
+    (std::time::Duration::from_secs(20), std::time::Duration::from_secs(60));
+
 /// The shared SDK configuration: region, credentials and endpoint from the
-/// environment (or the Lambda's role), loaded once per process.
+/// environment (or the Lambda's role), and [`CALL_TIMEOUTS`]; loaded once
+/// per process.
 pub async fn load_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    let (attempt, operation) = CALL_TIMEOUTS;
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(operation)
+        .build();
+    aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts).load().await
 }
 
 /// Whether an endpoint other than AWS's is configured (`AWS_ENDPOINT_URL`):
@@ -124,5 +137,17 @@ impl crate::api::SecretSource for EnvThenSsm {
             Some(key) => Ok(Some(key)),
             None => self.ssm.get(name).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn every_call_has_a_time_limit() {
+        let config = super::load_config().await;
+        let timeouts = config.timeout_config().expect("timeouts are configured");
+        assert_eq!(timeouts.operation_timeout(), Some(super::CALL_TIMEOUTS.1));
+        assert_eq!(timeouts.operation_attempt_timeout(), Some(super::CALL_TIMEOUTS.0));
+        assert!(timeouts.connect_timeout().is_some());
     }
 }

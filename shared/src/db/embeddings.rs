@@ -204,44 +204,82 @@ pub async fn store_batch(pool: &PgPool, batch: &EmbeddingBatch) -> Result<Vec<(U
 /// The HNSW index of `embeddings.vector`, as the migrations create it.
 const VECTOR_INDEX: &str = "embeddings_vector_hnsw";
 
-/// Whether the HNSW index exists.
-pub async fn vector_index_exists(pool: &PgPool) -> Result<bool, DbError> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_indexes WHERE indexname = $1)")
-        .bind(VECTOR_INDEX)
-        .fetch_one(pool)
-        .await
-        .map_err(DbError::during("looking up the vector index"))
+/// The HNSW index's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VectorIndex {
+    Absent,
+    Valid,
+    /// Left by a concurrent build that failed (cancelled, out of memory):
+    /// maintained on every write but never used by searches.
+    Invalid,
+}
+
+/// The HNSW index's state.
+pub async fn vector_index(pool: &PgPool) -> Result<VectorIndex, DbError> {
+    let valid: Option<bool> = sqlx::query_scalar(
+        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = $1",
+    )
+    .bind(VECTOR_INDEX)
+    .fetch_optional(pool)
+    .await
+    .map_err(DbError::during("looking up the vector index"))?;
+    Ok(match valid {
+        None => VectorIndex::Absent,
+        Some(true) => VectorIndex::Valid,
+        Some(false) => VectorIndex::Invalid,
+    })
+}
+
+/// Runs one long-running maintenance statement on a session of its own,
+/// with no time limits and `maintenance_mib` of memory if given;
+/// `CONCURRENTLY` statements need to be outside a transaction, as here.
+async fn maintenance(
+    pool: &PgPool,
+    sql: &str,
+    maintenance_mib: Option<u32>,
+    doing: &'static str,
+) -> Result<(), DbError> {
+    let mut conn = pool.acquire().await.map_err(DbError::during(doing))?;
+    super::without_limits(&mut conn).await?;
+    if let Some(mib) = maintenance_mib {
+        // SET takes no bind parameters; the value is a number we format ourselves.
+        sqlx::query(&format!("SET maintenance_work_mem = '{mib}MB'"))
+            .execute(&mut *conn)
+            .await
+            .map_err(DbError::during("configuring the index build"))?;
+    }
+    let result = sqlx::query(sql).execute(&mut *conn).await.map_err(DbError::during(doing));
+    // The connection goes back to the pool with its limits back.
+    sqlx::query("RESET ALL").execute(&mut *conn).await.map_err(DbError::during(doing))?;
+    result.map(|_| ())
 }
 
 /// Drops the HNSW index, so a big load does not maintain it row by row
 /// (pgvector's advice for bulk loads: load first, index after). Searches
-/// still work without it, by scanning.
+/// still work without it, by scanning. Concurrently: live writers are
+/// never blocked.
 pub async fn drop_vector_index(pool: &PgPool) -> Result<(), DbError> {
-    sqlx::query(&format!("DROP INDEX IF EXISTS {VECTOR_INDEX}"))
-        .execute(pool)
-        .await
-        .map_err(DbError::during("dropping the vector index"))?;
-    Ok(())
+    let sql = format!("DROP INDEX CONCURRENTLY IF EXISTS {VECTOR_INDEX}");
+    maintenance(pool, &sql, None, "dropping the vector index").await
 }
 
-/// Builds the HNSW index if it is missing, with `maintenance_mib` of
-/// memory and the server's parallel maintenance workers.
+/// Builds the HNSW index if it is missing, concurrently (a live embedder
+/// goes on writing), with `maintenance_mib` of memory and the server's
+/// parallel maintenance workers. An invalid index that a failed build left
+/// behind is dropped and built again; if this build fails, the invalid
+/// index it leaves is dropped too, so a failure leaves the table as it was.
 pub async fn build_vector_index(pool: &PgPool, maintenance_mib: u32) -> Result<(), DbError> {
-    let mut conn = pool.acquire().await.map_err(DbError::during("building the vector index"))?;
-    // SET takes no bind parameters; the value is a number we format ourselves.
-    sqlx::query(&format!("SET maintenance_work_mem = '{maintenance_mib}MB'"))
-        .execute(&mut *conn)
-        .await
-        .map_err(DbError::during("configuring the index build"))?;
-    sqlx::query(&format!(
-        "CREATE INDEX IF NOT EXISTS {VECTOR_INDEX} ON embeddings USING hnsw (vector vector_cosine_ops)"
-    ))
-    .execute(&mut *conn)
-    .await
-    .map_err(DbError::during("building the vector index"))?;
-    sqlx::query("RESET maintenance_work_mem")
-        .execute(&mut *conn)
-        .await
-        .map_err(DbError::during("building the vector index"))?;
-    Ok(())
+    match vector_index(pool).await? {
+        VectorIndex::Valid => return Ok(()),
+        VectorIndex::Invalid => drop_vector_index(pool).await?,
+        VectorIndex::Absent => {}
+    }
+    let sql = format!(
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS {VECTOR_INDEX} ON embeddings USING hnsw (vector vector_cosine_ops)"
+    );
+    let built = maintenance(pool, &sql, Some(maintenance_mib), "building the vector index").await;
+    if built.is_err() && vector_index(pool).await? == VectorIndex::Invalid {
+        drop_vector_index(pool).await?;
+    }
+    built
 }

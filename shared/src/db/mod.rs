@@ -43,7 +43,9 @@ impl DbError {
         match self {
             Self::Connect { .. } | Self::Unavailable { .. } => true,
             Self::Query { .. } | Self::Migrate(_) => {
-                matches!(self.sqlstate().as_deref(), Some("40001" | "40P01" | "23505" | "57P01"))
+                // Also a lock not granted in time (55P03) and a statement
+                // cancelled by its timeout (57014).
+                matches!(self.sqlstate().as_deref(), Some("40001" | "40P01" | "23505" | "57P01" | "55P03" | "57014"))
             }
         }
     }
@@ -93,9 +95,30 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DbError> {
         .map_err(|source| DbError::Connect { url: redact_url(&config.url), source })
 }
 
-/// The connection options a `postgres://` URL describes.
+/// Limits every session starts with, so that no statement waits without
+/// end: a held lock fails a batch write in seconds, retriably, instead of at
+/// the Lambda's timeout after every provider call was paid. A setting the
+/// URL's `options` names (`?options=-c%20lock_timeout%3D1s`) wins. Index
+/// builds and migrations lift them for their own session.
+pub const SESSION_LIMITS: [(&str, &str); 2] = [("statement_timeout", "60s"), ("lock_timeout", "10s")];
+
+/// The connection options a `postgres://` URL describes, with
+/// [`SESSION_LIMITS`] for the settings it does not name.
 pub fn connect_options(url: &str) -> Result<PgConnectOptions, DbError> {
-    url.parse().map_err(|source| DbError::Connect { url: redact_url(url), source })
+    let options: PgConnectOptions = url.parse().map_err(|source| DbError::Connect { url: redact_url(url), source })?;
+    let missing: Vec<(&str, &str)> = SESSION_LIMITS.into_iter().filter(|(name, _)| !url.contains(name)).collect();
+    Ok(options.options(missing))
+}
+
+/// Lifts [`SESSION_LIMITS`] for this session: for work that is meant to
+/// take long (an index build, a migration).
+pub(crate) async fn without_limits(conn: &mut PgConnection) -> Result<(), DbError> {
+    sqlx::query("SET statement_timeout = 0")
+        .execute(&mut *conn)
+        .await
+        .map_err(DbError::during("lifting the statement timeout"))?;
+    sqlx::query("SET lock_timeout = 0").execute(conn).await.map_err(DbError::during("lifting the lock timeout"))?;
+    Ok(())
 }
 
 /// A statement that writes a slice of rows and answers what it wrote.
@@ -143,9 +166,15 @@ async fn attempt<T, R>(conn: &mut PgConnection, rows: &[T], write: WriteRows<T, 
     }
 }
 
-/// Applies the migrations that have not been applied yet; harmless to repeat.
+/// Applies the migrations that have not been applied yet; harmless to
+/// repeat. A migration may take long: its session has no time limits.
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
-    MIGRATOR.run(pool).await?;
+    let mut conn = pool.acquire().await.map_err(DbError::during("migrating"))?;
+    without_limits(&mut conn).await?;
+    MIGRATOR.run(&mut *conn).await?;
+    // The connection goes back to the pool: give it its limits back.
+    sqlx::query("RESET statement_timeout").execute(&mut *conn).await.map_err(DbError::during("migrating"))?;
+    sqlx::query("RESET lock_timeout").execute(&mut *conn).await.map_err(DbError::during("migrating"))?;
     Ok(())
 }
 

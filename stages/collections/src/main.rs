@@ -226,8 +226,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 IndexAction::Build => embeddings::build_vector_index(&c.pool, memory_mib).await?,
                 IndexAction::Status => {}
             }
-            let exists = embeddings::vector_index_exists(&c.pool).await?;
-            println!("vector index: {}", if exists { "present" } else { "absent" });
+            let state = match embeddings::vector_index(&c.pool).await? {
+                embeddings::VectorIndex::Valid => "present",
+                embeddings::VectorIndex::Absent => "absent",
+                embeddings::VectorIndex::Invalid => {
+                    "invalid (left by a failed build; `vector-index build` replaces it)"
+                }
+            };
+            println!("vector index: {state}");
         }
         Command::Search { text, user, limit, category } => {
             let c = Components::from_env(&env).await?;
