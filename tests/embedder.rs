@@ -207,3 +207,44 @@ async fn the_copy_path_falls_back_when_a_concurrent_delivery_stored_rows_first(p
     let status: String = sqlx::query_scalar("SELECT embedding_status FROM items").fetch_one(&pool).await.unwrap();
     assert_eq!(status, "done");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_replayed_event_of_an_older_analysis_never_marks_the_item_embedded(pool: PgPool) {
+    let mock = MockProviders::start().await;
+    let old = seeded(&pool, 1).await.remove(0);
+    // A re-analysis stored version 2: the item waits for its embedding.
+    let item: uuid::Uuid = sqlx::query_scalar("SELECT id FROM items").fetch_one(&pool).await.unwrap();
+    let again = shared::db::analyses::NewAnalysis {
+        item_id: item,
+        user_id: "u".into(),
+        category: "nature".into(),
+        summary: "A forest trail, looked at again".into(),
+        analysis: serde_json::to_value(analysis("nature", "A forest trail, looked at again", &["trail"])).unwrap(),
+        raw_response: serde_json::json!({}),
+        provider_used: "test".into(),
+        model_used: "seed".into(),
+        trace_id: None,
+        request_key: "again".into(),
+    };
+    let latest = shared::db::analyses::store_batch(&pool, &[again], &[]).await.unwrap().stored[0].analysis_id;
+    let status = || async {
+        sqlx::query_scalar::<_, String>("SELECT embedding_status FROM items").fetch_one(&pool).await.unwrap()
+    };
+    assert_eq!(status().await, "pending");
+
+    let stage = embedder(&pool, &mock, "voyage", &[]).await;
+    let outcomes = stage.run_batch(std::slice::from_ref(&old), &BatchContext::default()).await;
+    assert_eq!(
+        outcomes,
+        [Outcome::Skipped(format!(
+            "analysis {} is version 1 of item photo0; version 2 is the latest",
+            old.analysis_id
+        ))]
+    );
+    assert_eq!(status().await, "pending", "the latest analysis is not embedded yet");
+    assert!(mock.requests().is_empty(), "and nothing was paid for");
+
+    let current = AnalysisComplete { analysis_id: latest.to_string(), ..old };
+    assert_eq!(stage.run_batch(&[current], &BatchContext::default()).await, [Outcome::Done]);
+    assert_eq!(status().await, "done");
+}

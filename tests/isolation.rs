@@ -22,6 +22,7 @@ use shared::keys::ImageKey;
 use shared::lambda::Handler;
 use shared::runner::{self, Entry};
 use shared::stage::BatchContext;
+use shared::storage::ObjectStore;
 use sqlx::PgPool;
 use thumbnailer::Thumbnailer;
 
@@ -118,8 +119,12 @@ async fn an_analysis_the_database_refuses_fails_alone_and_the_lambda_reports_no_
     mock.script([Reply::Ok, Reply::Ok, Reply::Analysis(marked)]);
 
     let again = |key: &str| ImageProcessed { reanalysis: Some("again".into()), ..processed(key) };
-    let stranger =
-        ImageProcessed { user_id: "mallory".into(), original_key: "mallory/a.jpg".into(), ..processed("u/a.jpg") };
+    // Mallory's thumbnail exists, but she has no item `a`.
+    let thumbnail = std::fs::read(c.store.path_of("local", "u/thumbnails/a.jpg")).unwrap();
+    c.store.put("local", "mallory/thumbnails/a.jpg", thumbnail, "image/jpeg", &[]).await.unwrap();
+    let stranger = processed("mallory/a.jpg");
+    // Eve names another user's thumbnail as her item's.
+    let thief = ImageProcessed { thumbnail_key: "u/thumbnails/c.jpg".into(), ..processed("eve/x.jpg") };
     let batch = kinesis_batch(&[
         eventbridge(IMAGE_PROCESSED, &again("u/a.jpg")),
         eventbridge(IMAGE_PROCESSED, &again("u/b.jpg")),
@@ -128,6 +133,7 @@ async fn an_analysis_the_database_refuses_fails_alone_and_the_lambda_reports_no_
         eventbridge(IMAGE_PROCESSED, &serde_json::json!({"item_id": "d", "user_id": "u", "original_key": "u/d.jpg"})),
         // Names an item its user does not have.
         eventbridge(IMAGE_PROCESSED, &stranger),
+        eventbridge(IMAGE_PROCESSED, &thief),
     ]);
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let bus = Arc::new(LocalBus::new().route(ANALYSIS_COMPLETE, tx));
@@ -170,6 +176,12 @@ async fn an_analysis_the_database_refuses_fails_alone_and_the_lambda_reports_no_
     assert_eq!((records[0].object_key.as_deref(), records[0].stage.as_str()), (Some("mallory/a.jpg"), "analysis"));
     assert!(records[0].reason.contains("mallory has no item a"), "{}", records[0].reason);
     assert_eq!(records[0].source, "seq-4");
+    let records = status::record_failure_list(&pool, Some("eve"), 10).await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        records[0].reason,
+        "thumbnail_key \"u/thumbnails/c.jpg\" is not the thumbnail of \"eve/x.jpg\" (expected \"eve/thumbnails/x.jpg\")"
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -185,15 +185,23 @@ pub struct AnalysisRecord {
     pub category: String,
     pub summary: String,
     pub analysis: Json<Value>,
+    /// The highest version of its item: the one searches use.
+    pub latest_version: i32,
 }
 
 /// The analyses with these ids, in one query; missing ids are simply absent.
 pub async fn load(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<AnalysisRecord>, DbError> {
-    sqlx::query_as("SELECT id, item_id, user_id, version, category, summary, analysis FROM analyses WHERE id = ANY($1)")
-        .bind(ids)
-        .fetch_all(pool)
-        .await
-        .map_err(DbError::during("loading analyses"))
+    sqlx::query_as(
+        r#"
+        SELECT a.id, a.item_id, a.user_id, a.version, a.category, a.summary, a.analysis,
+               (SELECT max(l.version) FROM analyses l WHERE l.item_id = a.item_id) AS latest_version
+        FROM analyses a WHERE a.id = ANY($1)
+        "#,
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+    .map_err(DbError::during("loading analyses"))
 }
 
 /// The latest analysis id of each of these items, for re-running embedding.

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use shared::bus::{EventPublisher, publish_for};
 use shared::db::analyses::{self, ExistingAnalysis, NewAnalysis};
 use shared::events::{AnalysisComplete, ImageProcessed, PipelineEvent};
+use shared::keys::ImageKey;
 use shared::llm::{ProviderAnalysis, VisionProvider, VisionRequest};
 use shared::stage::{BatchContext, Failure, Outcome, Stage, StageName, until_deadline};
 use shared::storage::ObjectStore;
@@ -84,7 +85,31 @@ impl Analyzer {
         key
     }
 
+    /// The event's keys must be its own user's and item's: a stream anyone
+    /// in the account can write to is not a trust boundary, and a key of
+    /// another user's would store an analysis of their image as this item's.
+    fn check_keys(event: &ImageProcessed) -> Result<(), Failure> {
+        let original = ImageKey::parse(&event.original_key)
+            .map_err(|e| Failure::permanent(format!("the event's original_key is not an original's: {e}")))?;
+        if original.user_id() != event.user_id || original.item_id() != event.item_id {
+            return Err(Failure::permanent(format!(
+                "original_key {:?} is not user {:?}'s item {:?}",
+                event.original_key, event.user_id, event.item_id
+            )));
+        }
+        if event.thumbnail_key != original.thumbnail_key() {
+            return Err(Failure::permanent(format!(
+                "thumbnail_key {:?} is not the thumbnail of {:?} (expected {:?})",
+                event.thumbnail_key,
+                event.original_key,
+                original.thumbnail_key()
+            )));
+        }
+        Ok(())
+    }
+
     async fn fetch(&self, event: &ImageProcessed) -> Result<Fetched, Failure> {
+        Self::check_keys(event)?;
         let bytes = self
             .store
             .get(&event.bucket, &event.thumbnail_key, self.config.max_image_bytes)

@@ -162,6 +162,16 @@ impl Embedder {
                 steps.push(Step::Finished(Failure::permanent(reason).into()));
                 continue;
             };
+            if record.version < record.latest_version {
+                // A replay from before a re-analysis: its vector would not
+                // be searched, and the item's status is the latest's.
+                let reason = format!(
+                    "analysis {id} is version {} of item {}; version {} is the latest",
+                    record.version, event.item_id, record.latest_version
+                );
+                steps.push(Step::Finished(Outcome::Skipped(reason)));
+                continue;
+            }
             if done.contains(id) {
                 steps.push(Step::Unchanged);
                 continue;
