@@ -2,22 +2,27 @@
 //
 //   S3 (EventBridge notifications on)
 //    └─ default bus rule "forward uploads": aws.s3 Object Created in this bucket,
-//       key NOT matching */thumbnails/*            → custom bus collections-<env>-uploads
-//        └─ uploads-bus rule: key ends .jpg/.jpeg/.png (any case)
+//       key NOT matching */thumbnails/*            → custom bus collections-<env>
+//   custom bus collections-<env> (this environment's own):
+//    └─ rule: aws.s3 Object Created in this bucket, key ends .jpg/.jpeg/.png (any case)
 //                                                  → Kinesis uploads (partition key: object key)
 //                                                     → thumbnailer Lambda
-//    └─ default bus rule: collections.imageprocessor / ImageProcessed
+//    └─ rule: collections.imageprocessor / ImageProcessed (put by the thumbnailer)
 //                                                  → Kinesis processed (partition key: item_id)
 //                                                     → analyzer Lambda
-//    └─ default bus rule: collections.analyzer / AnalysisComplete
+//    └─ rule: collections.analyzer / AnalysisComplete (put by the analyzer)
 //                                                  → Kinesis analyzed (partition key: item_id)
 //                                                     → embedder Lambda → PostgreSQL (RDS, pgvector)
+//
+// Environments apart: the stages publish on their environment's bus
+// (EVENT_BUS_NAME) and may put events on no other; S3 sends to the default bus
+// only, so the rule there matches this environment's bucket by name.
 //
 // Why two rules for uploads: an EventBridge pattern cannot AND two conditions on
 // one field (detail.object.key): matchers listed for a field are ORed, `$or` is
 // OR, and there is no `$and` (aws/event-ruler issues #69 and #126). So the
-// default-bus rule drops thumbnails and forwards to a bus of our own, whose rule
-// keeps the image extensions. See infra/README.md.
+// default-bus rule drops thumbnails and forwards to the environment's bus, whose
+// rule keeps the image extensions. See infra/README.md.
 
 import { CustomResource, Duration, RemovalPolicy, Stack, StackProps, Tags, CfnOutput, Validations } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
@@ -125,7 +130,8 @@ export class CollectionsStack extends Stack {
   public readonly streams: { uploads: kinesis.Stream; processed: kinesis.Stream; analyzed: kinesis.Stream };
   public readonly functions: Record<FunctionName, RustFunction>;
   public readonly alarmTopic: sns.Topic;
-  public readonly uploadsBus: events.EventBus;
+  /** This environment's bus, collections-<env>: forwarded uploads and the stages' events. */
+  public readonly bus: events.EventBus;
   public vpc?: ec2.Vpc;
   public database?: rds.CfnDBInstance;
 
@@ -211,18 +217,17 @@ export class CollectionsStack extends Stack {
     }
 
     // ---------------------------------------------------------------- EventBridge
-    this.uploadsBus = this.createRules(cfg);
+    this.bus = this.createRules(cfg);
 
     // ---------------------------------------------------------------- database
     const db = cfg.existingDatabase ? this.existingDatabase() : this.rdsDatabase(cfg);
 
     // ---------------------------------------------------------------- functions
-    const defaultBusArn = this.formatArn({ service: 'events', resource: 'event-bus', resourceName: 'default' });
     const putEvents = (source: string) =>
       new iam.PolicyStatement({
-        sid: 'PutPipelineEventsOnTheDefaultBus',
+        sid: 'PutPipelineEventsOnTheEnvironmentBus',
         actions: ['events:PutEvents'],
-        resources: [defaultBusArn],
+        resources: [this.bus.eventBusArn],
         // Only the stage's own event source (the seed's contract).
         conditions: { StringEquals: { 'events:source': source } },
       });
@@ -236,7 +241,7 @@ export class CollectionsStack extends Stack {
 
     const thumbnailer = this.rustFunction('thumbnailer', cfg, db, {
       BUCKET_NAME: this.bucket.bucketName,
-      EVENT_BUS_NAME: 'default',
+      EVENT_BUS_NAME: this.bus.eventBusName,
     });
     thumbnailer.role!.addToPrincipalPolicy(
       new iam.PolicyStatement({
@@ -256,7 +261,7 @@ export class CollectionsStack extends Stack {
 
     const analyzerEnv: Record<string, string> = {
       BUCKET_NAME: this.bucket.bucketName,
-      EVENT_BUS_NAME: 'default',
+      EVENT_BUS_NAME: this.bus.eventBusName,
       ANALYZER_PROVIDER: cfg.analyzerProvider,
       ANALYZER_CONCURRENCY: String(cfg.analyzerConcurrency),
       SSM_PARAMETER_PREFIX,
@@ -427,10 +432,16 @@ export class CollectionsStack extends Stack {
       detailType: ['Object Created'],
     };
 
-    // Hop 1 (default bus): everything created in this bucket except thumbnails.
-    const uploadsBus = new events.EventBus(this, 'UploadsBus', { eventBusName: `collections-${env}-uploads` });
+    // This environment's own bus: another environment's stages cannot publish
+    // on it (their roles may put events on their own bus only) and its rules
+    // see nothing of another environment.
+    const bus = new events.EventBus(this, 'Bus', { eventBusName: `collections-${env}` });
+
+    // Hop 1 (default bus, where S3 sends): everything created in this
+    // environment's bucket (matched by name: every environment's bucket
+    // notifies the same default bus) except thumbnails.
     new events.Rule(this, 'ForwardUploadsRule', {
-      description: 'Objects created in the images bucket, except */thumbnails/*, to the uploads bus',
+      description: `Objects created in the images bucket, except */thumbnails/*, to the collections-${env} bus`,
       eventPattern: {
         ...s3Event,
         detail: {
@@ -438,12 +449,12 @@ export class CollectionsStack extends Stack {
           object: { key: events.Match.anythingButWildcard(THUMBNAILS_WILDCARD) },
         },
       },
-      targets: [new targets.EventBus(uploadsBus, { deadLetterQueue: this.deadLetterQueue('ForwardUploadsDlq', 'forward-uploads-rule') })],
+      targets: [new targets.EventBus(bus, { deadLetterQueue: this.deadLetterQueue('ForwardUploadsDlq', 'forward-uploads-rule') })],
     });
 
-    // Hop 2 (uploads bus): only .jpg/.jpeg/.png, any case → Kinesis uploads.
+    // Hop 2 (environment bus): only .jpg/.jpeg/.png, any case → Kinesis uploads.
     new events.Rule(this, 'UploadsRule', {
-      eventBus: uploadsBus,
+      eventBus: bus,
       description: 'Images (.jpg/.jpeg/.png, any case) to the uploads stream',
       eventPattern: {
         ...s3Event,
@@ -461,7 +472,9 @@ export class CollectionsStack extends Stack {
       ],
     });
 
+    // The stages' events, put on this bus (EVENT_BUS_NAME).
     new events.Rule(this, 'ImageProcessedRule', {
+      eventBus: bus,
       description: 'ImageProcessed events to the processed stream',
       eventPattern: { source: [IMAGE_PROCESSED.source], detailType: [IMAGE_PROCESSED.detailType] },
       targets: [
@@ -474,6 +487,7 @@ export class CollectionsStack extends Stack {
     });
 
     new events.Rule(this, 'AnalysisCompleteRule', {
+      eventBus: bus,
       description: 'AnalysisComplete events to the analyzed stream',
       eventPattern: { source: [ANALYSIS_COMPLETE.source], detailType: [ANALYSIS_COMPLETE.detailType] },
       targets: [
@@ -484,7 +498,7 @@ export class CollectionsStack extends Stack {
         }),
       ],
     });
-    return uploadsBus;
+    return bus;
   }
 
   // ======================================================================

@@ -28,6 +28,11 @@ export interface CollectionsConfig {
   readonly streamMode: StreamModeName;
   /** Only used in PROVISIONED mode. */
   readonly shardCount: number;
+  /**
+   * At least maxRecordAge + 24 h (see minStreamRetentionHours): a record the
+   * trigger gives up on stays readable in its stream for a day after its
+   * sequence numbers reach the stage's on-failure queue.
+   */
   readonly streamRetention: Duration;
 
   // Event source mappings
@@ -150,6 +155,31 @@ function streamModeOf(scope: IConstruct): StreamModeName {
   return m;
 }
 
+/** Kinesis accepts a retention of 24..8760 hours. */
+export const MAX_STREAM_RETENTION_HOURS = 8760;
+/** How long, at least, a record stays in its stream after its trigger gave up on it at the maximum record age. */
+export const REPLAY_WINDOW_HOURS = 24;
+
+/**
+ * The shortest stream retention that keeps a record a day past the event
+ * source mappings' maximum record age (whole hours, rounded up).
+ */
+export function minStreamRetentionHours(maxRecordAge: Duration): number {
+  return Math.max(24, Math.ceil(maxRecordAge.toSeconds() / 3600) + REPLAY_WINDOW_HOURS);
+}
+
+function streamRetention(scope: IConstruct, maxRecordAge: Duration): Duration {
+  const min = minStreamRetentionHours(maxRecordAge);
+  const hours = int(scope, 'kinesisRetentionHours', min, 24, MAX_STREAM_RETENTION_HOURS);
+  if (hours < min) {
+    throw new Error(
+      `context kinesisRetentionHours: expected at least maxRecordAgeHours + ${REPLAY_WINDOW_HOURS} = ${min}, so that a record ` +
+        `sent to a stage's on-failure queue can still be read from its stream for a day; got ${JSON.stringify(raw(scope, 'kinesisRetentionHours'))}`,
+    );
+  }
+  return Duration.hours(hours);
+}
+
 function batching(scope: IConstruct, stage: string, size: number, windowSeconds: number): StageBatching {
   return {
     // Kinesis event source mappings accept 1..10000 records and a window of 0..300 s.
@@ -186,6 +216,8 @@ export function loadConfig(scope: IConstruct): CollectionsConfig {
 
   const analyzerModel = str(scope, 'analyzerModel');
   const alarmEmail = str(scope, 'alarmEmail');
+  // Lambda accepts a maximum record age of 60 s..7 days for Kinesis.
+  const maxRecordAge = Duration.hours(int(scope, 'maxRecordAgeHours', 24, 1, 168));
 
   return {
     envName,
@@ -193,15 +225,15 @@ export function loadConfig(scope: IConstruct): CollectionsConfig {
 
     streamMode: streamModeOf(scope),
     shardCount: int(scope, 'kinesisShardCount', 1, 1, 500),
-    // Kinesis accepts 24..8760 hours.
-    streamRetention: Duration.hours(int(scope, 'kinesisRetentionHours', 24, 24, 8760)),
+    // Default and minimum: maxRecordAgeHours + 24.
+    streamRetention: streamRetention(scope, maxRecordAge),
 
     thumbnailer: batching(scope, 'thumbnailer', 20, 1),
     analyzer: batching(scope, 'analyzer', 32, 2),
     embedder: batching(scope, 'embedder', 100, 2),
     parallelizationFactor: int(scope, 'parallelizationFactor', 2, 1, 10),
     retryAttempts: int(scope, 'streamRetryAttempts', 3, 0, 10000),
-    maxRecordAge: Duration.hours(int(scope, 'maxRecordAgeHours', 24, 1, 168)),
+    maxRecordAge,
 
     rustLog: str(scope, 'rustLog', 'info'),
     analyzerProvider: str(scope, 'analyzerProvider', 'anthropic'),

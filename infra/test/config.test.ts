@@ -1,6 +1,6 @@
 // Context parsing: CLI values arrive as strings, cdk.json/tests may give numbers and booleans.
 
-import { App } from 'aws-cdk-lib';
+import { App, Duration } from 'aws-cdk-lib';
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
-import { loadConfig } from '../lib/config';
+import { loadConfig, minStreamRetentionHours } from '../lib/config';
 import { fingerprintMigrations } from '../lib/migrations';
 
 const cfg = (context: Record<string, unknown>) => loadConfig(new App({ context }));
@@ -19,7 +19,7 @@ describe('configuration from context', () => {
     assert.equal(c.envName, 'dev');
     assert.equal(c.existingDatabase, false);
     assert.equal(c.streamMode, 'ON_DEMAND');
-    assert.equal(c.streamRetention.toHours(), 24);
+    assert.equal(c.streamRetention.toHours(), 48, 'maxRecordAge 24 h + a day');
     assert.deepEqual([c.thumbnailer.batchSize, c.thumbnailer.maxBatchingWindow.toSeconds()], [20, 1]);
     assert.deepEqual([c.analyzer.batchSize, c.analyzer.maxBatchingWindow.toSeconds()], [32, 2]);
     assert.deepEqual([c.embedder.batchSize, c.embedder.maxBatchingWindow.toSeconds()], [100, 2]);
@@ -94,6 +94,33 @@ describe('configuration from context', () => {
     assert.throws(() => cfg({ dbEngineVersion: '16.4' }), /pgvector/);
     assert.throws(() => cfg({ dbEngineVersion: '17' }), /major\.minor/);
     assert.equal(cfg({ dbEngineVersion: '16.6' }).dbEngineVersion, '16.6');
+  });
+});
+
+describe('stream retention against the maximum record age', () => {
+  it('defaults to the maximum record age + 24 h, and stays a day above it for every accepted age', () => {
+    assert.equal(cfg({}).streamRetention.toHours(), 48);
+    assert.equal(cfg({ maxRecordAgeHours: '1' }).streamRetention.toHours(), 25);
+    assert.equal(cfg({ maxRecordAgeHours: 72 }).streamRetention.toHours(), 96);
+    assert.equal(cfg({ maxRecordAgeHours: '168' }).streamRetention.toHours(), 192);
+    for (let h = 1; h <= 168; h++) {
+      const c = cfg({ maxRecordAgeHours: h });
+      assert.ok(c.streamRetention.toSeconds() >= c.maxRecordAge.toSeconds() + 86400, `maxRecordAgeHours ${h}`);
+    }
+    assert.equal(minStreamRetentionHours(Duration.minutes(90)), 26, 'rounded up to whole hours');
+  });
+
+  it('takes a longer retention from context', () => {
+    assert.equal(cfg({ kinesisRetentionHours: '48' }).streamRetention.toHours(), 48);
+    assert.equal(cfg({ maxRecordAgeHours: '168', kinesisRetentionHours: 8760 }).streamRetention.toHours(), 8760);
+  });
+
+  it('rejects a retention that would not outlast the maximum record age by a day', () => {
+    assert.throws(() => cfg({ kinesisRetentionHours: '24' }), /kinesisRetentionHours: expected at least maxRecordAgeHours \+ 24 = 48/);
+    assert.throws(() => cfg({ kinesisRetentionHours: 47 }), /kinesisRetentionHours.*48/);
+    assert.throws(() => cfg({ maxRecordAgeHours: '72', kinesisRetentionHours: '95' }), /= 96/);
+    assert.throws(() => cfg({ maxRecordAgeHours: '169' }), /maxRecordAgeHours/);
+    assert.throws(() => cfg({ kinesisRetentionHours: '8761' }), /kinesisRetentionHours/);
   });
 });
 

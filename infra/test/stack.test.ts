@@ -5,18 +5,23 @@ import { Match } from 'aws-cdk-lib/assertions';
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { FUNCTIONS, FunctionName, STAGE_DIMENSIONS } from '../lib/collections-stack';
+import { ANALYSIS_COMPLETE, FUNCTIONS, FunctionName, IMAGE_PROCESSED, STAGE_DIMENSIONS } from '../lib/collections-stack';
 import { fingerprintMigrations } from '../lib/migrations';
 import {
+  actionsOf,
   allowed,
   build,
+  Built,
+  CfnResource,
   CfnTemplate,
+  Ctx,
   fnLogicalId,
   functionRoleId,
   logicalIdByPath,
   missingManifests,
   render,
   REPO_ROOT,
+  resourcesOf,
   resourcesOfType,
   roleStatements,
 } from './helpers';
@@ -135,7 +140,7 @@ describe('S3 bucket', () => {
 });
 
 describe('Kinesis streams', () => {
-  it('creates uploads, processed and analyzed: encrypted with KMS, on-demand by default, 24 h retention', () => {
+  it('creates uploads, processed and analyzed: encrypted with KMS, on-demand by default, 48 h retention (record age 24 h + a day)', () => {
     const { template } = build('dev');
     template.resourceCountIs('AWS::Kinesis::Stream', 3);
     for (const name of ['uploads', 'processed', 'analyzed']) {
@@ -143,7 +148,7 @@ describe('Kinesis streams', () => {
         Name: `collections-dev-${name}`,
         StreamEncryption: { EncryptionType: 'KMS', KeyId: 'alias/aws/kinesis' },
         StreamModeDetails: { StreamMode: 'ON_DEMAND' },
-        RetentionPeriodHours: 24,
+        RetentionPeriodHours: 48,
         ShardCount: Match.absent(),
       });
     }
@@ -164,11 +169,45 @@ describe('Kinesis streams', () => {
       });
     }
   });
+
+  it('each stream keeps a record at least a day past the maximum record age of its trigger (replayable after the on-failure queue)', () => {
+    const variants: Array<[string, Ctx, number]> = [
+      ['dev', {}, 48],
+      ['prod', {}, 48],
+      ['dev', { maxRecordAgeHours: '72' }, 96],
+      ['test', { maxRecordAgeHours: 168, kinesisStreamMode: 'provisioned' }, 192],
+      ['dev', { kinesisRetentionHours: '720' }, 720],
+    ];
+    for (const [env, ctx, hours] of variants) {
+      const { json } = build(env, ctx);
+      const esms = resourcesOfType(json, 'AWS::Lambda::EventSourceMapping');
+      assert.equal(esms.length, 3);
+      for (const s of ['uploads', 'processed', 'analyzed'] as const) {
+        const id = streamId(json, s);
+        const retentionSeconds = json.Resources[id].Properties!.RetentionPeriodHours * 3600;
+        const mine = esms.filter(([, m]) => m.Properties!.EventSourceArn['Fn::GetAtt']?.[0] === id);
+        assert.equal(mine.length, 1, `${env} ${JSON.stringify(ctx)} ${s}: one trigger`);
+        const maxAge = mine[0][1].Properties!.MaximumRecordAgeInSeconds;
+        assert.ok(Number.isInteger(maxAge) && maxAge > 0, `${s}: a bounded record age`);
+        assert.ok(
+          retentionSeconds >= maxAge + 86400,
+          `${env} ${JSON.stringify(ctx)} ${s}: retention ${retentionSeconds} s < record age ${maxAge} s + 1 day`,
+        );
+        assert.equal(json.Resources[id].Properties!.RetentionPeriodHours, hours, `${env} ${JSON.stringify(ctx)} ${s}`);
+      }
+    }
+    assert.throws(() => build('dev', { kinesisRetentionHours: '47' }, { noCache: true }), /kinesisRetentionHours: expected at least maxRecordAgeHours \+ 24 = 48/);
+    assert.throws(() => build('dev', { maxRecordAgeHours: '72', kinesisRetentionHours: '72' }, { noCache: true }), /= 96/);
+  });
 });
 
 // A tiny evaluator for the operators our patterns use, to check what they
 // actually select (EventBridge semantics: fields AND, a field's matchers OR).
-function matchValue(matchers: any[], value: string): boolean {
+// A `{"Ref": ...}` matcher stands for the physical name `ref` gives it (by
+// default: our bucket is "images-bucket").
+type RefName = (m: { Ref: string }) => string;
+const IMAGES_BUCKET: RefName = () => 'images-bucket';
+function matchValue(matchers: any[], value: string, ref: RefName): boolean {
   return matchers.some((m) => {
     if (typeof m === 'string') return m === value;
     if (m?.suffix?.['equals-ignore-case'] !== undefined) {
@@ -178,14 +217,14 @@ function matchValue(matchers: any[], value: string): boolean {
       const ws: string[] = [].concat(m['anything-but'].wildcard);
       return !ws.some((w) => new RegExp(`^${w.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`, 's').test(value));
     }
-    if (m?.Ref) return value === 'images-bucket'; // the bucket Ref stands for our bucket
+    if (m?.Ref) return value === ref(m);
     throw new Error(`matcher not handled by the test evaluator: ${JSON.stringify(m)}`);
   });
 }
-function matches(pattern: any, event: any): boolean {
+function matches(pattern: any, event: any, ref: RefName = IMAGES_BUCKET): boolean {
   return Object.entries(pattern).every(([k, p]) => {
-    if (Array.isArray(p)) return event[k] !== undefined && matchValue(p, event[k]);
-    return event[k] !== undefined && matches(p, event[k]);
+    if (Array.isArray(p)) return event[k] !== undefined && matchValue(p, event[k], ref);
+    return event[k] !== undefined && matches(p, event[k], ref);
   });
 }
 function s3Event(key: string, bucket = 'images-bucket') {
@@ -200,10 +239,11 @@ describe('EventBridge rules', () => {
     assert.ok(hit, `rule "${s}" missing`);
     return hit[1].Properties!;
   };
-  const forward = byDesc('to the uploads bus');
+  const forward = byDesc('to the collections-dev bus');
+  const bus = logicalIdByPath(json, '/Bus/Resource');
   const uploads = byDesc('to the uploads stream');
 
-  it('default bus: S3 Object Created in this bucket, excluding */thumbnails/*, forwarded to the uploads bus (with DLQ)', () => {
+  it('default bus: S3 Object Created in this bucket, excluding */thumbnails/*, forwarded to the collections-<env> bus (with DLQ)', () => {
     assert.equal(forward.EventBusName, undefined, 'must be on the default bus');
     assert.deepEqual(forward.EventPattern, {
       source: ['aws.s3'],
@@ -214,13 +254,14 @@ describe('EventBridge rules', () => {
       },
     });
     assert.equal(forward.Targets.length, 1);
-    assert.deepEqual(forward.Targets[0].Arn, { 'Fn::GetAtt': [logicalIdByPath(json, '/UploadsBus/Resource'), 'Arn'] });
+    assert.deepEqual(forward.Targets[0].Arn, { 'Fn::GetAtt': [bus, 'Arn'] });
     assert.deepEqual(forward.Targets[0].DeadLetterConfig, { Arn: queueArnRef(json, 'ForwardUploadsDlq') });
     assert.ok(forward.Targets[0].RoleArn);
   });
 
-  it('uploads bus: .jpg/.jpeg/.png in any case → Kinesis uploads keyed by object key, with DLQ and retry policy', () => {
-    assert.deepEqual(uploads.EventBusName, { Ref: logicalIdByPath(json, '/UploadsBus/Resource') });
+  it('collections-<env> bus: .jpg/.jpeg/.png in any case → Kinesis uploads keyed by object key, with DLQ and retry policy', () => {
+    assert.equal(json.Resources[bus].Properties!.Name, 'collections-dev');
+    assert.deepEqual(uploads.EventBusName, { Ref: bus });
     assert.deepEqual(uploads.EventPattern.detail.object.key, [
       { suffix: { 'equals-ignore-case': '.jpg' } },
       { suffix: { 'equals-ignore-case': '.jpeg' } },
@@ -249,14 +290,14 @@ describe('EventBridge rules', () => {
     assert.ok(!both('u1/item.jpg', 'another-bucket'), 'other buckets are ignored');
   });
 
-  it('ImageProcessed → processed and AnalysisComplete → analyzed, keyed by item_id, with DLQ and retry policy', () => {
+  it('collections-<env> bus: ImageProcessed → processed and AnalysisComplete → analyzed, keyed by item_id, with DLQ and retry policy', () => {
     const cases = [
       ['ImageProcessed events', 'collections.imageprocessor', 'ImageProcessed', 'processed', 'ImageProcessedRuleDlq'],
       ['AnalysisComplete events', 'collections.analyzer', 'AnalysisComplete', 'analyzed', 'AnalysisCompleteRuleDlq'],
     ] as const;
     for (const [desc, source, detailType, stream, dlq] of cases) {
       const r = byDesc(desc);
-      assert.equal(r.EventBusName, undefined, 'default bus');
+      assert.deepEqual(r.EventBusName, { Ref: bus }, 'the environment\'s bus');
       assert.deepEqual(r.EventPattern, { source: [source], 'detail-type': [detailType] });
       const [target] = r.Targets;
       assert.deepEqual(target.Arn, { 'Fn::GetAtt': [streamId(json, stream), 'Arn'] });
@@ -272,6 +313,150 @@ describe('EventBridge rules', () => {
     assert.equal(new Set(dlqArns).size, 4, 'one DLQ per rule target');
     for (const q of ['ForwardUploadsDlq', 'UploadsRuleDlq', 'ImageProcessedRuleDlq', 'AnalysisCompleteRuleDlq']) {
       assertEncryptedTlsQueue(json, q);
+    }
+  });
+});
+
+// Two environments in one account and region: the stacks are
+// environment-agnostic, so both deploy to the account and region of the
+// caller's credentials, and share its default bus. A Ref names a resource of
+// its own stack: a bus by its Name, a bucket by the name CloudFormation
+// generates for it, which begins with the stack name.
+function physicalName(b: Built, v: unknown): string {
+  if (typeof v === 'string') return v;
+  const ref = (v as any)?.Ref;
+  const r = typeof ref === 'string' ? b.json.Resources[ref] : undefined;
+  if (r?.Type === 'AWS::Events::EventBus') return r.Properties!.Name;
+  if (r?.Type === 'AWS::S3::Bucket') return r.Properties!.BucketName ?? `${b.stack.stackName}-${ref}`.toLowerCase();
+  throw new Error(`no physical name for ${JSON.stringify(v)}`);
+}
+/** The bus a rule is on: no EventBusName is the account's default bus. */
+function ruleBus(b: Built, r: CfnResource): string {
+  const name = r.Properties!.EventBusName;
+  return name === undefined ? 'default' : physicalName(b, name);
+}
+/** The bus a target ARN names, if it names a bus of this stack. */
+function targetBus(b: Built, arn: any): string | undefined {
+  const r = b.json.Resources[arn?.['Fn::GetAtt']?.[0]];
+  return r?.Type === 'AWS::Events::EventBus' ? r.Properties!.Name : undefined;
+}
+/** The bucket names a rule's pattern accepts (none: no bucket filter). */
+function patternBuckets(b: Built, r: CfnResource): string[] {
+  return (r.Properties!.EventPattern.detail?.bucket?.name ?? []).map((m: unknown) => physicalName(b, m));
+}
+
+interface BusEvent {
+  bus: string;
+  event: any;
+}
+/**
+ * Every event an environment causes: S3 "Object Created" for its bucket on
+ * the default bus, what its rules forward to a bus, and the events its
+ * stages put on the bus their EVENT_BUS_NAME names.
+ */
+function eventsOf(b: Built): BusEvent[] {
+  const bucket = physicalName(b, { Ref: bucketId(b.json) });
+  const out: BusEvent[] = ['u1/item.jpg', 'u1/b.PNG', 'u1/thumbnails/item.jpg', 'u1/notes.txt'].map((key) => ({
+    bus: 'default',
+    event: s3Event(key, bucket),
+  }));
+  const ref: RefName = (m) => physicalName(b, m);
+  for (const [, r] of resourcesOfType(b.json, 'AWS::Events::Rule')) {
+    for (const t of r.Properties!.Targets) {
+      const to = targetBus(b, t.Arn);
+      if (to === undefined) continue;
+      for (const e of [...out]) {
+        if (e.bus === ruleBus(b, r) && matches(r.Properties!.EventPattern, e.event, ref)) out.push({ bus: to, event: e.event });
+      }
+    }
+  }
+  for (const [fn, c] of [['thumbnailer', IMAGE_PROCESSED], ['analyzer', ANALYSIS_COMPLETE]] as const) {
+    out.push({
+      bus: physicalName(b, envOf(b.json, fn).EVENT_BUS_NAME),
+      event: { source: c.source, 'detail-type': c.detailType, detail: { item_id: '0190a7c2-0000-7000-8000-000000000001' } },
+    });
+  }
+  return out;
+}
+
+/** Whether an IAM action (possibly with wildcards) covers `action`. */
+function covers(pattern: string, action: string): boolean {
+  return new RegExp(`^${pattern.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`, 'i').test(action);
+}
+
+describe('environments apart: dev and test in one account and region', () => {
+  const built = { dev: build('dev'), test: build('test') };
+  const ENVS = ['dev', 'test'] as const;
+  const other = { dev: 'test', test: 'dev' } as const;
+  const rules = (env: 'dev' | 'test') => resourcesOfType(built[env].json, 'AWS::Events::Rule');
+
+  it('each environment has one bus, collections-<env>; its rules are on it or on the default bus filtered on its own bucket', () => {
+    for (const env of ENVS) {
+      const b = built[env];
+      const buses = resourcesOfType(b.json, 'AWS::Events::EventBus').map(([, r]) => r.Properties!.Name);
+      assert.deepEqual(buses, [`collections-${env}`]);
+      const own = physicalName(b, { Ref: bucketId(b.json) });
+      for (const [id, r] of rules(env)) {
+        const bus = ruleBus(b, r);
+        assert.ok(bus === `collections-${env}` || bus === 'default', `${env} ${id}: on ${bus}`);
+        if (bus === 'default') assert.deepEqual(patternBuckets(b, r), [own], `${env} ${id}: the default bus needs a bucket filter`);
+      }
+      const onBus = (s: string) => rules(env).find(([, r]) => r.Properties!.EventPattern.source?.[0] === s)!;
+      for (const c of [IMAGE_PROCESSED, ANALYSIS_COMPLETE]) {
+        assert.equal(ruleBus(b, onBus(c.source)[1]), `collections-${env}`, `${env} ${c.detailType} rule`);
+      }
+    }
+  });
+
+  it('no rule of one environment shares a bus with a rule of the other, except the default bus with a different bucket name in its pattern', () => {
+    for (const a of ENVS) {
+      const b = other[a];
+      for (const [ida, ra] of rules(a)) {
+        for (const [idb, rb] of rules(b)) {
+          const bus = ruleBus(built[a], ra);
+          if (bus !== ruleBus(built[b], rb)) continue;
+          assert.equal(bus, 'default', `${a} ${ida} and ${b} ${idb} share ${bus}`);
+          const ba = patternBuckets(built[a], ra);
+          const bb = patternBuckets(built[b], rb);
+          assert.ok(ba.length > 0 && bb.length > 0, `${a} ${ida} / ${b} ${idb}: default-bus rules must filter on the bucket`);
+          assert.ok(!ba.some((x) => bb.includes(x)), `${a} ${ida} / ${b} ${idb}: same bucket ${ba}`);
+        }
+      }
+    }
+  });
+
+  it('no rule of one environment matches an event of the other (uploads, forwarded uploads, ImageProcessed, AnalysisComplete)', () => {
+    for (const a of ENVS) {
+      const mine = eventsOf(built[a]);
+      const theirs = eventsOf(built[other[a]]);
+      const ref: RefName = (m) => physicalName(built[a], m);
+      for (const [id, r] of rules(a)) {
+        const on = (es: BusEvent[]) => es.filter((e) => e.bus === ruleBus(built[a], r) && matches(r.Properties!.EventPattern, e.event, ref));
+        assert.ok(on(mine).length > 0, `${a} ${id} matches none of its own events: the model is wrong`);
+        assert.deepEqual(on(theirs), [], `${a} ${id} matches events of ${other[a]}`);
+      }
+    }
+  });
+
+  it("each stage function publishes on its own environment's bus and may PutEvents on that bus only", () => {
+    for (const env of ENVS) {
+      const { json } = built[env];
+      const bus = logicalIdByPath(json, '/Bus/Resource');
+      assert.equal(json.Resources[bus].Properties!.Name, `collections-${env}`);
+      for (const n of ALL) {
+        const granting = roleStatements(json, functionRoleId(json, fnLogicalId(json, n))).filter(
+          (s) => s.Effect === 'Allow' && actionsOf(s).some((a) => covers(a, 'events:PutEvents')),
+        );
+        if (n === 'thumbnailer' || n === 'analyzer') {
+          assert.deepEqual(envOf(json, n).EVENT_BUS_NAME, { Ref: bus }, `${env} ${n}`);
+          assert.equal(physicalName(built[env], envOf(json, n).EVENT_BUS_NAME), `collections-${env}`);
+          assert.equal(granting.length, 1, `${env} ${n}`);
+          assert.deepEqual(resourcesOf(granting[0]), [{ 'Fn::GetAtt': [bus, 'Arn'] }], `${env} ${n}: PutEvents on its own bus only`);
+        } else {
+          assert.equal(envOf(json, n).EVENT_BUS_NAME, undefined, `${env} ${n}`);
+          assert.deepEqual(granting, [], `${env} ${n} may not put events`);
+        }
+      }
     }
   });
 });
@@ -344,12 +529,13 @@ describe('Lambda functions', () => {
       RUST_LOG: 'info',
     };
     const bucket = { Ref: bucketId(json) };
-    assert.deepEqual(envOf(json, 'thumbnailer'), { ...db, BUCKET_NAME: bucket, EVENT_BUS_NAME: 'default', FUNCTION_TIMEOUT_SECS: '60' });
+    const bus = { Ref: logicalIdByPath(json, '/Bus/Resource') };
+    assert.deepEqual(envOf(json, 'thumbnailer'), { ...db, BUCKET_NAME: bucket, EVENT_BUS_NAME: bus, FUNCTION_TIMEOUT_SECS: '60' });
     assert.deepEqual(envOf(json, 'analyzer'), {
       ...db,
       FUNCTION_TIMEOUT_SECS: '300',
       BUCKET_NAME: bucket,
-      EVENT_BUS_NAME: 'default',
+      EVENT_BUS_NAME: bus,
       ANALYZER_PROVIDER: 'anthropic',
       ANALYZER_CONCURRENCY: '16',
       SSM_PARAMETER_PREFIX: '/collections',
@@ -466,7 +652,7 @@ describe('IAM: each function its own least-privilege role', () => {
     assert.ok(!perms.migrator.has('kinesis:GetRecords'));
   });
 
-  it('EventBridge may write each stream; the forward rule may put events on the uploads bus only', () => {
+  it('EventBridge may write each stream; the forward rule may put events on the collections-<env> bus only', () => {
     for (const s of ['uploads', 'processed', 'analyzed'] as const) {
       const rule = resourcesOfType(json, 'AWS::Events::Rule').find(([, r]) =>
         r.Properties!.Targets.some((t: any) => t.Arn?.['Fn::GetAtt']?.[0] === streamId(json, s)),
@@ -475,9 +661,12 @@ describe('IAM: each function its own least-privilege role', () => {
       const m = allowed(json, roleId);
       assert.deepEqual(m.get('kinesis:PutRecord')?.map(render), [`\${${streamId(json, s)}.Arn}`]);
     }
-    const fwd = resourcesOfType(json, 'AWS::Events::Rule').find(([, r]) => r.Properties!.EventBusName === undefined && r.Properties!.Targets[0].Arn['Fn::GetAtt']?.[0]?.startsWith('UploadsBus'))!;
-    const m = allowed(json, fwd[1].Properties!.Targets[0].RoleArn['Fn::GetAtt'][0]);
-    assert.deepEqual(m.get('events:PutEvents')?.map(render), [`\${${logicalIdByPath(json, '/UploadsBus/Resource')}.Arn}`]);
+    const bus = logicalIdByPath(json, '/Bus/Resource');
+    const fwd = resourcesOfType(json, 'AWS::Events::Rule').filter(([, r]) => r.Properties!.Targets.some((t: any) => t.Arn['Fn::GetAtt']?.[0] === bus));
+    assert.equal(fwd.length, 1);
+    assert.equal(fwd[0][1].Properties!.EventBusName, undefined, 'from the default bus');
+    const m = allowed(json, fwd[0][1].Properties!.Targets[0].RoleArn['Fn::GetAtt'][0]);
+    assert.deepEqual(m.get('events:PutEvents')?.map(render), [`\${${bus}.Arn}`]);
   });
 });
 
@@ -486,7 +675,7 @@ function assertPutEvents(json: CfnTemplate, name: FunctionName, source: string) 
     ([] as string[]).concat(s.Action).includes('events:PutEvents'),
   );
   assert.equal(st.length, 1, `${name}: one PutEvents statement`);
-  assert.equal(render(st[0].Resource), 'arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/default');
+  assert.equal(render(st[0].Resource), `\${${logicalIdByPath(json, '/Bus/Resource')}.Arn}`, `${name}: the environment's bus only`);
   assert.deepEqual(st[0].Condition, { StringEquals: { 'events:source': source } });
 }
 
