@@ -527,3 +527,63 @@ async fn a_rotated_database_secret_reaches_new_connections_of_a_running_pool() {
     let fixed = Env::from_pairs([("DATABASE_URL", "postgres://u:p@localhost/x")]);
     assert!(keep_current(pool, &first, &fixed, &config).unwrap().is_none(), "DATABASE_URL cannot change");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_record_that_ran_out_of_retries_is_processed_after_a_redrive(pool: PgPool) {
+    use shared::aws::redrive::Redrive;
+    let world = World::create("redrive").await;
+    let s = stages(&world, &pool);
+    world.upload("redrive-u1/a.jpg", images::jpeg(320, 240, BLUE)).await;
+    let created = world.published("Object Created", 1).await;
+    world.forward(&world.uploads, &created).await;
+    let on_stream = world.records(&world.uploads).await;
+    let (sequence, _, _) = on_stream[0].clone();
+
+    // What Lambda sends to the on-failure queue when the record's retries run out.
+    let sqs = aws_sdk_sqs::Client::new(&world.config);
+    let queue = sqs.create_queue().queue_name(format!("{}-failures", world.uploads)).send().await.unwrap();
+    let queue_url = queue.queue_url().unwrap().to_owned();
+    let message = serde_json::json!({
+        "requestContext": {"requestId": "r", "condition": "RetryAttemptsExhausted", "approximateInvokeCount": 3},
+        "version": "1.0", "timestamp": "2026-11-30T06:00:00.000Z",
+        "KinesisBatchInfo": {"shardId": "shardId-000000000000", "startSequenceNumber": sequence,
+            "endSequenceNumber": sequence, "batchSize": 1,
+            "streamArn": format!("arn:aws:kinesis:us-east-1:123456789012:stream/{}", world.uploads)}
+    });
+    sqs.send_message().queue_url(&queue_url).message_body(message.to_string()).send().await.unwrap();
+    // And one naming records the stream no longer has: it must stay.
+    let mut gone = message.clone();
+    gone["KinesisBatchInfo"]["startSequenceNumber"] = serde_json::json!(format!("{sequence}9"));
+    gone["KinesisBatchInfo"]["endSequenceNumber"] = serde_json::json!(format!("{sequence}9"));
+    sqs.send_message().queue_url(&queue_url).message_body(gone.to_string()).send().await.unwrap();
+
+    let report = Redrive::new(&world.config).run(&queue_url, 10).await.unwrap();
+    assert_eq!((report.redriven, report.records, report.kept.len()), (1, 1, 1), "{report:?}");
+    let again = world.records(&world.uploads).await;
+    assert_eq!(again.len(), 2, "the record is on the stream once more");
+    assert_eq!((&again[1].1, &again[1].2), (&on_stream[0].1, &on_stream[0].2), "same key, same data");
+
+    // The redriven record goes through the thumbnailer like any other.
+    let batch = world.batch(&world.uploads).await;
+    let mut redriven = batch.clone();
+    redriven.records.remove(0);
+    assert_eq!(failures(&thumbnail(&s, &redriven).await), Vec::<String>::new());
+    let status: String = sqlx::query_scalar("SELECT thumbnail_status FROM items WHERE file_path = 'redrive-u1/a.jpg'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "done");
+
+    // Only the message whose records were put back is gone.
+    let left = sqs
+        .receive_message()
+        .queue_url(&queue_url)
+        .max_number_of_messages(10)
+        .visibility_timeout(0)
+        .send()
+        .await
+        .unwrap();
+    let left: Vec<String> = left.messages().iter().filter_map(|m| m.body().map(str::to_owned)).collect();
+    assert_eq!(left.len(), 1);
+    assert!(left[0].contains(&format!("{sequence}9")));
+}

@@ -6,6 +6,7 @@
 pub mod database;
 pub mod eventbridge;
 pub mod kinesis;
+pub mod redrive;
 pub mod s3;
 pub mod ssm;
 

@@ -114,6 +114,16 @@ enum Command {
         #[arg(long, default_value_t = INDEX_BUILD_MEMORY_MIB)]
         memory_mib: u32,
     },
+    /// Put the records a stream's on-failure queue names back on their
+    /// stream; each message is deleted once its records are.
+    Redrive {
+        /// The SQS queue's URL (the stack's on-failure destination of a stage).
+        #[arg(long)]
+        queue: String,
+        /// Messages to take, at most.
+        #[arg(long, default_value_t = 1000)]
+        max_messages: usize,
+    },
     /// Run failed items again from the stage where they failed.
     Retry {
         #[arg(long)]
@@ -274,6 +284,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     r.reason,
                     if r.input.is_some() { "" } else { "  [unreadable: cannot be retried]" }
                 );
+            }
+        }
+        Command::Redrive { queue, max_messages } => {
+            let aws = shared::aws::load_config().await;
+            let report =
+                shared::aws::redrive::Redrive::new(&aws).run(&queue, max_messages).await.map_err(anyhow::Error::msg)?;
+            println!("redriven {} messages ({} records), kept {}", report.redriven, report.records, report.kept.len());
+            for (id, reason) in &report.kept {
+                println!("  KEPT {id}: {reason}");
             }
         }
         Command::Retry { user, limit } => {
