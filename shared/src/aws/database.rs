@@ -34,12 +34,33 @@ pub enum DatabaseSettingsError {
 /// The fields of an RDS secret we use (RDS-managed secrets have only the
 /// credentials; others add the address).
 #[derive(Deserialize)]
-struct RdsSecret {
-    username: String,
-    password: String,
+pub struct RdsSecret {
+    pub username: String,
+    pub password: String,
     host: Option<String>,
     port: Option<u16>,
     dbname: Option<String>,
+}
+
+impl std::fmt::Debug for RdsSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RdsSecret").field("username", &self.username).field("password", &"***").finish_non_exhaustive()
+    }
+}
+
+/// A database user's secret in Secrets Manager (RDS's JSON shape:
+/// `username` and `password`, and where RDS put them, `host`, `port`,
+/// `dbname`).
+pub async fn read_secret(config: &SdkConfig, arn: &str) -> Result<RdsSecret, DatabaseSettingsError> {
+    let client = aws_sdk_secretsmanager::Client::new(config);
+    let out = client
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(|e| DatabaseSettingsError::Secret { arn: arn.to_owned(), message: describe(&e) })?;
+    serde_json::from_str(out.secret_string().unwrap_or_default())
+        .map_err(|e| DatabaseSettingsError::Secret { arn: arn.to_owned(), message: format!("not an RDS secret: {e}") })
 }
 
 /// Resolves the database settings, reading AWS only when the environment
@@ -50,16 +71,7 @@ pub async fn resolve(env: &Env, config: &SdkConfig) -> Result<DatabaseConfig, Da
     }
     let max_connections = env.parse_at_least("DATABASE_MAX_CONNECTIONS", 5, 1)?;
     if let Some(arn) = env.get("DATABASE_SECRET_ARN") {
-        let client = aws_sdk_secretsmanager::Client::new(config);
-        let out = client
-            .get_secret_value()
-            .secret_id(&arn)
-            .send()
-            .await
-            .map_err(|e| DatabaseSettingsError::Secret { arn: arn.clone(), message: describe(&e) })?;
-        let secret: RdsSecret = serde_json::from_str(out.secret_string().unwrap_or_default()).map_err(|e| {
-            DatabaseSettingsError::Secret { arn: arn.clone(), message: format!("not an RDS secret: {e}") }
-        })?;
+        let secret = read_secret(config, &arn).await?;
         let host = env.get("DATABASE_HOST").or(secret.host).ok_or(ConfigError::Missing { name: "DATABASE_HOST" })?;
         let port: u16 = env.parse_or("DATABASE_PORT", secret.port.unwrap_or(5432))?;
         let name = env.get("DATABASE_NAME").or(secret.dbname).unwrap_or_else(|| "collections".to_owned());

@@ -1,6 +1,7 @@
 //! The migrations on deploy: the onEvent handler of the CDK custom
 //! resource (the Provider framework answers CloudFormation for it). Create
-//! and Update apply `migrations/`; Delete leaves the database alone.
+//! and Update apply `migrations/` and, given `APP_DATABASE_SECRET_ARN`, make
+//! the application role of that secret; Delete leaves the database alone.
 
 use serde_json::{Value, json};
 use shared::config::Env;
@@ -23,6 +24,12 @@ pub async fn handle(request: &Value, env: &Env) -> Result<Value, Error> {
             shared::db::migrate(&pool).await?;
             let applied = shared::db::MIGRATOR.iter().count();
             tracing::info!(applied, "migrations applied");
+            // The role the stages connect as, in step with its secret.
+            if let Some(arn) = env.get("APP_DATABASE_SECRET_ARN") {
+                let app = shared::aws::database::read_secret(&config, &arn).await?;
+                shared::db::roles::ensure_app_role(&pool, &app.username, &app.password).await?;
+                tracing::info!(role = %app.username, "application role ready");
+            }
             pool.close().await;
             Ok(json!({ "PhysicalResourceId": PHYSICAL_RESOURCE_ID, "Data": { "Migrations": applied.to_string() } }))
         }
