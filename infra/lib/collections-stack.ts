@@ -38,6 +38,7 @@ import { KinesisEventSource, SqsDlq } from 'aws-cdk-lib/aws-lambda-event-sources
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as rds from 'aws-cdk-lib/aws-rds';
 import * as s3 from 'aws-cdk-lib/aws-s3';
+import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subs from 'aws-cdk-lib/aws-sns-subscriptions';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
@@ -111,16 +112,36 @@ export function acknowledge(scope: IConstruct, id: string, reason: string): void
   Validations.of(scope).acknowledge({ id, reason });
 }
 
-interface DatabaseWiring {
-  /** Environment variables every database user gets. */
+/** The PostgreSQL role the stage functions log in as (created by the migrator). */
+export const APP_DATABASE_USER = 'collections_app';
+/**
+ * Kept out of generated database passwords: characters that break a
+ * postgres:// URL or shell/SQL quoting (spaces are off as well).
+ */
+export const PASSWORD_EXCLUDED_CHARACTERS = '"@/\\\'';
+/** Days between rotations of the application role's password. */
+export const APP_SECRET_ROTATION_DAYS = 30;
+
+/** How one kind of function reaches the database. */
+interface DatabaseAccess {
+  /** Its database environment variables. */
   readonly environment: Record<string, string>;
-  /** Grants read of the credentials to a role. */
+  /** Grants read of its credentials to a role. */
   grantRead(role: iam.Role): void;
+}
+
+interface DatabaseWiring {
+  /** The stage functions: the application role (DML only) where there is one. */
+  readonly stage: DatabaseAccess;
+  /** The migrator: the owner (master) credentials, plus the application secret it provisions the role from. */
+  readonly migrator: DatabaseAccess;
   /** Set when the functions run in a VPC next to an RDS instance. */
   readonly vpc?: ec2.IVpc;
   readonly securityGroup?: ec2.ISecurityGroup;
   /** What must exist before the migrator can reach the database. */
   readonly readiness: IConstruct[];
+  /** What must wait for the migrations (e.g. the rotation, which needs the role to exist). */
+  readonly afterMigrations: IConstruct[];
 }
 
 export class CollectionsStack extends Stack {
@@ -134,6 +155,8 @@ export class CollectionsStack extends Stack {
   public readonly bus: events.EventBus;
   public vpc?: ec2.Vpc;
   public database?: rds.CfnDBInstance;
+  /** RDS mode: the application role's credentials (collections-<env>/database/app). */
+  public appDatabaseSecret?: secretsmanager.Secret;
 
   public readonly dashboard: cloudwatch.Dashboard;
 
@@ -220,7 +243,7 @@ export class CollectionsStack extends Stack {
     this.bus = this.createRules(cfg);
 
     // ---------------------------------------------------------------- database
-    const db = cfg.existingDatabase ? this.existingDatabase() : this.rdsDatabase(cfg);
+    const db = cfg.existingDatabase ? this.existingDatabase(cfg) : this.rdsDatabase(cfg);
 
     // ---------------------------------------------------------------- functions
     const putEvents = (source: string) =>
@@ -344,7 +367,16 @@ export class CollectionsStack extends Stack {
     new CfnOutput(this, 'AlarmTopicArn', { value: this.alarmTopic.topicArn });
     if (this.database) {
       new CfnOutput(this, 'DatabaseEndpoint', { value: this.database.attrEndpointAddress });
-      new CfnOutput(this, 'DatabaseSecretArn', { value: this.database.attrMasterUserSecretSecretArn });
+      new CfnOutput(this, 'DatabaseSecretArn', {
+        value: this.database.attrMasterUserSecretSecretArn,
+        description: 'Master (owner) credentials: the migrator only',
+      });
+    }
+    if (this.appDatabaseSecret) {
+      new CfnOutput(this, 'AppDatabaseSecretArn', {
+        value: this.appDatabaseSecret.secretArn,
+        description: `${APP_DATABASE_USER} credentials (DML only): the stage functions`,
+      });
     }
   }
 
@@ -504,23 +536,65 @@ export class CollectionsStack extends Stack {
   // ======================================================================
   // Database
 
-  private existingDatabase(): DatabaseWiring {
+  private existingDatabase(cfg: CollectionsConfig): DatabaseWiring {
     const parameterArn = this.formatArn({
       service: 'ssm',
       resource: 'parameter',
       resourceName: DATABASE_URL_PARAMETER.replace(/^\//, ''),
     });
+    const readUrl = (role: iam.Role) =>
+      role.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          sid: 'ReadDatabaseUrl',
+          actions: ['ssm:GetParameter'],
+          resources: [parameterArn],
+        }),
+      );
+    const owner: DatabaseAccess = { environment: { DATABASE_URL_PARAMETER }, grantRead: readUrl };
+    const appArn = cfg.appDatabaseSecretArn;
+    if (appArn === undefined) {
+      // Today's behaviour: every function connects with the URL's user.
+      return { stage: owner, migrator: owner, readiness: [], afterMigrations: [] };
+    }
+    // The operator's application secret (full ARN; host, port and dbname in
+    // it, since there are no DATABASE_HOST/PORT/NAME here): the stages use it
+    // and no longer read the URL; the migrator provisions the role from it.
+    const readApp = (role: iam.Role) =>
+      role.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          sid: 'ReadAppDatabaseCredentials',
+          actions: ['secretsmanager:GetSecretValue'],
+          resources: [appArn],
+        }),
+      );
+    // The analyzer and embedder may read parameter/collections/* (their API
+    // keys), which covers the owner's URL: deny it explicitly.
+    const denyUrl = (role: iam.Role) =>
+      role.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          sid: 'NoOwnerDatabaseUrl',
+          effect: iam.Effect.DENY,
+          actions: ['ssm:GetParameter', 'ssm:GetParameters'],
+          resources: [parameterArn],
+        }),
+      );
     return {
-      environment: { DATABASE_URL_PARAMETER },
-      grantRead: (role) =>
-        role.addToPrincipalPolicy(
-          new iam.PolicyStatement({
-            sid: 'ReadDatabaseUrl',
-            actions: ['ssm:GetParameter'],
-            resources: [parameterArn],
-          }),
-        ),
+      stage: {
+        environment: { DATABASE_SECRET_ARN: appArn },
+        grantRead: (role) => {
+          readApp(role);
+          denyUrl(role);
+        },
+      },
+      migrator: {
+        environment: { DATABASE_URL_PARAMETER, APP_DATABASE_SECRET_ARN: appArn },
+        grantRead: (role) => {
+          readUrl(role);
+          readApp(role);
+        },
+      },
       readiness: [],
+      afterMigrations: [],
     };
   }
 
@@ -613,25 +687,73 @@ export class CollectionsStack extends Stack {
       acknowledge(database, 'AwsSolutions-RDS10', `Deletion protection is on in prod only; ${cfg.envName} must be removable with cdk destroy.`);
     }
 
-    const secretArn = database.attrMasterUserSecretSecretArn;
-    return {
-      environment: {
-        DATABASE_HOST: database.attrEndpointAddress,
-        DATABASE_PORT: database.attrEndpointPort,
-        DATABASE_NAME,
-        DATABASE_SECRET_ARN: secretArn,
+    // The application role's credentials. The migrator creates/updates the
+    // PostgreSQL role collections_app from this secret (LOGIN, this password,
+    // DML on the application tables, USAGE on the schema); the stage
+    // functions log in with it and never see the master secret. Encrypted
+    // with the AWS-managed aws/secretsmanager key, like the RDS-managed master
+    // secret: no key policy to keep in step, no kms:Decrypt grant needed.
+    const appSecret = new secretsmanager.Secret(this, 'AppDatabaseSecret', {
+      secretName: `collections-${cfg.envName}/database/app`,
+      description: `collections ${cfg.envName}: PostgreSQL role ${APP_DATABASE_USER} (DML only) of the stage functions`,
+      generateSecretString: {
+        secretStringTemplate: JSON.stringify({ username: APP_DATABASE_USER }),
+        generateStringKey: 'password',
+        passwordLength: 32,
+        excludeCharacters: PASSWORD_EXCLUDED_CHARACTERS,
+        includeSpace: false,
       },
-      grantRead: (role) =>
-        role.addToPrincipalPolicy(
-          new iam.PolicyStatement({
-            sid: 'ReadDatabaseCredentials',
-            actions: ['secretsmanager:GetSecretValue'],
-            resources: [secretArn],
-          }),
-        ),
+    });
+    this.appDatabaseSecret = appSecret;
+    // Adds host, port, engine and dbInstanceIdentifier to the secret: the
+    // hosted rotation function reads them to connect.
+    const attachment = new secretsmanager.CfnSecretTargetAttachment(this, 'AppDatabaseSecretAttachment', {
+      secretId: appSecret.secretArn,
+      targetId: database.ref,
+      targetType: 'AWS::RDS::DBInstance',
+    });
+    // Single-user rotation: the rotation function (from the AWS Serverless
+    // Application Repository, through the SecretsManager transform) logs in as
+    // collections_app and changes its own password. It runs in the functions'
+    // subnets with their security group: 5432 to the database, 443 (NAT) to
+    // Secrets Manager. It waits for the migrations, which create the role.
+    const rotation = new secretsmanager.RotationSchedule(this, 'AppDatabaseSecretRotation', {
+      secret: appSecret,
+      hostedRotation: secretsmanager.HostedRotation.postgreSqlSingleUser({
+        functionName: `collections-${cfg.envName}-app-secret-rotation`,
+        vpc,
+        vpcSubnets: { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS },
+        securityGroups: [functionsSg],
+        excludeCharacters: PASSWORD_EXCLUDED_CHARACTERS,
+      }),
+      automaticallyAfter: Duration.days(APP_SECRET_ROTATION_DAYS),
+    });
+    rotation.node.addDependency(attachment);
+
+    const masterArn = database.attrMasterUserSecretSecretArn;
+    const appArn = appSecret.secretArn;
+    const location = {
+      DATABASE_HOST: database.attrEndpointAddress,
+      DATABASE_PORT: database.attrEndpointPort,
+      DATABASE_NAME,
+    };
+    const readSecrets = (sid: string, resources: string[]) => (role: iam.Role) =>
+      role.addToPrincipalPolicy(
+        new iam.PolicyStatement({ sid, actions: ['secretsmanager:GetSecretValue'], resources }),
+      );
+    return {
+      stage: {
+        environment: { ...location, DATABASE_SECRET_ARN: appArn },
+        grantRead: readSecrets('ReadAppDatabaseCredentials', [appArn]),
+      },
+      migrator: {
+        environment: { ...location, DATABASE_SECRET_ARN: masterArn, APP_DATABASE_SECRET_ARN: appArn },
+        grantRead: readSecrets('ReadDatabaseCredentials', [masterArn, appArn]),
+      },
       vpc,
       securityGroup: functionsSg,
-      readiness: [database, functionsSg, dbSg],
+      readiness: [database, functionsSg, dbSg, attachment],
+      afterMigrations: [rotation],
     };
   }
 
@@ -686,7 +808,8 @@ export class CollectionsStack extends Stack {
       // exist before CloudFormation creates the function in the VPC.
       inlinePolicies: { runtime: new iam.PolicyDocument({ statements }) },
     });
-    db.grantRead(role);
+    const access = name === 'migrator' ? db.migrator : db.stage;
+    access.grantRead(role);
     if (db.vpc) {
       acknowledge(
         role,
@@ -713,7 +836,7 @@ export class CollectionsStack extends Stack {
       logGroup,
       role,
       environment: {
-        ...db.environment,
+        ...access.environment,
         ...environment,
         // The stages' fallback when the runtime's deadline header is missing or absurd.
         ...(name in STAGE_DIMENSIONS ? { FUNCTION_TIMEOUT_SECS: String(spec.timeout.toSeconds()) } : {}),
@@ -794,6 +917,8 @@ export class CollectionsStack extends Stack {
     // (separate resources, since the two groups reference each other), not
     // just for the instance.
     for (const c of db.readiness) resource.node.addDependency(c);
+    // The rotation logs in as the role the migrator creates.
+    for (const c of db.afterMigrations) c.node.addDependency(resource);
 
     // Migrate first, then roll out stage code that may rely on the new schema
     // (on create this also keeps the event sources off until the schema exists).

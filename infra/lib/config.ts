@@ -23,6 +23,13 @@ export interface CollectionsConfig {
   readonly envName: EnvName;
   /** true: no VPC/RDS; the functions read the URL from SSM `/collections/DATABASE_URL`. */
   readonly existingDatabase: boolean;
+  /**
+   * Existing-database mode only: the full ARN of a Secrets Manager secret the
+   * operator keeps for the application role (JSON username, password, host,
+   * port, dbname). When set, the stage functions connect with it instead of
+   * the URL parameter, and the migrator provisions that role from it.
+   */
+  readonly appDatabaseSecretArn?: string;
 
   // Kinesis
   readonly streamMode: StreamModeName;
@@ -202,6 +209,18 @@ function pgVersion(scope: IConstruct): string {
   return v;
 }
 
+function secretArn(scope: IConstruct, key: string, existingDatabase: boolean): string | undefined {
+  const v = str(scope, key);
+  if (v === undefined) return undefined;
+  if (!existingDatabase) {
+    throw new Error(`context ${key}: only used with existingDatabase=true (in RDS mode the stack creates the application secret)`);
+  }
+  if (!/^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$/.test(v)) {
+    throw new Error(`context ${key}: expected the full ARN of a Secrets Manager secret, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
 /** Reads every setting. Context keys are listed in infra/README.md. */
 export function loadConfig(scope: IConstruct): CollectionsConfig {
   const envName = envNameOf(scope);
@@ -219,9 +238,12 @@ export function loadConfig(scope: IConstruct): CollectionsConfig {
   // Lambda accepts a maximum record age of 60 s..7 days for Kinesis.
   const maxRecordAge = Duration.hours(int(scope, 'maxRecordAgeHours', 24, 1, 168));
 
+  const existingDatabase = bool(scope, 'existingDatabase', false);
+
   return {
     envName,
-    existingDatabase: bool(scope, 'existingDatabase', false),
+    existingDatabase,
+    appDatabaseSecretArn: secretArn(scope, 'appDatabaseSecretArn', existingDatabase),
 
     streamMode: streamModeOf(scope),
     shardCount: int(scope, 'kinesisShardCount', 1, 1, 500),

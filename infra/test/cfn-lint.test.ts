@@ -48,6 +48,11 @@ const VARIANTS: Array<[string, string, Ctx]> = [
   ['dev', 'dev', {}],
   ['prod', 'prod', {}],
   ['dev, existing database', 'dev', { existingDatabase: 'true' }],
+  [
+    'test, existing database with an application secret',
+    'test',
+    { existingDatabase: 'true', appDatabaseSecretArn: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:collections/app-AbC123' },
+  ],
   ['test, provisioned streams', 'test', { kinesisStreamMode: 'provisioned', kinesisShardCount: '2', kinesisRetentionHours: '72' }],
 ];
 

@@ -95,6 +95,19 @@ describe('configuration from context', () => {
     assert.throws(() => cfg({ dbEngineVersion: '17' }), /major\.minor/);
     assert.equal(cfg({ dbEngineVersion: '16.6' }).dbEngineVersion, '16.6');
   });
+
+  it('appDatabaseSecretArn: the full ARN of a secret, existing-database mode only', () => {
+    const arn = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:collections/app-AbC123';
+    assert.equal(cfg({}).appDatabaseSecretArn, undefined);
+    assert.equal(cfg({ existingDatabase: 'true' }).appDatabaseSecretArn, undefined);
+    assert.equal(cfg({ existingDatabase: 'true', appDatabaseSecretArn: arn }).appDatabaseSecretArn, arn);
+    assert.throws(() => cfg({ appDatabaseSecretArn: arn }), /appDatabaseSecretArn: only used with existingDatabase=true/);
+    assert.throws(() => cfg({ existingDatabase: true, appDatabaseSecretArn: 'collections/app' }), /appDatabaseSecretArn: expected the full ARN/);
+    assert.throws(
+      () => cfg({ existingDatabase: true, appDatabaseSecretArn: 'arn:aws:ssm:eu-west-1:123456789012:parameter/collections/DATABASE_URL' }),
+      /appDatabaseSecretArn/,
+    );
+  });
 });
 
 describe('stream retention against the maximum record age', () => {

@@ -19,6 +19,11 @@ const VARIANTS: Array<[string, string, Ctx]> = [
   ['test', 'test', {}],
   ['prod', 'prod', {}],
   ['dev, existing database', 'dev', { existingDatabase: 'true' }],
+  [
+    'test, existing database with an application secret',
+    'test',
+    { existingDatabase: 'true', appDatabaseSecretArn: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:collections/app-AbC123' },
+  ],
   ['prod, existing database, provisioned streams', 'prod', { existingDatabase: true, kinesisStreamMode: 'PROVISIONED', kinesisShardCount: 2 }],
 ];
 

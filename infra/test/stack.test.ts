@@ -521,13 +521,15 @@ describe('Lambda functions', () => {
 
   it('environment variables (RDS mode)', () => {
     const { json } = build('dev');
-    const db = {
+    const appSecret = { Ref: logicalIdByPath(json, '/AppDatabaseSecret/Resource') };
+    const location = {
       DATABASE_HOST: { 'Fn::GetAtt': ['Database', 'Endpoint.Address'] },
       DATABASE_PORT: { 'Fn::GetAtt': ['Database', 'Endpoint.Port'] },
       DATABASE_NAME: 'collections',
-      DATABASE_SECRET_ARN: { 'Fn::GetAtt': ['Database', 'MasterUserSecret.SecretArn'] },
       RUST_LOG: 'info',
     };
+    // The stages connect as the application role; the migrator as the master user.
+    const db = { ...location, DATABASE_SECRET_ARN: appSecret };
     const bucket = { Ref: bucketId(json) };
     const bus = { Ref: logicalIdByPath(json, '/Bus/Resource') };
     assert.deepEqual(envOf(json, 'thumbnailer'), { ...db, BUCKET_NAME: bucket, EVENT_BUS_NAME: bus, FUNCTION_TIMEOUT_SECS: '60' });
@@ -547,7 +549,11 @@ describe('Lambda functions', () => {
       VOYAGE_EMBEDDING_MODEL: 'voyage-3.5',
       SSM_PARAMETER_PREFIX: '/collections',
     });
-    assert.deepEqual(envOf(json, 'migrator'), db);
+    assert.deepEqual(envOf(json, 'migrator'), {
+      ...location,
+      DATABASE_SECRET_ARN: { 'Fn::GetAtt': ['Database', 'MasterUserSecret.SecretArn'] },
+      APP_DATABASE_SECRET_ARN: appSecret,
+    });
   });
 
   it('each stage function gets FUNCTION_TIMEOUT_SECS = its timeout in seconds (both database modes); the migrator does not', () => {
@@ -626,16 +632,18 @@ describe('IAM: each function its own least-privilege role', () => {
     for (const a of p.keys()) assert.ok(!a.startsWith('s3:') && !a.startsWith('events:'), `embedder has ${a}`);
   });
 
-  it('migrator: only the database secret (plus logs/ENI/X-Ray)', () => {
+  it('migrator: only the database secrets (plus logs/ENI/X-Ray)', () => {
     const p = perms.migrator;
     for (const a of p.keys()) {
       assert.ok(/^(secretsmanager:GetSecretValue|logs:|ec2:|xray:)/.test(a), `migrator has ${a}`);
     }
   });
 
-  it('every function reads exactly the RDS-generated secret, and writes only its own log group', () => {
+  it('stage functions read exactly the application secret, the migrator it and the RDS-generated master secret; each writes only its own log group', () => {
+    const app = `\${${logicalIdByPath(json, '/AppDatabaseSecret/Resource')}}`;
+    for (const n of STAGES) assert.deepEqual(perms[n].get('secretsmanager:GetSecretValue'), [app], n);
+    assert.deepEqual(perms.migrator.get('secretsmanager:GetSecretValue'), ['${Database.MasterUserSecret.SecretArn}', app]);
     for (const n of ALL) {
-      assert.deepEqual(perms[n].get('secretsmanager:GetSecretValue'), ['${Database.MasterUserSecret.SecretArn}'], n);
       const lg = json.Resources[fnLogicalId(json, n)].Properties!.LoggingConfig.LogGroup.Ref;
       assert.deepEqual(perms[n].get('logs:PutLogEvents'), [`\${${lg}.Arn}`], n);
       assert.ok(!perms[n].has('logs:CreateLogGroup'), n);
@@ -800,6 +808,141 @@ describe('PostgreSQL (RDS mode)', () => {
   });
 });
 
+const MASTER_SECRET = { 'Fn::GetAtt': ['Database', 'MasterUserSecret.SecretArn'] };
+
+/** Does an Allow statement let its role read (GetSecretValue) `secret`, directly or by wildcard? */
+function readsSecret(st: { Effect: string; Action: string | string[]; Resource: unknown }, secret: unknown): boolean {
+  if (st.Effect !== 'Allow') return false;
+  const acts = Array.isArray(st.Action) ? st.Action : [st.Action];
+  if (!acts.some((a) => a === '*' || a === 'secretsmanager:*' || a === 'secretsmanager:GetSecretValue')) return false;
+  const res = Array.isArray(st.Resource) ? st.Resource : [st.Resource];
+  return res.some((r) => r === '*' || JSON.stringify(r) === JSON.stringify(secret) || /secretsmanager:\*|:secret:\*/.test(render(r)));
+}
+
+describe('database roles (RDS mode): the stages connect as collections_app, the master secret is the migrator\'s', () => {
+  for (const env of ['dev', 'test', 'prod']) {
+    describe(env, () => {
+      const { json } = build(env);
+      const appId = logicalIdByPath(json, '/AppDatabaseSecret/Resource');
+      const app = { Ref: appId };
+
+      it(`the application secret collections-${env}/database/app: username collections_app, a generated password without " @ / \\ ' or spaces, the default key`, () => {
+        const p = json.Resources[appId].Properties!;
+        assert.equal(p.Name, `collections-${env}/database/app`);
+        assert.deepEqual(JSON.parse(p.GenerateSecretString.SecretStringTemplate), { username: 'collections_app' });
+        assert.equal(p.GenerateSecretString.GenerateStringKey, 'password');
+        for (const c of ['"', '@', '/', '\\', "'"]) assert.ok(p.GenerateSecretString.ExcludeCharacters.includes(c), `excludes ${c}`);
+        assert.equal(p.GenerateSecretString.IncludeSpace, false);
+        assert.ok(p.GenerateSecretString.PasswordLength >= 32);
+        // As the RDS-managed master secret: aws/secretsmanager, so no kms:Decrypt grant is needed.
+        assert.equal(p.KmsKeyId, undefined);
+        assert.equal(json.Resources.Database.Properties!.MasterUserSecret?.KmsKeyId, undefined);
+        assert.equal(resourcesOfType(json, 'AWS::SecretsManager::Secret').length, 1);
+      });
+
+      it('each stage function\'s DATABASE_SECRET_ARN is the application secret', () => {
+        for (const n of STAGES) {
+          assert.deepEqual(envOf(json, n).DATABASE_SECRET_ARN, app, n);
+          assert.equal(envOf(json, n).APP_DATABASE_SECRET_ARN, undefined, n);
+        }
+      });
+
+      it('no stage function role may read the master secret; each reads the application secret, and needs no KMS', () => {
+        for (const n of STAGES) {
+          const statements = roleStatements(json, functionRoleId(json, fnLogicalId(json, n)));
+          const masterReads = statements.filter((st) => readsSecret(st, MASTER_SECRET));
+          assert.deepEqual(masterReads, [], `${n} may read the master secret`);
+          assert.ok(statements.some((st) => readsSecret(st, app)), `${n} cannot read the application secret`);
+          const p = rolePerms(json, n);
+          assert.deepEqual(p.get('secretsmanager:GetSecretValue'), [`\${${appId}}`], n);
+          assert.ok(![...p.keys()].some((a) => a.startsWith('kms:')), `${n} has a kms: grant`);
+        }
+      });
+
+      it('the migrator connects with the master secret and reads the application secret (APP_DATABASE_SECRET_ARN)', () => {
+        const e = envOf(json, 'migrator');
+        assert.deepEqual(e.DATABASE_SECRET_ARN, MASTER_SECRET);
+        assert.deepEqual(e.APP_DATABASE_SECRET_ARN, app);
+        const statements = roleStatements(json, functionRoleId(json, fnLogicalId(json, 'migrator')));
+        assert.ok(statements.some((st) => readsSecret(st, MASTER_SECRET)), 'master');
+        assert.ok(statements.some((st) => readsSecret(st, app)), 'application');
+        // It reads the secret only after the attachment has completed it.
+        const [[, cr]] = resourcesOfType(json, 'Custom::CollectionsMigrations');
+        assert.ok(cr.DependsOn?.includes(logicalIdByPath(json, '/AppDatabaseSecretAttachment')));
+      });
+
+      it('the secret is attached to the instance (host, port, engine for the rotation)', () => {
+        const att = resourcesOfType(json, 'AWS::SecretsManager::SecretTargetAttachment');
+        assert.equal(att.length, 1);
+        assert.deepEqual(att[0][1].Properties, { SecretId: app, TargetId: { Ref: 'Database' }, TargetType: 'AWS::RDS::DBInstance' });
+      });
+
+      it('rotates every 30 days: hosted single-user PostgreSQL rotation in the functions\' subnets and security group, after the migrations', () => {
+        const rot = resourcesOfType(json, 'AWS::SecretsManager::RotationSchedule');
+        assert.equal(rot.length, 1);
+        const [, r] = rot[0];
+        assert.deepEqual(r.Properties!.SecretId, app);
+        assert.deepEqual(r.Properties!.RotationRules, { ScheduleExpression: 'rate(30 days)' });
+        const h = r.Properties!.HostedRotationLambda;
+        assert.equal(h.RotationType, 'PostgreSQLSingleUser');
+        assert.equal(h.MasterSecretArn, undefined, 'single user: the rotation never sees the master secret');
+        assert.equal(h.ExcludeCharacters, json.Resources[appId].Properties!.GenerateSecretString.ExcludeCharacters);
+        assert.deepEqual(h.VpcSecurityGroupIds, { 'Fn::GetAtt': [logicalIdByPath(json, '/FunctionsSecurityGroup/Resource'), 'GroupId'] });
+        const privateSubnets = resourcesOfType(json, 'AWS::EC2::Subnet')
+          .filter(([, sn]) => (sn.Properties!.Tags as any[]).some((t) => t.Key === 'aws-cdk:subnet-type' && t.Value === 'Private'))
+          .map(([id]) => `\${${id}}`)
+          .sort();
+        assert.deepEqual(render(h.VpcSubnetIds).split(',').sort(), privateSubnets);
+        const [[crId]] = resourcesOfType(json, 'Custom::CollectionsMigrations');
+        assert.ok(r.DependsOn?.includes(crId), 'the role must exist before the first rotation');
+        assert.ok(r.DependsOn?.includes(logicalIdByPath(json, '/AppDatabaseSecretAttachment')));
+        assert.ok(String((json as any).Transform).startsWith('AWS::SecretsManager-'));
+      });
+
+      it('outputs both secret ARNs', () => {
+        assert.deepEqual(json.Outputs?.DatabaseSecretArn.Value, MASTER_SECRET);
+        assert.deepEqual(json.Outputs?.AppDatabaseSecretArn.Value, app);
+      });
+    });
+  }
+});
+
+describe('existing database with an application secret (context appDatabaseSecretArn)', () => {
+  const arn = 'arn:aws:secretsmanager:us-east-1:123456789012:secret:collections/app-AbC123';
+  const { template, json } = build('dev', { existingDatabase: 'true', appDatabaseSecretArn: arn });
+  const urlArn = 'arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/collections/DATABASE_URL';
+
+  it('creates no secret; the stages get DATABASE_SECRET_ARN = that secret and no URL parameter', () => {
+    template.resourceCountIs('AWS::SecretsManager::Secret', 0);
+    template.resourceCountIs('AWS::SecretsManager::RotationSchedule', 0);
+    for (const n of STAGES) {
+      const e = envOf(json, n);
+      assert.equal(e.DATABASE_SECRET_ARN, arn, n);
+      assert.equal(e.DATABASE_URL_PARAMETER, undefined, n);
+      assert.deepEqual(rolePerms(json, n).get('secretsmanager:GetSecretValue'), [arn], n);
+    }
+  });
+
+  it('no stage may read the owner\'s URL parameter, even through parameter/collections/*', () => {
+    for (const n of STAGES) {
+      const statements = roleStatements(json, functionRoleId(json, fnLogicalId(json, n)));
+      const deny = statements.filter((st) => st.Effect === 'Deny' && actionsOf(st).includes('ssm:GetParameter'));
+      assert.deepEqual(deny.flatMap((st) => resourcesOf(st).map(render)), [urlArn], n);
+      assert.ok(!(rolePerms(json, n).get('ssm:GetParameter') ?? []).includes(urlArn), n);
+    }
+  });
+
+  it('the migrator keeps the URL parameter and gets APP_DATABASE_SECRET_ARN', () => {
+    const e = envOf(json, 'migrator');
+    assert.equal(e.DATABASE_URL_PARAMETER, '/collections/DATABASE_URL');
+    assert.equal(e.APP_DATABASE_SECRET_ARN, arn);
+    assert.equal(e.DATABASE_SECRET_ARN, undefined);
+    const p = rolePerms(json, 'migrator');
+    assert.deepEqual(p.get('ssm:GetParameter'), [urlArn]);
+    assert.deepEqual(p.get('secretsmanager:GetSecretValue'), [arn]);
+  });
+});
+
 describe('existing database (context existingDatabase=true)', () => {
   const { template, json } = build('dev', { existingDatabase: 'true' });
 
@@ -814,7 +957,9 @@ describe('existing database (context existingDatabase=true)', () => {
     for (const n of ALL) {
       const e = envOf(json, n);
       assert.equal(e.DATABASE_URL_PARAMETER, '/collections/DATABASE_URL', n);
-      for (const k of ['DATABASE_HOST', 'DATABASE_PORT', 'DATABASE_NAME', 'DATABASE_SECRET_ARN']) assert.equal(e[k], undefined, `${n} ${k}`);
+      for (const k of ['DATABASE_HOST', 'DATABASE_PORT', 'DATABASE_NAME', 'DATABASE_SECRET_ARN', 'APP_DATABASE_SECRET_ARN']) {
+        assert.equal(e[k], undefined, `${n} ${k}`);
+      }
     }
   });
 
