@@ -20,6 +20,9 @@ pub enum StageName {
 }
 
 impl StageName {
+    /// Every stage, in the order an item goes through them.
+    pub const ALL: [Self; 3] = [Self::Thumbnail, Self::Analysis, Self::Embedding];
+
     /// The stage's name in `items.failed_stage`, logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -121,7 +121,6 @@ pub struct ItemState {
     pub id: Uuid,
     pub user_id: String,
     pub source_etag: Option<String>,
-    pub thumbnail_key: Option<String>,
     pub thumbnail_status: String,
     pub analysis_status: String,
     pub embedding_status: String,
@@ -138,7 +137,7 @@ impl ItemState {
 pub async fn states(pool: &PgPool, ids: &[Uuid]) -> Result<HashMap<Uuid, ItemState>, DbError> {
     let rows: Vec<ItemState> = sqlx::query_as(
         r#"
-        SELECT id, user_id, source_etag, thumbnail_key, thumbnail_status, analysis_status, embedding_status
+        SELECT id, user_id, source_etag, thumbnail_status, analysis_status, embedding_status
         FROM items WHERE id = ANY($1)
         "#,
     )

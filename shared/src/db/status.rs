@@ -29,7 +29,7 @@ pub async fn mark_done(
         return Ok(());
     }
     let status = status_column(stage);
-    let later: String = [StageName::Analysis, StageName::Embedding]
+    let later: String = StageName::ALL
         .into_iter()
         .filter(|s| *s > stage)
         .map(|s| {
@@ -149,7 +149,7 @@ pub async fn record_failures(pool: &PgPool, stage: StageName, failures: &[Failed
         .bind(&sources)
         .bind(&fingerprints)
         .bind(stage.as_str())
-        .bind([StageName::Thumbnail, StageName::Analysis, StageName::Embedding].map(StageName::as_str))
+        .bind(StageName::ALL.map(StageName::as_str))
         .execute(pool)
         .await
         .map_err(DbError::during("recording failures"))?;
