@@ -278,10 +278,10 @@ impl Analyzer {
         let refused: HashMap<(Uuid, String), String> =
             batch.refused.into_iter().map(|(item, key, reason)| ((item, key), reason)).collect();
         for (event, step) in inputs.iter().zip(steps.iter_mut()) {
-            *step = match std::mem::replace(step, Step::SameAs(usize::MAX)) {
+            *step = match &*step {
                 Step::Existing(found) => Step::Stored(found.id),
                 Step::Analysed(_, request_key) => {
-                    let request = (event.item_uuid(), request_key);
+                    let request = (event.item_uuid(), request_key.clone());
                     match (stored.get(&request), refused.get(&request)) {
                         (_, Some(reason)) => Step::Finished(Failure::permanent(reason.clone()).into()),
                         (Some(id), None) => Step::Stored(*id),
@@ -294,7 +294,7 @@ impl Analyzer {
                         ),
                     }
                 }
-                other => other,
+                _ => continue,
             };
         }
     }

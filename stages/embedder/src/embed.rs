@@ -205,10 +205,11 @@ impl Embedder {
         context: &BatchContext,
     ) {
         let texts: Vec<String> = documents.iter().map(|(text, _)| text.clone()).collect();
-        let mut vectors = self.embed_all(&texts, context.deadline).await;
+        let mut vectors: Vec<Option<_>> =
+            self.embed_all(&texts, context.deadline).await.into_iter().map(Some).collect();
         for (event, step) in inputs.iter().zip(steps.iter_mut()) {
             let Step::Embed(n) = *step else { continue };
-            *step = match std::mem::replace(&mut vectors[n], Err(Failure::transient("taken"))) {
+            *step = match vectors[n].take().expect("each document belongs to one event") {
                 Ok(vector) => Step::Embedded(NewEmbedding {
                     item_id: event.item_uuid(),
                     analysis_id: Uuid::parse_str(&event.analysis_id).expect("embedded events have ids"),
