@@ -7,8 +7,7 @@ use collections_tests::{FixedSecrets, analysis, seed_analysis};
 use embedder::{Embedder, EmbedderConfig};
 use serde_json::Value;
 use shared::config::Env;
-use shared::db::Vector;
-use shared::db::embeddings::{self, EmbeddingBatch, NewEmbedding};
+use shared::db::embeddings::{self, EmbeddingBatch};
 use shared::events::AnalysisComplete;
 use shared::runner::{self, Entry, Settled};
 use shared::stage::{BatchContext, Failure, Outcome, Stage};
@@ -190,14 +189,7 @@ async fn an_empty_document_is_a_clear_failure(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn the_copy_path_falls_back_when_a_concurrent_delivery_stored_rows_first(pool: PgPool) {
     let (item, analysis_id) = seed_analysis(&pool, "u/a.jpg", &analysis("other", "A", &[])).await;
-    let row = NewEmbedding {
-        item_id: item,
-        analysis_id,
-        user_id: "u".into(),
-        vector: Vector::from(vec![0.5; 1024]),
-        model: "m".into(),
-        source: serde_json::json!({}),
-    };
+    let row = collections_tests::embedding_row(item, analysis_id);
     let batch = EmbeddingBatch { new: vec![row], ..EmbeddingBatch::default() };
     embeddings::store_batch(&pool, &batch).await.unwrap();
     // The same rows again, as a second Lambda that raced the first would send them.

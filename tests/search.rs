@@ -6,7 +6,6 @@ use collections_tests::providers::MockProviders;
 use collections_tests::{FixedSecrets, analysis, seed_analysis};
 use embedder::{Embedder, EmbedderConfig};
 use shared::config::Env;
-use shared::db::Vector;
 use shared::db::search::{SearchHit, search_text};
 use shared::embedding::EmbeddingProvider;
 use shared::events::AnalysisComplete;
@@ -173,7 +172,7 @@ async fn the_deferred_index_mode_drops_and_rebuilds_the_index_and_search_works_m
 /// session's lock timeout, retriably, instead of waiting for ever.
 #[sqlx::test(migrations = "../migrations")]
 async fn a_batch_write_blocked_by_a_lock_fails_fast_and_retriably(pool: PgPool) {
-    use shared::db::embeddings::{EmbeddingBatch, NewEmbedding, store_batch};
+    use shared::db::embeddings::{EmbeddingBatch, store_batch};
     let (item, analysis_id) =
         collections_tests::seed_analysis(&pool, "u/a.jpg", &collections_tests::analysis("other", "A", &[])).await;
     // A pool as the stages make it, on this test's database, with a short lock timeout.
@@ -191,14 +190,7 @@ async fn a_batch_write_blocked_by_a_lock_fails_fast_and_retriably(pool: PgPool) 
 
     let mut holder = pool.begin().await.unwrap();
     sqlx::query("LOCK TABLE embeddings IN ACCESS EXCLUSIVE MODE").execute(&mut *holder).await.unwrap();
-    let row = NewEmbedding {
-        item_id: item,
-        analysis_id,
-        user_id: "u".into(),
-        vector: Vector::from(vec![0.5; 1024]),
-        model: "m".into(),
-        source: serde_json::json!({}),
-    };
+    let row = collections_tests::embedding_row(item, analysis_id);
     let started = std::time::Instant::now();
     let err = store_batch(&guarded, &EmbeddingBatch { new: vec![row], ..EmbeddingBatch::default() }).await.unwrap_err();
     assert!(started.elapsed() < std::time::Duration::from_secs(5), "failed after {:?}", started.elapsed());

@@ -82,6 +82,18 @@ pub async fn seed_analysis(pool: &PgPool, key: &str, analysis: &shared::llm::Ana
     (parsed.item_uuid(), batch.stored[0].analysis_id)
 }
 
+/// A 1024-dimension embedding of user `u`'s analysis, by model `m`, ready to store.
+pub fn embedding_row(item_id: uuid::Uuid, analysis_id: uuid::Uuid) -> shared::db::embeddings::NewEmbedding {
+    shared::db::embeddings::NewEmbedding {
+        item_id,
+        analysis_id,
+        user_id: "u".into(),
+        vector: shared::db::Vector::from(vec![0.5; 1024]),
+        model: "m".into(),
+        source: serde_json::json!({}),
+    }
+}
+
 /// An analysis with the given category, summary and tags, the rest empty.
 pub fn analysis(category: &str, summary: &str, tags: &[&str]) -> shared::llm::Analysis {
     shared::llm::Analysis {
