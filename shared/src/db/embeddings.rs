@@ -249,8 +249,7 @@ async fn maintenance(
             .map_err(DbError::during("configuring the index build"))?;
     }
     let result = sqlx::query(sql).execute(&mut *conn).await.map_err(DbError::during(doing));
-    // The connection goes back to the pool with its limits back.
-    sqlx::query("RESET ALL").execute(&mut *conn).await.map_err(DbError::during(doing))?;
+    super::with_limits_back(&mut conn, doing).await?;
     result.map(|_| ())
 }
 

@@ -111,6 +111,14 @@ pub fn connect_options(url: &str) -> Result<PgConnectOptions, DbError> {
     Ok(options.options(missing))
 }
 
+/// Gives a session its [`SESSION_LIMITS`] (and every other setting) back
+/// before its connection returns to the pool, whether or not the work done
+/// [`without_limits`] succeeded.
+pub(crate) async fn with_limits_back(conn: &mut PgConnection, doing: &'static str) -> Result<(), DbError> {
+    sqlx::query("RESET ALL").execute(conn).await.map_err(DbError::during(doing))?;
+    Ok(())
+}
+
 /// Lifts [`SESSION_LIMITS`] for this session: for work that is meant to
 /// take long (an index build, a migration).
 pub(crate) async fn without_limits(conn: &mut PgConnection) -> Result<(), DbError> {
@@ -172,11 +180,9 @@ async fn attempt<T, R>(conn: &mut PgConnection, rows: &[T], write: WriteRows<T, 
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     let mut conn = pool.acquire().await.map_err(DbError::during("migrating"))?;
     without_limits(&mut conn).await?;
-    MIGRATOR.run(&mut *conn).await?;
-    // The connection goes back to the pool: give it its limits back.
-    sqlx::query("RESET statement_timeout").execute(&mut *conn).await.map_err(DbError::during("migrating"))?;
-    sqlx::query("RESET lock_timeout").execute(&mut *conn).await.map_err(DbError::during("migrating"))?;
-    Ok(())
+    let migrated = MIGRATOR.run(&mut *conn).await;
+    with_limits_back(&mut conn, "migrating").await?;
+    Ok(migrated?)
 }
 
 pub use crate::stage::StageName;
