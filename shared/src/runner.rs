@@ -31,6 +31,12 @@ impl<I> Entry<I> {
     pub fn readable(source: impl Into<String>, input: I) -> Self {
         Self { source: source.into(), input: Ok(input) }
     }
+
+    /// An input with no stream position (a local run): the runner names
+    /// its source by its key, or else its item.
+    pub fn local(input: I) -> Self {
+        Self { source: String::new(), input: Ok(input) }
+    }
 }
 
 /// A record the stage cannot take, with what could still be told of it.
@@ -90,14 +96,20 @@ pub async fn run<S: Stage>(
     let mut inputs = Vec::new();
     let mut slots: Vec<Result<usize, Unreadable>> = Vec::with_capacity(entries.len());
     for entry in entries {
-        sources.push(entry.source);
         match entry.input {
             Ok(input) => {
-                subjects.push(input.subject());
+                let subject = input.subject();
+                sources.push(if entry.source.is_empty() {
+                    subject.key.clone().or(subject.item_id.map(|id| id.to_string())).unwrap_or_default()
+                } else {
+                    entry.source
+                });
+                subjects.push(subject);
                 slots.push(Ok(inputs.len()));
                 inputs.push(input);
             }
             Err(unreadable) => {
+                sources.push(entry.source);
                 subjects.push(unreadable.subject.clone());
                 slots.push(Err(unreadable));
             }

@@ -11,7 +11,7 @@ use embedder::Embedder;
 use shared::bus::{EventPublisher, LocalBus};
 use shared::events::{ANALYSIS_COMPLETE, IMAGE_PROCESSED, ObjectRef, PipelineEvent, Upload};
 use shared::runner::{self, Entry, Settled};
-use shared::stage::{BatchContext, FailureLog, Stage, StageInput};
+use shared::stage::{BatchContext, FailureLog, Stage};
 use shared::storage::ObjectStore;
 use thumbnailer::Thumbnailer;
 use tokio::sync::mpsc;
@@ -157,23 +157,17 @@ async fn run_stage<S: Stage, M: Send + 'static>(
         if batch.is_empty() {
             continue;
         }
-        let entries: Vec<Entry<S::Input>> = batch
-            .into_iter()
-            .map(|input| {
-                // Where a local record came from: its key, or else its item.
-                let subject = input.subject();
-                let source = subject.key.or(subject.item_id.map(|id| id.to_string())).unwrap_or_default();
-                Entry::readable(source, input)
-            })
-            .collect();
+        let entries: Vec<Entry<S::Input>> = batch.into_iter().map(Entry::local).collect();
         let ran = runner::run(&stage, &failures, entries, &context).await;
         for (subject, settled) in ran.settled {
             let name = || tracker.name(subject.item_id, subject.key.clone().unwrap_or_default());
             match settled {
-                Settled::Done if last => tracker.processed(name()),
+                Settled::Done if last => tracker.processed_item(subject.item_id, name()),
                 Settled::Done => tracker.worked(subject.item_id),
                 Settled::Skipped(reason) => tracker.skipped_or_processed(subject.item_id, name(), reason),
-                Settled::Failed(reason) | Settled::Redeliver(reason) => tracker.failed(name(), reason),
+                Settled::Failed(reason) | Settled::Redeliver(reason) => {
+                    tracker.failed_item(subject.item_id, name(), reason)
+                }
             }
         }
     }

@@ -115,12 +115,29 @@ impl Tracker {
         }
     }
 
+    /// Whether a stage did work on the item (forgetting it: the item has
+    /// reached its end).
+    fn take_worked(&self, item: Option<Uuid>) -> bool {
+        item.is_some_and(|id| self.worked.lock().expect("tracker lock").remove(&id))
+    }
+
     /// A stage passed the item over: it was processed if an earlier stage
     /// of this run did work on it (a later stage found its work done),
     /// else skipped.
     pub fn skipped_or_processed(&self, item: Option<Uuid>, key: String, reason: String) {
-        let worked = item.is_some_and(|id| self.worked.lock().expect("tracker lock").remove(&id));
-        if worked { self.processed(key) } else { self.skipped(key, reason) }
+        if self.take_worked(item) { self.processed(key) } else { self.skipped(key, reason) }
+    }
+
+    /// The last stage finished the item.
+    pub fn processed_item(&self, item: Option<Uuid>, key: String) {
+        self.take_worked(item);
+        self.processed(key);
+    }
+
+    /// A stage failed the item: it goes no further.
+    pub fn failed_item(&self, item: Option<Uuid>, key: String, reason: String) {
+        self.take_worked(item);
+        self.failed(key, reason);
     }
 
     pub fn skipped(&self, key: String, reason: String) {
