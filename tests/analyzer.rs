@@ -252,15 +252,7 @@ fn stage_publishing_to_a_channel(
 }
 
 fn event(item: &str) -> ImageProcessed {
-    ImageProcessed {
-        item_id: item.to_owned(),
-        user_id: "u".to_owned(),
-        bucket: "local".to_owned(),
-        original_key: format!("u/{item}.jpg"),
-        thumbnail_key: format!("u/thumbnails/{item}.jpg"),
-        image: None,
-        reanalysis: None,
-    }
+    collections_tests::processed(&format!("u/{item}.jpg"))
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -154,6 +154,53 @@ async fn an_upload_flows_through_every_lambda_into_postgres_and_a_replay_adds_no
 }
 
 #[sqlx::test(migrations = "../migrations")]
+async fn long_keys_and_keys_that_differ_by_extension_or_user_are_items_of_their_own(pool: PgPool) {
+    let world = World::create("keys").await;
+    let s = stages(&world, &pool);
+    let long = format!("keys-u1/{}beach.jpg", "2024 summer trip/".repeat(17));
+    assert!(long.len() > 300);
+    let stem = "0b7e5c1a-3f55-4d6e-9a0c-55b1f4f1c2d3";
+    let keys = [
+        long.clone(),
+        "keys-u1/a.jpg".to_owned(),
+        "keys-u1/a.png".to_owned(),
+        format!("keys-u1/{stem}.jpg"),
+        format!("keys-u2/{stem}.jpg"),
+    ];
+    for (i, key) in keys.iter().enumerate() {
+        let image = if key.ends_with(".png") { images::png(200, 100, GREEN) } else { images::jpeg(200 + i as u32, 100, BLUE) };
+        world.upload(key, image).await;
+    }
+
+    let hops = [("Object Created", &world.uploads), ("ImageProcessed", &world.processed), ("AnalysisComplete", &world.analyzed)];
+    for (n, (detail_type, stream)) in hops.into_iter().enumerate() {
+        let events = world.published(detail_type, keys.len()).await;
+        assert_eq!(events.len(), keys.len(), "{detail_type}");
+        world.forward(stream, &events).await;
+        let partition_keys: Vec<usize> = world.records(stream).await.iter().map(|(_, k, _)| k.chars().count()).collect();
+        assert!(partition_keys.iter().all(|&len| len <= 256), "{stream}: partition keys of {partition_keys:?} characters");
+        let batch = world.batch(stream).await;
+        let response = match n {
+            0 => thumbnail(&s, &batch).await,
+            1 => analyze(&s, &batch).await,
+            _ => embed(&s, &batch).await,
+        };
+        assert_eq!(failures(&response), Vec::<String>::new(), "{detail_type}");
+    }
+
+    let rows: Vec<(uuid::Uuid, String, String)> =
+        sqlx::query_as("SELECT id, file_path, embedding_status FROM items ORDER BY file_path").fetch_all(&pool).await.unwrap();
+    let mut expected: Vec<&String> = keys.iter().collect();
+    expected.sort();
+    assert_eq!(rows.iter().map(|(_, key, _)| key).collect::<Vec<_>>(), expected, "one item per key");
+    for (id, key, status) in &rows {
+        assert_eq!(status, "done", "{key}");
+        assert_eq!(*id, shared::events::item_uuid(key));
+    }
+    assert_eq!(counts(&pool).await, (5, 5, 5));
+}
+
+#[sqlx::test(migrations = "../migrations")]
 async fn a_poison_record_is_the_only_one_reported(pool: PgPool) {
     let world = World::create("poison").await;
     let s = stages(&world, &pool);
@@ -397,15 +444,8 @@ fn processed_events(n: usize, bucket: &str) -> Vec<shared::events::PipelineEvent
     use shared::events::{ImageProcessed, PipelineEvent};
     (0..n)
         .map(|i| {
-            PipelineEvent::ImageProcessed(ImageProcessed {
-                item_id: format!("i{i}"),
-                user_id: "u".into(),
-                bucket: bucket.to_owned(),
-                original_key: format!("u/i{i}.jpg"),
-                thumbnail_key: format!("u/thumbnails/i{i}.jpg"),
-                image: None,
-                reanalysis: None,
-            })
+            let key = shared::keys::ImageKey::parse(&format!("u/i{i}.jpg")).unwrap();
+            PipelineEvent::ImageProcessed(ImageProcessed::of(bucket, &key))
         })
         .collect()
 }

@@ -42,11 +42,7 @@ async fn seeded(pool: &PgPool, n: usize) -> Vec<AnalysisComplete> {
         let key = format!("u/photo{i}.jpg");
         let a = analysis("nature", &format!("Photo number {i} of a forest trail"), &["forest", "trail"]);
         let (_, analysis_id) = seed_analysis(pool, &key, &a).await;
-        events.push(AnalysisComplete {
-            item_id: format!("photo{i}"),
-            analysis_id: analysis_id.to_string(),
-            user_id: "u".into(),
-        });
+        events.push(collections_tests::analysed(&key, analysis_id));
     }
     events
 }
@@ -147,12 +143,8 @@ async fn a_replay_adds_nothing_and_calls_nobody_and_missing_analyses_fail_alone(
     stage.run_batch(&events, &BatchContext::default()).await;
     assert_eq!(mock.requests().len(), 1);
 
-    events.push(AnalysisComplete {
-        item_id: "photo0".into(),
-        analysis_id: Uuid::now_v7().to_string(),
-        user_id: "u".into(),
-    });
-    events.push(AnalysisComplete { item_id: "photo0".into(), analysis_id: "analysis789".into(), user_id: "u".into() });
+    events.push(collections_tests::analysed("u/photo0.jpg", Uuid::now_v7()));
+    events.push(AnalysisComplete { analysis_id: "analysis789".into(), ..events[2].clone() });
     let outcomes = stage.run_batch(&events, &BatchContext::default()).await;
     let skipped = Outcome::Skipped("already embedded by voyage-3.5".into());
     assert_eq!(outcomes[..2], [skipped.clone(), skipped]);
@@ -177,7 +169,7 @@ async fn an_empty_document_is_a_clear_failure(pool: PgPool) {
         .await
         .unwrap();
     let stage = embedder(&pool, &mock, "voyage", &[]).await;
-    let event = AnalysisComplete { item_id: "blank".into(), analysis_id: analysis_id.to_string(), user_id: "u".into() };
+    let event = collections_tests::analysed("u/blank.jpg", analysis_id);
     let outcomes = stage.run_batch(&[event], &BatchContext::default()).await;
     assert_eq!(
         outcomes,

@@ -13,11 +13,11 @@ use collections::components::Components;
 use collections::ingest::{retry_failures, run_folder};
 use collections_tests::images::{self, BLUE, GREEN, ORANGE};
 use collections_tests::providers::{MockProviders, Reply};
-use collections_tests::{components, eventbridge, kinesis_batch, redelivered};
+use collections_tests::{analysed, components, eventbridge, kinesis_batch, processed, redelivered};
 use embedder::Embedder;
 use shared::bus::LocalBus;
 use shared::db::{items, status};
-use shared::events::{ANALYSIS_COMPLETE, AnalysisComplete, IMAGE_PROCESSED, ImageProcessed, ObjectRef, PipelineEvent};
+use shared::events::{ANALYSIS_COMPLETE, IMAGE_PROCESSED, ImageProcessed, ObjectRef, PipelineEvent};
 use shared::keys::ImageKey;
 use shared::lambda::Handler;
 use shared::runner::{self, Entry};
@@ -67,18 +67,6 @@ async fn failed_items(pool: &PgPool) -> Vec<(String, String, String)> {
     failed
 }
 
-fn processed(key: &str) -> ImageProcessed {
-    let parsed = ImageKey::parse(key).unwrap();
-    ImageProcessed {
-        item_id: parsed.item_id().to_owned(),
-        user_id: parsed.user_id().to_owned(),
-        bucket: "local".to_owned(),
-        original_key: key.to_owned(),
-        thumbnail_key: parsed.thumbnail_key(),
-        image: None,
-        reanalysis: None,
-    }
-}
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_reply_with_characters_postgres_refuses_is_cleaned_and_the_whole_batch_stored(pool: PgPool) {
@@ -125,6 +113,9 @@ async fn an_analysis_the_database_refuses_fails_alone_and_the_lambda_reports_no_
     let stranger = processed("mallory/a.jpg");
     // Eve names another user's thumbnail as her item's.
     let thief = ImageProcessed { thumbnail_key: "u/thumbnails/c.jpg".into(), ..processed("eve/x.jpg") };
+    // An id that is not its key's: the analysis would land on another row.
+    let forged_id = uuid::Uuid::now_v7();
+    let forged = ImageProcessed { item_uuid: Some(forged_id), ..processed("u/b.jpg") };
     let batch = kinesis_batch(&[
         eventbridge(IMAGE_PROCESSED, &again("u/a.jpg")),
         eventbridge(IMAGE_PROCESSED, &again("u/b.jpg")),
@@ -134,6 +125,7 @@ async fn an_analysis_the_database_refuses_fails_alone_and_the_lambda_reports_no_
         // Names an item its user does not have.
         eventbridge(IMAGE_PROCESSED, &stranger),
         eventbridge(IMAGE_PROCESSED, &thief),
+        eventbridge(IMAGE_PROCESSED, &forged),
     ]);
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let bus = Arc::new(LocalBus::new().route(ANALYSIS_COMPLETE, tx));
@@ -181,6 +173,13 @@ async fn an_analysis_the_database_refuses_fails_alone_and_the_lambda_reports_no_
     assert_eq!(
         records[0].reason,
         "thumbnail_key \"u/thumbnails/c.jpg\" is not the thumbnail of \"eve/x.jpg\" (expected \"eve/thumbnails/x.jpg\")"
+    );
+    let records = status::record_failure_list(&pool, Some("u"), 10).await.unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].item_id, Some(forged_id));
+    assert_eq!(
+        records[0].reason,
+        format!("item_uuid {forged_id} is not the id of \"u/b.jpg\" ({})", shared::events::item_uuid("u/b.jpg"))
     );
 }
 
@@ -238,13 +237,7 @@ async fn an_embedding_the_database_refuses_fails_alone_and_the_lambda_reports_no
     let events: Vec<Vec<u8>> = analyses
         .iter()
         .map(|(key, id)| {
-            let key = ImageKey::parse(key).unwrap();
-            let event = AnalysisComplete {
-                item_id: key.item_id().to_owned(),
-                analysis_id: id.to_string(),
-                user_id: "u".to_owned(),
-            };
-            eventbridge(ANALYSIS_COMPLETE, &event)
+            eventbridge(ANALYSIS_COMPLETE, &analysed(key, *id))
         })
         .collect();
     let stage = Embedder::new(pool.clone(), c.embedding.clone(), c.embedder.clone());

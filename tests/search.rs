@@ -8,7 +8,6 @@ use embedder::{Embedder, EmbedderConfig};
 use shared::config::Env;
 use shared::db::search::{SearchHit, search_text};
 use shared::embedding::EmbeddingProvider;
-use shared::events::AnalysisComplete;
 use shared::llm::Analysis;
 use shared::stage::{BatchContext, Outcome, Stage};
 use sqlx::PgPool;
@@ -43,12 +42,9 @@ async fn seed_items(
 ) {
     let mut events = Vec::new();
     for (name, a) in items {
-        let (_, analysis_id) = seed_analysis(pool, &format!("{user}/{name}.jpg"), &a).await;
-        events.push(AnalysisComplete {
-            item_id: name.to_string(),
-            analysis_id: analysis_id.to_string(),
-            user_id: user.into(),
-        });
+        let key = format!("{user}/{name}.jpg");
+        let (_, analysis_id) = seed_analysis(pool, &key, &a).await;
+        events.push(collections_tests::analysed(&key, analysis_id));
     }
     let config = EmbedderConfig::from_env(&Env::from_pairs([])).unwrap();
     let outcomes = Embedder::new(pool.clone(), provider, config).run_batch(&events, &BatchContext::default()).await;

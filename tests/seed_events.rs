@@ -54,13 +54,15 @@ async fn each_stage_takes_its_seed_test_event_invoked_directly(pool: PgPool) {
 
     // The seed's embedder event names `analysis789`, which is no analysis
     // here (ids are UUIDs): it fails alone, recorded, and is not retried.
+    // Without an `item_uuid` it names no item row, so the failure is the
+    // record's.
     let embedder = Embedder::new(pool.clone(), c.embedding.clone(), c.embedder.clone());
     let answer = Handler::new(&embedder, &pool, TIMEOUT)
         .invoke(LambdaEvent::new(seed("embedder-seed.json"), context("console-3")))
         .await
         .unwrap();
     assert_eq!((answer["done"].as_u64(), answer["failed"].as_u64()), (Some(0), Some(1)), "{answer}");
-    let reason: String = sqlx::query_scalar("SELECT last_error FROM items WHERE file_path = 'user123/item456.jpg'")
+    let reason: String = sqlx::query_scalar("SELECT reason FROM record_failures WHERE user_id = 'user123'")
         .fetch_one(&pool)
         .await
         .unwrap();

@@ -137,7 +137,7 @@ async fn a_batch_with_bad_files_thumbnails_the_good_ones_and_reports_the_rest(po
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn a_repeated_upload_in_one_batch_is_one_item_and_another_users_id_is_refused(pool: PgPool) {
+async fn a_repeated_upload_in_one_batch_is_one_item_and_another_users_upload_of_the_same_name_is_theirs(pool: PgPool) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(FolderStore::new(dir.path()));
     let id = "0190c6f1-7a3e-7cc1-9a8e-3f6c2b1d4e5a";
@@ -156,19 +156,16 @@ async fn a_repeated_upload_in_one_batch_is_one_item_and_another_users_id_is_refu
     let first = stage.process(&[alice.clone(), object("alice/cat.jpg"), alice], &context).await;
     assert!(first.iter().all(|o| matches!(o, ThumbnailOutcome::Thumbnailed { .. })), "{first:?}");
 
-    // Mallory names her upload with Alice's item id: her item fails, Alice's row stays hers.
+    // Mallory names her upload as Alice named hers: it is Mallory's own item.
     let cat = Upload::from(ObjectRef { etag: Some("e2".into()), ..object("alice/cat.jpg").object });
     let second = stage.process(&[object(&format!("mallory/{id}.jpg")), cat], &context).await;
-    match &second[0] {
-        ThumbnailOutcome::Failed(f) => {
-            assert_eq!(f.reason, format!("item id {id} already belongs to another user"));
-            assert!(!f.is_retriable());
-        }
-        other => panic!("{other:?}"),
-    }
-    assert!(matches!(second[1], ThumbnailOutcome::Thumbnailed { .. }));
+    assert!(second.iter().all(|o| matches!(o, ThumbnailOutcome::Thumbnailed { .. })), "{second:?}");
     let rows: Vec<(String, String)> =
         sqlx::query_as("SELECT user_id, file_path FROM items ORDER BY file_path").fetch_all(&pool).await.unwrap();
-    let expected = vec![("alice".to_owned(), format!("alice/{id}.jpg")), ("alice".into(), "alice/cat.jpg".into())];
+    let expected = vec![
+        ("alice".to_owned(), format!("alice/{id}.jpg")),
+        ("alice".into(), "alice/cat.jpg".into()),
+        ("mallory".into(), format!("mallory/{id}.jpg")),
+    ];
     assert_eq!(rows, expected);
 }

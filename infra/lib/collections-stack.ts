@@ -5,13 +5,13 @@
 //       key NOT matching */thumbnails/*            → custom bus collections-<env>
 //   custom bus collections-<env> (this environment's own):
 //    └─ rule: aws.s3 Object Created in this bucket, key ends .jpg/.jpeg/.png (any case)
-//                                                  → Kinesis uploads (partition key: object key)
+//                                                  → Kinesis uploads (partition key: S3 request id)
 //                                                     → thumbnailer Lambda
 //    └─ rule: collections.imageprocessor / ImageProcessed (put by the thumbnailer)
-//                                                  → Kinesis processed (partition key: item_id)
+//                                                  → Kinesis processed (partition key: item_uuid)
 //                                                     → analyzer Lambda
 //    └─ rule: collections.analyzer / AnalysisComplete (put by the analyzer)
-//                                                  → Kinesis analyzed (partition key: item_id)
+//                                                  → Kinesis analyzed (partition key: item_uuid)
 //                                                     → embedder Lambda → PostgreSQL (RDS, pgvector)
 //
 // Environments apart: the stages publish on their environment's bus
@@ -497,7 +497,9 @@ export class CollectionsStack extends Stack {
       },
       targets: [
         new targets.KinesisStream(this.streams.uploads, {
-          partitionKeyPath: '$.detail.object.key',
+          // Kinesis takes partition keys of 256 characters at most; S3 keys
+          // run to 1024 bytes, so the key cannot be one.
+          partitionKeyPath: '$.detail.request-id',
           deadLetterQueue: this.deadLetterQueue('UploadsRuleDlq', 'uploads-rule'),
           ...retry,
         }),
@@ -511,7 +513,7 @@ export class CollectionsStack extends Stack {
       eventPattern: { source: [IMAGE_PROCESSED.source], detailType: [IMAGE_PROCESSED.detailType] },
       targets: [
         new targets.KinesisStream(this.streams.processed, {
-          partitionKeyPath: '$.detail.item_id',
+          partitionKeyPath: '$.detail.item_uuid',
           deadLetterQueue: this.deadLetterQueue('ImageProcessedRuleDlq', 'image-processed-rule'),
           ...retry,
         }),
@@ -524,7 +526,7 @@ export class CollectionsStack extends Stack {
       eventPattern: { source: [ANALYSIS_COMPLETE.source], detailType: [ANALYSIS_COMPLETE.detailType] },
       targets: [
         new targets.KinesisStream(this.streams.analyzed, {
-          partitionKeyPath: '$.detail.item_id',
+          partitionKeyPath: '$.detail.item_uuid',
           deadLetterQueue: this.deadLetterQueue('AnalysisCompleteRuleDlq', 'analysis-complete-rule'),
           ...retry,
         }),

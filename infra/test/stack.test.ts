@@ -259,7 +259,7 @@ describe('EventBridge rules', () => {
     assert.ok(forward.Targets[0].RoleArn);
   });
 
-  it('collections-<env> bus: .jpg/.jpeg/.png in any case → Kinesis uploads keyed by object key, with DLQ and retry policy', () => {
+  it('collections-<env> bus: .jpg/.jpeg/.png in any case → Kinesis uploads keyed by request id, with DLQ and retry policy', () => {
     assert.equal(json.Resources[bus].Properties!.Name, 'collections-dev');
     assert.deepEqual(uploads.EventBusName, { Ref: bus });
     assert.deepEqual(uploads.EventPattern.detail.object.key, [
@@ -272,7 +272,7 @@ describe('EventBridge rules', () => {
     assert.deepEqual(uploads.EventPattern.detail.bucket, { name: [{ Ref: bucketId(json) }] });
     const [target] = uploads.Targets;
     assert.deepEqual(target.Arn, { 'Fn::GetAtt': [streamId(json, 'uploads'), 'Arn'] });
-    assert.deepEqual(target.KinesisParameters, { PartitionKeyPath: '$.detail.object.key' });
+    assert.deepEqual(target.KinesisParameters, { PartitionKeyPath: '$.detail.request-id' });
     assert.equal(target.Input, undefined, 'the whole event is the record');
     assert.deepEqual(target.DeadLetterConfig, { Arn: queueArnRef(json, 'UploadsRuleDlq') });
     assert.deepEqual(target.RetryPolicy, { MaximumRetryAttempts: 185, MaximumEventAgeInSeconds: 86400 });
@@ -290,7 +290,7 @@ describe('EventBridge rules', () => {
     assert.ok(!both('u1/item.jpg', 'another-bucket'), 'other buckets are ignored');
   });
 
-  it('collections-<env> bus: ImageProcessed → processed and AnalysisComplete → analyzed, keyed by item_id, with DLQ and retry policy', () => {
+  it('collections-<env> bus: ImageProcessed → processed and AnalysisComplete → analyzed, keyed by item_uuid, with DLQ and retry policy', () => {
     const cases = [
       ['ImageProcessed events', 'collections.imageprocessor', 'ImageProcessed', 'processed', 'ImageProcessedRuleDlq'],
       ['AnalysisComplete events', 'collections.analyzer', 'AnalysisComplete', 'analyzed', 'AnalysisCompleteRuleDlq'],
@@ -301,9 +301,31 @@ describe('EventBridge rules', () => {
       assert.deepEqual(r.EventPattern, { source: [source], 'detail-type': [detailType] });
       const [target] = r.Targets;
       assert.deepEqual(target.Arn, { 'Fn::GetAtt': [streamId(json, stream), 'Arn'] });
-      assert.deepEqual(target.KinesisParameters, { PartitionKeyPath: '$.detail.item_id' });
+      assert.deepEqual(target.KinesisParameters, { PartitionKeyPath: '$.detail.item_uuid' });
       assert.deepEqual(target.DeadLetterConfig, { Arn: queueArnRef(json, dlq) });
       assert.deepEqual(target.RetryPolicy, { MaximumRetryAttempts: 185, MaximumEventAgeInSeconds: 86400 });
+    }
+  });
+
+  it('partitions every stream on a field of at most 256 characters, whatever the length of the S3 key', () => {
+    // Kinesis refuses a longer partition key, and the rule's target then fails.
+    const key = `u1/${'folder/'.repeat(140)}photo.jpg`; // 1,000 characters: S3's keys run to 1,024 bytes
+    const id = '32d97b0b-0a18-835c-b4ef-a7b62f3886d8';
+    const samples: Record<'uploads' | 'processed' | 'analyzed', any> = {
+      uploads: { detail: { bucket: { name: 'images-bucket' }, object: { key, etag: 'e1' }, 'request-id': 'N4N7GDK58NMKJ12R' } },
+      processed: { detail: { item_id: key.slice(3, -4), item_uuid: id, user_id: 'u1', original_key: key } },
+      analyzed: { detail: { item_id: key.slice(3, -4), item_uuid: id, analysis_id: id, user_id: 'u1' } },
+    };
+    const kinesisTargets = rules.flatMap(([, r]) => r.Properties!.Targets.filter((t: any) => t.KinesisParameters));
+    assert.equal(kinesisTargets.length, 3);
+    for (const stream of ['uploads', 'processed', 'analyzed'] as const) {
+      const event = samples[stream];
+      const target = kinesisTargets.find((t: any) => t.Arn['Fn::GetAtt'][0] === streamId(json, stream));
+      assert.ok(target, `a rule targets the ${stream} stream`);
+      const path: string = target.KinesisParameters.PartitionKeyPath;
+      const value = path.replace(/^\$\./, '').split('.').reduce((v: any, field) => v?.[field], event);
+      assert.equal(typeof value, 'string', `${path} is in every ${stream} event`);
+      assert.ok(value.length <= 256, `${stream}: ${path} is ${value.length} characters`);
     }
   });
 

@@ -89,6 +89,7 @@ mod tests {
     fn complete(n: u32) -> PipelineEvent {
         PipelineEvent::AnalysisComplete(AnalysisComplete {
             item_id: format!("i{n}"),
+            item_uuid: None,
             analysis_id: format!("a{n}"),
             user_id: "u".into(),
         })

@@ -16,18 +16,22 @@ pub const ANALYSIS_COMPLETE_SOURCE: &str = "collections.analyzer";
 /// `DetailType` of `AnalysisComplete` events.
 pub const ANALYSIS_COMPLETE: &str = "AnalysisComplete";
 
-/// Namespace of the UUIDv5 that names an item whose key does not carry a UUID.
-const ITEM_NAMESPACE: Uuid = Uuid::from_u128(0x6c0f_5d1e_8f0a_4a57_9b36_2f64_1e0c_a001);
+/// What the hash that names an item starts with, so that no other hash of
+/// the same key is mistaken for an item id.
+const ITEM_ID_DOMAIN: &str = "collections/item/";
 
-/// The database id of an item.
-///
-/// Object keys are `{user_id}/{item_id}.{ext}`, where `item_id` is normally a
-/// UUID and is then used as it is. Any other `item_id` (the seed's examples use
-/// `item123`) is named by a UUIDv5 of `{user_id}/{item_id}`, so the same key
-/// always maps to the same row and a replay finds it again.
-pub fn item_uuid(user_id: &str, item_id: &str) -> Uuid {
-    Uuid::parse_str(item_id)
-        .unwrap_or_else(|_| Uuid::new_v5(&ITEM_NAMESPACE, format!("{user_id}/{item_id}").as_bytes()))
+/// The database id of the item an original's key makes: a UUIDv8 of the
+/// SHA-256 of the whole key, so `u/a.jpg` and `u/a.png` are two items and no
+/// user's key names another user's item. Always 36 characters, whatever the
+/// key's length, so it can be a Kinesis partition key. The SQL function
+/// `collections_item_id(key)` computes the same id (it moved the rows made
+/// under the first rule, see `migrations/`).
+pub fn item_uuid(key: &str) -> Uuid {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new().chain_update(ITEM_ID_DOMAIN).chain_update(key).finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
 /// One object to thumbnail: what an S3 "Object Created" event or a local
@@ -92,14 +96,20 @@ impl StageInput for ImageProcessed {
 
 impl StageInput for AnalysisComplete {
     fn subject(&self) -> Subject {
-        Subject { key: None, user_id: Some(self.user_id.clone()), item_id: Some(self.item_uuid()) }
+        Subject { key: None, user_id: Some(self.user_id.clone()), item_id: self.item_uuid }
     }
 }
 
 /// Published by the thumbnailer for every image it thumbnailed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageProcessed {
+    /// The seed's item id: the key between the user folder and the extension.
     pub item_id: String,
+    /// The database id of the item (added field): what the stream is
+    /// partitioned on. Absent in the seed's console test event: then
+    /// computed from `original_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_uuid: Option<Uuid>,
     pub user_id: String,
     pub bucket: String,
     pub original_key: String,
@@ -117,8 +127,23 @@ pub struct ImageProcessed {
 }
 
 impl ImageProcessed {
+    /// The event of an original of `bucket` (where its thumbnail is), with
+    /// nothing measured.
+    pub fn of(bucket: &str, key: &ImageKey) -> Self {
+        Self {
+            item_id: key.item_id().to_owned(),
+            item_uuid: Some(key.item_uuid()),
+            user_id: key.user_id().to_owned(),
+            bucket: bucket.to_owned(),
+            original_key: key.as_str().to_owned(),
+            thumbnail_key: key.thumbnail_key(),
+            image: None,
+            reanalysis: None,
+        }
+    }
+
     pub fn item_uuid(&self) -> Uuid {
-        item_uuid(&self.user_id, &self.item_id)
+        self.item_uuid.unwrap_or_else(|| item_uuid(&self.original_key))
     }
 }
 
@@ -143,13 +168,24 @@ pub struct ImageInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AnalysisComplete {
     pub item_id: String,
+    /// The database id of the item (added field): what the stream is
+    /// partitioned on. Absent in the seed's console test event: then the
+    /// analysis names its item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_uuid: Option<Uuid>,
     pub analysis_id: String,
     pub user_id: String,
 }
 
 impl AnalysisComplete {
-    pub fn item_uuid(&self) -> Uuid {
-        item_uuid(&self.user_id, &self.item_id)
+    /// The event that analysis `analysis_id` of the item of `processed` was stored.
+    pub fn of(processed: &ImageProcessed, analysis_id: Uuid) -> Self {
+        Self {
+            item_id: processed.item_id.clone(),
+            item_uuid: Some(processed.item_uuid()),
+            analysis_id: analysis_id.to_string(),
+            user_id: processed.user_id.clone(),
+        }
     }
 }
 
@@ -258,10 +294,26 @@ mod tests {
     }
 
     #[test]
-    fn item_uuid_uses_a_uuid_key_as_it_is_and_names_others_stably() {
-        let id = "0b7e5c1a-3f55-4d6e-9a0c-55b1f4f1c2d3";
-        assert_eq!(item_uuid("u1", id).to_string(), id);
-        assert_eq!(item_uuid("u1", "item123"), item_uuid("u1", "item123"));
-        assert_ne!(item_uuid("u1", "item123"), item_uuid("u2", "item123"), "ids are per user");
+    fn every_key_names_its_own_item_with_a_short_stable_id() {
+        assert_eq!(item_uuid("u/item123.jpg"), item_uuid("u/item123.jpg"));
+        assert_ne!(item_uuid("u/a.jpg"), item_uuid("u/a.png"), "the extension tells two items apart");
+        let stem = "0b7e5c1a-3f55-4d6e-9a0c-55b1f4f1c2d3";
+        let (mine, theirs) = (item_uuid(&format!("u1/{stem}.jpg")), item_uuid(&format!("u2/{stem}.jpg")));
+        assert_ne!(mine, theirs, "a UUID name is scoped to its user");
+        assert_ne!(mine.to_string(), stem);
+        let long = format!("u/{}.jpg", "x".repeat(1000));
+        assert_eq!(item_uuid(&long).to_string().len(), 36);
+        assert_eq!(item_uuid(&long).get_version_num(), 8);
+    }
+
+    #[test]
+    fn the_seed_event_without_an_item_uuid_gets_its_keys_id() {
+        let event: ImageProcessed = serde_json::from_str(SEED_IMAGE_PROCESSED).unwrap();
+        assert_eq!(event.item_uuid, None);
+        assert_eq!(event.item_uuid(), item_uuid("user456/item123.jpg"));
+        let ours = ImageProcessed::of("b", &ImageKey::parse("user456/item123.jpg").unwrap());
+        let detail = serde_json::to_value(&ours).unwrap();
+        assert_eq!(detail["item_id"], "item123", "the seed's id rule");
+        assert_eq!(detail["item_uuid"], event.item_uuid().to_string());
     }
 }

@@ -134,8 +134,9 @@ impl ImageKey {
         if self.extension() == "png" { "image/png" } else { "image/jpeg" }
     }
 
+    /// The database id of this key's item (see [`crate::events::item_uuid`]).
     pub fn item_uuid(&self) -> uuid::Uuid {
-        crate::events::item_uuid(self.user_id(), self.item_id())
+        crate::events::item_uuid(&self.key)
     }
 }
 

@@ -145,10 +145,7 @@ fn recover_subject(data: &[u8]) -> Subject {
         };
     }
     let user_id = text("/user_id");
-    let item_id = match (&user_id, text("/item_id")) {
-        (Some(user), Some(item)) => Some(crate::events::item_uuid(user, &item)),
-        _ => None,
-    };
+    let item_id = text("/item_uuid").and_then(|id| id.parse().ok());
     Subject { key: text("/original_key"), user_id, item_id }
 }
 
@@ -350,9 +347,10 @@ mod tests {
         assert!(ImageProcessed::from_record(missing).is_err());
         let subject = recover_subject(missing);
         assert_eq!(subject.key.as_deref(), Some("u/cat.jpg"));
-        assert_eq!(subject.item_id, Some(crate::events::item_uuid("u", "cat")));
-        let ids = br#"{"detail":{"item_id":"cat","user_id":"u"}}"#;
-        assert_eq!(recover_subject(ids).item_id, Some(crate::events::item_uuid("u", "cat")));
+        assert_eq!(subject.item_id, Some(crate::events::item_uuid("u/cat.jpg")));
+        let id = crate::events::item_uuid("u/cat.jpg");
+        let ids = format!(r#"{{"detail":{{"item_id":"cat","item_uuid":"{id}","user_id":"u"}}}}"#);
+        assert_eq!(recover_subject(ids.as_bytes()).item_id, Some(id));
         assert_eq!(recover_subject(b"{oops"), Subject::default());
     }
 
@@ -415,13 +413,15 @@ mod fixture_tests {
         let objects = Upload::from_record(&uploads.records[0].kinesis.data.0).unwrap();
         let object = &objects[0].object;
         assert_eq!((object.bucket.as_str(), object.key.as_str()), ("collections-local", "demo/coffee.jpg"));
+        let coffee = crate::events::item_uuid("demo/coffee.jpg");
         let processed = kinesis(include_str!("../../events/analyzer-kinesis.json"));
-        assert_eq!(
-            ImageProcessed::from_record(&processed.records[0].kinesis.data.0).unwrap()[0].thumbnail_key,
-            "demo/thumbnails/coffee.jpg"
-        );
+        let event = ImageProcessed::from_record(&processed.records[0].kinesis.data.0).unwrap().remove(0);
+        assert_eq!(event.thumbnail_key, "demo/thumbnails/coffee.jpg");
+        assert_eq!(event.item_uuid, Some(coffee));
+        assert_eq!(processed.records[0].kinesis.partition_key, coffee.to_string());
         let analyzed = kinesis(include_str!("../../events/embedder-kinesis.json"));
-        assert_eq!(AnalysisComplete::from_record(&analyzed.records[0].kinesis.data.0).unwrap()[0].item_id, "coffee");
+        let event = AnalysisComplete::from_record(&analyzed.records[0].kinesis.data.0).unwrap().remove(0);
+        assert_eq!((event.item_id.as_str(), event.item_uuid), ("coffee", Some(coffee)));
         let s3: S3Event = serde_json::from_str(include_str!("../../events/thumbnailer-s3.json")).unwrap();
         assert_eq!(s3.records.len(), 1);
     }

@@ -147,13 +147,15 @@ impl World {
         found
     }
 
-    /// Puts events on a stream, partitioned as the stack's rules do.
+    /// Puts events on a stream, partitioned as the stack's rules do (S3's
+    /// request id for uploads, the item's UUID for the stages' events; see
+    /// the stack's `partitionKeyPath`s).
     pub async fn forward(&self, stream: &str, events: &[Value]) {
         let kinesis = aws_sdk_kinesis::Client::new(&self.config);
         for event in events {
-            let key = event.pointer("/detail/object/key").or_else(|| event.pointer("/detail/item_id"));
-            self.put_raw(&kinesis, stream, key.and_then(Value::as_str).unwrap_or("k"), event.to_string().into_bytes())
-                .await;
+            let path = if event["source"] == "aws.s3" { "/detail/request-id" } else { "/detail/item_uuid" };
+            let key = event.pointer(path).and_then(Value::as_str).unwrap_or_else(|| panic!("no {path} in {event}"));
+            self.put_raw(&kinesis, stream, key, event.to_string().into_bytes()).await;
         }
     }
 

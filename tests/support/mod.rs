@@ -41,6 +41,16 @@ impl SecretSource for FixedSecrets {
     }
 }
 
+/// The `ImageProcessed` the thumbnailer publishes for `key`, of the local bucket.
+pub fn processed(key: &str) -> shared::events::ImageProcessed {
+    shared::events::ImageProcessed::of("local", &shared::keys::ImageKey::parse(key).expect("a valid key"))
+}
+
+/// The `AnalysisComplete` the analyzer publishes for analysis `id` of `key`'s item.
+pub fn analysed(key: &str, id: uuid::Uuid) -> shared::events::AnalysisComplete {
+    shared::events::AnalysisComplete::of(&processed(key), id)
+}
+
 /// Row counts of the three tables.
 pub async fn counts(pool: &PgPool) -> (i64, i64, i64) {
     sqlx::query_as(

@@ -97,6 +97,14 @@ impl Analyzer {
                 event.original_key, event.user_id, event.item_id
             )));
         }
+        if event.item_uuid.is_some_and(|id| id != original.item_uuid()) {
+            return Err(Failure::permanent(format!(
+                "item_uuid {} is not the id of {:?} ({})",
+                event.item_uuid(),
+                event.original_key,
+                original.item_uuid()
+            )));
+        }
         if event.thumbnail_key != original.thumbnail_key() {
             return Err(Failure::permanent(format!(
                 "thumbnail_key {:?} is not the thumbnail of {:?} (expected {:?})",
@@ -308,12 +316,7 @@ impl Analyzer {
             outcomes.push(match step {
                 Step::Finished(outcome) => outcome.clone(),
                 Step::Stored(id) => {
-                    let complete = AnalysisComplete {
-                        item_id: event.item_id.clone(),
-                        analysis_id: id.to_string(),
-                        user_id: event.user_id.clone(),
-                    };
-                    events.push((outcomes.len(), PipelineEvent::AnalysisComplete(complete)));
+                    events.push((outcomes.len(), PipelineEvent::AnalysisComplete(AnalysisComplete::of(event, *id))));
                     Outcome::Done
                 }
                 Step::SameAs(_) => Outcome::Done, // settled below

@@ -169,23 +169,14 @@ pub async fn retry_failures(c: &Components, user: Option<&str>, limit: i64) -> a
             }
             Ok(StageName::Analysis) => {
                 let event = ImageProcessed {
-                    item_id: key.item_id().to_owned(),
-                    user_id: item.user_id,
-                    bucket: item.bucket,
-                    original_key: item.file_path,
                     thumbnail_key: item.thumbnail_key.unwrap_or_else(|| key.thumbnail_key()),
-                    image: None,
-                    reanalysis: None,
+                    ..ImageProcessed::of(&item.bucket, &key)
                 };
                 pipeline.submit_event(PipelineEvent::ImageProcessed(event)).await?;
             }
             Ok(StageName::Embedding) => match latest.get(&item.id) {
                 Some(analysis_id) => {
-                    let event = AnalysisComplete {
-                        item_id: key.item_id().to_owned(),
-                        analysis_id: analysis_id.to_string(),
-                        user_id: item.user_id,
-                    };
+                    let event = AnalysisComplete::of(&ImageProcessed::of(&item.bucket, &key), *analysis_id);
                     pipeline.submit_event(PipelineEvent::AnalysisComplete(event)).await?;
                 }
                 None => tracker.failed(item.file_path, "no analysis to embed".to_owned()),

@@ -39,10 +39,10 @@ impl std::fmt::Debug for Embedder {
 /// Where each event of a batch stands as the phases go on.
 enum Step {
     Finished(Outcome),
-    /// Its analysis already has this model's vector.
-    Unchanged,
-    /// Waiting for the vector of document number `usize`.
-    Embed(usize),
+    /// Its analysis (of this item) already has this model's vector.
+    Unchanged(Uuid),
+    /// Waiting for the vector of document number `usize`, of this item.
+    Embed(usize, Uuid),
     /// Embedded; to store.
     Embedded(NewEmbedding),
     Stored,
@@ -119,14 +119,14 @@ impl Stage for Embedder {
             Err(failure) => return vec![failure.into(); inputs.len()],
         };
         self.embed(inputs, &mut steps, &documents, context).await;
-        self.store(inputs, &mut steps).await;
+        self.store(&mut steps).await;
         steps
             .into_iter()
             .map(|step| match step {
                 Step::Finished(outcome) => outcome,
-                Step::Unchanged => Outcome::Skipped(format!("already embedded by {}", self.provider.model())),
+                Step::Unchanged(_) => Outcome::Skipped(format!("already embedded by {}", self.provider.model())),
                 Step::Stored => Outcome::Done,
-                Step::Embed(_) | Step::Embedded(_) => unreachable!("every document is embedded, every vector stored"),
+                Step::Embed(..) | Step::Embedded(_) => unreachable!("every document is embedded, every vector stored"),
             })
             .collect()
     }
@@ -156,7 +156,7 @@ impl Embedder {
                 steps.push(Step::Finished(Failure::permanent(reason).into()));
                 continue;
             };
-            let Some(record) = loaded.get(id).filter(|r| r.item_id == event.item_uuid() && r.user_id == event.user_id)
+            let Some(record) = loaded.get(id).filter(|r| r.user_id == event.user_id && event.item_uuid.is_none_or(|item| item == r.item_id))
             else {
                 let reason = format!("analysis {id} of item {} (user {}) not found", event.item_id, event.user_id);
                 steps.push(Step::Finished(Failure::permanent(reason).into()));
@@ -173,14 +173,14 @@ impl Embedder {
                 continue;
             }
             if done.contains(id) {
-                steps.push(Step::Unchanged);
+                steps.push(Step::Unchanged(record.item_id));
                 continue;
             }
             match serde_json::from_value::<Analysis>(record.analysis.0.clone()).map(|a| document(&a)) {
                 Ok((text, mut source)) if !text.trim().is_empty() => {
                     source["analysis_id"] = serde_json::json!(id);
                     source["analysis_version"] = serde_json::json!(record.version);
-                    steps.push(Step::Embed(documents.len()));
+                    steps.push(Step::Embed(documents.len(), record.item_id));
                     documents.push((text, source));
                 }
                 Ok(_) => {
@@ -208,10 +208,10 @@ impl Embedder {
         let mut vectors: Vec<Option<_>> =
             self.embed_all(&texts, context.deadline).await.into_iter().map(Some).collect();
         for (event, step) in inputs.iter().zip(steps.iter_mut()) {
-            let Step::Embed(n) = *step else { continue };
+            let Step::Embed(n, item_id) = *step else { continue };
             *step = match vectors[n].take().expect("each document belongs to one event") {
                 Ok(vector) => Step::Embedded(NewEmbedding {
-                    item_id: event.item_uuid(),
+                    item_id,
                     analysis_id: Uuid::parse_str(&event.analysis_id).expect("embedded events have ids"),
                     user_id: event.user_id.clone(),
                     vector: Vector::from(vector),
@@ -225,12 +225,12 @@ impl Embedder {
 
     /// Phase 3: the vectors, and every item's status, in one transaction;
     /// a vector the database refuses fails its item alone.
-    async fn store(&self, inputs: &[AnalysisComplete], steps: &mut [Step]) {
+    async fn store(&self, steps: &mut [Step]) {
         let mut batch = EmbeddingBatch::default();
-        for (event, step) in inputs.iter().zip(steps.iter()) {
+        for step in steps.iter() {
             match step {
                 Step::Embedded(row) => batch.new.push(row.clone()),
-                Step::Unchanged => batch.unchanged.push(event.item_uuid()),
+                Step::Unchanged(item) => batch.unchanged.push(*item),
                 _ => {}
             }
         }
@@ -241,7 +241,7 @@ impl Embedder {
             Ok(refused) => refused,
             Err(e) => {
                 let failure = Failure::from_error(&e);
-                for step in steps.iter_mut().filter(|s| matches!(s, Step::Embedded(_) | Step::Unchanged)) {
+                for step in steps.iter_mut().filter(|s| matches!(s, Step::Embedded(_) | Step::Unchanged(_))) {
                     *step = Step::Finished(failure.clone().into());
                 }
                 return;

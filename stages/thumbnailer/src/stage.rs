@@ -309,12 +309,8 @@ impl Thumbnailer {
     /// The `ImageProcessed` of an object; what the thumbnailer measured
     /// goes with it when it made the thumbnail just now.
     fn event(&self, object: &ObjectRef, key: &ImageKey, made: Option<&Thumbnail>) -> ImageProcessed {
+        let bucket = self.config.bucket.as_deref().unwrap_or(&object.bucket);
         ImageProcessed {
-            item_id: key.item_id().to_owned(),
-            user_id: key.user_id().to_owned(),
-            bucket: self.config.bucket.clone().unwrap_or_else(|| object.bucket.clone()),
-            original_key: object.key.clone(),
-            thumbnail_key: key.thumbnail_key(),
             image: made.map(|t| ImageInfo {
                 width: t.original_width,
                 height: t.original_height,
@@ -324,7 +320,7 @@ impl Thumbnailer {
                 camera: t.exif.camera.clone(),
                 taken_at: t.exif.taken_at.clone(),
             }),
-            reanalysis: None,
+            ..ImageProcessed::of(bucket, key)
         }
     }
 }

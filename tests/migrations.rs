@@ -1,0 +1,102 @@
+//! Data migrations in `migrations/`, run over rows written before them.
+
+use std::path::{Path, PathBuf};
+
+use shared::events::item_uuid;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// The migration files, oldest first.
+fn migration_files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    files
+}
+
+fn version_of(file: &Path) -> &str {
+    file.file_name().unwrap().to_str().unwrap().split('_').next().unwrap()
+}
+
+/// Runs the migration files whose version is in `versions` on the test's database.
+async fn migrate(pool: &PgPool, versions: impl Fn(&str) -> bool) {
+    for file in migration_files().iter().filter(|f| versions(version_of(f))) {
+        sqlx::raw_sql(&std::fs::read_to_string(file).unwrap()).execute(pool).await.unwrap();
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn items_named_by_the_first_rule_move_to_their_whole_keys_id_with_their_analyses_and_vectors(pool: PgPool) {
+    const WHOLE_KEYS: &str = "20261130000002";
+    migrate(&pool, |v| v < WHOLE_KEYS).await;
+    // Ids as the first rule gave them: a UUID name was the id itself.
+    let stem = "0b7e5c1a-3f55-4d6e-9a0c-55b1f4f1c2d3";
+    let rows = [
+        (Uuid::new_v4(), "u/trips/beach.png".to_owned()),
+        (Uuid::parse_str(stem).unwrap(), format!("u/{stem}.jpg")),
+        (Uuid::new_v4(), "ユーザー/写真 1.JPG".to_owned()),
+    ];
+    for (id, key) in &rows {
+        let (user, file) = key.split_once('/').unwrap();
+        sqlx::query(
+            "INSERT INTO items (id, user_id, filename, file_path, bucket, embedding_status)
+             VALUES ($1, $2, $3, $4, 'b', 'done')",
+        )
+        .bind(id)
+        .bind(user)
+        .bind(file)
+        .bind(key)
+        .execute(&pool)
+        .await
+        .unwrap();
+        let analysis = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO analyses (id, item_id, user_id, version, category, summary, analysis, raw_response,
+                                   provider_used, model_used, request_key)
+             VALUES ($1, $2, $3, 1, 'nature', 's', '{}', '{}', 'local', 'm', $1::text)",
+        )
+        .bind(analysis)
+        .bind(id)
+        .bind(user)
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO embeddings (id, item_id, analysis_id, user_id, vector, embedding_model, embedding_dimensions,
+                                     embedding_source)
+             VALUES ($1, $2, $1, $3, array_fill(0.5, ARRAY[1024])::vector, 'm', 1024, '{}')",
+        )
+        .bind(analysis)
+        .bind(id)
+        .bind(user)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+
+    migrate(&pool, |v| v == WHOLE_KEYS).await;
+
+    let moved: Vec<(Uuid, String, i64, i64)> = sqlx::query_as(
+        "SELECT i.id, i.file_path,
+                (SELECT count(*) FROM analyses a WHERE a.item_id = i.id),
+                (SELECT count(*) FROM embeddings e WHERE e.item_id = i.id)
+         FROM items i ORDER BY i.file_path",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(moved.len(), rows.len());
+    for (id, key, analyses, embeddings) in moved {
+        assert_eq!(id, item_uuid(&key), "{key}: the id the stages compute now");
+        assert_eq!((analyses, embeddings), (1, 1), "{key}: its analysis and vector moved with it");
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_sql_item_id_is_the_one_the_stages_compute(pool: PgPool) {
+    let long = format!("u/{}x.jpeg", "dossier/".repeat(120));
+    for key in ["user456/item123.jpg", "u/a.png", "u 1/my photo+x.JPG", "ユーザー/写真.png", "u/ü\u{301}.jpg", &long] {
+        let sql: Uuid = sqlx::query_scalar("SELECT collections_item_id($1)").bind(key).fetch_one(&pool).await.unwrap();
+        assert_eq!(sql, item_uuid(key), "{key}");
+    }
+}
