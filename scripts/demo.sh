@@ -21,3 +21,6 @@ collections run samples --user demo
 log "collections search \"dark, mostly black\" --user demo --limit 3"
 collections search "dark, mostly black" --user demo --limit 3
 log "done: thumbnails are under $COLLECTIONS_DATA_DIR/bucket/local/demo/thumbnails"
+log "to browse them, run:"
+echo "  DATABASE_URL=$DATABASE_URL COLLECTIONS_DATA_DIR=$COLLECTIONS_DATA_DIR cargo run -q -p collections -- serve --user demo"
+log "and open http://127.0.0.1:8080/"

@@ -33,12 +33,18 @@ ensure_venv() {
 }
 
 # Installs Debian packages (with sudo when not root), updating the index once if needed.
+# Usage: apt_install [--no-recommends] PACKAGE...
 apt_install() {
-    log "installing $* (Debian packages)"
+    local options=(-y -qq)
+    if [[ ${1:-} == --no-recommends ]]; then options+=(--no-install-recommends); shift; fi
     local sudo=()
-    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
-    "${sudo[@]}" apt-get install -y -qq "$@" >/dev/null 2>&1 \
-        || { "${sudo[@]}" apt-get update -qq >/dev/null && "${sudo[@]}" apt-get install -y -qq "$@" >/dev/null; } \
+    if [[ $(id -u) -ne 0 ]]; then
+        command -v sudo >/dev/null || die "installing $* needs root or sudo; install them and run again"
+        sudo=(sudo)
+    fi
+    log "installing $* (Debian packages)"
+    "${sudo[@]}" apt-get install "${options[@]}" "$@" >/dev/null 2>&1 \
+        || { "${sudo[@]}" apt-get update -qq >/dev/null && "${sudo[@]}" apt-get install "${options[@]}" "$@" >/dev/null; } \
         || die "could not install $*; install them and run again"
 }
 
@@ -48,4 +54,13 @@ ensure_build_tools() {
     command -v nasm >/dev/null || missing+=(nasm)
     command -v cc >/dev/null || missing+=(gcc)
     [[ ${#missing[@]} -eq 0 ]] || apt_install "${missing[@]}"
+}
+
+# Debian's Chromium and its matching driver, for scripts/browser-test.py (which
+# expects them at these paths). Recommends are skipped: they pull in a desktop.
+ensure_browser() {
+    local missing=()
+    [[ -x /usr/bin/chromium ]] || missing+=(chromium)
+    [[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
+    [[ ${#missing[@]} -eq 0 ]] || apt_install --no-recommends "${missing[@]}"
 }

@@ -28,6 +28,9 @@ bash scripts/test-private-clone.sh
 log "cargo test --workspace"
 cargo test --workspace --quiet
 
+log "the gallery in Chromium (scripts/browser-test.sh)"
+bash scripts/browser-test.sh
+
 log "infra: npm ci && npm test"
 npm --prefix infra ci --silent --no-audit --no-fund
 CFN_LINT="$VENV/bin/cfn-lint" npm --prefix infra test --silent

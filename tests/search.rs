@@ -3,13 +3,12 @@
 //! another model never compared with the query's.
 
 use collections_tests::providers::MockProviders;
-use collections_tests::{FixedSecrets, analysis, seed_analysis};
-use embedder::{Embedder, EmbedderConfig};
+use collections_tests::{FixedSecrets, analysis, seed_items};
+use embedder::EmbedderConfig;
 use shared::config::Env;
 use shared::db::search::{SearchHit, search_text};
 use shared::embedding::EmbeddingProvider;
 use shared::llm::Analysis;
-use shared::stage::{BatchContext, Outcome, Stage};
 use sqlx::PgPool;
 
 /// Five images of `user`, labelled by what each is about.
@@ -31,24 +30,6 @@ fn labelled() -> Vec<(&'static str, Analysis)> {
 /// Seeds the labelled set for `user` and embeds it with `provider`.
 async fn seed(pool: &PgPool, user: &str, provider: std::sync::Arc<dyn EmbeddingProvider>) {
     seed_items(pool, user, provider, labelled()).await;
-}
-
-/// Seeds these analyses as `user`'s items and embeds them with `provider`.
-async fn seed_items(
-    pool: &PgPool,
-    user: &str,
-    provider: std::sync::Arc<dyn EmbeddingProvider>,
-    items: Vec<(impl std::fmt::Display, Analysis)>,
-) {
-    let mut events = Vec::new();
-    for (name, a) in items {
-        let key = format!("{user}/{name}.jpg");
-        let (_, analysis_id) = seed_analysis(pool, &key, &a).await;
-        events.push(collections_tests::analysed(&key, analysis_id));
-    }
-    let config = EmbedderConfig::from_env(&Env::from_pairs([])).unwrap();
-    let outcomes = Embedder::new(pool.clone(), provider, config).run_batch(&events, &BatchContext::default()).await;
-    assert!(outcomes.iter().all(|o| *o == Outcome::Done), "{outcomes:?}");
 }
 
 fn local() -> std::sync::Arc<dyn EmbeddingProvider> {

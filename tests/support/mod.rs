@@ -92,6 +92,27 @@ pub async fn seed_analysis(pool: &PgPool, key: &str, analysis: &shared::llm::Ana
     (parsed.item_uuid(), batch.stored[0].analysis_id)
 }
 
+/// Seeds these analyses as `user`'s items (`{user}/{name}.jpg`) and embeds
+/// them with `provider`, as the embedder stage does.
+pub async fn seed_items(
+    pool: &PgPool,
+    user: &str,
+    provider: std::sync::Arc<dyn shared::embedding::EmbeddingProvider>,
+    items: Vec<(impl std::fmt::Display, shared::llm::Analysis)>,
+) {
+    use shared::stage::{BatchContext, Outcome, Stage};
+    let mut events = Vec::new();
+    for (name, a) in items {
+        let key = format!("{user}/{name}.jpg");
+        let (_, analysis_id) = seed_analysis(pool, &key, &a).await;
+        events.push(analysed(&key, analysis_id));
+    }
+    let config = embedder::EmbedderConfig::from_env(&Env::from_pairs([])).expect("default embedder settings");
+    let outcomes =
+        embedder::Embedder::new(pool.clone(), provider, config).run_batch(&events, &BatchContext::default()).await;
+    assert!(outcomes.iter().all(|o| *o == Outcome::Done), "{outcomes:?}");
+}
+
 /// A 1024-dimension embedding of user `u`'s analysis, by model `m`, ready to store.
 pub fn embedding_row(item_id: uuid::Uuid, analysis_id: uuid::Uuid) -> shared::db::embeddings::NewEmbedding {
     shared::db::embeddings::NewEmbedding {

@@ -170,6 +170,55 @@ pub async fn processed_etags(
     Ok(rows.into_iter().collect())
 }
 
+/// One of a user's items with its latest analysis.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ItemDetail {
+    pub id: Uuid,
+    pub file_path: String,
+    pub bucket: String,
+    pub thumbnail_key: Option<String>,
+    pub width: Option<i32>,
+    pub height: Option<i32>,
+    pub mime_type: Option<String>,
+    pub thumbnail_status: String,
+    pub analysis_status: String,
+    pub embedding_status: String,
+    pub failed_stage: Option<String>,
+    pub last_error: Option<String>,
+    pub attempts: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub analysis_id: Option<Uuid>,
+    pub version: Option<i32>,
+    pub category: Option<String>,
+    pub summary: Option<String>,
+    pub analysis: Option<sqlx::types::Json<serde_json::Value>>,
+    pub provider_used: Option<String>,
+    pub model_used: Option<String>,
+    pub analysed_at: Option<DateTime<Utc>>,
+}
+
+/// Item `id` if it is `user_id`'s.
+pub async fn of_user(pool: &PgPool, user_id: &str, id: Uuid) -> Result<Option<ItemDetail>, DbError> {
+    sqlx::query_as(
+        r#"
+        SELECT i.id, i.file_path, i.bucket, i.thumbnail_key, i.width, i.height, i.mime_type,
+               i.thumbnail_status, i.analysis_status, i.embedding_status, i.failed_stage, i.last_error,
+               i.attempts, i.created_at, i.updated_at,
+               a.id AS analysis_id, a.version, a.category, a.summary, a.analysis, a.provider_used,
+               a.model_used, a.created_at AS analysed_at
+        FROM items i
+        LEFT JOIN LATERAL (SELECT * FROM analyses WHERE item_id = i.id ORDER BY version DESC LIMIT 1) a ON true
+        WHERE i.id = $1 AND i.user_id = $2
+        "#,
+    )
+    .bind(id)
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await
+    .map_err(DbError::during("reading an item"))
+}
+
 /// An item whose last attempt failed.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct FailedItem {

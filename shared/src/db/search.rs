@@ -26,6 +26,8 @@ pub struct SearchQuery<'a> {
 pub struct SearchHit {
     pub item_id: Uuid,
     pub key: String,
+    /// The original's bucket.
+    pub bucket: String,
     pub thumbnail_key: Option<String>,
     pub category: String,
     pub summary: String,
@@ -90,7 +92,7 @@ pub async fn search(pool: &PgPool, query: &SearchQuery<'_>) -> Result<Vec<Search
                   SELECT item_id, rank, 'l' FROM lexical) ranked
             GROUP BY item_id
         )
-        SELECT f.item_id, i.file_path AS key, i.thumbnail_key, a.category, a.summary, f.score,
+        SELECT f.item_id, i.file_path AS key, i.bucket, i.thumbnail_key, a.category, a.summary, f.score,
                f.semantic_rank, f.lexical_rank
         FROM fused f
         JOIN items i ON i.id = f.item_id AND i.user_id = $1

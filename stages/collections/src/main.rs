@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use collections::components::Components;
 use collections::{backfill, ingest, thumbnail};
@@ -123,6 +124,14 @@ enum Command {
         /// Messages to take, at most.
         #[arg(long, default_value_t = 1000)]
         max_messages: usize,
+    },
+    /// Serve the search API and the gallery page on 127.0.0.1, for one user
+    /// (a development mode: no token is checked).
+    Serve {
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
     },
     /// Run failed items again from the stage where they failed.
     Retry {
@@ -294,6 +303,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for (id, reason) in &report.kept {
                 println!("  KEPT {id}: {reason}");
             }
+        }
+        Command::Serve { user, port } => {
+            let c = Components::from_env(&env).await?;
+            let service = search::SearchService {
+                pool: c.pool.clone(),
+                embedding: c.embedding.clone(),
+                links: std::sync::Arc::new(search::links::LocalLinks),
+            };
+            let app = search::gallery::local_app(std::sync::Arc::new(service), c.store.clone(), None, &user);
+            let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port))
+                .await
+                .with_context(|| format!("listening on 127.0.0.1:{port}"))?;
+            println!("serving {user}'s images: open http://{}/ (Ctrl-C stops)", listener.local_addr()?);
+            axum::serve(listener, app).await?;
         }
         Command::Retry { user, limit } => {
             let c = Components::from_env(&env).await?;
