@@ -14,6 +14,7 @@ const SOURCES: [&str; 6] = [
     "stages/embedder/src",
     "stages/migrator/src",
     "stages/collections/src",
+    "stages/search/src",
 ];
 
 /// Read by libraries, not by our code: the AWS SDK and `tracing`'s filter.

@@ -39,43 +39,79 @@ async fn the_application_role_writes_rows_but_cannot_change_the_schema(pool: PgP
     sqlx::query(&format!("DROP ROLE {role}")).execute(&pool).await.unwrap();
 }
 
-/// The migrator on deploy, against moto's Secrets Manager: after the
-/// migrations it makes the role of `APP_DATABASE_SECRET_ARN`'s secret.
-#[sqlx::test(migrations = "../migrations")]
-async fn the_migrator_makes_the_role_its_secret_names(pool: PgPool) {
-    let config = collections_tests::aws::config().await;
-    let role = format!("app_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let secret = serde_json::json!({"username": role, "password": "from-the-secret"}).to_string();
-    let arn = aws_sdk_secretsmanager::Client::new(&config)
+/// A Secrets Manager secret of moto's holding `role`'s credentials; its ARN.
+async fn role_secret(config: &aws_config::SdkConfig, role: &str, password: &str) -> String {
+    let secret = serde_json::json!({"username": role, "password": password}).to_string();
+    aws_sdk_secretsmanager::Client::new(config)
         .create_secret()
-        .name(format!("collections-app-{role}"))
+        .name(format!("collections-{role}"))
         .secret_string(secret)
         .send()
         .await
         .unwrap()
         .arn
-        .expect("an ARN");
-    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for the tests");
-    let database = pool.connect_options().get_database().expect("the test database").to_owned();
-    let url = format!("{}/{database}", &base[..base.rfind('/').unwrap()]);
-    let env =
-        shared::config::Env::from_pairs([("DATABASE_URL", url.as_str()), ("APP_DATABASE_SECRET_ARN", arn.as_str())]);
-    let request = serde_json::json!({"RequestType": "Create", "ResourceProperties": {}});
-    let answer = migrator::handle(&request, &env).await.unwrap();
-    assert_eq!(answer["PhysicalResourceId"], migrator::PHYSICAL_RESOURCE_ID);
-    let grants: Vec<String> = sqlx::query_scalar(
+        .expect("an ARN")
+}
+
+async fn grants_of(pool: &PgPool, role: &str) -> Vec<String> {
+    sqlx::query_scalar(
         "SELECT table_name || ':' || privilege_type FROM information_schema.role_table_grants \
          WHERE grantee = $1 ORDER BY 1",
     )
-    .bind(&role)
-    .fetch_all(&pool)
+    .bind(role)
+    .fetch_all(pool)
     .await
-    .unwrap();
-    let expected: Vec<String> = ["analyses", "embeddings", "items", "record_failures"]
-        .iter()
-        .flat_map(|t| ["DELETE", "INSERT", "SELECT", "UPDATE"].map(|p| format!("{t}:{p}")))
-        .collect();
-    assert_eq!(grants, expected, "row access to the application's tables, nothing else");
-    sqlx::query(&format!("DROP OWNED BY {role}")).execute(&pool).await.unwrap();
-    sqlx::query(&format!("DROP ROLE {role}")).execute(&pool).await.unwrap();
+    .unwrap()
+}
+
+/// The migrator on deploy, against moto's Secrets Manager: after the
+/// migrations it makes the roles of `APP_DATABASE_SECRET_ARN`'s and
+/// `SEARCH_DATABASE_SECRET_ARN`'s secrets.
+#[sqlx::test(migrations = "../migrations")]
+async fn the_migrator_makes_the_roles_its_secrets_name(pool: PgPool) {
+    let config = collections_tests::aws::config().await;
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let (app, reader) = (format!("app_{suffix}"), format!("search_{suffix}"));
+    let app_arn = role_secret(&config, &app, "from-the-secret").await;
+    let reader_arn = role_secret(&config, &reader, "reader's secret").await;
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for the tests");
+    let database = pool.connect_options().get_database().expect("the test database").to_owned();
+    let url = format!("{}/{database}", &base[..base.rfind('/').unwrap()]);
+    let env = shared::config::Env::from_pairs([
+        ("DATABASE_URL", url.as_str()),
+        ("APP_DATABASE_SECRET_ARN", app_arn.as_str()),
+        ("SEARCH_DATABASE_SECRET_ARN", reader_arn.as_str()),
+    ]);
+    let request = serde_json::json!({"RequestType": "Create", "ResourceProperties": {}});
+    let answer = migrator::handle(&request, &env).await.unwrap();
+    assert_eq!(answer["PhysicalResourceId"], migrator::PHYSICAL_RESOURCE_ID);
+    let tables = ["analyses", "embeddings", "items", "record_failures"];
+    let expected: Vec<String> =
+        tables.iter().flat_map(|t| ["DELETE", "INSERT", "SELECT", "UPDATE"].map(|p| format!("{t}:{p}"))).collect();
+    assert_eq!(grants_of(&pool, &app).await, expected, "row access to the application's tables, nothing else");
+    let expected: Vec<String> = tables.iter().map(|t| format!("{t}:SELECT")).collect();
+    assert_eq!(grants_of(&pool, &reader).await, expected, "the search role reads, nothing else");
+
+    // Connected as the search role: it reads, and every write is refused.
+    collections_tests::seed_analysis(&pool, "u/a.jpg", &collections_tests::analysis("other", "A", &[])).await;
+    let options = (*pool.connect_options()).clone().username(&reader).password("reader's secret");
+    let search = PgPoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+    let items: i64 = sqlx::query_scalar("SELECT count(*) FROM items").fetch_one(&search).await.unwrap();
+    assert_eq!(items, 1);
+    for statement in [
+        "UPDATE items SET embedding_status = 'failed'",
+        "DELETE FROM embeddings",
+        "INSERT INTO record_failures (id, stage, reason, source, fingerprint) VALUES (gen_random_uuid(), 'analysis', 'r', 's', 'f')",
+        "TRUNCATE analyses",
+        "DROP TABLE items",
+    ] {
+        let err = sqlx::query(statement).execute(&search).await.expect_err(statement);
+        let code = err.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned());
+        assert_eq!(code.as_deref(), Some("42501"), "{statement}: {err}");
+    }
+    search.close().await;
+    for role in [app, reader] {
+        sqlx::query(&format!("DROP OWNED BY {role}")).execute(&pool).await.unwrap();
+        sqlx::query(&format!("DROP ROLE {role}")).execute(&pool).await.unwrap();
+    }
 }

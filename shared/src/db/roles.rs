@@ -1,7 +1,8 @@
-//! The application role the stages connect as: it reads and writes the
-//! application's rows and nothing else (no DROP, ALTER or TRUNCATE, no new
-//! tables). The migrator, connected as the owner, creates it and keeps its
-//! password in step with its secret.
+//! The roles the functions connect as. The stages' application role reads
+//! and writes the application's rows and nothing else (no DROP, ALTER or
+//! TRUNCATE, no new tables); the search API's reader role only reads them.
+//! The migrator, connected as the owner, creates both and keeps their
+//! passwords in step with their secrets.
 
 use sqlx::PgPool;
 
@@ -14,6 +15,16 @@ pub const APP_TABLES: [&str; 4] = ["items", "analyses", "embeddings", "record_fa
 /// the existing one, and grants it row access (SELECT, INSERT, UPDATE,
 /// DELETE) to [`APP_TABLES`]. Harmless to repeat.
 pub async fn ensure_app_role(pool: &PgPool, role: &str, password: &str) -> Result<(), DbError> {
+    ensure_role(pool, role, password, "SELECT, INSERT, UPDATE, DELETE").await
+}
+
+/// As [`ensure_app_role`], with SELECT only: the search API's role.
+pub async fn ensure_reader_role(pool: &PgPool, role: &str, password: &str) -> Result<(), DbError> {
+    ensure_role(pool, role, password, "SELECT").await
+}
+
+/// A login role with `privileges` on [`APP_TABLES`] and nothing else.
+async fn ensure_role(pool: &PgPool, role: &str, password: &str, privileges: &str) -> Result<(), DbError> {
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
         .bind(role)
         .fetch_one(pool)
@@ -30,7 +41,7 @@ pub async fn ensure_app_role(pool: &PgPool, role: &str, password: &str) -> Resul
         create.to_owned(),
         "SELECT format('GRANT USAGE ON SCHEMA public TO %I', $1::text, $2::text)".to_owned(),
         format!(
-            "SELECT format('GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO %I', $1::text, $2::text)",
+            "SELECT format('GRANT {privileges} ON {} TO %I', $1::text, $2::text)",
             APP_TABLES.join(", ")
         ),
     ];

@@ -1,7 +1,9 @@
 //! The migrations on deploy: the onEvent handler of the CDK custom
 //! resource (the Provider framework answers CloudFormation for it). Create
-//! and Update apply `migrations/` and, given `APP_DATABASE_SECRET_ARN`, make
-//! the application role of that secret; Delete leaves the database alone.
+//! and Update apply `migrations/` and, given `APP_DATABASE_SECRET_ARN` (and
+//! `SEARCH_DATABASE_SECRET_ARN`), make the stages' application role (and the
+//! search API's read-only role) of that secret; Delete leaves the database
+//! alone.
 
 use serde_json::{Value, json};
 use shared::config::Env;
@@ -29,6 +31,12 @@ pub async fn handle(request: &Value, env: &Env) -> Result<Value, Error> {
                 let app = shared::aws::database::read_secret(&config, &arn).await?;
                 shared::db::roles::ensure_app_role(&pool, &app.username, &app.password).await?;
                 tracing::info!(role = %app.username, "application role ready");
+            }
+            // The search API's role: it reads, and nothing more.
+            if let Some(arn) = env.get("SEARCH_DATABASE_SECRET_ARN") {
+                let reader = shared::aws::database::read_secret(&config, &arn).await?;
+                shared::db::roles::ensure_reader_role(&pool, &reader.username, &reader.password).await?;
+                tracing::info!(role = %reader.username, "search role ready");
             }
             pool.close().await;
             Ok(json!({ "PhysicalResourceId": PHYSICAL_RESOURCE_ID, "Data": { "Migrations": applied.to_string() } }))
