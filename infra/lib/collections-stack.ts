@@ -14,6 +14,10 @@
 //                                                  → Kinesis analyzed (partition key: item_uuid)
 //                                                     → embedder Lambda → PostgreSQL (RDS, pgvector)
 //
+// With context searchJwtIssuer: an HTTP API (GET /v1/search, /v1/items/{id},
+// /v1/failures behind a JWT authorizer) → search Lambda → PostgreSQL as the
+// read-only role collections_search; thumbnails come back as presigned URLs.
+//
 // Environments apart: the stages publish on their environment's bus
 // (EVENT_BUS_NAME) and may put events on no other; S3 sends to the default bus
 // only, so the rule there matches this environment's bucket by name.
@@ -25,6 +29,10 @@
 // rule keeps the image extensions. See infra/README.md.
 
 import { CustomResource, Duration, RemovalPolicy, Stack, StackProps, Tags, CfnOutput, Validations } from 'aws-cdk-lib';
+import { AccessLogFormat } from 'aws-cdk-lib/aws-apigateway';
+import * as apigw from 'aws-cdk-lib/aws-apigatewayv2';
+import { HttpJwtAuthorizer } from 'aws-cdk-lib/aws-apigatewayv2-authorizers';
+import { HttpLambdaIntegration } from 'aws-cdk-lib/aws-apigatewayv2-integrations';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as cwActions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
@@ -53,6 +61,8 @@ import {
   DATABASE_NAME,
   DATABASE_PORT,
   DATABASE_URL_PARAMETER,
+  SEARCH_URL_TTL_SECONDS,
+  SearchConfig,
   SSM_PARAMETER_PREFIX,
   StageBatching,
   THUMBNAIL_TAG_KEY,
@@ -66,14 +76,19 @@ export interface CollectionsStackProps extends StackProps {
   readonly repoRoot: string;
 }
 
-/** The four Lambda binaries (crate = folder under stages/ = [[bin]] name). */
+/** The Lambda binaries (crate = folder under stages/ = [[bin]] name). */
 export const FUNCTIONS = {
   thumbnailer: { crate: 'thumbnailer', memoryMiB: 1024, timeout: Duration.seconds(60) },
   analyzer: { crate: 'analyzer', memoryMiB: 1024, timeout: Duration.seconds(300) },
   embedder: { crate: 'embedder', memoryMiB: 512, timeout: Duration.seconds(60) },
   migrator: { crate: 'migrator', memoryMiB: 512, timeout: Duration.seconds(300) },
+  // Under the 30 s an HTTP API waits for its integration, so the function
+  // ends (and logs why) before API Gateway gives up on it.
+  search: { crate: 'search', memoryMiB: 512, timeout: Duration.seconds(29) },
 } as const;
 export type FunctionName = keyof typeof FUNCTIONS;
+/** The functions every stack has; `search` comes with the search API only. */
+export type PipelineFunctionName = Exclude<FunctionName, 'search'>;
 
 /**
  * The metrics the stage functions log once per batch in CloudWatch embedded
@@ -96,6 +111,24 @@ export const IMAGE_PROCESSED = { source: 'collections.imageprocessor', detailTyp
 export const ANALYSIS_COMPLETE = { source: 'collections.analyzer', detailType: 'AnalysisComplete' };
 export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png'];
 export const THUMBNAILS_WILDCARD = '*/thumbnails/*';
+
+/** The search API's routes, all GET, all behind the JWT authorizer. */
+export const SEARCH_ROUTES = ['/v1/search', '/v1/items/{id}', '/v1/failures', '/v1/categories'] as const;
+/** Where API Gateway puts the token the JWT authorizer checks. */
+export const SEARCH_IDENTITY_SOURCE = '$request.header.Authorization';
+/** One JSON object per request in the search API's access log. */
+export const SEARCH_ACCESS_LOG_FORMAT = {
+  requestId: '$context.requestId',
+  ip: '$context.identity.sourceIp',
+  requestTime: '$context.requestTime',
+  routeKey: '$context.routeKey',
+  status: '$context.status',
+  responseLength: '$context.responseLength',
+  responseLatency: '$context.responseLatency',
+  integrationLatency: '$context.integrationLatency',
+  integrationError: '$context.integrationErrorMessage',
+  authorizerError: '$context.authorizer.error',
+} as const;
 
 let acknowledgementsEnabled = true;
 /**
@@ -121,6 +154,8 @@ export const APP_DATABASE_USER = 'collections_app';
 export const PASSWORD_EXCLUDED_CHARACTERS = '"@/\\\'';
 /** Days between rotations of the application role's password. */
 export const APP_SECRET_ROTATION_DAYS = 30;
+/** The read-only PostgreSQL role the search function logs in as (created by the migrator). */
+export const SEARCH_DATABASE_USER = 'collections_search';
 
 /** How one kind of function reaches the database. */
 interface DatabaseAccess {
@@ -133,7 +168,9 @@ interface DatabaseAccess {
 interface DatabaseWiring {
   /** The stage functions: the application role (DML only) where there is one. */
   readonly stage: DatabaseAccess;
-  /** The migrator: the owner (master) credentials, plus the application secret it provisions the role from. */
+  /** The search function (with the search API only): the read-only role. */
+  readonly search?: DatabaseAccess;
+  /** The migrator: the owner (master) credentials, plus the secrets it provisions the roles from. */
   readonly migrator: DatabaseAccess;
   /** Set when the functions run in a VPC next to an RDS instance. */
   readonly vpc?: ec2.IVpc;
@@ -144,12 +181,30 @@ interface DatabaseWiring {
   readonly afterMigrations: IConstruct[];
 }
 
+/** A database role's secret, collections-<env>/database/<name>. */
+interface RoleSecretProps {
+  readonly name: string;
+  readonly user: string;
+  /** What the role may do, and who logs in as it (for the secret's description). */
+  readonly grants: string;
+  readonly usedBy: string;
+}
+
+/** The search API and what serves it. */
+export interface SearchApi {
+  readonly fn: RustFunction;
+  readonly api: apigw.HttpApi;
+  /** The `$default` stage: throttling, access logs, metrics. */
+  readonly stage: apigw.HttpStage;
+  readonly accessLogs: logs.LogGroup;
+}
+
 export class CollectionsStack extends Stack {
   public readonly config: CollectionsConfig;
   public readonly bucket: s3.Bucket;
   public readonly key: kms.Key;
   public readonly streams: { uploads: kinesis.Stream; processed: kinesis.Stream; analyzed: kinesis.Stream };
-  public readonly functions: Record<FunctionName, RustFunction>;
+  public readonly functions: Record<PipelineFunctionName, RustFunction>;
   public readonly alarmTopic: sns.Topic;
   /** This environment's bus, collections-<env>: forwarded uploads and the stages' events. */
   public readonly bus: events.EventBus;
@@ -157,6 +212,10 @@ export class CollectionsStack extends Stack {
   public database?: rds.CfnDBInstance;
   /** RDS mode: the application role's credentials (collections-<env>/database/app). */
   public appDatabaseSecret?: secretsmanager.Secret;
+  /** RDS mode with the search API: the read-only role's credentials (collections-<env>/database/search). */
+  public searchDatabaseSecret?: secretsmanager.Secret;
+  /** Set when context searchJwtIssuer is. */
+  public readonly search?: SearchApi;
 
   public readonly dashboard: cloudwatch.Dashboard;
 
@@ -297,15 +356,35 @@ export class CollectionsStack extends Stack {
     analyzer.role!.addToPrincipalPolicy(putEvents(ANALYSIS_COMPLETE.source));
     analyzer.role!.addToPrincipalPolicy(readParameters([this.ssmPrefixArn]));
 
-    const embedder = this.rustFunction('embedder', cfg, db, {
+    // The search function embeds its queries with the same provider and model.
+    const embedding: Record<string, string> = {
       EMBEDDING_PROVIDER: cfg.embeddingProvider,
       VOYAGE_EMBEDDING_MODEL: cfg.voyageEmbeddingModel,
       SSM_PARAMETER_PREFIX,
-    });
+    };
+    const embedder = this.rustFunction('embedder', cfg, db, embedding);
     embedder.role!.addToPrincipalPolicy(readParameters([this.ssmPrefixArn]));
 
     const migrator = this.rustFunction('migrator', cfg, db, {});
     this.functions = { thumbnailer, analyzer, embedder, migrator };
+
+    if (cfg.search) {
+      const fn = this.rustFunction('search', cfg, db, {
+        ...embedding,
+        BUCKET_NAME: this.bucket.bucketName,
+        SEARCH_USER_CLAIM: cfg.search.userClaim,
+        SEARCH_URL_TTL_SECS: String(SEARCH_URL_TTL_SECONDS),
+      });
+      // Its presigned thumbnail URLs are signed with its own credentials, so
+      // it may read thumbnails (the bucket is SSE-S3: no KMS grant) and
+      // nothing else of the bucket, and write nothing.
+      fn.role!.addToPrincipalPolicy(
+        new iam.PolicyStatement({ sid: 'ReadThumbnails', actions: ['s3:GetObject'], resources: [thumbnailsArn] }),
+      );
+      fn.role!.addToPrincipalPolicy(readParameters([this.ssmPrefixArn]));
+      this.search = this.createSearchApi(fn, cfg, cfg.search);
+    }
+    const searchFunctions = this.search ? [this.search.fn] : [];
 
     // Wildcards that are the point of the statement.
     acknowledge(
@@ -313,14 +392,14 @@ export class CollectionsStack extends Stack {
       `AwsSolutions-IAM5[Resource::<${this.getLogicalId(this.bucket.node.defaultChild as s3.CfnBucket)}.Arn>/*]`,
       'The thumbnailer reads any original the uploads rule forwards; originals live under every user prefix ({user}/...), so the key is a wildcard. Writes are limited to */thumbnails/* keys.',
     );
-    for (const fn of [thumbnailer, analyzer]) {
+    for (const fn of [thumbnailer, analyzer, ...searchFunctions]) {
       acknowledge(
         fn.role!,
         `AwsSolutions-IAM5[Resource::<${this.getLogicalId(this.bucket.node.defaultChild as s3.CfnBucket)}.Arn>/*/thumbnails/*]`,
         'Thumbnails live at {user}/thumbnails/{file} for every user, so the object ARN needs the user wildcard; it is limited to thumbnail keys of this stack\'s bucket.',
       );
     }
-    for (const fn of [analyzer, embedder]) {
+    for (const fn of [analyzer, embedder, ...searchFunctions]) {
       acknowledge(
         fn.role!,
         'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ssm:<AWS::Region>:<AWS::AccountId>:parameter/collections/*]',
@@ -342,8 +421,12 @@ export class CollectionsStack extends Stack {
     this.createMigrations(migrator, cfg, db);
 
     // ---------------------------------------------------------------- alarms
-    for (const name of Object.keys(this.functions) as FunctionName[]) {
+    for (const name of Object.keys(this.functions) as PipelineFunctionName[]) {
       this.functionAlarms(name, this.functions[name], cfg);
+    }
+    if (this.search) {
+      this.functionAlarms('search', this.search.fn, cfg);
+      this.searchApiAlarms(this.search, cfg.search!);
     }
     for (const [name, s] of Object.entries(this.streams)) {
       this.alarm(`${name}-iterator-age`, {
@@ -376,6 +459,20 @@ export class CollectionsStack extends Stack {
       new CfnOutput(this, 'AppDatabaseSecretArn', {
         value: this.appDatabaseSecret.secretArn,
         description: `${APP_DATABASE_USER} credentials (DML only): the stage functions`,
+      });
+    }
+    if (this.searchDatabaseSecret) {
+      new CfnOutput(this, 'SearchDatabaseSecretArn', {
+        value: this.searchDatabaseSecret.secretArn,
+        description: `${SEARCH_DATABASE_USER} credentials (SELECT only): the search function`,
+      });
+    }
+    if (this.search) {
+      // The API's endpoint (the $default stage serves at its root), without
+      // the trailing slash of the stage's URL: "$SEARCH_API_URL/v1/search".
+      new CfnOutput(this, 'SearchApiUrl', {
+        value: this.search.api.apiEndpoint,
+        description: 'The search API: GET /v1/search?q=..., /v1/items/{id}, /v1/failures with Authorization: Bearer <JWT>',
       });
     }
   }
@@ -553,24 +650,9 @@ export class CollectionsStack extends Stack {
         }),
       );
     const owner: DatabaseAccess = { environment: { DATABASE_URL_PARAMETER }, grantRead: readUrl };
-    const appArn = cfg.appDatabaseSecretArn;
-    if (appArn === undefined) {
-      // Today's behaviour: every function connects with the URL's user.
-      return { stage: owner, migrator: owner, readiness: [], afterMigrations: [] };
-    }
-    // The operator's application secret (full ARN; host, port and dbname in
-    // it, since there are no DATABASE_HOST/PORT/NAME here): the stages use it
-    // and no longer read the URL; the migrator provisions the role from it.
-    const readApp = (role: iam.Role) =>
-      role.addToPrincipalPolicy(
-        new iam.PolicyStatement({
-          sid: 'ReadAppDatabaseCredentials',
-          actions: ['secretsmanager:GetSecretValue'],
-          resources: [appArn],
-        }),
-      );
-    // The analyzer and embedder may read parameter/collections/* (their API
-    // keys), which covers the owner's URL: deny it explicitly.
+    // The analyzer, embedder and search functions may read
+    // parameter/collections/* (their API keys), which covers the owner's URL:
+    // a function given a role's secret is denied the URL explicitly.
     const denyUrl = (role: iam.Role) =>
       role.addToPrincipalPolicy(
         new iam.PolicyStatement({
@@ -580,19 +662,38 @@ export class CollectionsStack extends Stack {
           resources: [parameterArn],
         }),
       );
-    return {
-      stage: {
-        environment: { DATABASE_SECRET_ARN: appArn },
-        grantRead: (role) => {
-          readApp(role);
-          denyUrl(role);
-        },
+    // An operator's secret (full ARN; host, port and dbname in it, since
+    // there are no DATABASE_HOST/PORT/NAME here): the function connects with
+    // it and no longer reads the URL.
+    const viaSecret = (sid: string, arn: string): DatabaseAccess => ({
+      environment: { DATABASE_SECRET_ARN: arn },
+      grantRead: (role) => {
+        role.addToPrincipalPolicy(new iam.PolicyStatement({ sid, actions: ['secretsmanager:GetSecretValue'], resources: [arn] }));
+        denyUrl(role);
       },
+    });
+    // Without an application secret every stage connects with the URL's user.
+    const appArn = cfg.appDatabaseSecretArn;
+    // Required with the search API in this mode (config.ts).
+    const searchArn = cfg.search?.databaseSecretArn;
+    // The migrator connects as the owner and provisions the roles from their secrets.
+    const roleSecrets = [appArn, searchArn].filter((a): a is string => a !== undefined);
+    return {
+      stage: appArn === undefined ? owner : viaSecret('ReadAppDatabaseCredentials', appArn),
+      search: searchArn === undefined ? undefined : viaSecret('ReadSearchDatabaseCredentials', searchArn),
       migrator: {
-        environment: { DATABASE_URL_PARAMETER, APP_DATABASE_SECRET_ARN: appArn },
+        environment: {
+          DATABASE_URL_PARAMETER,
+          ...(appArn === undefined ? {} : { APP_DATABASE_SECRET_ARN: appArn }),
+          ...(searchArn === undefined ? {} : { SEARCH_DATABASE_SECRET_ARN: searchArn }),
+        },
         grantRead: (role) => {
           readUrl(role);
-          readApp(role);
+          if (roleSecrets.length > 0) {
+            role.addToPrincipalPolicy(
+              new iam.PolicyStatement({ sid: 'ReadRoleDatabaseCredentials', actions: ['secretsmanager:GetSecretValue'], resources: roleSecrets }),
+            );
+          }
         },
       },
       readiness: [],
@@ -689,51 +790,31 @@ export class CollectionsStack extends Stack {
       acknowledge(database, 'AwsSolutions-RDS10', `Deletion protection is on in prod only; ${cfg.envName} must be removable with cdk destroy.`);
     }
 
-    // The application role's credentials. The migrator creates/updates the
-    // PostgreSQL role collections_app from this secret (LOGIN, this password,
-    // DML on the application tables, USAGE on the schema); the stage
-    // functions log in with it and never see the master secret. Encrypted
-    // with the AWS-managed aws/secretsmanager key, like the RDS-managed master
-    // secret: no key policy to keep in step, no kms:Decrypt grant needed.
-    const appSecret = new secretsmanager.Secret(this, 'AppDatabaseSecret', {
-      secretName: `collections-${cfg.envName}/database/app`,
-      description: `collections ${cfg.envName}: PostgreSQL role ${APP_DATABASE_USER} (DML only) of the stage functions`,
-      generateSecretString: {
-        secretStringTemplate: JSON.stringify({ username: APP_DATABASE_USER }),
-        generateStringKey: 'password',
-        passwordLength: 32,
-        excludeCharacters: PASSWORD_EXCLUDED_CHARACTERS,
-        includeSpace: false,
-      },
+    // The roles' credentials. The migrator creates/updates each PostgreSQL
+    // role from its secret (LOGIN, this password, its grants); the functions
+    // log in with them and never see the master secret.
+    const roleSecret = (id: string, props: RoleSecretProps) => this.roleSecret(id, props, cfg, database, vpc, functionsSg);
+    const app = roleSecret('AppDatabaseSecret', {
+      name: 'app',
+      user: APP_DATABASE_USER,
+      grants: 'DML only',
+      usedBy: 'the stage functions',
     });
-    this.appDatabaseSecret = appSecret;
-    // Adds host, port, engine and dbInstanceIdentifier to the secret: the
-    // hosted rotation function reads them to connect.
-    const attachment = new secretsmanager.CfnSecretTargetAttachment(this, 'AppDatabaseSecretAttachment', {
-      secretId: appSecret.secretArn,
-      targetId: database.ref,
-      targetType: 'AWS::RDS::DBInstance',
-    });
-    // Single-user rotation: the rotation function (from the AWS Serverless
-    // Application Repository, through the SecretsManager transform) logs in as
-    // collections_app and changes its own password. It runs in the functions'
-    // subnets with their security group: 5432 to the database, 443 (NAT) to
-    // Secrets Manager. It waits for the migrations, which create the role.
-    const rotation = new secretsmanager.RotationSchedule(this, 'AppDatabaseSecretRotation', {
-      secret: appSecret,
-      hostedRotation: secretsmanager.HostedRotation.postgreSqlSingleUser({
-        functionName: `collections-${cfg.envName}-app-secret-rotation`,
-        vpc,
-        vpcSubnets: { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS },
-        securityGroups: [functionsSg],
-        excludeCharacters: PASSWORD_EXCLUDED_CHARACTERS,
-      }),
-      automaticallyAfter: Duration.days(APP_SECRET_ROTATION_DAYS),
-    });
-    rotation.node.addDependency(attachment);
+    this.appDatabaseSecret = app.secret;
+    // With the search API only: the role the search function reads with.
+    const search = cfg.search
+      ? roleSecret('SearchDatabaseSecret', {
+          name: 'search',
+          user: SEARCH_DATABASE_USER,
+          grants: 'SELECT only',
+          usedBy: 'the search function',
+        })
+      : undefined;
+    this.searchDatabaseSecret = search?.secret;
 
     const masterArn = database.attrMasterUserSecretSecretArn;
-    const appArn = appSecret.secretArn;
+    const appArn = app.secret.secretArn;
+    const searchArn = search?.secret.secretArn;
     const location = {
       DATABASE_HOST: database.attrEndpointAddress,
       DATABASE_PORT: database.attrEndpointPort,
@@ -748,15 +829,79 @@ export class CollectionsStack extends Stack {
         environment: { ...location, DATABASE_SECRET_ARN: appArn },
         grantRead: readSecrets('ReadAppDatabaseCredentials', [appArn]),
       },
+      search:
+        searchArn === undefined
+          ? undefined
+          : {
+              environment: { ...location, DATABASE_SECRET_ARN: searchArn },
+              grantRead: readSecrets('ReadSearchDatabaseCredentials', [searchArn]),
+            },
       migrator: {
-        environment: { ...location, DATABASE_SECRET_ARN: masterArn, APP_DATABASE_SECRET_ARN: appArn },
-        grantRead: readSecrets('ReadDatabaseCredentials', [masterArn, appArn]),
+        environment: {
+          ...location,
+          DATABASE_SECRET_ARN: masterArn,
+          APP_DATABASE_SECRET_ARN: appArn,
+          ...(searchArn === undefined ? {} : { SEARCH_DATABASE_SECRET_ARN: searchArn }),
+        },
+        grantRead: readSecrets('ReadDatabaseCredentials', [masterArn, appArn, ...(searchArn === undefined ? [] : [searchArn])]),
       },
       vpc,
       securityGroup: functionsSg,
-      readiness: [database, functionsSg, dbSg, attachment],
-      afterMigrations: [rotation],
+      readiness: [database, functionsSg, dbSg, app.attachment, ...(search ? [search.attachment] : [])],
+      afterMigrations: [app.rotation, ...(search ? [search.rotation] : [])],
     };
+  }
+
+  /**
+   * The secret of a PostgreSQL role the migrator provisions, attached to the
+   * instance and rotated. Encrypted with the AWS-managed aws/secretsmanager
+   * key, like the RDS-managed master secret: no key policy to keep in step,
+   * no kms:Decrypt grant needed.
+   */
+  private roleSecret(
+    id: string,
+    props: RoleSecretProps,
+    cfg: CollectionsConfig,
+    database: rds.CfnDBInstance,
+    vpc: ec2.IVpc,
+    functionsSg: ec2.ISecurityGroup,
+  ): { secret: secretsmanager.Secret; attachment: secretsmanager.CfnSecretTargetAttachment; rotation: secretsmanager.RotationSchedule } {
+    const secret = new secretsmanager.Secret(this, id, {
+      secretName: `collections-${cfg.envName}/database/${props.name}`,
+      description: `collections ${cfg.envName}: PostgreSQL role ${props.user} (${props.grants}) of ${props.usedBy}`,
+      generateSecretString: {
+        secretStringTemplate: JSON.stringify({ username: props.user }),
+        generateStringKey: 'password',
+        passwordLength: 32,
+        excludeCharacters: PASSWORD_EXCLUDED_CHARACTERS,
+        includeSpace: false,
+      },
+    });
+    // Adds host, port, engine and dbInstanceIdentifier to the secret: the
+    // hosted rotation function reads them to connect.
+    const attachment = new secretsmanager.CfnSecretTargetAttachment(this, `${id}Attachment`, {
+      secretId: secret.secretArn,
+      targetId: database.ref,
+      targetType: 'AWS::RDS::DBInstance',
+    });
+    // Single-user rotation: the rotation function (from the AWS Serverless
+    // Application Repository, through the SecretsManager transform) logs in as
+    // the role and changes its own password (any role may). It runs in the
+    // functions' subnets with their security group: 5432 to the database, 443
+    // (NAT) to Secrets Manager. It waits for the migrations, which create the role.
+    const rotation = new secretsmanager.RotationSchedule(this, `${id}Rotation`, {
+      secret,
+      hostedRotation: secretsmanager.HostedRotation.postgreSqlSingleUser({
+        functionName: `collections-${cfg.envName}-${props.name}-secret-rotation`,
+        vpc,
+        vpcSubnets: { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS },
+        securityGroups: [functionsSg],
+        excludeCharacters: PASSWORD_EXCLUDED_CHARACTERS,
+      }),
+      automaticallyAfter: Duration.days(APP_SECRET_ROTATION_DAYS),
+    });
+    rotation.node.addDependency(attachment);
+    return { secret, attachment, rotation };
   }
 
   // ======================================================================
@@ -810,7 +955,8 @@ export class CollectionsStack extends Stack {
       // exist before CloudFormation creates the function in the VPC.
       inlinePolicies: { runtime: new iam.PolicyDocument({ statements }) },
     });
-    const access = name === 'migrator' ? db.migrator : db.stage;
+    const access = name === 'migrator' ? db.migrator : name === 'search' ? db.search : db.stage;
+    if (access === undefined) throw new Error(`no database access for the ${name} function`);
     access.grantRead(role);
     if (db.vpc) {
       acknowledge(
@@ -840,8 +986,8 @@ export class CollectionsStack extends Stack {
       environment: {
         ...access.environment,
         ...environment,
-        // The stages' fallback when the runtime's deadline header is missing or absurd.
-        ...(name in STAGE_DIMENSIONS ? { FUNCTION_TIMEOUT_SECS: String(spec.timeout.toSeconds()) } : {}),
+        // The stage and search functions' fallback when the runtime's deadline is missing or absurd.
+        ...(name !== 'migrator' ? { FUNCTION_TIMEOUT_SECS: String(spec.timeout.toSeconds()) } : {}),
         RUST_LOG: cfg.rustLog,
       },
       ...(db.vpc
@@ -922,11 +1068,85 @@ export class CollectionsStack extends Stack {
     // The rotation logs in as the role the migrator creates.
     for (const c of db.afterMigrations) c.node.addDependency(resource);
 
-    // Migrate first, then roll out stage code that may rely on the new schema
-    // (on create this also keeps the event sources off until the schema exists).
-    for (const fn of [this.functions.thumbnailer, this.functions.analyzer, this.functions.embedder]) {
+    // Migrate first, then roll out stage and search code that may rely on the
+    // new schema (on create this also keeps the event sources off until the
+    // schema exists, and the search function until its role does).
+    const search = this.search ? [this.search.fn] : [];
+    for (const fn of [this.functions.thumbnailer, this.functions.analyzer, this.functions.embedder, ...search]) {
       fn.node.addDependency(resource);
     }
+  }
+
+  // ======================================================================
+  // Search API
+
+  /**
+   * The HTTP API in front of the search function: three GET routes behind a
+   * JWT authorizer, a throttled `$default` stage with JSON access logs.
+   */
+  private createSearchApi(fn: RustFunction, cfg: CollectionsConfig, search: SearchConfig): SearchApi {
+    const name = `collections-${cfg.envName}-search`;
+    // Under /aws/vendedlogs/: API Gateway delivers access logs as vended
+    // logs, and CloudWatch Logs covers every group under that prefix with one
+    // resource policy instead of growing it per group.
+    const accessLogs = new logs.LogGroup(this, 'SearchApiAccessLogs', {
+      logGroupName: `/aws/vendedlogs/apigateway/${name}`,
+      retention: cfg.logRetention,
+      removalPolicy: this.removal,
+    });
+    const api = new apigw.HttpApi(this, 'SearchApi', {
+      apiName: name,
+      description: `collections ${cfg.envName}: search over the stored items (JWT)`,
+      // Its own $default stage below, with throttling and access logs.
+      createDefaultStage: false,
+    });
+    const stage = api.addStage('DefaultStage', {
+      stageName: '$default',
+      autoDeploy: true,
+      throttle: { rateLimit: search.throttleRateLimit, burstLimit: search.throttleBurstLimit },
+      accessLogSettings: {
+        destination: new apigw.LogGroupLogDestination(accessLogs),
+        format: AccessLogFormat.custom(JSON.stringify(SEARCH_ACCESS_LOG_FORMAT)),
+      },
+    });
+    // API Gateway checks the token's signature (the issuer's JWKS), iss, aud
+    // (or client_id), exp and nbf before the function runs; the function
+    // reads the caller's user id from the claim SEARCH_USER_CLAIM.
+    const authorizer = new HttpJwtAuthorizer('SearchJwtAuthorizer', search.jwtIssuer, {
+      authorizerName: `${name}-jwt`,
+      jwtAudience: search.jwtAudience,
+      identitySource: [SEARCH_IDENTITY_SOURCE],
+    });
+    const integration = new HttpLambdaIntegration('SearchIntegration', fn, {
+      payloadFormatVersion: apigw.PayloadFormatVersion.VERSION_2_0,
+    });
+    for (const path of SEARCH_ROUTES) {
+      api.addRoutes({ path, methods: [apigw.HttpMethod.GET], integration, authorizer });
+    }
+    return { fn, api, stage, accessLogs };
+  }
+
+  private searchApiAlarms(search: SearchApi, cfg: SearchConfig): void {
+    const period = Duration.minutes(5);
+    this.alarm('search-api-5xx', {
+      metric: search.stage.metricServerError({ statistic: 'Sum', period }),
+      threshold: cfg.serverErrorAlarmThreshold,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      evaluationPeriods: 1,
+      alarmDescription:
+        `The search API answered ${cfg.serverErrorAlarmThreshold} or more 5xx within 5 min: the function failed or timed out, ` +
+        'or answered 503 (database or embedding provider unavailable). Its access log and the search function\'s log say which.',
+    });
+    // Three periods in a row: one slow cold start (VPC, secret, provider)
+    // among few requests should not page anyone.
+    this.alarm('search-api-latency', {
+      metric: search.stage.metricLatency({ statistic: 'p95', period }),
+      threshold: cfg.latencyAlarmMs,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      evaluationPeriods: 3,
+      datapointsToAlarm: 3,
+      alarmDescription: `p95 latency of the search API at or above ${cfg.latencyAlarmMs} ms for 15 min.`,
+    });
   }
 
   // ======================================================================
@@ -1012,6 +1232,37 @@ export class CollectionsStack extends Stack {
           right: [fn.metricDuration({ statistic: 'p99', period, label: 'p99 duration (ms)' })],
           rightAnnotations: [{ value: timeoutMs, label: 'timeout' }],
           width: 6,
+        }),
+      );
+    }
+    if (this.search && cfg.search) {
+      const { stage, fn } = this.search;
+      dashboard.addWidgets(new cloudwatch.TextWidget({ markdown: '### Search API: search function', width: 24, height: 1 }));
+      dashboard.addWidgets(
+        new cloudwatch.GraphWidget({
+          title: 'search API: requests and errors',
+          left: [
+            stage.metricCount({ statistic: 'Sum', period, label: 'requests' }),
+            stage.metricClientError({ period, label: '4xx' }),
+            stage.metricServerError({ period, label: '5xx' }),
+          ],
+          width: 8,
+        }),
+        new cloudwatch.GraphWidget({
+          title: 'search API: latency (ms)',
+          left: [
+            stage.metricLatency({ statistic: 'p95', period, label: 'p95 latency' }),
+            stage.metricIntegrationLatency({ statistic: 'p95', period, label: 'p95 integration latency' }),
+          ],
+          leftAnnotations: [{ value: cfg.search.latencyAlarmMs, label: 'alarm' }],
+          width: 8,
+        }),
+        new cloudwatch.GraphWidget({
+          title: 'search function: errors and duration',
+          left: [fn.metricErrors({ statistic: 'Sum', period, label: 'errors' })],
+          right: [fn.metricDuration({ statistic: 'p99', period, label: 'p99 duration (ms)' })],
+          rightAnnotations: [{ value: FUNCTIONS.search.timeout.toMilliseconds(), label: 'timeout' }],
+          width: 8,
         }),
       );
     }

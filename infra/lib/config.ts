@@ -87,6 +87,32 @@ export interface CollectionsConfig {
   readonly permanentFailureAlarmThreshold: number;
   /** Period of that alarm, minutes. */
   readonly permanentFailureAlarmMinutes: number;
+
+  /** The search API; undefined (no API, no search function or role) unless `searchJwtIssuer` is set. */
+  readonly search?: SearchConfig;
+}
+
+/** The search API (HTTP API + JWT authorizer + the search function). */
+export interface SearchConfig {
+  /** The OIDC issuer whose tokens the JWT authorizer accepts (https URL, exactly the tokens' `iss`). */
+  readonly jwtIssuer: string;
+  /** At least one: a token's `aud` (or `client_id`) must be one of them. */
+  readonly jwtAudience: string[];
+  /** The claim whose value is the caller's user id, the `{user}` of `{user}/...` keys. */
+  readonly userClaim: string;
+  /** Steady-state requests per second of the API's default stage. */
+  readonly throttleRateLimit: number;
+  /** Burst of requests of the API's default stage. */
+  readonly throttleBurstLimit: number;
+  /** p95 latency of the API, milliseconds, at which its latency alarm fires. */
+  readonly latencyAlarmMs: number;
+  /** 5xx answers of the API within 5 minutes that raise its alarm. */
+  readonly serverErrorAlarmThreshold: number;
+  /**
+   * Existing-database mode only (and required there): the full ARN of the
+   * secret of the read-only role the search function connects as.
+   */
+  readonly databaseSecretArn?: string;
 }
 
 /** The SSM parameter prefix every function reads its secrets under. */
@@ -98,6 +124,8 @@ export const THUMBNAIL_TAG_KEY = 'collections:kind';
 export const THUMBNAIL_TAG_VALUE = 'thumbnail';
 export const DATABASE_NAME = 'collections';
 export const DATABASE_PORT = 5432;
+/** Lifetime of the presigned thumbnail URLs the search API answers with, seconds. */
+export const SEARCH_URL_TTL_SECONDS = 900;
 /** RDS for PostgreSQL version created by default (pgvector 0.8.x ships with every 17.x from 17.1). */
 export const DEFAULT_POSTGRES_VERSION = '17.9';
 
@@ -221,6 +249,81 @@ function secretArn(scope: IConstruct, key: string, existingDatabase: boolean): s
   return v;
 }
 
+/** A list from context: a JSON array (cdk.json, tests) or a comma-separated string (`-c key=a,b`). */
+function list(scope: IConstruct, key: string): string[] | undefined {
+  const v = raw(scope, key);
+  if (v === undefined || v === null || v === '') return undefined;
+  const items = Array.isArray(v) ? v : typeof v === 'string' ? v.split(',') : undefined;
+  if (items === undefined || !items.every((x) => typeof x === 'string')) {
+    throw new Error(`context ${key}: expected a list of strings or a comma-separated string, got ${JSON.stringify(v)}`);
+  }
+  const out = (items as string[]).map((x) => x.trim()).filter((x) => x !== '');
+  return out.length > 0 ? out : undefined;
+}
+
+/**
+ * The search API's settings; undefined when `searchJwtIssuer` is not set, in
+ * which case the settings that only make sense with it are refused.
+ */
+function searchConfig(scope: IConstruct, existingDatabase: boolean): SearchConfig | undefined {
+  const issuer = str(scope, 'searchJwtIssuer');
+  const audience = list(scope, 'searchJwtAudience');
+  const secretArnGiven = str(scope, 'searchDatabaseSecretArn');
+  if (issuer === undefined) {
+    for (const [key, given] of [['searchJwtAudience', audience], ['searchDatabaseSecretArn', secretArnGiven]] as const) {
+      if (given !== undefined) {
+        throw new Error(`context ${key}: only used with searchJwtIssuer (the search API is created only when the issuer is set)`);
+      }
+    }
+    return undefined;
+  }
+  // API Gateway fetches {issuer}/.well-known/openid-configuration over HTTPS
+  // and compares the tokens' iss with it character for character.
+  let url: URL | undefined;
+  try {
+    url = new URL(issuer);
+  } catch {
+    url = undefined;
+  }
+  if (url === undefined || url.protocol !== 'https:' || /\s/.test(issuer)) {
+    throw new Error(`context searchJwtIssuer: expected the https URL of an OIDC issuer (exactly the tokens' iss), got ${JSON.stringify(issuer)}`);
+  }
+  if (audience === undefined) {
+    throw new Error(
+      'context searchJwtAudience: required with searchJwtIssuer: the audiences (aud, or client_id for Cognito access tokens) ' +
+        'the JWT authorizer accepts, as a list or a comma-separated string',
+    );
+  }
+  const userClaim = str(scope, 'searchUserClaim', 'sub');
+  if (!/^[A-Za-z0-9_.:\/-]{1,256}$/.test(userClaim)) {
+    throw new Error(`context searchUserClaim: expected a claim name (letters, digits, _ . : / -), got ${JSON.stringify(userClaim)}`);
+  }
+  let databaseSecretArn: string | undefined;
+  if (existingDatabase) {
+    databaseSecretArn = secretArn(scope, 'searchDatabaseSecretArn', existingDatabase);
+    if (databaseSecretArn === undefined) {
+      throw new Error(
+        'context searchDatabaseSecretArn: required with searchJwtIssuer and existingDatabase=true: the full ARN of the secret of ' +
+          'the read-only role the search function connects as (the migrator creates that role from it)',
+      );
+    }
+  } else if (secretArnGiven !== undefined) {
+    throw new Error('context searchDatabaseSecretArn: only used with existingDatabase=true (in RDS mode the stack creates the search secret)');
+  }
+  return {
+    jwtIssuer: issuer,
+    jwtAudience: audience,
+    userClaim,
+    // API Gateway's account defaults are 10,000 requests/s and a burst of 5,000.
+    throttleRateLimit: int(scope, 'searchThrottleRateLimit', 50, 1, 10000),
+    throttleBurstLimit: int(scope, 'searchThrottleBurstLimit', 100, 1, 5000),
+    // An HTTP API gives up on its integration after 30 s.
+    latencyAlarmMs: int(scope, 'searchLatencyAlarmMs', 1000, 1, 30000),
+    serverErrorAlarmThreshold: int(scope, 'searchServerErrorAlarmThreshold', 5, 1, 1_000_000),
+    databaseSecretArn,
+  };
+}
+
 /** Reads every setting. Context keys are listed in infra/README.md. */
 export function loadConfig(scope: IConstruct): CollectionsConfig {
   const envName = envNameOf(scope);
@@ -285,5 +388,7 @@ export function loadConfig(scope: IConstruct): CollectionsConfig {
     permanentFailureAlarmThreshold: int(scope, 'permanentFailureAlarmThreshold', 10, 1, 1_000_000),
     // One evaluation period; CloudWatch allows at most a day for it.
     permanentFailureAlarmMinutes: int(scope, 'permanentFailureAlarmMinutes', 15, 1, 1440),
+
+    search: searchConfig(scope, existingDatabase),
   };
 }

@@ -2,7 +2,8 @@
 // (and pretends cargo-lambda is installed, so local bundling would be chosen):
 //  - with bundling skipped (the tests' and `-c skipBundling=true` mode) no build runs;
 //  - with bundling on, each function is built by exactly
-//    `cargo lambda build --release --arm64 --bin <crate> --flatten <crate>` in stages/<crate>.
+//    `cargo lambda build --release --arm64 --bin <crate> --flatten <crate>` in stages/<crate>
+//    (search only with the search API on).
 // (node --test runs each file in its own process, so the PATH change stays here.)
 
 import assert from 'node:assert/strict';
@@ -13,7 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import * as cxapi from 'aws-cdk-lib/cx-api';
 
 import { buildApp } from '../lib/app';
-import { contextFor, REPO_ROOT } from './helpers';
+import { contextFor, REPO_ROOT, SEARCH_CONTEXT } from './helpers';
 
 const work = mkdtempSync(join(tmpdir(), 'collections-bundling-'));
 const log = join(work, 'cargo.log');
@@ -90,5 +91,21 @@ describe('Lambda bundling (cargo-lambda-cdk)', () => {
     const asset = JSON.parse(readFileSync(join(outdir, `${stack.artifactId}.assets.json`), 'utf8'));
     const zips = Object.values(asset.files as Record<string, any>).filter((f) => f.source.packaging === 'zip');
     assert.ok(zips.some((f) => existsSync(join(outdir, f.source.path, 'bootstrap'))), 'bundled assets hold the bootstrap binary');
+  });
+
+  it('builds the search binary too when the search API is on', () => {
+    writeFileSync(log, '');
+    const ctx = contextFor('dev', SEARCH_CONTEXT);
+    delete ctx[cxapi.BUNDLING_STACKS];
+    const { app } = buildApp({ context: ctx, outdir: join(work, 'bundled-search') }, REPO_ROOT);
+    app.synth();
+    const builds = calls().filter((x) => x.args.startsWith('lambda build'));
+    const byCrate = new Map(builds.map((b) => [b.cwd, b.args]));
+    for (const crate of ['thumbnailer', 'analyzer', 'embedder', 'migrator', 'search']) {
+      const args = byCrate.get(realpathSync(join(REPO_ROOT, 'stages', crate)));
+      assert.ok(args, `no build in stages/${crate}: ${JSON.stringify(builds)}`);
+      assert.match(args!, new RegExp(`^lambda build --lambda-dir \\S+ --release --arm64 --bin ${crate} --flatten ${crate}$`));
+    }
+    assert.equal(builds.length, 5);
   });
 });

@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 
 import { buildApp } from '../lib/app';
-import { contextFor, Ctx, REPO_ROOT } from './helpers';
+import { contextFor, Ctx, REPO_ROOT, SEARCH_CONTEXT, SEARCH_SECRET_ARN } from './helpers';
 
 const ALLOWED_WARNINGS = new Set(['W3005']);
 
@@ -54,6 +54,8 @@ const VARIANTS: Array<[string, string, Ctx]> = [
     { existingDatabase: 'true', appDatabaseSecretArn: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:collections/app-AbC123' },
   ],
   ['test, provisioned streams', 'test', { kinesisStreamMode: 'provisioned', kinesisShardCount: '2', kinesisRetentionHours: '72' }],
+  ['dev, search API', 'dev', SEARCH_CONTEXT],
+  ['prod, existing database, search API', 'prod', { ...SEARCH_CONTEXT, existingDatabase: 'true', searchDatabaseSecretArn: SEARCH_SECRET_ARN }],
 ];
 
 describe('cfn-lint', () => {

@@ -110,6 +110,77 @@ describe('configuration from context', () => {
   });
 });
 
+describe('search API settings', () => {
+  const issuer = 'https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC';
+  const secret = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:collections/search-AbC123';
+
+  it('no search API without searchJwtIssuer', () => {
+    assert.equal(cfg({}).search, undefined);
+    assert.equal(cfg({ env: 'prod', searchUserClaim: 'email', searchThrottleRateLimit: '10' }).search, undefined);
+  });
+
+  it('with an issuer: its audiences, claim sub, 50 rps / burst 100, p95 alarm at 1000 ms, 5xx alarm at 5', () => {
+    const s = cfg({ searchJwtIssuer: issuer, searchJwtAudience: 'web, cli ,' })!.search!;
+    assert.deepEqual(s, {
+      jwtIssuer: issuer,
+      jwtAudience: ['web', 'cli'],
+      userClaim: 'sub',
+      throttleRateLimit: 50,
+      throttleBurstLimit: 100,
+      latencyAlarmMs: 1000,
+      serverErrorAlarmThreshold: 5,
+      databaseSecretArn: undefined,
+    });
+  });
+
+  it('takes a JSON list of audiences, the claim, throttling and alarm thresholds from context (CLI strings or numbers)', () => {
+    const s = cfg({
+      searchJwtIssuer: issuer,
+      searchJwtAudience: ['web'],
+      searchUserClaim: 'cognito:username',
+      searchThrottleRateLimit: '20',
+      searchThrottleBurstLimit: 40,
+      searchLatencyAlarmMs: '2500',
+      searchServerErrorAlarmThreshold: '1',
+    }).search!;
+    assert.deepEqual(s.jwtAudience, ['web']);
+    assert.equal(s.userClaim, 'cognito:username');
+    assert.deepEqual([s.throttleRateLimit, s.throttleBurstLimit, s.latencyAlarmMs, s.serverErrorAlarmThreshold], [20, 40, 2500, 1]);
+  });
+
+  it('existing-database mode: the read-only role\'s secret is required; in RDS mode it is refused', () => {
+    assert.equal(cfg({ existingDatabase: 'true', searchJwtIssuer: issuer, searchJwtAudience: 'web', searchDatabaseSecretArn: secret }).search!.databaseSecretArn, secret);
+    assert.throws(
+      () => cfg({ existingDatabase: 'true', searchJwtIssuer: issuer, searchJwtAudience: 'web' }),
+      /searchDatabaseSecretArn: required with searchJwtIssuer and existingDatabase=true/,
+    );
+    assert.throws(
+      () => cfg({ searchJwtIssuer: issuer, searchJwtAudience: 'web', searchDatabaseSecretArn: secret }),
+      /searchDatabaseSecretArn: only used with existingDatabase=true/,
+    );
+    assert.throws(
+      () => cfg({ existingDatabase: 'true', searchJwtIssuer: issuer, searchJwtAudience: 'web', searchDatabaseSecretArn: 'collections/search' }),
+      /searchDatabaseSecretArn: expected the full ARN/,
+    );
+  });
+
+  it('rejects what API Gateway would, or what would silently create no API, at synth time', () => {
+    assert.throws(() => cfg({ searchJwtIssuer: issuer }), /searchJwtAudience: required with searchJwtIssuer/);
+    assert.throws(() => cfg({ searchJwtIssuer: issuer, searchJwtAudience: ' , ' }), /searchJwtAudience: required/);
+    assert.throws(() => cfg({ searchJwtIssuer: issuer, searchJwtAudience: [1] }), /searchJwtAudience: expected a list of strings/);
+    assert.throws(() => cfg({ searchJwtIssuer: 'http://issuer.example.com', searchJwtAudience: 'web' }), /searchJwtIssuer: expected the https URL/);
+    assert.throws(() => cfg({ searchJwtIssuer: 'issuer.example.com', searchJwtAudience: 'web' }), /searchJwtIssuer/);
+    assert.throws(() => cfg({ searchJwtAudience: 'web' }), /searchJwtAudience: only used with searchJwtIssuer/);
+    assert.throws(() => cfg({ existingDatabase: 'true', searchDatabaseSecretArn: secret }), /searchDatabaseSecretArn: only used with searchJwtIssuer/);
+    const on = { searchJwtIssuer: issuer, searchJwtAudience: 'web' };
+    assert.throws(() => cfg({ ...on, searchUserClaim: 'user id' }), /searchUserClaim/);
+    assert.throws(() => cfg({ ...on, searchThrottleRateLimit: '0' }), /searchThrottleRateLimit/);
+    assert.throws(() => cfg({ ...on, searchThrottleBurstLimit: '5001' }), /searchThrottleBurstLimit/);
+    assert.throws(() => cfg({ ...on, searchLatencyAlarmMs: '30001' }), /searchLatencyAlarmMs/);
+    assert.throws(() => cfg({ ...on, searchServerErrorAlarmThreshold: '0' }), /searchServerErrorAlarmThreshold/);
+  });
+});
+
 describe('stream retention against the maximum record age', () => {
   it('defaults to the maximum record age + 24 h, and stays a day above it for every accepted age', () => {
     assert.equal(cfg({}).streamRetention.toHours(), 48);

@@ -144,10 +144,16 @@ export function render(v: unknown): string {
   return JSON.stringify(v);
 }
 
+/** Context that turns the search API on (an issuer and two audiences). */
+export const SEARCH_ISSUER = 'https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Example';
+export const SEARCH_CONTEXT: Ctx = { searchJwtIssuer: SEARCH_ISSUER, searchJwtAudience: 'web-client,cli-client' };
+/** An operator's secret for the read-only role, for existing-database mode. */
+export const SEARCH_SECRET_ARN = 'arn:aws:secretsmanager:us-east-1:123456789012:secret:collections/search-AbC123';
+
 export function manifestPath(crate: string): string {
   return join(REPO_ROOT, 'stages', crate, 'Cargo.toml');
 }
 
 export function missingManifests(): string[] {
-  return ['thumbnailer', 'analyzer', 'embedder', 'migrator'].map(manifestPath).filter((p) => !existsSync(p));
+  return ['thumbnailer', 'analyzer', 'embedder', 'migrator', 'search'].map(manifestPath).filter((p) => !existsSync(p));
 }

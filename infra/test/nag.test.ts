@@ -12,7 +12,7 @@ import { IConstruct } from 'constructs';
 
 import { buildApp } from '../lib/app';
 import { setAcknowledgementsEnabled } from '../lib/collections-stack';
-import { contextFor, Ctx, REPO_ROOT } from './helpers';
+import { contextFor, Ctx, REPO_ROOT, SEARCH_CONTEXT, SEARCH_SECRET_ARN } from './helpers';
 
 const VARIANTS: Array<[string, string, Ctx]> = [
   ['dev', 'dev', {}],
@@ -25,6 +25,9 @@ const VARIANTS: Array<[string, string, Ctx]> = [
     { existingDatabase: 'true', appDatabaseSecretArn: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:collections/app-AbC123' },
   ],
   ['prod, existing database, provisioned streams', 'prod', { existingDatabase: true, kinesisStreamMode: 'PROVISIONED', kinesisShardCount: 2 }],
+  ['dev, search API', 'dev', SEARCH_CONTEXT],
+  ['prod, search API', 'prod', SEARCH_CONTEXT],
+  ['test, existing database, search API', 'test', { ...SEARCH_CONTEXT, existingDatabase: 'true', searchDatabaseSecretArn: SEARCH_SECRET_ARN }],
 ];
 
 interface Finding {

@@ -5,7 +5,7 @@ import { Match } from 'aws-cdk-lib/assertions';
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { ANALYSIS_COMPLETE, FUNCTIONS, FunctionName, IMAGE_PROCESSED, STAGE_DIMENSIONS } from '../lib/collections-stack';
+import { ANALYSIS_COMPLETE, FUNCTIONS, FunctionName, IMAGE_PROCESSED, SEARCH_ROUTES, STAGE_DIMENSIONS } from '../lib/collections-stack';
 import { fingerprintMigrations } from '../lib/migrations';
 import {
   actionsOf,
@@ -24,6 +24,9 @@ import {
   resourcesOf,
   resourcesOfType,
   roleStatements,
+  SEARCH_CONTEXT,
+  SEARCH_ISSUER,
+  SEARCH_SECRET_ARN,
 } from './helpers';
 
 const STAGES = ['thumbnailer', 'analyzer', 'embedder'] as const;
@@ -1215,4 +1218,354 @@ describe('dashboard', () => {
     const arns = new Set(resourcesOfType(json, 'AWS::CloudWatch::Alarm').map(([id]) => `\${${id}.Arn}`));
     assert.deepEqual(new Set(status[0].properties.alarms), arns);
   });
+});
+
+// The search API: created only with context searchJwtIssuer (and searchJwtAudience).
+describe('search API (context searchJwtIssuer)', () => {
+  const built = build('dev', SEARCH_CONTEXT);
+  const { template, json } = built;
+  const apiId = logicalIdByPath(json, '/SearchApi/Resource');
+  const stageId = logicalIdByPath(json, '/SearchApi/DefaultStage/Resource');
+  const searchSecret = { Ref: logicalIdByPath(json, '/SearchDatabaseSecret/Resource') };
+  const appSecret = { Ref: logicalIdByPath(json, '/AppDatabaseSecret/Resource') };
+  const alarms = resourcesOfType(json, 'AWS::CloudWatch::Alarm').map(([id, a]) => [id, a.Properties!] as const);
+  const apiAlarm = (metric: string) => {
+    const hits = alarms.filter(([, a]) => a.Namespace === 'AWS/ApiGateway' && a.MetricName === metric);
+    assert.equal(hits.length, 1, `one ${metric} alarm`);
+    return hits[0];
+  };
+
+  it('is not created without searchJwtIssuer: no API, no search function, secret or SEARCH_DATABASE_SECRET_ARN', () => {
+    for (const b of [build('dev'), build('prod'), build('dev', { existingDatabase: 'true' })]) {
+      for (const type of ['AWS::ApiGatewayV2::Api', 'AWS::ApiGatewayV2::Stage', 'AWS::ApiGatewayV2::Route', 'AWS::ApiGatewayV2::Authorizer']) {
+        assert.equal(resourcesOfType(b.json, type).length, 0, type);
+      }
+      const names = resourcesOfType(b.json, 'AWS::Lambda::Function').map(([, f]) => String(f.Properties!.FunctionName));
+      assert.ok(!names.some((n) => n.endsWith('-search')), `${names}`);
+      assert.equal(envOf(b.json, 'migrator').SEARCH_DATABASE_SECRET_ARN, undefined);
+      assert.equal(b.json.Outputs?.SearchApiUrl, undefined);
+      assert.equal(b.stack.search, undefined);
+    }
+    assert.equal(resourcesOfType(build('dev').json, 'AWS::SecretsManager::Secret').length, 1, 'the application secret only');
+  });
+
+  it('routes GET /v1/search, /v1/items/{id}, /v1/failures and /v1/categories, each behind the JWT authorizer', () => {
+    template.resourceCountIs('AWS::ApiGatewayV2::Api', 1);
+    template.hasResourceProperties('AWS::ApiGatewayV2::Api', { Name: 'collections-dev-search', ProtocolType: 'HTTP' });
+    const authorizers = resourcesOfType(json, 'AWS::ApiGatewayV2::Authorizer');
+    assert.equal(authorizers.length, 1);
+    const [authId] = authorizers[0];
+    const routes = resourcesOfType(json, 'AWS::ApiGatewayV2::Route').map(([, r]) => r.Properties!);
+    assert.deepEqual(routes.map((r) => r.RouteKey).sort(), ['GET /v1/categories', 'GET /v1/failures', 'GET /v1/items/{id}', 'GET /v1/search']);
+    for (const r of routes) {
+      assert.deepEqual(r.ApiId, { Ref: apiId }, r.RouteKey);
+      assert.equal(r.AuthorizationType, 'JWT', r.RouteKey);
+      assert.deepEqual(r.AuthorizerId, { Ref: authId }, r.RouteKey);
+    }
+  });
+
+  it('the authorizer checks tokens of the context issuer and audiences, from the Authorization header', () => {
+    const [[, auth]] = resourcesOfType(json, 'AWS::ApiGatewayV2::Authorizer');
+    assert.deepEqual(auth.Properties, {
+      ApiId: { Ref: apiId },
+      AuthorizerType: 'JWT',
+      Name: 'collections-dev-search-jwt',
+      IdentitySource: ['$request.header.Authorization'],
+      JwtConfiguration: { Issuer: SEARCH_ISSUER, Audience: ['web-client', 'cli-client'] },
+    });
+    const other = build('dev', { searchJwtIssuer: 'https://login.example.com/realms/photos', searchJwtAudience: ['photos-api'] }).json;
+    const [[, a]] = resourcesOfType(other, 'AWS::ApiGatewayV2::Authorizer');
+    assert.deepEqual(a.Properties!.JwtConfiguration, { Issuer: 'https://login.example.com/realms/photos', Audience: ['photos-api'] });
+  });
+
+  it('each route reaches the search function through a payload 2.0 Lambda proxy, and API Gateway may invoke it for those routes only', () => {
+    const fn = fnLogicalId(json, 'search');
+    const integrations = resourcesOfType(json, 'AWS::ApiGatewayV2::Integration').map(([id, r]) => [id, r.Properties!] as const);
+    assert.equal(integrations.length, 1);
+    const [integrationId, integration] = integrations[0];
+    assert.equal(integration.IntegrationType, 'AWS_PROXY');
+    assert.equal(integration.PayloadFormatVersion, '2.0');
+    assert.deepEqual(integration.IntegrationUri, { 'Fn::GetAtt': [fn, 'Arn'] });
+    for (const [, r] of resourcesOfType(json, 'AWS::ApiGatewayV2::Route')) {
+      assert.equal(render(r.Properties!.Target), `integrations/\${${integrationId}}`);
+    }
+    const permissions = resourcesOfType(json, 'AWS::Lambda::Permission').filter(([, p]) => p.Properties!.FunctionName['Fn::GetAtt']?.[0] === fn);
+    assert.deepEqual(
+      permissions.map(([, p]) => [p.Properties!.Principal, render(p.Properties!.SourceArn)]).sort(),
+      SEARCH_ROUTES.map((path) => [
+        'apigateway.amazonaws.com',
+        `arn:\${AWS::Partition}:execute-api:\${AWS::Region}:\${AWS::AccountId}:\${${apiId}}/*/*${path}`,
+      ]).sort(),
+    );
+  });
+
+  it('$default stage: deployed on every change, throttled at 50 requests/s with bursts of 100 by default, else from context', () => {
+    const stages = resourcesOfType(json, 'AWS::ApiGatewayV2::Stage');
+    assert.equal(stages.length, 1, 'no other (unthrottled) stage');
+    const p = json.Resources[stageId].Properties!;
+    assert.equal(p.StageName, '$default');
+    assert.equal(p.AutoDeploy, true);
+    assert.deepEqual(p.DefaultRouteSettings, { ThrottlingRateLimit: 50, ThrottlingBurstLimit: 100 });
+    const custom = build('dev', { ...SEARCH_CONTEXT, searchThrottleRateLimit: '5', searchThrottleBurstLimit: 10 }).json;
+    const [[, s]] = resourcesOfType(custom, 'AWS::ApiGatewayV2::Stage');
+    assert.deepEqual(s.Properties!.DefaultRouteSettings, { ThrottlingRateLimit: 5, ThrottlingBurstLimit: 10 });
+  });
+
+  it('access logs: one JSON object per request (requestId, ip, routeKey, status, latencies) into its own log group, kept as long as the function logs', () => {
+    const settings = json.Resources[stageId].Properties!.AccessLogSettings;
+    const groupId = logicalIdByPath(json, '/SearchApiAccessLogs/Resource');
+    assert.deepEqual(settings.DestinationArn, { 'Fn::GetAtt': [groupId, 'Arn'] });
+    const format = JSON.parse(settings.Format);
+    assert.deepEqual(
+      {
+        requestId: format.requestId,
+        ip: format.ip,
+        routeKey: format.routeKey,
+        status: format.status,
+        responseLatency: format.responseLatency,
+        integrationLatency: format.integrationLatency,
+      },
+      {
+        requestId: '$context.requestId',
+        ip: '$context.identity.sourceIp',
+        routeKey: '$context.routeKey',
+        status: '$context.status',
+        responseLatency: '$context.responseLatency',
+        integrationLatency: '$context.integrationLatency',
+      },
+    );
+    for (const [env, days] of [['dev', 7], ['test', 30], ['prod', 180]] as const) {
+      const b = build(env, SEARCH_CONTEXT).json;
+      const group = b.Resources[logicalIdByPath(b, '/SearchApiAccessLogs/Resource')];
+      assert.equal(group.Properties!.RetentionInDays, days, env);
+      assert.equal(group.Properties!.LogGroupName, `/aws/vendedlogs/apigateway/collections-${env}-search`);
+      assert.equal(group.DeletionPolicy, env === 'prod' ? 'Retain' : 'Delete');
+    }
+  });
+
+  it('the search function: arm64 RustFunction of stages/search, in the private subnets with the functions security group, after the migrations', () => {
+    const id = fnLogicalId(json, 'search');
+    const p = json.Resources[id].Properties!;
+    assert.equal(p.FunctionName, 'collections-dev-search');
+    assert.deepEqual(p.Architectures, ['arm64']);
+    assert.equal(p.Runtime, 'provided.al2023');
+    assert.equal(p.Timeout, FUNCTIONS.search.timeout.toSeconds());
+    assert.ok(p.Timeout < 30, 'ends before the HTTP API gives up on it (30 s)');
+    assert.equal(p.MemorySize, FUNCTIONS.search.memoryMiB);
+    assert.deepEqual(p.TracingConfig, { Mode: 'Active' });
+    assert.ok(String(json.Resources[id].Metadata!['aws:asset:path']).endsWith('stages/search'));
+    const privateSubnets = resourcesOfType(json, 'AWS::EC2::Subnet')
+      .filter(([, s]) => (s.Properties!.Tags as any[]).some((t) => t.Key === 'aws-cdk:subnet-type' && t.Value === 'Private'))
+      .map(([sid]) => sid)
+      .sort();
+    assert.deepEqual(p.VpcConfig.SubnetIds.map((s: any) => s.Ref).sort(), privateSubnets);
+    assert.deepEqual(p.VpcConfig.SecurityGroupIds, [{ 'Fn::GetAtt': [logicalIdByPath(json, '/FunctionsSecurityGroup/Resource'), 'GroupId'] }]);
+    const [[crId]] = resourcesOfType(json, 'Custom::CollectionsMigrations');
+    assert.ok(json.Resources[id].DependsOn?.includes(crId), 'its role exists only once the migrations ran');
+    const lg = json.Resources[p.LoggingConfig.LogGroup.Ref].Properties!;
+    assert.equal(lg.LogGroupName, '/aws/lambda/collections-dev-search');
+  });
+
+  it('environment: the search secret (neither the master nor the application secret), the embedder\'s embedding settings, bucket, claim, URL lifetime', () => {
+    const e = envOf(json, 'search');
+    assert.deepEqual(e.DATABASE_SECRET_ARN, searchSecret);
+    assert.notDeepEqual(e.DATABASE_SECRET_ARN, MASTER_SECRET);
+    assert.notDeepEqual(e.DATABASE_SECRET_ARN, appSecret);
+    const embedder = envOf(json, 'embedder');
+    const { FUNCTION_TIMEOUT_SECS: _t, DATABASE_SECRET_ARN: _s, ...embedderRest } = embedder;
+    assert.deepEqual(e, {
+      ...embedderRest,
+      DATABASE_SECRET_ARN: searchSecret,
+      BUCKET_NAME: { Ref: bucketId(json) },
+      SEARCH_USER_CLAIM: 'sub',
+      SEARCH_URL_TTL_SECS: '900',
+      FUNCTION_TIMEOUT_SECS: '29',
+    });
+    for (const k of ['EMBEDDING_PROVIDER', 'VOYAGE_EMBEDDING_MODEL', 'SSM_PARAMETER_PREFIX', 'DATABASE_HOST', 'DATABASE_PORT', 'DATABASE_NAME']) {
+      assert.ok(k in e, k);
+    }
+    const custom = build('dev', { ...SEARCH_CONTEXT, searchUserClaim: 'cognito:username', embeddingProvider: 'openai', voyageEmbeddingModel: 'voyage-3.5-lite' }).json;
+    assert.equal(envOf(custom, 'search').SEARCH_USER_CLAIM, 'cognito:username');
+    assert.equal(envOf(custom, 'search').EMBEDDING_PROVIDER, 'openai');
+    assert.equal(envOf(custom, 'search').VOYAGE_EMBEDDING_MODEL, 'voyage-3.5-lite');
+  });
+
+  it('IAM: GetObject on thumbnails only, nothing written or deleted, only the search secret, the API-key parameters', () => {
+    const p = rolePerms(json, 'search');
+    const b = `\${${bucketId(json)}.Arn}`;
+    assert.deepEqual(p.get('s3:GetObject'), [`${b}/*/thumbnails/*`]);
+    for (const a of p.keys()) {
+      assert.ok(!a.startsWith('s3:') || a === 's3:GetObject', `search has ${a}`);
+      assert.ok(!a.startsWith('kms:') && !a.startsWith('events:') && !a.startsWith('kinesis:') && !a.startsWith('sqs:'), `search has ${a}`);
+    }
+    assert.deepEqual(p.get('secretsmanager:GetSecretValue'), [render(searchSecret)]);
+    const statements = roleStatements(json, functionRoleId(json, fnLogicalId(json, 'search')));
+    assert.deepEqual(statements.filter((st) => readsSecret(st, MASTER_SECRET)), [], 'master');
+    assert.deepEqual(statements.filter((st) => readsSecret(st, appSecret)), [], 'application');
+    assert.deepEqual(p.get('ssm:GetParameter'), ['arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/collections/*']);
+    const lg = json.Resources[fnLogicalId(json, 'search')].Properties!.LoggingConfig.LogGroup.Ref;
+    assert.deepEqual(p.get('logs:PutLogEvents'), [`\${${lg}.Arn}`]);
+    const roles = [...STAGES, 'migrator', 'search'].map((n) => functionRoleId(json, fnLogicalId(json, n)));
+    assert.equal(new Set(roles).size, 5, 'a role of its own');
+  });
+
+  it('the read-only role\'s secret collections-<env>/database/search: collections_search, attached to the instance, rotated every 30 days after the migrations', () => {
+    const id = searchSecret.Ref;
+    const p = json.Resources[id].Properties!;
+    assert.equal(p.Name, 'collections-dev/database/search');
+    assert.deepEqual(JSON.parse(p.GenerateSecretString.SecretStringTemplate), { username: 'collections_search' });
+    assert.equal(p.GenerateSecretString.ExcludeCharacters, json.Resources[appSecret.Ref].Properties!.GenerateSecretString.ExcludeCharacters);
+    assert.equal(p.KmsKeyId, undefined);
+    const att = resourcesOfType(json, 'AWS::SecretsManager::SecretTargetAttachment').find(([, a]) => a.Properties!.SecretId.Ref === id);
+    assert.ok(att);
+    assert.deepEqual(att[1].Properties!.TargetId, { Ref: 'Database' });
+    const rot = resourcesOfType(json, 'AWS::SecretsManager::RotationSchedule').find(([, r]) => r.Properties!.SecretId.Ref === id);
+    assert.ok(rot);
+    const [, r] = rot;
+    assert.deepEqual(r.Properties!.RotationRules, { ScheduleExpression: 'rate(30 days)' });
+    assert.equal(r.Properties!.HostedRotationLambda.RotationType, 'PostgreSQLSingleUser');
+    assert.equal(r.Properties!.HostedRotationLambda.RotationLambdaName, 'collections-dev-search-secret-rotation');
+    assert.equal(r.Properties!.HostedRotationLambda.MasterSecretArn, undefined);
+    const [[crId, cr]] = resourcesOfType(json, 'Custom::CollectionsMigrations');
+    assert.ok(r.DependsOn?.includes(crId), 'the role must exist before the first rotation');
+    assert.ok(cr.DependsOn?.includes(att[0]), 'the migrator reads the secret once the attachment completed it');
+    assert.deepEqual(json.Outputs?.SearchDatabaseSecretArn.Value, searchSecret);
+  });
+
+  it('the migrator gets SEARCH_DATABASE_SECRET_ARN and may read it (it creates the role, SELECT only)', () => {
+    const e = envOf(json, 'migrator');
+    assert.deepEqual(e.SEARCH_DATABASE_SECRET_ARN, searchSecret);
+    assert.deepEqual(e.DATABASE_SECRET_ARN, MASTER_SECRET);
+    assert.deepEqual(e.APP_DATABASE_SECRET_ARN, appSecret);
+    const statements = roleStatements(json, functionRoleId(json, fnLogicalId(json, 'migrator')));
+    assert.ok(statements.some((st) => readsSecret(st, searchSecret)));
+    assert.deepEqual(rolePerms(json, 'migrator').get('secretsmanager:GetSecretValue'), [
+      '${Database.MasterUserSecret.SecretArn}',
+      render(appSecret),
+      render(searchSecret),
+    ]);
+  });
+
+  it('alarms: 5xx of the stage (Sum within 5 min >= 5) and its p95 Latency (>= 1000 ms for 15 min), to the alarm topic', () => {
+    const topic = { Ref: logicalIdByPath(json, '/AlarmTopic/Resource') };
+    const dims = [
+      { Name: 'ApiId', Value: { Ref: apiId } },
+      { Name: 'Stage', Value: '$default' },
+    ];
+    const [, errors] = apiAlarm('5xx');
+    assert.equal(errors.AlarmName, 'collections-dev-search-api-5xx');
+    assert.deepEqual(errors.Dimensions, dims);
+    assert.equal(errors.Statistic, 'Sum');
+    assert.equal(errors.Period, 300);
+    assert.equal(errors.Threshold, 5);
+    assert.equal(errors.ComparisonOperator, 'GreaterThanOrEqualToThreshold');
+    const [, latency] = apiAlarm('Latency');
+    assert.equal(latency.AlarmName, 'collections-dev-search-api-latency');
+    assert.deepEqual(latency.Dimensions, dims);
+    assert.equal(latency.ExtendedStatistic, 'p95');
+    assert.equal(latency.Threshold, 1000);
+    assert.equal(latency.EvaluationPeriods, 3);
+    assert.equal(latency.DatapointsToAlarm, 3);
+    for (const a of [errors, latency]) {
+      assert.deepEqual(a.AlarmActions, [topic], a.AlarmName);
+      assert.deepEqual(a.OKActions, [topic], a.AlarmName);
+      assert.equal(a.TreatMissingData, 'notBreaching');
+    }
+    // And the function's own Errors, Throttles and Duration, as every function.
+    const fn = fnLogicalId(json, 'search');
+    for (const m of ['Errors', 'Throttles', 'Duration']) {
+      assert.equal(alarms.filter(([, a]) => a.MetricName === m && a.Dimensions?.[0]?.Value?.Ref === fn).length, 1, m);
+    }
+    assert.equal(alarms.length, 4 * 3 + 3 + 7 + 3 + 3 + 2);
+  });
+
+  it('alarm thresholds come from context', () => {
+    const custom = build('dev', { ...SEARCH_CONTEXT, searchLatencyAlarmMs: '2500', searchServerErrorAlarmThreshold: 1 }).json;
+    const get = (metric: string) =>
+      resourcesOfType(custom, 'AWS::CloudWatch::Alarm').find(([, a]) => a.Properties!.Namespace === 'AWS/ApiGateway' && a.Properties!.MetricName === metric)![1]
+        .Properties!;
+    assert.equal(get('Latency').Threshold, 2500);
+    assert.equal(get('5xx').Threshold, 1);
+  });
+
+  it('the dashboard shows both alarms, the API\'s requests, errors and latency, and the function', () => {
+    const body = dashboardBody(json, 'collections-dev');
+    const status = body.widgets.find((w: any) => w.type === 'alarm');
+    for (const metric of ['5xx', 'Latency']) assert.ok(status.properties.alarms.includes(`\${${apiAlarm(metric)[0]}.Arn}`), metric);
+    const metrics = dashboardMetrics(body);
+    const onStage = (name: string) =>
+      metrics.filter((m) => m[0] === 'AWS/ApiGateway' && m[1] === name && m[2] === 'ApiId' && m[3] === `\${${apiId}}` && m[4] === 'Stage' && m[5] === '$default');
+    for (const m of ['Count', '4xx', '5xx', 'Latency', 'IntegrationLatency']) assert.equal(onStage(m).length, 1, m);
+    assert.equal(onStage('Latency')[0][6].stat, 'p95');
+    const fn = `\${${fnLogicalId(json, 'search')}}`;
+    assert.equal(metrics.filter((m) => m[0] === 'AWS/Lambda' && m[1] === 'Errors' && m[3] === fn).length, 1);
+  });
+
+  it('outputs SearchApiUrl, the API\'s endpoint without a trailing slash (the $default stage serves at its root)', () => {
+    assert.deepEqual(json.Outputs?.SearchApiUrl.Value, { 'Fn::GetAtt': [apiId, 'ApiEndpoint'] });
+  });
+
+  it('refuses an issuer without audience, a non-https issuer, an audience without issuer', () => {
+    assert.throws(() => build('dev', { searchJwtIssuer: SEARCH_ISSUER }, { noCache: true }), /searchJwtAudience: required with searchJwtIssuer/);
+    assert.throws(() => build('dev', { ...SEARCH_CONTEXT, searchJwtIssuer: 'http://issuer.example.com' }, { noCache: true }), /searchJwtIssuer/);
+    assert.throws(() => build('dev', { searchJwtAudience: 'web' }, { noCache: true }), /searchJwtAudience: only used with searchJwtIssuer/);
+  });
+
+  describe('existing database (context searchDatabaseSecretArn)', () => {
+    const ex = build('dev', { ...SEARCH_CONTEXT, existingDatabase: 'true', searchDatabaseSecretArn: SEARCH_SECRET_ARN }).json;
+    const urlArn = 'arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/collections/DATABASE_URL';
+
+    it('the search function runs outside a VPC and connects with that secret, never the owner\'s URL', () => {
+      const p = ex.Resources[fnLogicalId(ex, 'search')].Properties!;
+      assert.equal(p.VpcConfig, undefined);
+      const e = envOf(ex, 'search');
+      assert.equal(e.DATABASE_SECRET_ARN, SEARCH_SECRET_ARN);
+      assert.equal(e.DATABASE_URL_PARAMETER, undefined);
+      assert.deepEqual(rolePerms(ex, 'search').get('secretsmanager:GetSecretValue'), [SEARCH_SECRET_ARN]);
+      const deny = roleStatements(ex, functionRoleId(ex, fnLogicalId(ex, 'search'))).filter(
+        (st) => st.Effect === 'Deny' && actionsOf(st).includes('ssm:GetParameter'),
+      );
+      assert.deepEqual(deny.flatMap((st) => resourcesOf(st).map(render)), [urlArn]);
+      resourcesOfType(ex, 'AWS::SecretsManager::Secret').forEach(([id]) => assert.fail(`creates secret ${id}`));
+    });
+
+    it('the migrator keeps the URL and gets SEARCH_DATABASE_SECRET_ARN; the stages keep the URL', () => {
+      const e = envOf(ex, 'migrator');
+      assert.equal(e.DATABASE_URL_PARAMETER, '/collections/DATABASE_URL');
+      assert.equal(e.SEARCH_DATABASE_SECRET_ARN, SEARCH_SECRET_ARN);
+      assert.equal(e.APP_DATABASE_SECRET_ARN, undefined);
+      assert.deepEqual(rolePerms(ex, 'migrator').get('secretsmanager:GetSecretValue'), [SEARCH_SECRET_ARN]);
+      for (const n of STAGES) assert.equal(envOf(ex, n).DATABASE_URL_PARAMETER, '/collections/DATABASE_URL', n);
+      const both = build('test', {
+        ...SEARCH_CONTEXT,
+        existingDatabase: 'true',
+        searchDatabaseSecretArn: SEARCH_SECRET_ARN,
+        appDatabaseSecretArn: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:collections/app-AbC123',
+      }).json;
+      assert.deepEqual(rolePerms(both, 'migrator').get('secretsmanager:GetSecretValue'), [
+        'arn:aws:secretsmanager:us-east-1:123456789012:secret:collections/app-AbC123',
+        SEARCH_SECRET_ARN,
+      ]);
+    });
+
+    it('is refused without that secret', () => {
+      assert.throws(
+        () => build('dev', { ...SEARCH_CONTEXT, existingDatabase: 'true' }, { noCache: true }),
+        /searchDatabaseSecretArn: required with searchJwtIssuer and existingDatabase=true/,
+      );
+    });
+  });
+});
+
+describe('the master secret is the migrator\'s alone, with the search API too', () => {
+  for (const env of ['dev', 'test', 'prod']) {
+    it(`${env}: no role but the migrator's may read it`, () => {
+      const { json } = build(env, SEARCH_CONTEXT);
+      const migratorRole = functionRoleId(json, fnLogicalId(json, 'migrator'));
+      const readers = resourcesOfType(json, 'AWS::IAM::Role')
+        .map(([id]) => id)
+        .filter((id) => roleStatements(json, id).some((st) => readsSecret(st, MASTER_SECRET)));
+      assert.deepEqual(readers, [migratorRole]);
+    });
+  }
 });
