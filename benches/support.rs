@@ -83,6 +83,26 @@ pub async fn fresh_database(name: &str) -> anyhow::Result<Option<sqlx::PgPool>> 
     Ok(Some(pool))
 }
 
+/// The database `name` on the server of `DATABASE_URL`, created and
+/// migrated when missing, kept between runs (for data slow to make).
+pub async fn database(name: &str) -> anyhow::Result<sqlx::PgPool> {
+    use std::str::FromStr;
+    let url = std::env::var("DATABASE_URL").map_err(|_| anyhow::anyhow!("DATABASE_URL is not set"))?;
+    let server = sqlx::postgres::PgConnectOptions::from_str(&url)?;
+    let admin = sqlx::PgPool::connect_with(server.clone()).await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(&admin)
+        .await?;
+    if !exists {
+        // Identifiers cannot be bound; `name` is a constant of the benchmarks.
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
+    }
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(8).connect_with(server.database(name)).await?;
+    shared::db::migrate(&pool).await?;
+    Ok(pool)
+}
+
 /// One item with `n` analyses (what embeddings point at); their ids.
 pub async fn seed_analyses(pool: &sqlx::PgPool, n: usize) -> anyhow::Result<Vec<(uuid::Uuid, uuid::Uuid)>> {
     let item = uuid::Uuid::now_v7();

@@ -1,0 +1,230 @@
+//! Load on the search API as `collections serve` hosts it: the local app on
+//! 127.0.0.1 over a database of `--vectors` stored vectors (made once, by the
+//! local embedder, over `--users` users), queried over HTTP by 1, 10 and 50
+//! concurrent clients. The local embedder embeds the queries, so the figures
+//! are this service's and PostgreSQL's, not a provider's.
+//!
+//!   search-load [--vectors 100000] [--users 20] [--requests 400] [--concurrency 1,10,50]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use shared::db::{analyses, embeddings, items};
+use shared::embedding::{EmbeddingProvider, InputType};
+use sqlx::PgPool;
+
+/// The database the load runs on, beside the one `DATABASE_URL` names.
+const DATABASE: &str = "collections_search_load";
+
+/// Words the generated summaries and queries are made of.
+const SUBJECTS: [&str; 24] = [
+    "cat", "dog", "beach", "mountain", "forest", "city street", "receipt", "pasta", "bicycle", "sunset", "river",
+    "bridge", "garden", "car", "train", "boat", "desk", "coffee cup", "book", "lake", "snow", "market", "church",
+    "portrait",
+];
+const MOODS: [&str; 8] = ["sunny", "dark", "foggy", "colourful", "black and white", "blurry", "bright", "quiet"];
+const CATEGORIES: [&str; 6] = ["pets", "landscape", "document", "food", "travel", "other"];
+
+struct Args {
+    vectors: usize,
+    users: usize,
+    requests: usize,
+    concurrency: Vec<usize>,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut args = Args { vectors: 100_000, users: 20, requests: 400, concurrency: vec![1, 10, 50] };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--vectors" => args.vectors = value.parse()?,
+            "--users" => args.users = value.parse()?,
+            "--requests" => args.requests = value.parse()?,
+            "--concurrency" => {
+                args.concurrency = value.split(',').map(str::parse).collect::<Result<_, _>>()?;
+            }
+            other => anyhow::bail!("unknown flag {other}"),
+        }
+    }
+    Ok(args)
+}
+
+/// The summary of generated item `n`: a subject, a mood and a second subject.
+fn summary(n: usize) -> String {
+    let subject = SUBJECTS[n % SUBJECTS.len()];
+    let mood = MOODS[(n / SUBJECTS.len()) % MOODS.len()];
+    let other = SUBJECTS[(n * 7 + 3) % SUBJECTS.len()];
+    format!("A {mood} photo of a {subject} near a {other}, number {n}")
+}
+
+/// Makes the items, analyses and vectors once; a database that already
+/// holds `vectors` of them is used as it is.
+async fn seed(pool: &PgPool, args: &Args, embedder: &dyn EmbeddingProvider) -> anyhow::Result<()> {
+    let have: i64 = sqlx::query_scalar("SELECT count(*) FROM embeddings").fetch_one(pool).await?;
+    if have == args.vectors as i64 {
+        eprintln!("using the {have} vectors already stored");
+        return Ok(());
+    }
+    sqlx::query("TRUNCATE items CASCADE").execute(pool).await?;
+    embeddings::drop_vector_index(pool).await?;
+    let started = Instant::now();
+    for chunk_start in (0..args.vectors).step_by(1000) {
+        let range = chunk_start..(chunk_start + 1000).min(args.vectors);
+        let keys: Vec<String> = range.clone().map(|n| format!("load-{}/photo-{n}.jpg", n % args.users)).collect();
+        let records: Vec<items::ThumbnailRecord> = keys
+            .iter()
+            .map(|key| {
+                let parsed = shared::keys::ImageKey::parse(key).expect("generated keys are valid");
+                items::ThumbnailRecord {
+                    id: parsed.item_uuid(),
+                    user_id: parsed.user_id().to_owned(),
+                    bucket: "local".to_owned(),
+                    key: key.clone(),
+                    filename: parsed.filename().to_owned(),
+                    thumbnail_key: Some(parsed.thumbnail_key()),
+                    ..items::ThumbnailRecord::default()
+                }
+            })
+            .collect();
+        let ids: Vec<_> = records.iter().map(|r| r.id).collect();
+        items::store_thumbnails(pool, &records, &ids, &[]).await?;
+        let new: Vec<analyses::NewAnalysis> = range
+            .clone()
+            .zip(&records)
+            .map(|(n, r)| {
+                let text = summary(n);
+                analyses::NewAnalysis {
+                    item_id: r.id,
+                    user_id: r.user_id.clone(),
+                    category: CATEGORIES[n % CATEGORIES.len()].to_owned(),
+                    summary: text.clone(),
+                    analysis: serde_json::json!({ "category": CATEGORIES[n % CATEGORIES.len()], "summary": text }),
+                    raw_response: serde_json::json!({}),
+                    provider_used: "load".to_owned(),
+                    model_used: "load".to_owned(),
+                    trace_id: None,
+                    request_key: format!("load:{n}"),
+                }
+            })
+            .collect();
+        let stored = analyses::store_batch(pool, &new, &[]).await?;
+        let texts: Vec<String> = range.clone().map(summary).collect();
+        let mut vectors = embedder.embed(&texts, InputType::Document).await?;
+        for (n, v) in range.clone().zip(&mut vectors) {
+            densify(v, n as u64);
+        }
+        let analysis_of: std::collections::HashMap<_, _> =
+            stored.stored.iter().map(|s| (s.item_id, s.analysis_id)).collect();
+        let rows: Vec<embeddings::NewEmbedding> = new
+            .iter()
+            .zip(vectors)
+            .map(|(a, v)| embeddings::NewEmbedding {
+                item_id: a.item_id,
+                analysis_id: analysis_of[&a.item_id],
+                user_id: a.user_id.clone(),
+                vector: shared::db::Vector::from(v),
+                model: embedder.model().to_owned(),
+                source: serde_json::json!({}),
+            })
+            .collect();
+        embeddings::store_batch(pool, &embeddings::EmbeddingBatch { new: rows, ..Default::default() }).await?;
+        eprint!("\rseeded {} of {} vectors", range.end, args.vectors);
+    }
+    eprintln!(" in {:.0} s; building the HNSW index", started.elapsed().as_secs_f64());
+    let started = Instant::now();
+    embeddings::build_vector_index(pool, 1024).await?;
+    sqlx::query("ANALYZE").execute(pool).await?;
+    eprintln!("index built in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Adds a little noise to every dimension and normalises again. The local
+/// embedder's vectors are mostly zeros, which PostgreSQL compresses; a
+/// provider's are dense, and so are these (still near their text's).
+fn densify(v: &mut [f32], seed: u64) {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for x in v.iter_mut() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        *x += ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.02;
+    }
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= norm);
+}
+
+/// `requests` searches by `concurrency` clients; each one's latency.
+async fn load(base: &str, requests: usize, concurrency: usize) -> anyhow::Result<Vec<Duration>> {
+    let client = reqwest::Client::new();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..concurrency {
+        let (client, next, base) = (client.clone(), next.clone(), base.to_owned());
+        clients.push(tokio::spawn(async move {
+            let mut times = Vec::new();
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= requests {
+                    return Ok::<_, anyhow::Error>(times);
+                }
+                let q = format!("{} {}", MOODS[n % MOODS.len()], SUBJECTS[(n * 5) % SUBJECTS.len()]);
+                let started = Instant::now();
+                // The generated words need no escaping but their spaces.
+                let url = format!("{base}/v1/search?limit=20&q={}", q.replace(' ', "+"));
+                let response = client.get(url).send().await?;
+                anyhow::ensure!(response.status().is_success(), "search answered {}", response.status());
+                let body: serde_json::Value = response.json().await?;
+                anyhow::ensure!(!body["hits"].as_array().is_none_or(Vec::is_empty), "no hits for {q:?}");
+                times.push(started.elapsed());
+            }
+        }));
+    }
+    let mut times = Vec::new();
+    for c in clients {
+        times.extend(c.await??);
+    }
+    Ok(times)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = args()?;
+    let pool = collections_benches::database(DATABASE).await?;
+    let embedder: Arc<dyn EmbeddingProvider> = Arc::new(shared::embedding::local::LocalEmbedder);
+    seed(&pool, &args, embedder.as_ref()).await?;
+
+    let user = "load-0";
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM embeddings WHERE user_id = $1").bind(user).fetch_one(&pool).await?;
+    let service = search::SearchService { pool: pool.clone(), embedding: embedder, links: Arc::new(search::links::LocalLinks) };
+    let store = Arc::new(shared::storage::FolderStore::new(std::env::temp_dir()));
+    let app = search::gallery::local_app(Arc::new(service), store, None, user);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    load(&base, 20, 2).await?; // warm the pool, the caches and the index pages
+    println!("{} vectors over {} users; searched as {user} ({rows} of them), limit 20", args.vectors, args.users);
+    println!("| concurrent clients | requests | p50 (ms) | p95 (ms) | requests/s |");
+    println!("|---|---|---|---|---|");
+    for &concurrency in &args.concurrency {
+        let started = Instant::now();
+        let mut times = load(&base, args.requests, concurrency).await?;
+        let elapsed = started.elapsed();
+        times.sort();
+        println!(
+            "| {concurrency} | {} | {:.1} | {:.1} | {:.0} |",
+            times.len(),
+            percentile(&times, 0.50),
+            percentile(&times, 0.95),
+            times.len() as f64 / elapsed.as_secs_f64()
+        );
+    }
+    Ok(())
+}
