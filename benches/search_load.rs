@@ -106,12 +106,13 @@ async fn seed(pool: &PgPool, args: &Args, embedder: &dyn EmbeddingProvider) -> a
                     model_used: "load".to_owned(),
                     trace_id: None,
                     request_key: format!("load:{n}"),
+                    usage: None,
                 }
             })
             .collect();
         let stored = analyses::store_batch(pool, &new, &[]).await?;
         let texts: Vec<String> = range.clone().map(summary).collect();
-        let mut vectors = embedder.embed(&texts, InputType::Document).await?;
+        let mut vectors = embedder.embed(&texts, InputType::Document).await?.vectors;
         for (n, v) in range.clone().zip(&mut vectors) {
             densify(v, n as u64);
         }
@@ -127,6 +128,7 @@ async fn seed(pool: &PgPool, args: &Args, embedder: &dyn EmbeddingProvider) -> a
                 vector: shared::db::Vector::from(v),
                 model: embedder.model().to_owned(),
                 source: serde_json::json!({}),
+                tokens: None,
             })
             .collect();
         embeddings::store_batch(pool, &embeddings::EmbeddingBatch { new: rows, ..Default::default() }).await?;

@@ -147,6 +147,7 @@ pub fn embeddings(targets: &[(uuid::Uuid, uuid::Uuid)]) -> Vec<shared::db::embed
                 vector: shared::db::Vector::from(v),
                 model: "bench-model".to_owned(),
                 source: serde_json::json!({"fields": ["summary"], "chars": 80}),
+                tokens: None,
             }
         })
         .collect()

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// Where the code reads settings.
-const SOURCES: [&str; 6] = [
+const SOURCES: [&str; 7] = [
     "shared/src",
     "stages/thumbnailer/src",
     "stages/analyzer/src",

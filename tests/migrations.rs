@@ -100,3 +100,48 @@ async fn the_sql_item_id_is_the_one_the_stages_compute(pool: PgPool) {
         assert_eq!(sql, item_uuid(key), "{key}");
     }
 }
+
+#[sqlx::test(migrations = false)]
+async fn analyses_stored_before_token_columns_get_their_replies_usage(pool: PgPool) {
+    const TOKENS: &str = "20261130000003";
+    migrate(&pool, |v| v < TOKENS).await;
+    let item = item_uuid("u/a.jpg");
+    sqlx::query("INSERT INTO items (id, user_id, filename, file_path, bucket) VALUES ($1, 'u', 'a.jpg', 'u/a.jpg', 'b')")
+        .bind(item)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let replies = [
+        serde_json::json!({"usage": {"input_tokens": 1600, "output_tokens": 120, "cache_read_input_tokens": 7}}),
+        serde_json::json!({"usage": {"prompt_tokens": 900, "completion_tokens": 110,
+                                     "prompt_tokens_details": {"cached_tokens": 100}}}),
+        serde_json::json!({"measurements": {}}),
+    ];
+    for (version, reply) in replies.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO analyses (id, item_id, user_id, version, category, summary, analysis, raw_response,
+                                   provider_used, model_used, request_key)
+             VALUES ($1, $2, 'u', $3, 'other', 's', '{}', $4, 'p', 'm', $3::text)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(item)
+        .bind(version as i32 + 1)
+        .bind(reply)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+
+    migrate(&pool, |v| v == TOKENS).await;
+
+    let columns: Vec<(Option<i64>, Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
+        "SELECT input_tokens, output_tokens, cache_read_tokens, cache_write_tokens FROM analyses ORDER BY version",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        columns,
+        [(Some(1600), Some(120), Some(7), Some(0)), (Some(800), Some(110), Some(100), Some(0)), (None, None, None, None)]
+    );
+}

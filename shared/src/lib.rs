@@ -18,3 +18,4 @@ pub mod stage;
 pub mod storage;
 pub mod telemetry;
 pub mod text;
+pub mod usage;

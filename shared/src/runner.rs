@@ -88,6 +88,7 @@ pub async fn run<S: Stage>(
 ) -> Ran {
     let start = Instant::now();
     let calls = crate::api::api_calls();
+    let used_before = crate::usage::totals();
     let name = stage.name();
     let span = info_span!("batch", stage = %name, records = entries.len());
 
@@ -202,6 +203,7 @@ pub async fn run<S: Stage>(
         redelivered: count(|s| matches!(s, Settled::Redeliver(_))),
         duration_ms: start.elapsed().as_millis() as u64,
         api_calls: crate::api::api_calls() - calls,
+        tokens: crate::usage::since(&used_before),
     };
     Ran { settled, metrics }
 }

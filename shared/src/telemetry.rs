@@ -43,7 +43,12 @@ pub struct BatchMetrics {
     pub duration_ms: u64,
     /// Provider API requests made during the batch.
     pub api_calls: u64,
+    /// Tokens the providers counted during the batch, by model.
+    pub tokens: Vec<(String, crate::usage::Usage)>,
 }
+
+/// The token metrics, per stage and model.
+const TOKENS: [&str; 4] = ["InputTokens", "OutputTokens", "CacheReadTokens", "CacheWriteTokens"];
 
 /// The metrics of [`BatchMetrics`], in CloudWatch's names; the CDK app's
 /// alarms and dashboard use the same names.
@@ -75,9 +80,41 @@ impl BatchMetrics {
         })
     }
 
-    /// Writes the document as one line on stdout, where the Lambda agent finds it.
+    /// One document per model that counted tokens in the batch (dimensions
+    /// `Stage` and `Model`).
+    pub fn emf_tokens(&self, timestamp_ms: i64) -> Vec<serde_json::Value> {
+        self.tokens
+            .iter()
+            .map(|(model, used)| {
+                let metrics: Vec<serde_json::Value> =
+                    TOKENS.iter().map(|name| json!({"Name": name, "Unit": "Count"})).collect();
+                json!({
+                    "_aws": {
+                        "Timestamp": timestamp_ms,
+                        "CloudWatchMetrics": [{
+                            "Namespace": "Collections",
+                            "Dimensions": [["Stage", "Model"]],
+                            "Metrics": metrics
+                        }]
+                    },
+                    "Stage": self.stage.as_str(),
+                    "Model": model,
+                    "InputTokens": used.input,
+                    "OutputTokens": used.output,
+                    "CacheReadTokens": used.cache_read,
+                    "CacheWriteTokens": used.cache_write,
+                })
+            })
+            .collect()
+    }
+
+    /// Writes the documents, one a line, on stdout, where the Lambda agent finds them.
     pub fn emit(&self) {
-        println!("{}", self.emf(chrono::Utc::now().timestamp_millis()));
+        let now = chrono::Utc::now().timestamp_millis();
+        println!("{}", self.emf(now));
+        for doc in self.emf_tokens(now) {
+            println!("{doc}");
+        }
     }
 }
 
@@ -97,6 +134,10 @@ mod tests {
             redelivered: 1,
             duration_ms: 812,
             api_calls: 6,
+            tokens: vec![(
+                "claude-haiku-4-5".to_owned(),
+                crate::usage::Usage { input: 9600, output: 720, cache_read: 0, cache_write: 0 },
+            )],
         };
         let doc = m.emf(1_700_000_000_000);
         assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Collections");
@@ -112,5 +153,11 @@ mod tests {
         }
         assert_eq!((doc["Stage"].as_str(), doc["Failed"].as_u64()), (Some("analysis"), Some(1)));
         assert_eq!((doc["Done"].as_u64(), doc["Redelivered"].as_u64()), (Some(3), Some(1)));
+
+        let tokens = m.emf_tokens(1_700_000_000_000);
+        assert_eq!(tokens.len(), 1);
+        assert_eq!(tokens[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Stage", "Model"]]));
+        assert_eq!((tokens[0]["Model"].as_str(), tokens[0]["InputTokens"].as_u64()), (Some("claude-haiku-4-5"), Some(9600)));
+        assert_eq!(tokens[0]["OutputTokens"], 720);
     }
 }

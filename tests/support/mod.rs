@@ -87,6 +87,7 @@ pub async fn seed_analysis(pool: &PgPool, key: &str, analysis: &shared::llm::Ana
         model_used: "seed".to_owned(),
         trace_id: None,
         request_key: format!("seed:{key}"),
+        usage: None,
     };
     let batch = analyses::store_batch(pool, &[new], &[]).await.expect("storing the analysis");
     (parsed.item_uuid(), batch.stored[0].analysis_id)
@@ -122,6 +123,7 @@ pub fn embedding_row(item_id: uuid::Uuid, analysis_id: uuid::Uuid) -> shared::db
         vector: shared::db::Vector::from(vec![0.5; 1024]),
         model: "m".into(),
         source: serde_json::json!({}),
+        tokens: None,
     }
 }
 

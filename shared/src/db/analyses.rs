@@ -26,6 +26,8 @@ pub struct NewAnalysis {
     pub trace_id: Option<String>,
     /// Same image, provider, model and request: same key, same row.
     pub request_key: String,
+    /// The tokens the provider counted for it, when it did.
+    pub usage: Option<crate::usage::Usage>,
 }
 
 /// Where an analysis of the batch ended up.
@@ -101,21 +103,28 @@ async fn insert(conn: &mut PgConnection, analyses: &[NewAnalysis]) -> Result<Vec
     let item_ids: Vec<Uuid> = analyses.iter().map(|a| a.item_id).collect();
     let text = |f: fn(&NewAnalysis) -> Option<&str>| analyses.iter().map(f).collect::<Vec<_>>();
     let json = |f: fn(&NewAnalysis) -> &Value| analyses.iter().map(|a| Json(f(a))).collect::<Vec<_>>();
+    let tokens = |f: fn(&crate::usage::Usage) -> u64| {
+        analyses.iter().map(|a| a.usage.as_ref().map(|u| i64::try_from(f(u)).unwrap_or(i64::MAX))).collect::<Vec<_>>()
+    };
     sqlx::query_as(
         r#"
         WITH input AS (
             SELECT *, row_number() OVER (PARTITION BY item_id ORDER BY ord) AS nth
             FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[],
-                        $8::text[], $9::text[], $10::text[], $11::text[])
+                        $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[],
+                        $14::bigint[], $15::bigint[])
                  WITH ORDINALITY AS t(id, item_id, user_id, category, summary, analysis, raw_response,
-                                      provider_used, model_used, trace_id, request_key, ord)
+                                      provider_used, model_used, trace_id, request_key, input_tokens,
+                                      output_tokens, cache_read_tokens, cache_write_tokens, ord)
         ),
         inserted AS (
             INSERT INTO analyses (id, item_id, user_id, version, category, summary, analysis, raw_response,
-                                  provider_used, model_used, trace_id, request_key)
+                                  provider_used, model_used, trace_id, request_key, input_tokens,
+                                  output_tokens, cache_read_tokens, cache_write_tokens)
             SELECT id, item_id, user_id,
                    coalesce((SELECT max(a.version) FROM analyses a WHERE a.item_id = input.item_id), 0) + nth,
-                   category, summary, analysis, raw_response, provider_used, model_used, trace_id, request_key
+                   category, summary, analysis, raw_response, provider_used, model_used, trace_id, request_key,
+                   input_tokens, output_tokens, cache_read_tokens, cache_write_tokens
             FROM input
             WHERE EXISTS (SELECT 1 FROM items i WHERE i.id = input.item_id AND i.user_id = input.user_id)
             ON CONFLICT (item_id, request_key) DO NOTHING
@@ -140,6 +149,10 @@ async fn insert(conn: &mut PgConnection, analyses: &[NewAnalysis]) -> Result<Vec
     .bind(text(|a| Some(&a.model_used)))
     .bind(text(|a| a.trace_id.as_deref()))
     .bind(text(|a| Some(&a.request_key)))
+    .bind(tokens(|u| u.input))
+    .bind(tokens(|u| u.output))
+    .bind(tokens(|u| u.cache_read))
+    .bind(tokens(|u| u.cache_write))
     .fetch_all(conn)
     .await
     .map_err(DbError::during("storing analyses"))

@@ -50,6 +50,17 @@ impl BinaryCopy {
     }
 
     /// `jsonb`: a version byte (1), then the JSON text.
+    /// A `bigint`, or NULL.
+    pub fn int8(&mut self, value: Option<i64>) -> &mut Self {
+        match value {
+            Some(v) => self.field(&v.to_be_bytes()),
+            None => {
+                self.buf.extend_from_slice(&(-1i32).to_be_bytes());
+                self
+            }
+        }
+    }
+
     pub fn jsonb(&mut self, value: &Value) -> &mut Self {
         let mut bytes = vec![1u8];
         serde_json::to_writer(&mut bytes, value).expect("JSON values serialise");

@@ -21,6 +21,8 @@ pub struct NewEmbedding {
     pub model: String,
     /// Which analysis fields made the embedded document.
     pub source: Value,
+    /// Its share of its request's tokens, when the provider counted them.
+    pub tokens: Option<i64>,
 }
 
 /// Of these analyses, those that already have an embedding from `model`.
@@ -36,14 +38,14 @@ pub async fn existing(pool: &PgPool, analysis_ids: &[Uuid], model: &str) -> Resu
 }
 
 const COPY_EMBEDDINGS: &str = "COPY embeddings (id, item_id, analysis_id, user_id, vector, embedding_model, \
-                               embedding_dimensions, embedding_source) FROM STDIN (FORMAT binary)";
+                               embedding_dimensions, embedding_source, tokens) FROM STDIN (FORMAT binary)";
 
 /// Rows of a binary COPY sent at a time: about 1 MiB of 1024-dimension
 /// vectors, so encoding here and parsing on the server overlap.
 const COPY_CHUNK_ROWS: usize = 256;
 
 fn copy_row(copy: &mut BinaryCopy, r: &NewEmbedding) {
-    copy.row(8)
+    copy.row(9)
         .uuid(Uuid::now_v7())
         .uuid(r.item_id)
         .uuid(r.analysis_id)
@@ -51,7 +53,8 @@ fn copy_row(copy: &mut BinaryCopy, r: &NewEmbedding) {
         .vector(&r.vector)
         .text(&r.model)
         .int4(r.vector.as_slice().len() as i32)
-        .jsonb(&r.source);
+        .jsonb(&r.source)
+        .int8(r.tokens);
 }
 
 fn row_size(rows: &[NewEmbedding]) -> usize {
@@ -101,12 +104,13 @@ pub async fn insert_rows(conn: &mut PgConnection, rows: &[NewEmbedding]) -> Resu
     let models: Vec<&str> = rows.iter().map(|e| e.model.as_str()).collect();
     let dimensions: Vec<i32> = rows.iter().map(|e| e.vector.as_slice().len() as i32).collect();
     let sources: Vec<sqlx::types::Json<&Value>> = rows.iter().map(|e| sqlx::types::Json(&e.source)).collect();
+    let tokens: Vec<Option<i64>> = rows.iter().map(|e| e.tokens).collect();
     let done = sqlx::query(
         r#"
         INSERT INTO embeddings (id, item_id, analysis_id, user_id, vector, embedding_model,
-                                embedding_dimensions, embedding_source)
+                                embedding_dimensions, embedding_source, tokens)
         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::vector[], $6::text[],
-                             $7::int[], $8::jsonb[])
+                             $7::int[], $8::jsonb[], $9::bigint[])
         ON CONFLICT (analysis_id, embedding_model) DO NOTHING
         "#,
     )
@@ -118,6 +122,7 @@ pub async fn insert_rows(conn: &mut PgConnection, rows: &[NewEmbedding]) -> Resu
     .bind(&models)
     .bind(&dimensions)
     .bind(&sources)
+    .bind(&tokens)
     .execute(&mut *conn)
     .await
     .map_err(DbError::during("inserting embeddings"))?;
@@ -130,8 +135,8 @@ pub async fn insert_one(conn: &mut PgConnection, row: &NewEmbedding) -> Result<u
     let done = sqlx::query(
         r#"
         INSERT INTO embeddings (id, item_id, analysis_id, user_id, vector, embedding_model,
-                                embedding_dimensions, embedding_source)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                                embedding_dimensions, embedding_source, tokens)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
         ON CONFLICT (analysis_id, embedding_model) DO NOTHING
         "#,
     )
@@ -143,6 +148,7 @@ pub async fn insert_one(conn: &mut PgConnection, row: &NewEmbedding) -> Result<u
     .bind(&row.model)
     .bind(row.vector.as_slice().len() as i32)
     .bind(sqlx::types::Json(&row.source))
+    .bind(row.tokens)
     .execute(&mut *conn)
     .await
     .map_err(DbError::during("inserting an embedding"))?;

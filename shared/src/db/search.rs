@@ -142,6 +142,7 @@ pub async fn search_text(
     let vector = provider
         .embed(&[text.to_owned()], crate::embedding::InputType::Query)
         .await?
+        .vectors
         .pop()
         .ok_or(SearchError::NoVector)?;
     let vector = Vector::from(vector);

@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 
-use super::{BatchLimits, EMBEDDING_DIMENSIONS, EmbeddingError, EmbeddingProvider, InputType};
+use super::{BatchLimits, EMBEDDING_DIMENSIONS, Embedded, EmbeddingError, EmbeddingProvider, InputType};
 
 pub const LOCAL_MODEL: &str = "local-hashing-v1";
 
@@ -108,8 +108,9 @@ impl EmbeddingProvider for LocalEmbedder {
         BatchLimits { max_texts: 1000, max_tokens: usize::MAX }
     }
 
-    async fn embed(&self, texts: &[String], _input_type: InputType) -> Result<Vec<Vec<f32>>, EmbeddingError> {
-        Ok(texts.iter().map(|t| Self::embed_text(t)).collect())
+    /// Counts no tokens: it costs nothing.
+    async fn embed(&self, texts: &[String], _input_type: InputType) -> Result<Embedded, EmbeddingError> {
+        Ok(Embedded { vectors: texts.iter().map(|t| Self::embed_text(t)).collect(), tokens: None })
     }
 }
 

@@ -92,7 +92,26 @@ pub trait EmbeddingProvider: Send + Sync {
     fn model(&self) -> &str;
     fn limits(&self) -> BatchLimits;
     /// One vector per text, in order, each of [`EMBEDDING_DIMENSIONS`].
-    async fn embed(&self, texts: &[String], input_type: InputType) -> Result<Vec<Vec<f32>>, EmbeddingError>;
+    async fn embed(&self, texts: &[String], input_type: InputType) -> Result<Embedded, EmbeddingError>;
+}
+
+/// An embeddings reply: the vectors, and the tokens the provider counted
+/// for the whole request, when it did.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Embedded {
+    pub vectors: Vec<Vec<f32>>,
+    pub tokens: Option<u64>,
+}
+
+/// The vectors and usage of an embeddings reply (see [`parse_embeddings`]);
+/// the usage is counted against `model` for the batch metrics.
+pub fn parse_embedded(provider: &'static str, model: &str, sent: usize, body: &Json) -> Result<Embedded, EmbeddingError> {
+    let vectors = parse_embeddings(provider, model, sent, body)?;
+    let usage = crate::usage::Usage::of_reply(body);
+    if let Some(used) = usage {
+        crate::usage::count(model, used);
+    }
+    Ok(Embedded { vectors, tokens: usage.map(|u| u.total()) })
 }
 
 /// The vectors of an embeddings reply (`{"data": [{"index", "embedding"}]}`,

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::{BatchLimits, EMBEDDING_DIMENSIONS, EmbeddingError, EmbeddingProvider, InputType, parse_embeddings};
+use super::{BatchLimits, Embedded, EMBEDDING_DIMENSIONS, EmbeddingError, EmbeddingProvider, InputType, parse_embedded};
 use crate::api::{ApiKey, JsonClient};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -49,10 +49,10 @@ impl EmbeddingProvider for OpenAiEmbeddings {
         BatchLimits { max_texts: 2048, max_tokens: 300_000 }
     }
 
-    async fn embed(&self, texts: &[String], _input_type: InputType) -> Result<Vec<Vec<f32>>, EmbeddingError> {
+    async fn embed(&self, texts: &[String], _input_type: InputType) -> Result<Embedded, EmbeddingError> {
         let bearer = self.key.as_ref().map(|k| format!("Bearer {}", k.expose()));
         let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("authorization", b.as_str())).collect();
         let reply = self.client.post(&self.url, &headers, &self.request_body(texts)).await?;
-        parse_embeddings("openai", &self.model, texts.len(), &reply.body)
+        parse_embedded("openai", &self.model, texts.len(), &reply.body)
     }
 }

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::{BatchLimits, EMBEDDING_DIMENSIONS, EmbeddingError, EmbeddingProvider, InputType, parse_embeddings};
+use super::{BatchLimits, Embedded, EMBEDDING_DIMENSIONS, EmbeddingError, EmbeddingProvider, InputType, parse_embedded};
 use crate::api::{ApiKey, JsonClient};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.voyageai.com/v1";
@@ -63,10 +63,10 @@ impl EmbeddingProvider for VoyageProvider {
         Self::limits_for(&self.model)
     }
 
-    async fn embed(&self, texts: &[String], input_type: InputType) -> Result<Vec<Vec<f32>>, EmbeddingError> {
+    async fn embed(&self, texts: &[String], input_type: InputType) -> Result<Embedded, EmbeddingError> {
         let bearer = format!("Bearer {}", self.key.expose());
         let reply =
             self.client.post(&self.url, &[("authorization", &bearer)], &self.request_body(texts, input_type)).await?;
-        parse_embeddings("voyage", &self.model, texts.len(), &reply.body)
+        parse_embedded("voyage", &self.model, texts.len(), &reply.body)
     }
 }

@@ -103,7 +103,11 @@ impl VisionProvider for AnthropicProvider {
         let reply = self.client.post(&self.url, &headers, &self.request_body(&request)).await?;
         let analysis = Self::parse_reply(&reply.body)?;
         let request_id = reply.header("request-id").or_else(|| reply.body["id"].as_str().map(str::to_owned));
-        Ok(ProviderAnalysis { analysis, raw_response: reply.body, request_id })
+        let usage = crate::usage::Usage::of_reply(&reply.body);
+        if let Some(used) = usage {
+            crate::usage::count(&self.model, used);
+        }
+        Ok(ProviderAnalysis { analysis, raw_response: reply.body, request_id, usage })
     }
 }
 

@@ -203,6 +203,8 @@ pub struct ProviderAnalysis {
     pub raw_response: Value,
     /// The provider's request id, when it gives one.
     pub request_id: Option<String>,
+    /// The tokens the provider counted, when it did.
+    pub usage: Option<crate::usage::Usage>,
 }
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]

@@ -263,6 +263,7 @@ impl Analyzer {
                     model_used: provider.model().to_owned(),
                     trace_id: context.trace_id.clone().or_else(|| analysis.request_id.clone()),
                     request_key: request_key.clone(),
+                    usage: analysis.usage,
                 }),
                 Step::Existing(found) => reused.push(found.id),
                 _ => {}

@@ -7,4 +7,5 @@ pub mod components;
 pub mod ingest;
 pub mod pipeline;
 pub mod report;
+pub mod stats;
 pub mod thumbnail;

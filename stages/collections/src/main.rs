@@ -133,6 +133,15 @@ enum Command {
         #[arg(long, default_value_t = 8080)]
         port: u16,
     },
+    /// Items by status, the commonest failures, tokens by model and their
+    /// estimated cost (prices from prices.json or COLLECTIONS_PRICES).
+    Stats {
+        #[arg(long)]
+        user: Option<String>,
+        /// Only what was made since: a date (2026-11-30) or an RFC 3339 time.
+        #[arg(long, value_parser = collections::stats::parse_since)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    },
     /// Run failed items again from the stage where they failed.
     Retry {
         #[arg(long)]
@@ -317,6 +326,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("listening on 127.0.0.1:{port}"))?;
             println!("serving {user}'s images: open http://{}/ (Ctrl-C stops)", listener.local_addr()?);
             axum::serve(listener, app).await?;
+        }
+        Command::Stats { user, since } => {
+            let c = Components::from_env(&env).await?;
+            let prices = collections::stats::Prices::load(env.get("COLLECTIONS_PRICES").as_deref().map(std::path::Path::new))?;
+            let filter = collections::stats::Filter { user: user.as_deref(), since };
+            let stats = collections::stats::gather(&c.pool, filter).await?;
+            print!("{}", collections::stats::report(&stats, &prices));
         }
         Command::Retry { user, limit } => {
             let c = Components::from_env(&env).await?;

@@ -36,6 +36,9 @@ impl std::fmt::Debug for Embedder {
     }
 }
 
+/// An embedded document: its vector and its share of its request's tokens.
+type Document = (Vec<f32>, Option<i64>);
+
 /// Where each event of a batch stands as the phases go on.
 enum Step {
     Finished(Outcome),
@@ -53,10 +56,11 @@ impl Embedder {
         Self { pool, provider, config }
     }
 
-    /// Embeds documents, `concurrency` requests at a time; one result per document.
-    /// One vector (or failure) per document. Requests still running at the
+    /// Embeds documents, `concurrency` requests at a time; one result per
+    /// document: its vector and its share of its request's tokens (when the
+    /// provider counted them), or its failure. Requests still running at the
     /// `deadline` are dropped and their documents fail as retriable.
-    async fn embed_all(&self, documents: &[String], deadline: Option<Instant>) -> Vec<Result<Vec<f32>, Failure>> {
+    async fn embed_all(&self, documents: &[String], deadline: Option<Instant>) -> Vec<Result<Document, Failure>> {
         let mut limits = self.provider.limits();
         limits.max_texts = self.config.max_batch.map_or(limits.max_texts, |m| m.min(limits.max_texts));
         let batches = request_batches(documents, limits);
@@ -64,10 +68,11 @@ impl Embedder {
         let results =
             until_deadline(0..batches.len(), batches.len(), self.config.concurrency, deadline, |b| async move {
                 let texts = &documents[batches_ref[b].clone()];
-                let vectors = retry(&self.config.retry, || self.provider.embed(texts, InputType::Document))
+                let embedded = retry(&self.config.retry, || self.provider.embed(texts, InputType::Document))
                     .await
                     .map_err(|(e, attempts)| self.failure(e, attempts))?;
-                self.check(texts.len(), vectors)
+                let shares = embedded.tokens.map(|tokens| shared::usage::apportion(tokens, texts));
+                Ok((self.check(texts.len(), embedded.vectors)?, shares))
             })
             .await;
         batches
@@ -78,9 +83,15 @@ impl Embedder {
                     .unwrap_or_else(|| Err(Failure::cut_off(format!("embedding with {}", self.provider.model()))))
                 {
                     // One bad vector fails its own document only.
-                    Ok(vectors) => vectors
+                    Ok((vectors, shares)) => vectors
                         .into_iter()
-                        .map(|v| check_finite(self.provider.model(), &v).map(|()| v).map_err(|e| self.failure(e, 1)))
+                        .enumerate()
+                        .map(|(i, v)| {
+                            let tokens = shares.as_ref().map(|s| i64::try_from(s[i]).unwrap_or(i64::MAX));
+                            check_finite(self.provider.model(), &v)
+                                .map(|()| (v, tokens))
+                                .map_err(|e| self.failure(e, 1))
+                        })
                         .collect::<Vec<_>>(),
                     Err(failure) => vec![Err(failure); range.len()],
                 }
@@ -210,13 +221,14 @@ impl Embedder {
         for (event, step) in inputs.iter().zip(steps.iter_mut()) {
             let Step::Embed(n, item_id) = *step else { continue };
             *step = match vectors[n].take().expect("each document belongs to one event") {
-                Ok(vector) => Step::Embedded(NewEmbedding {
+                Ok((vector, tokens)) => Step::Embedded(NewEmbedding {
                     item_id,
                     analysis_id: Uuid::parse_str(&event.analysis_id).expect("embedded events have ids"),
                     user_id: event.user_id.clone(),
                     vector: Vector::from(vector),
                     model: self.provider.model().to_owned(),
                     source: documents[n].1.clone(),
+                    tokens,
                 }),
                 Err(failure) => Step::Finished(failure.into()),
             };
