@@ -24,6 +24,8 @@ pub struct ThumbnailRecord {
     pub width: Option<i32>,
     pub height: Option<i32>,
     pub thumbnail_key: Option<String>,
+    /// SHA-256 of the original's bytes, hex, when it was read.
+    pub content_sha256: Option<String>,
 }
 
 /// What [`store_thumbnails`] did.
@@ -80,9 +82,9 @@ pub async fn record_thumbnails(conn: &mut PgConnection, records: &[ThumbnailReco
     let written: Vec<(Uuid,)> = sqlx::query_as(
         r#"
         INSERT INTO items AS i (id, user_id, bucket, file_path, filename, mime_type, source_etag, size_bytes,
-                                width, height, thumbnail_key)
+                                width, height, thumbnail_key, content_sha256)
         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                             $8::bigint[], $9::int[], $10::int[], $11::text[])
+                             $8::bigint[], $9::int[], $10::int[], $11::text[], $12::text[])
         ON CONFLICT (id) DO UPDATE SET
             bucket = EXCLUDED.bucket,
             file_path = EXCLUDED.file_path,
@@ -93,6 +95,10 @@ pub async fn record_thumbnails(conn: &mut PgConnection, records: &[ThumbnailReco
             width = coalesce(EXCLUDED.width, i.width),
             height = coalesce(EXCLUDED.height, i.height),
             thumbnail_key = coalesce(EXCLUDED.thumbnail_key, i.thumbnail_key),
+            -- New bytes: whose duplicate it is is decided again below.
+            duplicate_of = CASE WHEN EXCLUDED.content_sha256 IS DISTINCT FROM i.content_sha256
+                                 AND EXCLUDED.content_sha256 IS NOT NULL THEN NULL ELSE i.duplicate_of END,
+            content_sha256 = coalesce(EXCLUDED.content_sha256, i.content_sha256),
             updated_at = now()
         WHERE i.user_id = EXCLUDED.user_id
         RETURNING id
@@ -109,10 +115,57 @@ pub async fn record_thumbnails(conn: &mut PgConnection, records: &[ThumbnailReco
     .bind(&widths)
     .bind(&heights)
     .bind(column(|r| r.thumbnail_key.clone()))
-    .fetch_all(conn)
+    .bind(column(|r| r.content_sha256.clone()))
+    .fetch_all(&mut *conn)
     .await
     .map_err(DbError::during("recording thumbnails"))?;
-    Ok(written.into_iter().map(|(id,)| id).collect())
+    let written: Vec<Uuid> = written.into_iter().map(|(id,)| id).collect();
+    // Each written item whose bytes an earlier item of its user has (the
+    // earliest that is no duplicate itself) points at that item.
+    sqlx::query(
+        r#"
+        UPDATE items AS i SET duplicate_of = c.id
+        FROM items AS c
+        WHERE i.id = ANY($1) AND i.content_sha256 IS NOT NULL AND i.duplicate_of IS NULL
+          AND c.id = (SELECT o.id FROM items o
+                      WHERE o.user_id = i.user_id AND o.content_sha256 = i.content_sha256
+                        AND o.duplicate_of IS NULL
+                      ORDER BY o.created_at, o.id LIMIT 1)
+          AND c.id <> i.id
+        "#,
+    )
+    .bind(&written)
+    .execute(conn)
+    .await
+    .map_err(DbError::during("finding items with the same bytes"))?;
+    Ok(written)
+}
+
+/// An item whose bytes an earlier item of its user has.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Duplicate {
+    pub id: Uuid,
+    pub user_id: String,
+    /// The earlier item, analysed and embedded for both.
+    pub canonical: Uuid,
+    pub canonical_key: String,
+    pub canonical_analysis_status: String,
+}
+
+/// Of these items, the duplicates, by id.
+pub async fn duplicates(pool: &PgPool, ids: &[Uuid]) -> Result<HashMap<Uuid, Duplicate>, DbError> {
+    let rows: Vec<Duplicate> = sqlx::query_as(
+        r#"
+        SELECT i.id, i.user_id, c.id AS canonical, c.file_path AS canonical_key, c.analysis_status AS canonical_analysis_status
+        FROM items i JOIN items c ON c.id = i.duplicate_of
+        WHERE i.id = ANY($1)
+        "#,
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+    .map_err(DbError::during("looking up items with the same bytes"))?;
+    Ok(rows.into_iter().map(|d| (d.id, d)).collect())
 }
 
 /// Where an item stands, as a stage sees it before doing any work.
@@ -188,6 +241,8 @@ pub struct ItemDetail {
     pub attempts: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The earlier item with the same bytes, whose analysis this one shares.
+    pub duplicate_of: Option<Uuid>,
     pub analysis_id: Option<Uuid>,
     pub version: Option<i32>,
     pub category: Option<String>,
@@ -204,11 +259,12 @@ pub async fn of_user(pool: &PgPool, user_id: &str, id: Uuid) -> Result<Option<It
         r#"
         SELECT i.id, i.file_path, i.bucket, i.thumbnail_key, i.width, i.height, i.mime_type,
                i.thumbnail_status, i.analysis_status, i.embedding_status, i.failed_stage, i.last_error,
-               i.attempts, i.created_at, i.updated_at,
+               i.attempts, i.created_at, i.updated_at, i.duplicate_of,
                a.id AS analysis_id, a.version, a.category, a.summary, a.analysis, a.provider_used,
                a.model_used, a.created_at AS analysed_at
         FROM items i
-        LEFT JOIN LATERAL (SELECT * FROM analyses WHERE item_id = i.id ORDER BY version DESC LIMIT 1) a ON true
+        LEFT JOIN LATERAL (SELECT * FROM analyses WHERE item_id = coalesce(i.duplicate_of, i.id)
+                           ORDER BY version DESC LIMIT 1) a ON true
         WHERE i.id = $1 AND i.user_id = $2
         "#,
     )

@@ -36,6 +36,9 @@ pub struct SearchHit {
     pub semantic_rank: Option<i64>,
     /// Rank among the full-text matches, when it matched.
     pub lexical_rank: Option<i64>,
+    /// The keys of the user's other items with the same bytes (analysed
+    /// and embedded once, as this one).
+    pub also_keys: Vec<String>,
 }
 
 /// The words of the query joined by `or`, so that full text ranks items by
@@ -93,7 +96,9 @@ pub async fn search(pool: &PgPool, query: &SearchQuery<'_>) -> Result<Vec<Search
             GROUP BY item_id
         )
         SELECT f.item_id, i.file_path AS key, i.bucket, i.thumbnail_key, a.category, a.summary, f.score,
-               f.semantic_rank, f.lexical_rank
+               f.semantic_rank, f.lexical_rank,
+               ARRAY(SELECT d.file_path FROM items d WHERE d.duplicate_of = f.item_id AND d.user_id = $1
+                     ORDER BY d.file_path) AS also_keys
         FROM fused f
         JOIN items i ON i.id = f.item_id AND i.user_id = $1
         JOIN LATERAL (SELECT category, summary FROM analyses WHERE item_id = f.item_id

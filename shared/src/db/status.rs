@@ -18,7 +18,8 @@ use crate::stage::{FailedInput, FailureLog};
 const MAX_TEXT_CHARS: usize = 4000;
 
 /// Marks `done` items done at `stage`; for those also in `restart`, every
-/// later stage goes back to pending (their input changed).
+/// later stage goes back to pending (their input changed). After the
+/// thumbnail, an item's duplicates (`duplicate_of`) follow it.
 pub async fn mark_done(
     conn: &mut PgConnection,
     stage: StageName,
@@ -29,12 +30,14 @@ pub async fn mark_done(
         return Ok(());
     }
     let status = status_column(stage);
+    // Each has its own thumbnail; the analysis and vector are shared.
+    let own = if stage == StageName::Thumbnail { "i.id" } else { "coalesce(i.duplicate_of, i.id)" };
     let later: String = StageName::ALL
         .into_iter()
         .filter(|s| *s > stage)
         .map(|s| {
             let column = status_column(s);
-            format!(", {column} = CASE WHEN i.id = ANY($2) THEN 'pending' ELSE i.{column} END")
+            format!(", {column} = CASE WHEN {own} = ANY($2) THEN 'pending' ELSE i.{column} END")
         })
         .collect();
     let sql = format!(
@@ -45,7 +48,7 @@ pub async fn mark_done(
             last_error = CASE WHEN i.failed_stage = $3 THEN NULL ELSE i.last_error END,
             attempts = i.attempts + 1,
             updated_at = now()
-        WHERE i.id = ANY($1)
+        WHERE {own} = ANY($1) OR i.id = ANY($1)
         "#
     );
     sqlx::query(&sql)
@@ -55,6 +58,31 @@ pub async fn mark_done(
         .execute(conn)
         .await
         .map_err(DbError::during("recording stage results"))?;
+    Ok(())
+}
+
+/// Sets each duplicate's analysis and embedding statuses to its earlier
+/// item's (the one analysed and embedded for both).
+pub async fn follow_canonical(pool: &PgPool, duplicates: &[Uuid]) -> Result<(), DbError> {
+    if duplicates.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        r#"
+        UPDATE items AS d SET
+            analysis_status = c.analysis_status,
+            embedding_status = c.embedding_status,
+            failed_stage = CASE WHEN d.failed_stage IN ('analysis', 'embedding') THEN NULL ELSE d.failed_stage END,
+            last_error = CASE WHEN d.failed_stage IN ('analysis', 'embedding') THEN NULL ELSE d.last_error END,
+            updated_at = now()
+        FROM items AS c
+        WHERE c.id = d.duplicate_of AND d.id = ANY($1)
+        "#,
+    )
+    .bind(duplicates)
+    .execute(pool)
+    .await
+    .map_err(DbError::during("recording duplicates' statuses"))?;
     Ok(())
 }
 

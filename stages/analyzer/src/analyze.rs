@@ -12,6 +12,7 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use shared::bus::{EventPublisher, publish_for};
 use shared::db::analyses::{self, ExistingAnalysis, NewAnalysis};
+use shared::db::{items, status};
 use shared::events::{AnalysisComplete, ImageProcessed, PipelineEvent};
 use shared::keys::ImageKey;
 use shared::llm::{ProviderAnalysis, VisionProvider, VisionRequest};
@@ -152,7 +153,8 @@ impl Stage for Analyzer {
     }
 
     async fn run_batch(&self, inputs: &[ImageProcessed], context: &BatchContext) -> Vec<Outcome> {
-        let mut steps = self.fetch_all(inputs).await;
+        let duplicates = self.duplicates(inputs).await;
+        let mut steps = self.fetch_all(inputs, &duplicates).await;
         self.find_existing(inputs, &mut steps).await;
         self.call_all(inputs, &mut steps, context).await;
         self.store(inputs, &mut steps, context).await;
@@ -161,12 +163,47 @@ impl Stage for Analyzer {
 }
 
 impl Analyzer {
-    /// Phase 1: every thumbnail read. (Indices, not references, go through
-    /// the stream: closures over borrowed items trip the `Send` check of
-    /// `async_trait` futures.)
-    async fn fetch_all(&self, inputs: &[ImageProcessed]) -> Vec<Step> {
+    /// Phase 0: an item whose bytes an earlier item of its user has is
+    /// analysed and embedded with that item: no call, no rows of its own.
+    /// Its statuses follow that item's, now if it is analysed, else when it is.
+    async fn duplicates(&self, inputs: &[ImageProcessed]) -> Vec<Option<Outcome>> {
+        let ids: Vec<Uuid> = inputs.iter().map(ImageProcessed::item_uuid).collect();
+        let found = match items::duplicates(&self.pool, &ids).await {
+            Ok(found) => found,
+            Err(e) => return vec![Some(Failure::from_error(&e).into()); inputs.len()],
+        };
+        let of_event = |event: &ImageProcessed| {
+            found.get(&event.item_uuid()).filter(|d| d.user_id == event.user_id)
+        };
+        let analysed: Vec<Uuid> = inputs
+            .iter()
+            .filter_map(of_event)
+            .filter(|d| d.canonical_analysis_status == "done")
+            .map(|d| d.id)
+            .collect();
+        let followed = status::follow_canonical(&self.pool, &analysed).await.map_err(|e| Failure::from_error(&e));
+        inputs
+            .iter()
+            .map(|event| {
+                let d = of_event(event)?;
+                Some(match (&followed, d.canonical_analysis_status.as_str()) {
+                    (Err(failure), "done") => failure.clone().into(),
+                    (Ok(()), "done") => Outcome::Skipped(format!("the same bytes as {}: analysed once, with it", d.canonical_key)),
+                    _ => Outcome::Skipped(format!("the same bytes as {}: analysed with it, when it is", d.canonical_key)),
+                })
+            })
+            .collect()
+    }
+
+    /// Phase 1: every thumbnail read, but for inputs already settled.
+    /// (Indices, not references, go through the stream: closures over
+    /// borrowed items trip the `Send` check of `async_trait` futures.)
+    async fn fetch_all(&self, inputs: &[ImageProcessed], settled: &[Option<Outcome>]) -> Vec<Step> {
         futures::stream::iter(0..inputs.len())
             .map(|i| async move {
+                if let Some(outcome) = &settled[i] {
+                    return Step::Finished(outcome.clone());
+                }
                 match self.fetch(&inputs[i]).await {
                     Ok(fetched) => Step::Fetched(fetched),
                     Err(failure) => Step::Finished(failure.into()),

@@ -273,6 +273,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{:>2}. {:.4}  {}  [{}]", rank + 1, hit.score, hit.key, hit.category);
                 println!("    thumbnail: {}", hit.thumbnail_key.as_deref().unwrap_or("-"));
                 println!("    {}", hit.summary);
+                if !hit.also_keys.is_empty() {
+                    println!("    the same image as: {}", hit.also_keys.join(", "));
+                }
             }
         }
         Command::Failures { user, limit } => {

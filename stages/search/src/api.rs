@@ -188,6 +188,7 @@ struct Hit {
     score: f64,
     semantic_rank: Option<i64>,
     lexical_rank: Option<i64>,
+    also_keys: Vec<String>,
 }
 
 async fn search(State(s): State<Arc<SearchService>>, caller: Caller, Query(params): Params) -> Result<Response, ApiError> {
@@ -216,6 +217,7 @@ impl SearchService {
             score: hit.score,
             semantic_rank: hit.semantic_rank,
             lexical_rank: hit.lexical_rank,
+            also_keys: hit.also_keys,
         }
     }
 }
@@ -265,6 +267,7 @@ async fn item(
             "embedding": row.embedding_status,
         },
         "failure": failure,
+        "same_bytes_as": row.duplicate_of,
         "analysis": analysis,
     }))
     .into_response())

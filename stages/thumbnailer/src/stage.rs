@@ -12,6 +12,7 @@ use shared::db::items::{self, ItemState, ThumbnailRecord};
 use shared::events::{ImageInfo, ImageProcessed, ObjectRef, PipelineEvent, Upload};
 use shared::keys::{ImageKey, THUMBNAIL_TAG};
 use shared::stage::{BatchContext, Failure, Outcome, Retriable, Stage, StageName, until_deadline};
+use sha2::{Digest, Sha256};
 use shared::storage::{ObjectStore, StorageError};
 use sqlx::PgPool;
 use tracing::{Instrument, info_span};
@@ -66,9 +67,15 @@ enum Step {
         restart: bool,
     },
     Made {
-        result: Result<Thumbnail, ItemError>,
+        result: Result<Made, ItemError>,
         restart: bool,
     },
+}
+
+/// A thumbnail made and written, and the SHA-256 of its original's bytes.
+struct Made {
+    thumbnail: Thumbnail,
+    content_sha256: String,
 }
 
 impl Thumbnailer {
@@ -87,18 +94,23 @@ impl Thumbnailer {
     }
 
     /// Reads one original, thumbnails it on the worker pool, writes the
-    /// thumbnail; what is returned no longer holds the thumbnail's bytes.
-    async fn thumbnail_one(&self, object: &ObjectRef, key: &ImageKey) -> Result<Thumbnail, ItemError> {
+    /// thumbnail; what is returned no longer holds the thumbnail's bytes,
+    /// and carries the SHA-256 of the original's.
+    async fn thumbnail_one(&self, object: &ObjectRef, key: &ImageKey) -> Result<Made, ItemError> {
         let bytes = self.store.get(&object.bucket, &object.key, self.config.max_file_bytes).await?;
         let spec = self.config.spec;
         let format = OutputFormat::for_extension(&key.extension());
-        let mut thumbnail = run_on(&self.workers, move || make_thumbnail(&bytes, format, &spec))
-            .await
-            .map_err(ItemError::Panicked)??;
+        let (made, content_sha256) = run_on(&self.workers, move || {
+            let content_sha256 = hex::encode(Sha256::digest(&bytes));
+            (make_thumbnail(&bytes, format, &spec), content_sha256)
+        })
+        .await
+        .map_err(ItemError::Panicked)?;
+        let mut thumbnail = made?;
         let bucket = self.config.bucket.as_deref().unwrap_or(&object.bucket);
         let bytes = std::mem::take(&mut thumbnail.bytes);
         self.store.put(bucket, &key.thumbnail_key(), bytes, format.media_type(), &[THUMBNAIL_TAG]).await?;
-        Ok(thumbnail)
+        Ok(Made { thumbnail, content_sha256 })
     }
 }
 
@@ -135,7 +147,7 @@ impl Thumbnailer {
                 }
                 Step::Made { result: Ok(t), .. } => {
                     let key = upload.key.as_ref().expect("only parsed keys are made");
-                    let event = self.event(&upload.object, key, Some(&t));
+                    let event = self.event(&upload.object, key, Some(&t.thumbnail));
                     ThumbnailOutcome::Thumbnailed { thumbnail_key: key.thumbnail_key(), event: Box::new(event) }
                 }
                 Step::Made { result: Err(e), .. } => ThumbnailOutcome::Failed(Failure::caused_by(e.to_string(), &e)),
@@ -282,7 +294,7 @@ impl Stage for Thumbnailer {
 }
 
 impl Thumbnailer {
-    fn record_of(&self, object: &ObjectRef, key: &ImageKey, made: Option<&Thumbnail>) -> ThumbnailRecord {
+    fn record_of(&self, object: &ObjectRef, key: &ImageKey, made: Option<&Made>) -> ThumbnailRecord {
         let base = ThumbnailRecord {
             id: key.item_uuid(),
             user_id: key.user_id().to_owned(),
@@ -295,11 +307,12 @@ impl Thumbnailer {
             ..ThumbnailRecord::default()
         };
         match made {
-            Some(t) => ThumbnailRecord {
+            Some(Made { thumbnail: t, content_sha256 }) => ThumbnailRecord {
                 mime_type: Some(format!("image/{}", t.source_format)),
                 width: i32::try_from(t.original_width).ok(),
                 height: i32::try_from(t.original_height).ok(),
                 thumbnail_key: Some(key.thumbnail_key()),
+                content_sha256: Some(content_sha256.clone()),
                 ..base
             },
             None => base,
