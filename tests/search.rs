@@ -175,3 +175,105 @@ async fn a_batch_write_blocked_by_a_lock_fails_fast_and_retriably(pool: PgPool) 
     assert!(err.to_string().contains("lock timeout"), "{err}");
     holder.rollback().await.unwrap();
 }
+
+/// `n` items of `user` with random dense vectors of model `m` (as if
+/// embedded), written in bulk.
+async fn random_items(pool: &PgPool, user: &str, n: i32) {
+    for statement in [
+        "INSERT INTO items (id, user_id, filename, file_path, bucket, thumbnail_status, analysis_status, embedding_status)
+         SELECT collections_item_id($1 || '/r' || g || '.jpg'), $1, 'r' || g || '.jpg', $1 || '/r' || g || '.jpg',
+                'local', 'done', 'done', 'done'
+         FROM generate_series(1, $2) g",
+        "INSERT INTO analyses (id, item_id, user_id, version, category, summary, analysis, raw_response,
+                               provider_used, model_used, request_key)
+         SELECT gen_random_uuid(), id, user_id, 1, 'other', 'random', '{}', '{}', 'test', 'test', file_path
+         FROM items WHERE user_id = $1 AND $2 > 0",
+        "INSERT INTO embeddings (id, item_id, analysis_id, user_id, vector, embedding_model, embedding_dimensions,
+                                 embedding_source)
+         SELECT gen_random_uuid(), a.item_id, a.id, a.user_id,
+                ARRAY(SELECT random() - 0.5 FROM generate_series(1, 1024) WHERE a.id IS NOT NULL)::vector,
+                'm', 1024, '{}'
+         FROM analyses a WHERE a.user_id = $1 AND $2 > 0",
+    ] {
+        sqlx::query(statement).bind(user).bind(n).execute(pool).await.unwrap();
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn small_users_are_searched_exactly_large_ones_by_the_index_and_both_rank_by_distance(pool: PgPool) {
+    use shared::db::search::{EXACT_SEARCH_MAX_ROWS, SearchQuery, search};
+    random_items(&pool, "big", (EXACT_SEARCH_MAX_ROWS + 500) as i32).await;
+    random_items(&pool, "small", 300).await;
+    random_items(&pool, "others", 2000).await;
+    sqlx::query("ANALYZE").execute(&pool).await.unwrap();
+
+    for user in ["big", "small"] {
+        // Queries near stored vectors: each one's own item must come first,
+        // and the ranks must follow the exact distances (a relaxed-order index
+        // scan returns rows only nearly in order).
+        let targets: Vec<(uuid::Uuid, Vec<f32>)> = sqlx::query_as::<_, (uuid::Uuid, shared::db::Vector)>(
+            "SELECT item_id, vector FROM embeddings WHERE user_id = $1 ORDER BY id LIMIT 15",
+        )
+        .bind(user)
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, v)| (id, v.as_slice().to_vec()))
+        .collect();
+        for (n, (target, vector)) in targets.into_iter().enumerate() {
+            let noisy: Vec<f32> =
+                vector.iter().enumerate().map(|(i, x)| x + if (i + n) % 7 == 0 { 0.01 } else { -0.005 }).collect();
+            let query_vector = shared::db::Vector::from(noisy);
+            let query = SearchQuery {
+                user_id: user,
+                text: "zzzzqx",
+                vector: &query_vector,
+                model: "m",
+                limit: 20,
+                category: None,
+            };
+            let hits = search(&pool, &query).await.unwrap();
+            assert_eq!(hits.len(), 20, "{user}");
+            assert!(hits.iter().all(|h| h.key.starts_with(&format!("{user}/"))));
+            assert_eq!(hits[0].item_id, target, "{user}: the nearest is the query's own item");
+            let ids: Vec<uuid::Uuid> = hits.iter().map(|h| h.item_id).collect();
+            let distances: Vec<f64> = sqlx::query_scalar(
+                "SELECT e.vector <=> $2 FROM unnest($1::uuid[]) WITH ORDINALITY AS t(id, ord)
+                 JOIN embeddings e ON e.item_id = t.id ORDER BY t.ord",
+            )
+            .bind(&ids)
+            .bind(&query_vector)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            let ranks: Vec<Option<i64>> = hits.iter().map(|h| h.semantic_rank).collect();
+            assert_eq!(ranks, (1..=20).map(Some).collect::<Vec<_>>(), "{user}");
+            assert!(distances.windows(2).all(|w| w[0] <= w[1]), "{user}: ranked out of distance order: {distances:?}");
+        }
+    }
+}
+
+/// Whether a window function numbers the `nearest` rows in the order they
+/// come, without sorting them first.
+fn numbers_unsorted(plan: &serde_json::Value) -> bool {
+    let children = plan["Plans"].as_array().cloned().unwrap_or_default();
+    let unsorted = plan["Node Type"] == "WindowAgg"
+        && children.first().is_some_and(|c| c["Node Type"] == "CTE Scan" && c["CTE Name"] == "nearest");
+    unsorted || children.iter().any(numbers_unsorted)
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_semantic_ranks_are_numbered_after_a_sort_not_in_index_order(pool: PgPool) {
+    // With `hnsw.iterative_scan = relaxed_order` the index returns rows only
+    // nearly in distance order; numbering them as they come ranked far rows
+    // first on 100 000 vectors. The plan must sort before numbering.
+    sqlx::query("SET hnsw.iterative_scan = relaxed_order").execute(&pool).await.unwrap();
+    for sql in shared::db::search::search_queries() {
+        // The simple protocol: a generic plan has parameters no one binds.
+        let explain = format!("EXPLAIN (GENERIC_PLAN, FORMAT JSON) {sql}");
+        let row = sqlx::raw_sql(&explain).fetch_one(&pool).await.unwrap();
+        let plan: serde_json::Value = sqlx::Row::try_get(&row, 0).unwrap();
+        assert!(!numbers_unsorted(&plan[0]["Plan"]), "{plan:#}");
+    }
+}
