@@ -9,10 +9,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
 ensure_build_tools
-if [[ -z "${DATABASE_URL:-}" ]]; then
-    pg_env="$(bash scripts/postgres.sh env)"
-    eval "$pg_env"
-fi
+ensure_database
 psql="${COLLECTIONS_PGBIN:+$COLLECTIONS_PGBIN/}psql"
 log "building and running compare-insert (release)"
 cargo run --quiet --release -p collections-benches --bin compare-insert -- --psql "$psql" "$@"

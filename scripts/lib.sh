@@ -56,6 +56,16 @@ ensure_build_tools() {
     [[ ${#missing[@]} -eq 0 ]] || apt_install "${missing[@]}"
 }
 
+# PostgreSQL + pgvector (scripts/postgres.sh, started if stopped), unless
+# DATABASE_URL names a server of your own; exports DATABASE_URL.
+ensure_database() {
+    if [[ -z "${DATABASE_URL:-}" ]]; then
+        local pg_env
+        pg_env="$(bash "$ROOT/scripts/postgres.sh" env)"
+        eval "$pg_env"
+    fi
+}
+
 # Debian's Chromium and its matching driver, for scripts/browser-test.py (which
 # expects them at these paths). Recommends are skipped: they pull in a desktop.
 ensure_browser() {

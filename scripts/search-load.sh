@@ -10,10 +10,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
 ensure_build_tools
-if [[ -z "${DATABASE_URL:-}" ]]; then
-    pg_env="$(bash scripts/postgres.sh env)"
-    eval "$pg_env"
-fi
+ensure_database
 # The dev profile (dependencies optimised, see Cargo.toml): nearly all the
 # time of a search is PostgreSQL's, and it spares a release build of the SDKs.
 log "building and running search-load"

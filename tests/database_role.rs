@@ -6,6 +6,15 @@ use shared::db::roles::ensure_app_role;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
+/// Each statement fails for want of privilege (SQLSTATE 42501).
+async fn assert_refused(pool: &PgPool, statements: &[&str]) {
+    for statement in statements {
+        let err = sqlx::query(statement).execute(pool).await.expect_err(statement);
+        let code = err.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned());
+        assert_eq!(code.as_deref(), Some("42501"), "{statement}: {err}");
+    }
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn the_application_role_writes_rows_but_cannot_change_the_schema(pool: PgPool) {
     let role = format!("app_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
@@ -23,17 +32,17 @@ async fn the_application_role_writes_rows_but_cannot_change_the_schema(pool: PgP
     sqlx::query("UPDATE items SET embedding_status = 'failed'").execute(&app).await.unwrap();
     sqlx::query("DELETE FROM record_failures").execute(&app).await.unwrap();
 
-    for statement in [
-        "DROP TABLE embeddings",
-        "ALTER TABLE items ADD COLUMN note text",
-        "TRUNCATE analyses",
-        "CREATE TABLE scratch (x int)",
-        "DROP INDEX embeddings_vector_hnsw",
-    ] {
-        let err = sqlx::query(statement).execute(&app).await.expect_err(statement);
-        let code = err.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned());
-        assert_eq!(code.as_deref(), Some("42501"), "{statement}: {err}");
-    }
+    assert_refused(
+        &app,
+        &[
+            "DROP TABLE embeddings",
+            "ALTER TABLE items ADD COLUMN note text",
+            "TRUNCATE analyses",
+            "CREATE TABLE scratch (x int)",
+            "DROP INDEX embeddings_vector_hnsw",
+        ],
+    )
+    .await;
     app.close().await;
     sqlx::query(&format!("DROP OWNED BY {role}")).execute(&pool).await.unwrap();
     sqlx::query(&format!("DROP ROLE {role}")).execute(&pool).await.unwrap();
@@ -98,17 +107,18 @@ async fn the_migrator_makes_the_roles_its_secrets_name(pool: PgPool) {
     let search = PgPoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
     let items: i64 = sqlx::query_scalar("SELECT count(*) FROM items").fetch_one(&search).await.unwrap();
     assert_eq!(items, 1);
-    for statement in [
-        "UPDATE items SET embedding_status = 'failed'",
-        "DELETE FROM embeddings",
-        "INSERT INTO record_failures (id, stage, reason, source, fingerprint) VALUES (gen_random_uuid(), 'analysis', 'r', 's', 'f')",
-        "TRUNCATE analyses",
-        "DROP TABLE items",
-    ] {
-        let err = sqlx::query(statement).execute(&search).await.expect_err(statement);
-        let code = err.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned());
-        assert_eq!(code.as_deref(), Some("42501"), "{statement}: {err}");
-    }
+    assert_refused(
+        &search,
+        &[
+            "UPDATE items SET embedding_status = 'failed'",
+            "DELETE FROM embeddings",
+            "INSERT INTO record_failures (id, stage, reason, source, fingerprint) \
+             VALUES (gen_random_uuid(), 'analysis', 'r', 's', 'f')",
+            "TRUNCATE analyses",
+            "DROP TABLE items",
+        ],
+    )
+    .await;
     search.close().await;
     for role in [app, reader] {
         sqlx::query(&format!("DROP OWNED BY {role}")).execute(&pool).await.unwrap();
