@@ -63,6 +63,20 @@ pub async fn read_secret(config: &SdkConfig, arn: &str) -> Result<RdsSecret, Dat
         .map_err(|e| DatabaseSettingsError::Secret { arn: arn.to_owned(), message: format!("not an RDS secret: {e}") })
 }
 
+/// How a URL made from a secret asks for TLS. RDS forces TLS, and its CA is
+/// not among the public roots: with `DATABASE_CA_FILE` (the CDK app ships
+/// the RDS bundle there) the certificate chain and the host name are
+/// verified; without it the connection is encrypted, unverified.
+fn tls_parameters(env: &Env) -> String {
+    match env.get("DATABASE_CA_FILE") {
+        Some(ca) => {
+            let ca = percent_encoding::utf8_percent_encode(&ca, percent_encoding::NON_ALPHANUMERIC);
+            format!("?sslmode=verify-full&sslrootcert={ca}")
+        }
+        None => "?sslmode=require".to_owned(),
+    }
+}
+
 /// Resolves the database settings, reading AWS only when the environment
 /// does not say it all.
 pub async fn resolve(env: &Env, config: &SdkConfig) -> Result<DatabaseConfig, DatabaseSettingsError> {
@@ -75,9 +89,7 @@ pub async fn resolve(env: &Env, config: &SdkConfig) -> Result<DatabaseConfig, Da
         let host = env.get("DATABASE_HOST").or(secret.host).ok_or(ConfigError::Missing { name: "DATABASE_HOST" })?;
         let port: u16 = env.parse_or("DATABASE_PORT", secret.port.unwrap_or(5432))?;
         let name = env.get("DATABASE_NAME").or(secret.dbname).unwrap_or_else(|| "collections".to_owned());
-        // RDS forces TLS; the RDS CA is not among the public roots, so the
-        // connection is encrypted without verifying the certificate chain.
-        let url = postgres_url(&secret.username, Some(&secret.password), &host, port, &name) + "?sslmode=require";
+        let url = postgres_url(&secret.username, Some(&secret.password), &host, port, &name) + &tls_parameters(env);
         return Ok(DatabaseConfig { url, max_connections });
     }
     if let Some(name) = env.get("DATABASE_URL_PARAMETER") {
@@ -128,4 +140,23 @@ pub fn keep_current(
             }
         }
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::postgres::{PgConnectOptions, PgSslMode};
+
+    #[test]
+    fn with_a_ca_file_the_certificate_and_host_are_verified() {
+        let bundle = "/opt/rds-ca/rds-ca-bundle.pem";
+        let verified = tls_parameters(&Env::from_pairs([("DATABASE_CA_FILE", bundle)]));
+        let url = format!("postgres://u:p@db.abc.us-east-1.rds.amazonaws.com:5432/collections{verified}");
+        let options: PgConnectOptions = url.parse().unwrap();
+        assert!(matches!(options.get_ssl_mode(), PgSslMode::VerifyFull));
+        assert!(format!("{options:?}").contains(bundle), "{options:?}");
+
+        let unverified = format!("postgres://u:p@h/collections{}", tls_parameters(&Env::from_pairs([])));
+        assert!(matches!(unverified.parse::<PgConnectOptions>().unwrap().get_ssl_mode(), PgSslMode::Require));
+    }
 }
