@@ -200,6 +200,59 @@ async fn long_keys_and_keys_that_differ_by_extension_or_user_are_items_of_their_
     assert_eq!(counts(&pool).await, (5, 5, 5));
 }
 
+/// One EventBridge event as a Kinesis batch of its own.
+fn alone(event: &Value) -> KinesisEvent {
+    collections_tests::kinesis_batch(&[event.to_string().into_bytes()])
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_deleted_object_takes_its_item_and_thumbnail_and_an_older_version_does_not_come_back(pool: PgPool) {
+    let world = World::create("delete").await;
+    let s = stages(&world, &pool);
+    let key = "delete-u1/beach.jpg";
+    world.upload(key, images::jpeg(640, 480, BLUE)).await;
+    world.upload("delete-u1/kept.jpg", images::jpeg(640, 480, GREEN)).await;
+    let created = world.published("Object Created", 2).await;
+    for event in &created {
+        assert!(failures(&thumbnail(&s, &alone(event)).await).is_empty());
+    }
+    for event in world.published("ImageProcessed", 2).await {
+        assert!(failures(&analyze(&s, &alone(&event)).await).is_empty());
+    }
+    for event in world.published("AnalysisComplete", 2).await {
+        assert!(failures(&embed(&s, &alone(&event)).await).is_empty());
+    }
+    assert_eq!(counts(&pool).await, (2, 2, 2));
+
+    world.s3().delete_object().bucket(&world.bucket).key(key).send().await.unwrap();
+    let mut deleted = world.published("Object Deleted", 1).await;
+    assert_eq!(deleted.len(), 1);
+    // moto gives every event the same sequencer; S3's grow per key.
+    let created_beach = created.iter().find(|e| e["detail"]["object"]["key"] == key).unwrap().clone();
+    let sequencer = created_beach["detail"]["object"]["sequencer"].as_str().unwrap().to_owned();
+    deleted[0]["detail"]["object"]["sequencer"] = Value::String(format!("{sequencer}1"));
+    assert!(failures(&thumbnail(&s, &alone(&deleted[0])).await).is_empty());
+    let left: Vec<String> = sqlx::query_scalar("SELECT file_path FROM items").fetch_all(&pool).await.unwrap();
+    assert_eq!(left, ["delete-u1/kept.jpg"]);
+    assert_eq!(counts(&pool).await, (1, 1, 1), "its analysis and vector went with it");
+    let thumbnail_left = world.s3().head_object().bucket(&world.bucket).key("delete-u1/thumbnails/beach.jpg").send().await;
+    assert!(thumbnail_left.is_err(), "its thumbnail went too");
+
+    // The create of the version the delete came after, delivered again
+    // late, brings nothing back, though an object is there again.
+    world.upload(key, images::jpeg(320, 240, ORANGE)).await;
+    assert!(failures(&thumbnail(&s, &alone(&created_beach)).await).is_empty());
+    assert_eq!(counts(&pool).await, (1, 1, 1));
+    assert!(world.s3().head_object().bucket(&world.bucket).key("delete-u1/thumbnails/beach.jpg").send().await.is_err());
+
+    // A newer version (a greater sequencer) is an item again.
+    let mut newer = created_beach;
+    newer["detail"]["object"]["sequencer"] = Value::String(format!("{sequencer}2"));
+    assert!(failures(&thumbnail(&s, &alone(&newer)).await).is_empty());
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM items WHERE file_path = $1").bind(key).fetch_one(&pool).await.unwrap();
+    assert_eq!(rows, 1);
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn a_poison_record_is_the_only_one_reported(pool: PgPool) {
     let world = World::create("poison").await;

@@ -94,7 +94,7 @@ async fn the_migrator_makes_the_roles_its_secrets_name(pool: PgPool) {
     let request = serde_json::json!({"RequestType": "Create", "ResourceProperties": {}});
     let answer = migrator::handle(&request, &env).await.unwrap();
     assert_eq!(answer["PhysicalResourceId"], migrator::PHYSICAL_RESOURCE_ID);
-    let tables = ["analyses", "embeddings", "items", "record_failures"];
+    let tables = ["analyses", "deleted_objects", "embeddings", "items", "record_failures"];
     let expected: Vec<String> =
         tables.iter().flat_map(|t| ["DELETE", "INSERT", "SELECT", "UPDATE"].map(|p| format!("{t}:{p}"))).collect();
     assert_eq!(grants_of(&pool, &app).await, expected, "row access to the application's tables, nothing else");

@@ -50,6 +50,18 @@ pub struct ObjectRef {
     /// otherwise passed over.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reprocess: bool,
+    /// S3 "Object Deleted": remove the item and its thumbnail.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    /// S3's order of the events of one key ([`sequencer_order`]), when the event gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequencer: Option<String>,
+}
+
+/// An S3 sequencer (hexadecimal) in a form whose text order is S3's order:
+/// upper-cased and right-padded with zeros, as S3 says to compare them.
+pub fn sequencer_order(sequencer: &str) -> String {
+    format!("{:0<64}", sequencer.to_ascii_uppercase())
 }
 
 /// The thumbnailer's input: an object, with its key parsed once.

@@ -59,6 +59,8 @@ struct S3Object {
     etag: Option<String>,
     #[serde(default)]
     size: Option<u64>,
+    #[serde(default)]
+    sequencer: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -67,44 +69,57 @@ struct S3Bucket {
 }
 
 #[derive(serde::Deserialize)]
-struct ObjectCreatedDetail {
+struct ObjectDetail {
     bucket: S3Bucket,
     object: S3Object,
 }
 
 /// The objects of an S3 notification (`{"Records": [...]}`) that were
-/// created; their keys arrive URL-encoded.
+/// created or removed; their keys arrive URL-encoded.
 fn from_notification(records: &[Value]) -> Result<Vec<ObjectRef>, String> {
     let mut objects = Vec::new();
     for record in records {
         let name = record.get("eventName").and_then(Value::as_str).unwrap_or("ObjectCreated:Put");
-        if !name.starts_with("ObjectCreated") {
+        let deleted = name.starts_with("ObjectRemoved");
+        if !name.starts_with("ObjectCreated") && !deleted {
             continue;
         }
         let s3 = record.get("s3").ok_or("an S3 notification record without s3")?;
         let bucket = S3Bucket::deserialize(&s3["bucket"]).map_err(|e| format!("bucket: {e}"))?;
         let object = S3Object::deserialize(&s3["object"]).map_err(|e| format!("object: {e}"))?;
         let key = decode_notification_key(&object.key).map_err(|e| e.to_string())?;
-        objects.push(ObjectRef { bucket: bucket.name, key, etag: object.etag, size: object.size, reprocess: false });
+        objects.push(ObjectRef {
+            bucket: bucket.name,
+            key,
+            etag: object.etag,
+            size: object.size,
+            reprocess: false,
+            deleted,
+            sequencer: object.sequencer,
+        });
     }
     Ok(objects)
 }
 
 impl RecordInput for Upload {
-    /// An EventBridge "Object Created" event (as the rule forwards it; its
-    /// key is not URL-encoded), or a plain S3 notification.
+    /// An EventBridge "Object Created" or "Object Deleted" event (as the
+    /// rule forwards it; its key is not URL-encoded), or a plain S3
+    /// notification.
     fn from_record(data: &[u8]) -> Result<Vec<Self>, String> {
         let event = json_of(data)?;
         if let Some(records) = event.get("Records").and_then(Value::as_array) {
             return Ok(from_notification(records)?.into_iter().map(Upload::from).collect());
         }
-        let d: ObjectCreatedDetail = detail(&event, "Object Created")?;
+        let deleted = event.get("detail-type").and_then(Value::as_str) == Some("Object Deleted");
+        let d: ObjectDetail = detail(&event, if deleted { "Object Deleted" } else { "Object Created" })?;
         let object = ObjectRef {
             bucket: d.bucket.name,
             key: d.object.key,
             etag: d.object.etag,
             size: d.object.size,
             reprocess: false,
+            deleted,
+            sequencer: d.object.sequencer,
         };
         Ok(vec![object.into()])
     }
@@ -366,7 +381,7 @@ mod tests {
                 key: "u 1/my photo+x.JPG".into(),
                 etag: Some("e1".into()),
                 size: Some(3),
-                reprocess: false
+                ..ObjectRef::default()
             }
         );
         assert_eq!(upload.key.unwrap().item_id(), "my photo+x");
@@ -374,11 +389,17 @@ mod tests {
             {"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{"key":"u/my+photo%21.jpg","eTag":"e2","size":9}}},
             {"eventName":"ObjectRemoved:Delete","s3":{"bucket":{"name":"b"},"object":{"key":"u/gone.jpg"}}}]}"#;
         let objects = Upload::from_record(notification).unwrap();
-        assert_eq!(objects.len(), 1);
+        assert_eq!(objects.len(), 2);
         assert_eq!(
-            (objects[0].object.key.as_str(), objects[0].object.etag.as_deref()),
-            ("u/my photo!.jpg", Some("e2"))
+            (objects[0].object.key.as_str(), objects[0].object.etag.as_deref(), objects[0].object.deleted),
+            ("u/my photo!.jpg", Some("e2"), false)
         );
+        assert_eq!((objects[1].object.key.as_str(), objects[1].object.deleted), ("u/gone.jpg", true));
+        let deleted = br#"{"version":"0","detail-type":"Object Deleted","source":"aws.s3",
+            "detail":{"bucket":{"name":"b"},"object":{"key":"u/a.jpg","sequencer":"617F08299329D189"}}}"#;
+        let upload = Upload::from_record(deleted).unwrap().remove(0);
+        assert!(upload.object.deleted);
+        assert_eq!(upload.object.sequencer.as_deref(), Some("617F08299329D189"));
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub trait ObjectStore: Send + Sync {
         content_type: &str,
         tags: &[(&str, &str)],
     ) -> Result<(), StorageError>;
+
+    /// Removes an object; one that is not there is no error.
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), StorageError>;
 }
 
 /// A folder standing in for S3: `{root}/{bucket}/{key}`.
@@ -106,6 +109,14 @@ impl ObjectStore for FolderStore {
         let partial = path.with_extension(format!("partial-{}", uuid::Uuid::new_v4().simple()));
         tokio::fs::write(&partial, body).await.map_err(io_error(&partial))?;
         tokio::fs::rename(&partial, &path).await.map_err(io_error(&path))
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), StorageError> {
+        let path = self.path_of(bucket, key);
+        match tokio::fs::remove_file(&path).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error(&path)(e)),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -84,7 +84,7 @@ impl World {
             .clone();
         // The stack's patterns, narrowed to this test's bucket.
         let patterns = [
-            json!({"source": ["aws.s3"], "detail-type": ["Object Created"],
+            json!({"source": ["aws.s3"], "detail-type": ["Object Created", "Object Deleted"],
                    "detail": {"bucket": {"name": [bucket]},
                               "object": {"key": [{"suffix": {"equals-ignore-case": ".jpg"}},
                                                  {"suffix": {"equals-ignore-case": ".jpeg"}},

@@ -151,4 +151,15 @@ impl ObjectStore for S3Store {
             })?;
         Ok(())
     }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), StorageError> {
+        // S3 answers a delete of a missing key with success.
+        self.client.delete_object().bucket(bucket).key(key).send().await.map_err(|e| StorageError::Remote {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            message: describe(&e),
+            retriable: is_retriable(&e),
+        })?;
+        Ok(())
+    }
 }

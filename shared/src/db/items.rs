@@ -26,6 +26,8 @@ pub struct ThumbnailRecord {
     pub thumbnail_key: Option<String>,
     /// SHA-256 of the original's bytes, hex, when it was read.
     pub content_sha256: Option<String>,
+    /// The S3 sequencer of the version, in [`crate::events::sequencer_order`] form, when known.
+    pub sequencer: Option<String>,
 }
 
 /// What [`store_thumbnails`] did.
@@ -82,9 +84,15 @@ pub async fn record_thumbnails(conn: &mut PgConnection, records: &[ThumbnailReco
     let written: Vec<(Uuid,)> = sqlx::query_as(
         r#"
         INSERT INTO items AS i (id, user_id, bucket, file_path, filename, mime_type, source_etag, size_bytes,
-                                width, height, thumbnail_key, content_sha256)
+                                width, height, thumbnail_key, content_sha256, source_sequencer)
         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                             $8::bigint[], $9::int[], $10::int[], $11::text[], $12::text[])
+                             $8::bigint[], $9::int[], $10::int[], $11::text[], $12::text[], $13::text[])
+             AS input(id, user_id, bucket, file_path, filename, mime_type, source_etag, size_bytes, width, height,
+                      thumbnail_key, content_sha256, source_sequencer)
+        -- A version the key's deletion came after stays deleted.
+        WHERE NOT EXISTS (SELECT 1 FROM deleted_objects t
+                          WHERE t.key = input.file_path AND input.source_sequencer IS NOT NULL
+                            AND t.sequencer >= input.source_sequencer)
         ON CONFLICT (id) DO UPDATE SET
             bucket = EXCLUDED.bucket,
             file_path = EXCLUDED.file_path,
@@ -99,8 +107,12 @@ pub async fn record_thumbnails(conn: &mut PgConnection, records: &[ThumbnailReco
             duplicate_of = CASE WHEN EXCLUDED.content_sha256 IS DISTINCT FROM i.content_sha256
                                  AND EXCLUDED.content_sha256 IS NOT NULL THEN NULL ELSE i.duplicate_of END,
             content_sha256 = coalesce(EXCLUDED.content_sha256, i.content_sha256),
+            source_sequencer = coalesce(EXCLUDED.source_sequencer, i.source_sequencer),
             updated_at = now()
+        -- Another user's id is left alone, and so is a newer version.
         WHERE i.user_id = EXCLUDED.user_id
+          AND (EXCLUDED.source_sequencer IS NULL OR i.source_sequencer IS NULL
+               OR EXCLUDED.source_sequencer >= i.source_sequencer)
         RETURNING id
         "#,
     )
@@ -116,10 +128,19 @@ pub async fn record_thumbnails(conn: &mut PgConnection, records: &[ThumbnailReco
     .bind(&heights)
     .bind(column(|r| r.thumbnail_key.clone()))
     .bind(column(|r| r.content_sha256.clone()))
+    .bind(column(|r| r.sequencer.clone()))
     .fetch_all(&mut *conn)
     .await
     .map_err(DbError::during("recording thumbnails"))?;
     let written: Vec<Uuid> = written.into_iter().map(|(id,)| id).collect();
+    // A key made again after its deletion is no longer deleted.
+    let made_again: Vec<&str> =
+        records.iter().filter(|r| written.contains(&r.id)).map(|r| r.key.as_str()).collect();
+    sqlx::query("DELETE FROM deleted_objects WHERE key = ANY($1)")
+        .bind(&made_again)
+        .execute(&mut *conn)
+        .await
+        .map_err(DbError::during("clearing deletions"))?;
     // Each written item whose bytes an earlier item of its user has (the
     // earliest that is no duplicate itself) points at that item.
     sqlx::query(
@@ -139,6 +160,89 @@ pub async fn record_thumbnails(conn: &mut PgConnection, records: &[ThumbnailReco
     .await
     .map_err(DbError::during("finding items with the same bytes"))?;
     Ok(written)
+}
+
+/// An item [`delete_objects`] removed, with where its thumbnail was.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Removed {
+    pub id: Uuid,
+    pub file_path: String,
+    pub bucket: String,
+    pub thumbnail_key: Option<String>,
+}
+
+/// An object deleted: its key, and the delete's sequencer (in
+/// [`crate::events::sequencer_order`] form) when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deletion {
+    pub key: String,
+    pub sequencer: Option<String>,
+}
+
+/// Records these deletions and removes their items, unless an item was
+/// made from a version newer than the delete; the items' analyses and
+/// vectors go with them (ON DELETE CASCADE), and items that shared their
+/// bytes go back to pending, to be analysed on their own. Answers what was
+/// removed.
+pub async fn delete_objects(pool: &PgPool, deletions: &[Deletion]) -> Result<Vec<Removed>, DbError> {
+    let keys: Vec<&str> = deletions.iter().map(|d| d.key.as_str()).collect();
+    let sequencers: Vec<Option<&str>> = deletions.iter().map(|d| d.sequencer.as_deref()).collect();
+    let ids: Vec<Uuid> = keys.iter().map(|k| crate::events::item_uuid(k)).collect();
+    let mut tx = pool.begin().await.map_err(DbError::during("starting to delete items"))?;
+    sqlx::query(
+        r#"
+        INSERT INTO deleted_objects AS t (key, sequencer)
+        SELECT DISTINCT ON (key) key, sequencer FROM UNNEST($1::text[], $2::text[]) AS d(key, sequencer)
+        ORDER BY key, sequencer DESC NULLS LAST
+        ON CONFLICT (key) DO UPDATE SET sequencer = greatest(t.sequencer, EXCLUDED.sequencer), deleted_at = now()
+        "#,
+    )
+    .bind(&keys)
+    .bind(&sequencers)
+    .execute(&mut *tx)
+    .await
+    .map_err(DbError::during("recording deletions"))?;
+    let sharing: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM items WHERE duplicate_of = ANY($1)")
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(DbError::during("finding items with the same bytes"))?;
+    let removed: Vec<Removed> = sqlx::query_as(
+        r#"
+        DELETE FROM items AS i
+        USING UNNEST($1::uuid[], $2::text[]) AS d(id, sequencer)
+        WHERE i.id = d.id
+          AND (i.source_sequencer IS NULL OR d.sequencer IS NULL OR i.source_sequencer < d.sequencer)
+        RETURNING i.id, i.file_path, i.bucket, i.thumbnail_key
+        "#,
+    )
+    .bind(&ids)
+    .bind(&sequencers)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(DbError::during("deleting items"))?;
+    // Items that shared a removed item's analysis (their duplicate_of is now
+    // NULL) are analysed on their own.
+    sqlx::query(
+        "UPDATE items SET analysis_status = 'pending', embedding_status = 'pending', updated_at = now()
+         WHERE id = ANY($1) AND duplicate_of IS NULL",
+    )
+    .bind(&sharing)
+    .execute(&mut *tx)
+    .await
+    .map_err(DbError::during("sending items of the same bytes back to pending"))?;
+    tx.commit().await.map_err(DbError::during("deleting items"))?;
+    Ok(removed)
+}
+
+/// Of these keys, those deleted (with a tombstone in `deleted_objects`).
+pub async fn deleted_keys(pool: &PgPool, keys: &[&str]) -> Result<HashSet<String>, DbError> {
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT key FROM deleted_objects WHERE key = ANY($1)")
+        .bind(keys)
+        .fetch_all(pool)
+        .await
+        .map_err(DbError::during("looking up deletions"))?;
+    Ok(rows.into_iter().map(|(key,)| key).collect())
 }
 
 /// An item whose bytes an earlier item of its user has.

@@ -295,7 +295,7 @@ pub async fn backfill(
                             key: o.key.clone(),
                             etag: o.etag.clone(),
                             size: Some(o.size),
-                            reprocess: false,
+                            ..ObjectRef::default()
                         };
                         pipeline.submit_object(object).await?;
                     }

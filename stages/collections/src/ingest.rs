@@ -76,7 +76,7 @@ pub fn upload(c: &Components, file: &ScannedFile) -> anyhow::Result<ObjectRef> {
         key: file.key.clone(),
         etag: Some(format!("{}-{}", meta.len(), modified.as_nanos())),
         size: Some(meta.len()),
-        reprocess: false,
+        ..ObjectRef::default()
     })
 }
 

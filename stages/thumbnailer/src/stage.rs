@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use shared::bus::{EventPublisher, publish_for};
-use shared::db::items::{self, ItemState, ThumbnailRecord};
-use shared::events::{ImageInfo, ImageProcessed, ObjectRef, PipelineEvent, Upload};
+use shared::db::items::{self, Deletion, ItemState, ThumbnailRecord};
+use shared::events::{ImageInfo, ImageProcessed, ObjectRef, PipelineEvent, Upload, sequencer_order};
 use shared::keys::{ImageKey, THUMBNAIL_TAG};
 use shared::stage::{BatchContext, Failure, Outcome, Retriable, Stage, StageName, until_deadline};
 use sha2::{Digest, Sha256};
@@ -123,6 +123,9 @@ pub enum ThumbnailOutcome {
         thumbnail_key: String,
         event: Box<ImageProcessed>,
     },
+    /// S3 deleted the object: its item (analyses and vectors with it) and
+    /// its thumbnail are removed.
+    Deleted(String),
     Skipped(String),
     Failed(Failure),
 }
@@ -133,13 +136,16 @@ impl Thumbnailer {
     /// new; running it on a changed original writes the same thumbnail bytes
     /// for the same bytes.
     pub async fn process(&self, uploads: &[Upload], context: &BatchContext) -> Vec<ThumbnailOutcome> {
+        let mut deleted = self.delete(uploads).await;
         let mut steps = self.check(uploads).await;
         self.make(uploads, &mut steps, context).await;
         self.record(uploads, &mut steps).await;
         uploads
             .iter()
             .zip(steps)
-            .map(|(upload, step)| match step {
+            .enumerate()
+            .map(|(i, (upload, step))| match step {
+                _ if upload.object.deleted => deleted.remove(&i).expect("every deletion is settled"),
                 Step::Finished(Outcome::Skipped(reason)) => ThumbnailOutcome::Skipped(reason),
                 Step::Finished(Outcome::Failed(failure)) => ThumbnailOutcome::Failed(failure),
                 Step::Unchanged(event) => {
@@ -156,6 +162,57 @@ impl Thumbnailer {
                 }
             })
             .collect()
+    }
+
+    /// Phase 0: objects S3 deleted. Their items go (analyses and vectors
+    /// with them) unless made from a newer version, a tombstone keeps a late
+    /// older version from coming back, and their thumbnails are removed.
+    async fn delete(&self, uploads: &[Upload]) -> HashMap<usize, ThumbnailOutcome> {
+        let mut outcomes = HashMap::new();
+        let mut deletions = Vec::new();
+        for (i, upload) in uploads.iter().enumerate().filter(|(_, u)| u.object.deleted) {
+            match &upload.key {
+                Ok(key) => deletions.push((i, key)),
+                Err(e) => {
+                    outcomes.insert(i, ThumbnailOutcome::Skipped(format!("deleted: {e}")));
+                }
+            }
+        }
+        if deletions.is_empty() {
+            return outcomes;
+        }
+        let wanted: Vec<Deletion> = deletions
+            .iter()
+            .map(|&(i, key)| Deletion {
+                key: key.as_str().to_owned(),
+                sequencer: uploads[i].object.sequencer.as_deref().map(sequencer_order),
+            })
+            .collect();
+        let removed = match items::delete_objects(&self.pool, &wanted).await {
+            Ok(removed) => removed,
+            Err(e) => {
+                let failure = Failure::from_error(&e);
+                for (i, _) in deletions {
+                    outcomes.insert(i, ThumbnailOutcome::Failed(failure.clone()));
+                }
+                return outcomes;
+            }
+        };
+        for (i, key) in deletions {
+            let outcome = match removed.iter().find(|r| r.file_path == key.as_str()) {
+                None => ThumbnailOutcome::Skipped("deleted: no item of an older version to remove".to_owned()),
+                Some(item) => {
+                    let bucket = self.config.bucket.as_deref().unwrap_or(&item.bucket);
+                    let thumbnail = item.thumbnail_key.clone().unwrap_or_else(|| key.thumbnail_key());
+                    match self.store.delete(bucket, &thumbnail).await {
+                        Ok(()) => ThumbnailOutcome::Deleted(format!("removed the item and {thumbnail}")),
+                        Err(e) => ThumbnailOutcome::Failed(Failure::of(format!("deleting {thumbnail}"), &e)),
+                    }
+                }
+            };
+            outcomes.insert(i, outcome);
+        }
+        outcomes
     }
 
     /// Phase 1: keys that are no originals, ids of another user, and
@@ -182,6 +239,9 @@ impl Thumbnailer {
                     Ok(key) => key,
                     Err(e) => return Step::Finished(key_outcome(e)),
                 };
+                if upload.object.deleted {
+                    return Step::Finished(Outcome::Skipped("deleted (settled in phase 0)".to_owned()));
+                }
                 let Some(state) = known.get(&key.item_uuid()) else { return Step::Make { restart: false } };
                 if state.user_id != key.user_id() {
                     return Step::Finished(
@@ -251,10 +311,31 @@ impl Thumbnailer {
             }
         };
         let refused: HashMap<_, _> = stored.refused.into_iter().collect();
+        // Not written and not refused: deleted meanwhile, or another user's id.
+        let unwritten: Vec<&str> = made
+            .iter()
+            .map(|&i| uploads[i].key.as_ref().expect("only parsed keys are made"))
+            .filter(|key| !stored.written.contains(&key.item_uuid()) && !refused.contains_key(&key.item_uuid()))
+            .map(ImageKey::as_str)
+            .collect();
+        let deleted = if unwritten.is_empty() {
+            Default::default()
+        } else {
+            items::deleted_keys(&self.pool, &unwritten).await.unwrap_or_default()
+        };
         for i in made {
-            let id = uploads[i].key.as_ref().expect("only parsed keys are made").item_uuid();
+            let key = uploads[i].key.as_ref().expect("only parsed keys are made");
+            let id = key.item_uuid();
             if let Some(reason) = refused.get(&id) {
                 steps[i] = Step::Finished(Failure::permanent(reason.clone()).into());
+            } else if deleted.contains(key.as_str()) {
+                // Its thumbnail was made while the delete went through: it goes too.
+                let bucket = self.config.bucket.as_deref().unwrap_or(&uploads[i].object.bucket);
+                let outcome = match self.store.delete(bucket, &key.thumbnail_key()).await {
+                    Ok(()) => Outcome::Skipped("deleted after this version was uploaded".to_owned()),
+                    Err(e) => Failure::of(format!("deleting {}", key.thumbnail_key()), &e).into(),
+                };
+                steps[i] = Step::Finished(outcome);
             } else if !stored.written.contains(&id) {
                 steps[i] =
                     Step::Finished(Failure::permanent(format!("item id {id} already belongs to another user")).into());
@@ -284,6 +365,7 @@ impl Stage for Thumbnailer {
                     events.push((outcomes.len(), PipelineEvent::ImageProcessed(*event)));
                     Outcome::Done
                 }
+                ThumbnailOutcome::Deleted(_) => Outcome::Done,
                 ThumbnailOutcome::Skipped(reason) => Outcome::Skipped(reason),
                 ThumbnailOutcome::Failed(failure) => Outcome::Failed(failure),
             });
@@ -313,6 +395,7 @@ impl Thumbnailer {
                 height: i32::try_from(t.original_height).ok(),
                 thumbnail_key: Some(key.thumbnail_key()),
                 content_sha256: Some(content_sha256.clone()),
+                sequencer: object.sequencer.as_deref().map(sequencer_order),
                 ..base
             },
             None => base,
