@@ -235,6 +235,26 @@ pub async fn delete_objects(pool: &PgPool, deletions: &[Deletion]) -> Result<Vec
     Ok(removed)
 }
 
+/// Removes every row of `user`: items (their analyses and vectors with
+/// them) and record failures. Answers how many of each.
+pub async fn erase_user(pool: &PgPool, user: &str) -> Result<(u64, u64), DbError> {
+    let mut tx = pool.begin().await.map_err(DbError::during("starting to erase a user"))?;
+    let items = sqlx::query("DELETE FROM items WHERE user_id = $1")
+        .bind(user)
+        .execute(&mut *tx)
+        .await
+        .map_err(DbError::during("erasing a user's items"))?
+        .rows_affected();
+    let records = sqlx::query("DELETE FROM record_failures WHERE user_id = $1")
+        .bind(user)
+        .execute(&mut *tx)
+        .await
+        .map_err(DbError::during("erasing a user's failures"))?
+        .rows_affected();
+    tx.commit().await.map_err(DbError::during("erasing a user"))?;
+    Ok((items, records))
+}
+
 /// Of these keys, those deleted (with a tombstone in `deleted_objects`).
 pub async fn deleted_keys(pool: &PgPool, keys: &[&str]) -> Result<HashSet<String>, DbError> {
     let rows: Vec<(String,)> = sqlx::query_as("SELECT key FROM deleted_objects WHERE key = ANY($1)")

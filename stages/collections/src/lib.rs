@@ -4,6 +4,7 @@
 
 pub mod backfill;
 pub mod components;
+pub mod erase;
 pub mod ingest;
 pub mod pipeline;
 pub mod report;

@@ -142,6 +142,20 @@ enum Command {
         #[arg(long, value_parser = collections::stats::parse_since)]
         since: Option<chrono::DateTime<chrono::Utc>>,
     },
+    /// Delete images of the local bucket: the originals, their items
+    /// (analyses and vectors) and their thumbnails.
+    Delete {
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Remove everything of a user locally: rows, failures, thumbnails, and
+    /// with --originals the originals too.
+    Erase {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        originals: bool,
+    },
     /// Run failed items again from the stage where they failed.
     Retry {
         #[arg(long)]
@@ -336,6 +350,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let filter = collections::stats::Filter { user: user.as_deref(), since };
             let stats = collections::stats::gather(&c.pool, filter).await?;
             print!("{}", collections::stats::report(&stats, &prices));
+        }
+        Command::Delete { keys } => {
+            let c = Components::from_env(&env).await?;
+            for (key, what) in collections::erase::delete_keys(&c, &keys).await? {
+                println!("{key}: {what}");
+            }
+        }
+        Command::Erase { user, originals } => {
+            let c = Components::from_env(&env).await?;
+            let erased = collections::erase::erase_user(&c, &user, originals).await?;
+            println!(
+                "erased {user}: {} items (with their analyses and vectors), {} failed records, thumbnails{}",
+                erased.items,
+                erased.record_failures,
+                if originals { " and originals" } else { "" }
+            );
         }
         Command::Retry { user, limit } => {
             let c = Components::from_env(&env).await?;
