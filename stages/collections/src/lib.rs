@@ -7,6 +7,7 @@ pub mod components;
 pub mod erase;
 pub mod ingest;
 pub mod pipeline;
+pub mod reanalyze;
 pub mod report;
 pub mod stats;
 pub mod thumbnail;

@@ -142,6 +142,23 @@ enum Command {
         #[arg(long, value_parser = collections::stats::parse_since)]
         since: Option<chrono::DateTime<chrono::Utc>>,
     },
+    /// Analyse stored images again (new analysis versions, then embedded)
+    /// with the configured provider and model (ANALYZER_PROVIDER,
+    /// ANALYZER_MODEL, or --provider and --model).
+    Reanalyze {
+        #[arg(long)]
+        user: Option<String>,
+        /// Only images whose latest analysis has this category.
+        #[arg(long)]
+        category: Option<String>,
+        #[arg(long)]
+        provider: Option<String>,
+        #[arg(long)]
+        model: Option<String>,
+        /// Remove the older analysis versions (and their vectors) afterwards.
+        #[arg(long)]
+        prune: bool,
+    },
     /// Delete images of the local bucket: the originals, their items
     /// (analyses and vectors) and their thumbnails.
     Delete {
@@ -350,6 +367,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let filter = collections::stats::Filter { user: user.as_deref(), since };
             let stats = collections::stats::gather(&c.pool, filter).await?;
             print!("{}", collections::stats::report(&stats, &prices));
+        }
+        Command::Reanalyze { user, category, provider, model, prune } => {
+            let mut pairs: Vec<(String, String)> = std::env::vars().collect();
+            pairs.extend(provider.map(|p| ("ANALYZER_PROVIDER".to_owned(), p)));
+            pairs.extend(model.map(|m| ("ANALYZER_MODEL".to_owned(), m)));
+            let c = Components::from_env(&Env::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))).await?;
+            shared::db::migrate(&c.pool).await?;
+            let selection = collections::reanalyze::Selection { user: user.as_deref(), category: category.as_deref() };
+            let report = collections::reanalyze::reanalyze(&c, selection, prune).await?;
+            print!("{}", report.summary());
         }
         Command::Delete { keys } => {
             let c = Components::from_env(&env).await?;
