@@ -8,6 +8,7 @@ pub mod erase;
 pub mod ingest;
 pub mod pipeline;
 pub mod reanalyze;
+pub mod reembed;
 pub mod report;
 pub mod stats;
 pub mod thumbnail;

@@ -159,6 +159,27 @@ enum Command {
         #[arg(long)]
         prune: bool,
     },
+    /// Embed every latest analysis with another model (--provider, --model),
+    /// beside the active model's vectors, which searches keep using until
+    /// the configuration switches. Resumable: what is embedded is skipped.
+    Reembed {
+        #[arg(long)]
+        provider: String,
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        /// Analyses a second, at most.
+        #[arg(long, default_value_t = 50.0, value_parser = positive_rate)]
+        rate: f64,
+    },
+    /// Remove a model's vectors (after the switch to another).
+    PruneVectors {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        user: Option<String>,
+    },
     /// Delete images of the local bucket: the originals, their items
     /// (analyses and vectors) and their thumbnails.
     Delete {
@@ -377,6 +398,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let selection = collections::reanalyze::Selection { user: user.as_deref(), category: category.as_deref() };
             let report = collections::reanalyze::reanalyze(&c, selection, prune).await?;
             print!("{}", report.summary());
+        }
+        Command::Reembed { provider, model, user, rate } => {
+            let mut pairs: Vec<(String, String)> = std::env::vars().collect();
+            pairs.push(("EMBEDDING_PROVIDER".to_owned(), provider.clone()));
+            if let Some(model) = model {
+                let name = if provider == "voyage" { "VOYAGE_EMBEDDING_MODEL" } else { "OPENAI_EMBEDDING_MODEL" };
+                pairs.push((name.to_owned(), model));
+            }
+            let c = Components::from_env(&Env::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))).await?;
+            shared::db::migrate(&c.pool).await?;
+            let report = collections::reembed::reembed(&c, user.as_deref(), rate).await?;
+            print!("{}", report.summary());
+        }
+        Command::PruneVectors { model, user } => {
+            let c = Components::from_env(&env).await?;
+            let removed = collections::reembed::prune_vectors(&c.pool, &model, user.as_deref()).await?;
+            println!("removed {removed} vectors of {model}");
         }
         Command::Delete { keys } => {
             let c = Components::from_env(&env).await?;
