@@ -6,6 +6,7 @@ use image::{DynamicImage, ImageEncoder, ImageFormat, Rgb, RgbImage, Rgba, RgbaIm
 
 #[path = "../stages/thumbnailer/tests/support/icc.rs"]
 pub mod icc;
+pub mod scale;
 
 /// A photo-like RGB image: smooth gradients, edges and fine grain, so it
 /// compresses like a camera's JPEG rather than like a flat test card.

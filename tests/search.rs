@@ -277,3 +277,18 @@ async fn the_semantic_ranks_are_numbered_after_a_sort_not_in_index_order(pool: P
         assert!(!numbers_unsorted(&plan[0]["Plan"]), "{plan:#}");
     }
 }
+
+/// Search at scale, the small set: Zipf-sized users on one table. Every
+/// bucket of user sizes must find its exact nearest ten (recall@10 ≥ 0.95);
+/// the full set and its latencies are `search-scale`'s (benches/README.md).
+#[sqlx::test(migrations = "../migrations")]
+async fn users_of_every_size_find_their_nearest_ten(pool: PgPool) {
+    use collections_benches::scale::{measure, seed, zipf_sizes};
+    let sizes = zipf_sizes(12_000, 120);
+    seed(&pool, &sizes).await.unwrap();
+    let buckets = measure(&pool, &sizes, 12).await.unwrap();
+    assert_eq!(buckets.len(), 4, "{buckets:?}");
+    for b in buckets {
+        assert!(b.recall >= 0.95, "{}: recall@10 {:.3}", b.name, b.recall);
+    }
+}

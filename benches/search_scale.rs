@@ -1,0 +1,58 @@
+//! Search at scale: `--vectors` vectors of 1024 dimensions over `--users`
+//! users whose collection sizes follow a Zipf law (made once, kept in the
+//! database collections_search_scale); queries drawn from each user's own
+//! items with noise. Prints recall@10 against an exact scan and p50/p95 per
+//! user-size bucket, and the bytes each stored vector takes with its index.
+//!
+//!   search-scale [--vectors 100000] [--users 1000] [--queries 30]
+
+use anyhow::Context;
+use collections_benches::scale::{measure, seed, zipf_sizes};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let (mut vectors, mut users, mut queries) = (100_000, 1000, 30);
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value: usize = args.next().with_context(|| format!("{flag} needs a value"))?.parse()?;
+        match flag.as_str() {
+            "--vectors" => vectors = value,
+            "--users" => users = value,
+            "--queries" => queries = value,
+            other => anyhow::bail!("unknown flag {other}"),
+        }
+    }
+    let pool = collections_benches::database("collections_search_scale").await?;
+    let sizes = zipf_sizes(vectors, users);
+    eprintln!("seeding {vectors} vectors over {users} users (largest {}, once)", sizes[0]);
+    seed(&pool, &sizes).await?;
+    measure(&pool, &sizes, 5).await?; // warm the caches
+    println!("{vectors} vectors of 1024 dimensions over {users} Zipf-sized users; {queries} queries a bucket");
+    println!("| users by size | users | rows | recall@10 (mean / worst) | p50 (ms) | p95 (ms) |");
+    println!("|---|---|---|---|---|---|");
+    for b in measure(&pool, &sizes, queries).await? {
+        println!(
+            "| {} | {} | {}–{} | {:.3} / {:.1} | {:.1} | {:.1} |",
+            b.name,
+            b.users,
+            b.sizes.0,
+            b.sizes.1,
+            b.recall,
+            b.worst_recall,
+            b.p50.as_secs_f64() * 1000.0,
+            b.p95.as_secs_f64() * 1000.0
+        );
+    }
+    let (table, index): (i64, i64) = sqlx::query_as(
+        "SELECT pg_total_relation_size('embeddings') - pg_relation_size('embeddings_vector_hnsw'),
+                pg_relation_size('embeddings_vector_hnsw')",
+    )
+    .fetch_one(&pool)
+    .await?;
+    println!(
+        "bytes per stored vector: {} in the table (with TOAST and its other indexes) + {} in the HNSW index",
+        table / vectors as i64,
+        index / vectors as i64
+    );
+    Ok(())
+}
