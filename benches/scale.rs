@@ -80,59 +80,84 @@ pub async fn seed(pool: &PgPool, sizes: &[usize]) -> anyhow::Result<()> {
     let all: Vec<(usize, usize)> =
         sizes.iter().enumerate().flat_map(|(user, &size)| (0..size).map(move |n| (user, n))).collect();
     for chunk in all.chunks(1000) {
-        let keys: Vec<String> = chunk.iter().map(|(user, n)| format!("z{user:04}/p{n}.jpg")).collect();
-        let records: Vec<items::ThumbnailRecord> = keys
+        let images: Vec<Generated> = chunk
             .iter()
-            .map(|key| {
-                let parsed = shared::keys::ImageKey::parse(key).expect("generated keys are valid");
-                items::ThumbnailRecord {
-                    id: parsed.item_uuid(),
-                    user_id: parsed.user_id().to_owned(),
-                    bucket: "local".to_owned(),
-                    key: key.clone(),
-                    filename: parsed.filename().to_owned(),
-                    ..items::ThumbnailRecord::default()
-                }
-            })
-            .collect();
-        let ids: Vec<Uuid> = records.iter().map(|r| r.id).collect();
-        items::store_thumbnails(pool, &records, &ids, &[]).await?;
-        let new: Vec<analyses::NewAnalysis> = records
-            .iter()
-            .map(|r| analyses::NewAnalysis {
-                item_id: r.id,
-                user_id: r.user_id.clone(),
+            .map(|&(user, n)| Generated {
+                key: format!("z{user:04}/p{n}.jpg"),
                 category: "other".to_owned(),
                 summary: "generated".to_owned(),
-                analysis: serde_json::json!({ "category": "other", "summary": "generated" }),
-                raw_response: serde_json::json!({}),
-                provider_used: "scale".to_owned(),
-                model_used: "scale".to_owned(),
-                trace_id: None,
-                request_key: r.key.clone(),
-                usage: None,
+                vector: item_vector(&centres, user, n),
             })
             .collect();
-        let stored = analyses::store_batch(pool, &new, &[]).await?;
-        let analysis_of: std::collections::HashMap<Uuid, Uuid> =
-            stored.stored.iter().map(|s| (s.item_id, s.analysis_id)).collect();
-        let rows: Vec<embeddings::NewEmbedding> = chunk
-            .iter()
-            .zip(&records)
-            .map(|(&(user, n), r)| embeddings::NewEmbedding {
-                item_id: r.id,
-                analysis_id: analysis_of[&r.id],
-                user_id: r.user_id.clone(),
-                vector: Vector::from(item_vector(&centres, user, n)),
-                model: MODEL.to_owned(),
-                source: serde_json::json!({}),
-                tokens: None,
-            })
-            .collect();
-        embeddings::store_batch(pool, &embeddings::EmbeddingBatch { new: rows, ..Default::default() }).await?;
+        store_generated(pool, &images, MODEL).await?;
     }
     embeddings::build_vector_index(pool, 1024).await?;
     sqlx::query("ANALYZE").execute(pool).await?;
+    Ok(())
+}
+
+/// One generated image: its key, its analysis, and its vector.
+pub struct Generated {
+    pub key: String,
+    pub category: String,
+    pub summary: String,
+    pub vector: Vec<f32>,
+}
+
+/// Stores generated images as the three stages would: the items, an
+/// analysis each, and a vector each of `model`.
+pub async fn store_generated(pool: &PgPool, images: &[Generated], model: &str) -> anyhow::Result<()> {
+    let records: Vec<items::ThumbnailRecord> = images
+        .iter()
+        .map(|image| {
+            let parsed = shared::keys::ImageKey::parse(&image.key).expect("generated keys are valid");
+            items::ThumbnailRecord {
+                id: parsed.item_uuid(),
+                user_id: parsed.user_id().to_owned(),
+                bucket: "local".to_owned(),
+                key: image.key.clone(),
+                filename: parsed.filename().to_owned(),
+                thumbnail_key: Some(parsed.thumbnail_key()),
+                ..items::ThumbnailRecord::default()
+            }
+        })
+        .collect();
+    let ids: Vec<Uuid> = records.iter().map(|r| r.id).collect();
+    items::store_thumbnails(pool, &records, &ids, &[]).await?;
+    let new: Vec<analyses::NewAnalysis> = images
+        .iter()
+        .zip(&records)
+        .map(|(image, r)| analyses::NewAnalysis {
+            item_id: r.id,
+            user_id: r.user_id.clone(),
+            category: image.category.clone(),
+            summary: image.summary.clone(),
+            analysis: serde_json::json!({ "category": image.category, "summary": image.summary }),
+            raw_response: serde_json::json!({}),
+            provider_used: "generated".to_owned(),
+            model_used: "generated".to_owned(),
+            trace_id: None,
+            request_key: r.key.clone(),
+            usage: None,
+        })
+        .collect();
+    let stored = analyses::store_batch(pool, &new, &[]).await?;
+    let analysis_of: std::collections::HashMap<Uuid, Uuid> =
+        stored.stored.iter().map(|s| (s.item_id, s.analysis_id)).collect();
+    let rows: Vec<embeddings::NewEmbedding> = images
+        .iter()
+        .zip(&records)
+        .map(|(image, r)| embeddings::NewEmbedding {
+            item_id: r.id,
+            analysis_id: analysis_of[&r.id],
+            user_id: r.user_id.clone(),
+            vector: Vector::from(image.vector.clone()),
+            model: model.to_owned(),
+            source: serde_json::json!({}),
+            tokens: None,
+        })
+        .collect();
+    embeddings::store_batch(pool, &embeddings::EmbeddingBatch { new: rows, ..Default::default() }).await?;
     Ok(())
 }
 

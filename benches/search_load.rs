@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use shared::db::{analyses, embeddings, items};
+use collections_benches::scale::{Generated, store_generated};
+use shared::db::embeddings;
 use shared::embedding::{EmbeddingProvider, InputType};
 use sqlx::PgPool;
 
@@ -72,66 +73,22 @@ async fn seed(pool: &PgPool, args: &Args, embedder: &dyn EmbeddingProvider) -> a
     let started = Instant::now();
     for chunk_start in (0..args.vectors).step_by(1000) {
         let range = chunk_start..(chunk_start + 1000).min(args.vectors);
-        let keys: Vec<String> = range.clone().map(|n| format!("load-{}/photo-{n}.jpg", n % args.users)).collect();
-        let records: Vec<items::ThumbnailRecord> = keys
-            .iter()
-            .map(|key| {
-                let parsed = shared::keys::ImageKey::parse(key).expect("generated keys are valid");
-                items::ThumbnailRecord {
-                    id: parsed.item_uuid(),
-                    user_id: parsed.user_id().to_owned(),
-                    bucket: "local".to_owned(),
-                    key: key.clone(),
-                    filename: parsed.filename().to_owned(),
-                    thumbnail_key: Some(parsed.thumbnail_key()),
-                    ..items::ThumbnailRecord::default()
-                }
-            })
-            .collect();
-        let ids: Vec<_> = records.iter().map(|r| r.id).collect();
-        items::store_thumbnails(pool, &records, &ids, &[]).await?;
-        let new: Vec<analyses::NewAnalysis> = range
-            .clone()
-            .zip(&records)
-            .map(|(n, r)| {
-                let text = summary(n);
-                analyses::NewAnalysis {
-                    item_id: r.id,
-                    user_id: r.user_id.clone(),
-                    category: CATEGORIES[n % CATEGORIES.len()].to_owned(),
-                    summary: text.clone(),
-                    analysis: serde_json::json!({ "category": CATEGORIES[n % CATEGORIES.len()], "summary": text }),
-                    raw_response: serde_json::json!({}),
-                    provider_used: "load".to_owned(),
-                    model_used: "load".to_owned(),
-                    trace_id: None,
-                    request_key: format!("load:{n}"),
-                    usage: None,
-                }
-            })
-            .collect();
-        let stored = analyses::store_batch(pool, &new, &[]).await?;
         let texts: Vec<String> = range.clone().map(summary).collect();
         let mut vectors = embedder.embed(&texts, InputType::Document).await?.vectors;
         for (n, v) in range.clone().zip(&mut vectors) {
             densify(v, n as u64);
         }
-        let analysis_of: std::collections::HashMap<_, _> =
-            stored.stored.iter().map(|s| (s.item_id, s.analysis_id)).collect();
-        let rows: Vec<embeddings::NewEmbedding> = new
-            .iter()
-            .zip(vectors)
-            .map(|(a, v)| embeddings::NewEmbedding {
-                item_id: a.item_id,
-                analysis_id: analysis_of[&a.item_id],
-                user_id: a.user_id.clone(),
-                vector: shared::db::Vector::from(v),
-                model: embedder.model().to_owned(),
-                source: serde_json::json!({}),
-                tokens: None,
+        let images: Vec<Generated> = range
+            .clone()
+            .zip(texts.into_iter().zip(vectors))
+            .map(|(n, (summary, vector))| Generated {
+                key: format!("load-{}/photo-{n}.jpg", n % args.users),
+                category: CATEGORIES[n % CATEGORIES.len()].to_owned(),
+                summary,
+                vector,
             })
             .collect();
-        embeddings::store_batch(pool, &embeddings::EmbeddingBatch { new: rows, ..Default::default() }).await?;
+        store_generated(pool, &images, embedder.model()).await?;
         eprint!("\rseeded {} of {} vectors", range.end, args.vectors);
     }
     eprintln!(" in {:.0} s; building the HNSW index", started.elapsed().as_secs_f64());

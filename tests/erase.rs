@@ -5,18 +5,10 @@
 
 use collections::erase::{delete_keys, erase_user};
 use collections::ingest::run_folder;
-use collections_tests::components;
-use collections_tests::images::{self, BLUE, GREEN, ORANGE};
+use collections_tests::{components, images};
 use shared::db::search::search_text;
 use sqlx::PgPool;
 
-fn photos(dir: &std::path::Path) -> std::path::PathBuf {
-    let photos = dir.join("photos");
-    images::write(&photos, "a.jpg", &images::jpeg(640, 480, BLUE));
-    images::write(&photos, "b.jpg", &images::jpeg(480, 640, GREEN));
-    images::write(&photos, "c.png", &images::png(300, 300, ORANGE));
-    photos
-}
 
 async fn rows_of(pool: &PgPool, user: &str) -> i64 {
     sqlx::query_scalar(
@@ -34,7 +26,7 @@ async fn rows_of(pool: &PgPool, user: &str) -> i64 {
 async fn a_deleted_image_and_an_erased_user_leave_nothing_behind(pool: PgPool) {
     let dir = tempfile::tempdir().unwrap();
     let c = components(pool.clone(), &dir.path().join("data"), &[]).await;
-    let photos = photos(dir.path());
+    let photos = images::three_photos(dir.path());
     run_folder(&c, &photos, "ann", false).await.unwrap();
     run_folder(&c, &photos, "bob", false).await.unwrap();
     assert_eq!(rows_of(&pool, "ann").await, 9);

@@ -5,19 +5,11 @@
 
 use collections::ingest::run_folder;
 use collections::stats::{Filter, Prices, gather, report};
-use collections_tests::components;
-use collections_tests::images::{self, BLUE, GREEN, ORANGE};
+use collections_tests::{components, images};
 use collections_tests::providers::MockProviders;
 use shared::usage::Usage;
 use sqlx::PgPool;
 
-fn photos(dir: &std::path::Path) -> std::path::PathBuf {
-    let photos = dir.join("photos");
-    images::write(&photos, "a.jpg", &images::jpeg(640, 480, BLUE));
-    images::write(&photos, "b.jpg", &images::jpeg(480, 640, GREEN));
-    images::write(&photos, "c.png", &images::png(300, 300, ORANGE));
-    photos
-}
 
 const PRICES: &str = r#"{"as_of": "2026-11-30", "models": {
     "vision-test-1": {"input": 1.0, "output": 5.0},
@@ -43,11 +35,11 @@ async fn the_providers_usage_is_stored_added_up_and_priced(pool: PgPool) {
         ],
     )
     .await;
-    let report_of_run = run_folder(&paid, &photos(dir.path()), "payer", false).await.unwrap();
+    let report_of_run = run_folder(&paid, &images::three_photos(dir.path()), "payer", false).await.unwrap();
     assert_eq!(report_of_run.failed.len(), 0, "{report_of_run:?}");
     // Another user, on the offline providers.
     let free = components(pool.clone(), &dir.path().join("data"), &[]).await;
-    run_folder(&free, &photos(dir.path()), "saver", false).await.unwrap();
+    run_folder(&free, &images::three_photos(dir.path()), "saver", false).await.unwrap();
 
     // Each analysis holds its reply's usage (the mock: 1600 in, 120 out).
     let tokens: Vec<(Option<i64>, Option<i64>)> =

@@ -38,3 +38,13 @@ pub const BLUE: [u8; 3] = [40, 85, 200];
 pub const GREEN: [u8; 3] = [50, 160, 60];
 pub const ORANGE: [u8; 3] = [240, 140, 25];
 pub const PINK: [u8; 3] = [240, 135, 180];
+
+/// A folder `photos` under `dir` with three images: a.jpg (blue), b.jpg
+/// (green, portrait) and c.png (orange); its path.
+pub fn three_photos(dir: &Path) -> std::path::PathBuf {
+    let photos = dir.join("photos");
+    write(&photos, "a.jpg", &jpeg(640, 480, BLUE));
+    write(&photos, "b.jpg", &jpeg(480, 640, GREEN));
+    write(&photos, "c.png", &png(300, 300, ORANGE));
+    photos
+}

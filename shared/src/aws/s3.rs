@@ -143,23 +143,22 @@ impl ObjectStore for S3Store {
             .body(ByteStream::from(body))
             .send()
             .await
-            .map_err(|e| StorageError::Remote {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-                message: describe(&e),
-                retriable: is_retriable(&e),
-            })?;
+            .map_err(|e| remote_error(bucket, key, &e))?;
         Ok(())
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StorageError> {
         // S3 answers a delete of a missing key with success.
-        self.client.delete_object().bucket(bucket).key(key).send().await.map_err(|e| StorageError::Remote {
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            message: describe(&e),
-            retriable: is_retriable(&e),
-        })?;
+        self.client.delete_object().bucket(bucket).key(key).send().await.map_err(|e| remote_error(bucket, key, &e))?;
         Ok(())
     }
+}
+
+/// A failed S3 call on an object, retriable when the SDK error is.
+fn remote_error<E, R>(bucket: &str, key: &str, e: &aws_sdk_s3::error::SdkError<E, R>) -> StorageError
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error,
+    R: std::fmt::Debug,
+{
+    StorageError::Remote { bucket: bucket.to_owned(), key: key.to_owned(), message: describe(e), retriable: is_retriable(e) }
 }
