@@ -255,7 +255,8 @@ async fn a_provider_or_database_that_is_down_is_a_503_with_retry_after_and_no_in
         .unwrap();
     let offline = service(&nowhere, local_embedder(), Arc::new(LocalLinks));
     let base = serve(search::gallery::local_app(offline, store, None, "alice")).await;
-    for path in ["/v1/search?q=cat", &format!("/v1/items/{}", Uuid::now_v7()), "/v1/failures"] {
+    let id = Uuid::now_v7();
+    for path in ["/v1/search?q=cat", &format!("/v1/items/{id}"), &format!("/v1/items/{id}/thumbnail"), "/v1/failures"] {
         let (status, retry_after, body) = get(&format!("{base}{path}")).await;
         assert_eq!((status, retry_after.as_deref()), (StatusCode::SERVICE_UNAVAILABLE, Some("5")), "{path}");
         assert_eq!(body, json!({ "error": "the database is unavailable; try again in 5 s" }), "{path}");

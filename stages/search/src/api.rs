@@ -79,7 +79,7 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
-    fn unavailable(what: &str, retry_after: Option<Duration>) -> Self {
+    pub(crate) fn unavailable(what: &str, retry_after: Option<Duration>) -> Self {
         let wait = retry_after.unwrap_or(RETRY_AFTER).max(Duration::from_secs(1));
         Self {
             status: StatusCode::SERVICE_UNAVAILABLE,

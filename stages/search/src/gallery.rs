@@ -59,7 +59,7 @@ async fn thumbnail_bytes(local: &Local, caller: &Caller, id: &str) -> Result<(Ve
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "reading an item for its thumbnail failed");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the database is unavailable")
+            ApiError::unavailable("the database", None)
         })?
         .ok_or_else(not_found)?;
     let key = row.thumbnail_key.ok_or_else(not_found)?;
