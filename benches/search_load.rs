@@ -20,8 +20,29 @@ const DATABASE: &str = "collections_search_load";
 
 /// Words the generated summaries and queries are made of.
 const SUBJECTS: [&str; 24] = [
-    "cat", "dog", "beach", "mountain", "forest", "city street", "receipt", "pasta", "bicycle", "sunset", "river",
-    "bridge", "garden", "car", "train", "boat", "desk", "coffee cup", "book", "lake", "snow", "market", "church",
+    "cat",
+    "dog",
+    "beach",
+    "mountain",
+    "forest",
+    "city street",
+    "receipt",
+    "pasta",
+    "bicycle",
+    "sunset",
+    "river",
+    "bridge",
+    "garden",
+    "car",
+    "train",
+    "boat",
+    "desk",
+    "coffee cup",
+    "book",
+    "lake",
+    "snow",
+    "market",
+    "church",
     "portrait",
 ];
 const MOODS: [&str; 8] = ["sunny", "dark", "foggy", "colourful", "black and white", "blurry", "bright", "quiet"];
@@ -160,8 +181,10 @@ async fn main() -> anyhow::Result<()> {
     seed(&pool, &args, embedder.as_ref()).await?;
 
     let user = "load-0";
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM embeddings WHERE user_id = $1").bind(user).fetch_one(&pool).await?;
-    let service = search::SearchService { pool: pool.clone(), embedding: embedder, links: Arc::new(search::links::LocalLinks) };
+    let rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM embeddings WHERE user_id = $1").bind(user).fetch_one(&pool).await?;
+    let service =
+        search::SearchService { pool: pool.clone(), embedding: embedder, links: Arc::new(search::links::LocalLinks) };
     let store = Arc::new(shared::storage::FolderStore::new(std::env::temp_dir()));
     let app = search::gallery::local_app(Arc::new(service), store, None, user);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -168,17 +168,26 @@ async fn long_keys_and_keys_that_differ_by_extension_or_user_are_items_of_their_
         format!("keys-u2/{stem}.jpg"),
     ];
     for (i, key) in keys.iter().enumerate() {
-        let image = if key.ends_with(".png") { images::png(200, 100, GREEN) } else { images::jpeg(200 + i as u32, 100, BLUE) };
+        let image =
+            if key.ends_with(".png") { images::png(200, 100, GREEN) } else { images::jpeg(200 + i as u32, 100, BLUE) };
         world.upload(key, image).await;
     }
 
-    let hops = [("Object Created", &world.uploads), ("ImageProcessed", &world.processed), ("AnalysisComplete", &world.analyzed)];
+    let hops = [
+        ("Object Created", &world.uploads),
+        ("ImageProcessed", &world.processed),
+        ("AnalysisComplete", &world.analyzed),
+    ];
     for (n, (detail_type, stream)) in hops.into_iter().enumerate() {
         let events = world.published(detail_type, keys.len()).await;
         assert_eq!(events.len(), keys.len(), "{detail_type}");
         world.forward(stream, &events).await;
-        let partition_keys: Vec<usize> = world.records(stream).await.iter().map(|(_, k, _)| k.chars().count()).collect();
-        assert!(partition_keys.iter().all(|&len| len <= 256), "{stream}: partition keys of {partition_keys:?} characters");
+        let partition_keys: Vec<usize> =
+            world.records(stream).await.iter().map(|(_, k, _)| k.chars().count()).collect();
+        assert!(
+            partition_keys.iter().all(|&len| len <= 256),
+            "{stream}: partition keys of {partition_keys:?} characters"
+        );
         let batch = world.batch(stream).await;
         let response = match n {
             0 => thumbnail(&s, &batch).await,
@@ -189,7 +198,10 @@ async fn long_keys_and_keys_that_differ_by_extension_or_user_are_items_of_their_
     }
 
     let rows: Vec<(uuid::Uuid, String, String)> =
-        sqlx::query_as("SELECT id, file_path, embedding_status FROM items ORDER BY file_path").fetch_all(&pool).await.unwrap();
+        sqlx::query_as("SELECT id, file_path, embedding_status FROM items ORDER BY file_path")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     let mut expected: Vec<&String> = keys.iter().collect();
     expected.sort();
     assert_eq!(rows.iter().map(|(_, key, _)| key).collect::<Vec<_>>(), expected, "one item per key");
@@ -235,7 +247,8 @@ async fn a_deleted_object_takes_its_item_and_thumbnail_and_an_older_version_does
     let left: Vec<String> = sqlx::query_scalar("SELECT file_path FROM items").fetch_all(&pool).await.unwrap();
     assert_eq!(left, ["delete-u1/kept.jpg"]);
     assert_eq!(counts(&pool).await, (1, 1, 1), "its analysis and vector went with it");
-    let thumbnail_left = world.s3().head_object().bucket(&world.bucket).key("delete-u1/thumbnails/beach.jpg").send().await;
+    let thumbnail_left =
+        world.s3().head_object().bucket(&world.bucket).key("delete-u1/thumbnails/beach.jpg").send().await;
     assert!(thumbnail_left.is_err(), "its thumbnail went too");
 
     // The create of the version the delete came after, delivered again
@@ -249,7 +262,8 @@ async fn a_deleted_object_takes_its_item_and_thumbnail_and_an_older_version_does
     let mut newer = created_beach;
     newer["detail"]["object"]["sequencer"] = Value::String(format!("{sequencer}2"));
     assert!(failures(&thumbnail(&s, &alone(&newer)).await).is_empty());
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM items WHERE file_path = $1").bind(key).fetch_one(&pool).await.unwrap();
+    let rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM items WHERE file_path = $1").bind(key).fetch_one(&pool).await.unwrap();
     assert_eq!(rows, 1);
 }
 

@@ -80,9 +80,7 @@ async fn the_same_photo_of_two_users_is_analysed_for_each(pool: PgPool) {
     run_folder(&c, &photos, "ann", false).await.unwrap();
     run_folder(&c, &photos, "bob", false).await.unwrap();
     assert_eq!(calls(&mock, "anthropic"), 2);
-    let duplicates: i64 = sqlx::query_scalar("SELECT count(*) FROM items WHERE duplicate_of IS NOT NULL")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let duplicates: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM items WHERE duplicate_of IS NOT NULL").fetch_one(&pool).await.unwrap();
     assert_eq!(duplicates, 0);
 }

@@ -9,7 +9,6 @@ use collections_tests::{components, images};
 use shared::db::search::search_text;
 use sqlx::PgPool;
 
-
 async fn rows_of(pool: &PgPool, user: &str) -> i64 {
     sqlx::query_scalar(
         "SELECT (SELECT count(*) FROM items WHERE user_id = $1) + (SELECT count(*) FROM analyses WHERE user_id = $1)
@@ -53,9 +52,8 @@ async fn a_deleted_image_and_an_erased_user_leave_nothing_behind(pool: PgPool) {
     for query in ["blue", "green", "photo", "landscape", "a", "orange square"] {
         assert!(search_text(&pool, c.embedding.as_ref(), "ann", query, 100, None).await.unwrap().is_empty());
     }
-    let stats = collections::stats::gather(&pool, collections::stats::Filter { user: Some("ann"), since: None })
-        .await
-        .unwrap();
+    let stats =
+        collections::stats::gather(&pool, collections::stats::Filter { user: Some("ann"), since: None }).await.unwrap();
     assert_eq!((stats.images, stats.statuses.len(), stats.models.len()), (0, 0, 0));
     assert!(shared::db::items::failures(&pool, Some("ann"), 100).await.unwrap().is_empty());
     assert!(!c.store.path_of("local", "ann").exists(), "originals and thumbnails are gone");

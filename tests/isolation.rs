@@ -67,7 +67,6 @@ async fn failed_items(pool: &PgPool) -> Vec<(String, String, String)> {
     failed
 }
 
-
 #[sqlx::test(migrations = "../migrations")]
 async fn a_reply_with_characters_postgres_refuses_is_cleaned_and_the_whole_batch_stored(pool: PgPool) {
     let dir = tempfile::tempdir().unwrap();
@@ -234,12 +233,8 @@ async fn an_embedding_the_database_refuses_fails_alone_and_the_lambda_reports_no
     .fetch_all(&pool)
     .await
     .unwrap();
-    let events: Vec<Vec<u8>> = analyses
-        .iter()
-        .map(|(key, id)| {
-            eventbridge(ANALYSIS_COMPLETE, &analysed(key, *id))
-        })
-        .collect();
+    let events: Vec<Vec<u8>> =
+        analyses.iter().map(|(key, id)| eventbridge(ANALYSIS_COMPLETE, &analysed(key, *id))).collect();
     let stage = Embedder::new(pool.clone(), c.embedding.clone(), c.embedder.clone());
     let response = Handler::new(&stage, &pool, TIMEOUT)
         .run_kinesis(&kinesis_batch(&events), &collections_tests::aws::context("req-embed"))

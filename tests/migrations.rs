@@ -95,7 +95,8 @@ async fn items_named_by_the_first_rule_move_to_their_whole_keys_id_with_their_an
 #[sqlx::test(migrations = "../migrations")]
 async fn the_sql_item_id_is_the_one_the_stages_compute(pool: PgPool) {
     let long = format!("u/{}x.jpeg", "dossier/".repeat(120));
-    for key in ["user456/item123.jpg", "u/a.png", "u 1/my photo+x.JPG", "ユーザー/写真.png", "u/ü\u{301}.jpg", &long] {
+    for key in ["user456/item123.jpg", "u/a.png", "u 1/my photo+x.JPG", "ユーザー/写真.png", "u/ü\u{301}.jpg", &long]
+    {
         let sql: Uuid = sqlx::query_scalar("SELECT collections_item_id($1)").bind(key).fetch_one(&pool).await.unwrap();
         assert_eq!(sql, item_uuid(key), "{key}");
     }
@@ -106,11 +107,13 @@ async fn analyses_stored_before_token_columns_get_their_replies_usage(pool: PgPo
     const TOKENS: &str = "20261130000003";
     migrate(&pool, |v| v < TOKENS).await;
     let item = item_uuid("u/a.jpg");
-    sqlx::query("INSERT INTO items (id, user_id, filename, file_path, bucket) VALUES ($1, 'u', 'a.jpg', 'u/a.jpg', 'b')")
-        .bind(item)
-        .execute(&pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "INSERT INTO items (id, user_id, filename, file_path, bucket) VALUES ($1, 'u', 'a.jpg', 'u/a.jpg', 'b')",
+    )
+    .bind(item)
+    .execute(&pool)
+    .await
+    .unwrap();
     let replies = [
         serde_json::json!({"usage": {"input_tokens": 1600, "output_tokens": 120, "cache_read_input_tokens": 7}}),
         serde_json::json!({"usage": {"prompt_tokens": 900, "completion_tokens": 110,
@@ -142,6 +145,10 @@ async fn analyses_stored_before_token_columns_get_their_replies_usage(pool: PgPo
     .unwrap();
     assert_eq!(
         columns,
-        [(Some(1600), Some(120), Some(7), Some(0)), (Some(800), Some(110), Some(100), Some(0)), (None, None, None, None)]
+        [
+            (Some(1600), Some(120), Some(7), Some(0)),
+            (Some(800), Some(110), Some(100), Some(0)),
+            (None, None, None, None)
+        ]
     );
 }

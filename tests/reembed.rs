@@ -36,8 +36,12 @@ async fn searches_use_the_active_model_while_another_is_embedded_and_the_old_vec
     let next = components(
         pool.clone(),
         &data,
-        &[("EMBEDDING_PROVIDER", "voyage"), ("VOYAGE_BASE_URL", &voyage_url), ("VOYAGE_API_KEY", "pa-test"),
-          ("COLLECTIONS_BATCH_SIZE", "1")],
+        &[
+            ("EMBEDDING_PROVIDER", "voyage"),
+            ("VOYAGE_BASE_URL", &voyage_url),
+            ("VOYAGE_API_KEY", "pa-test"),
+            ("COLLECTIONS_BATCH_SIZE", "1"),
+        ],
     )
     .await;
     let running = tokio::spawn({

@@ -93,11 +93,8 @@ fn sub(user: &str) -> Option<Value> {
 async fn a_token_for_one_user_never_shows_another_users_items(pool: PgPool) {
     alice_and_bob(&pool).await;
     let aws = shared::aws::load_config().await;
-    let links = PresignedLinks::new(
-        shared::aws::s3::S3Store::new(&aws).client().clone(),
-        None,
-        Duration::from_secs(900),
-    );
+    let links =
+        PresignedLinks::new(shared::aws::s3::S3Store::new(&aws).client().clone(), None, Duration::from_secs(900));
     let app = search::lambda::app(service(&pool, local_embedder(), Arc::new(links)), "sub");
 
     // Every query Alice can make finds only her items; the thumbnail links
@@ -190,10 +187,8 @@ async fn collections_serve_answers_with_the_users_hits_page_and_thumbnails(pool:
     assert_eq!(thumbnail.headers()["content-type"], "image/jpeg");
     assert_eq!(image::load_from_memory(&thumbnail.bytes().await.unwrap()).unwrap().width(), 80);
 
-    let bob_cat: Uuid = sqlx::query_scalar("SELECT id FROM items WHERE file_path = 'bob/cat.jpg'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let bob_cat: Uuid =
+        sqlx::query_scalar("SELECT id FROM items WHERE file_path = 'bob/cat.jpg'").fetch_one(&pool).await.unwrap();
     let (status, _, _) = get(&format!("{base}/v1/items/{bob_cat}/thumbnail")).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "another user's thumbnail is not served");
 

@@ -5,11 +5,10 @@
 
 use collections::ingest::run_folder;
 use collections::stats::{Filter, Prices, gather, report};
-use collections_tests::{components, images};
 use collections_tests::providers::MockProviders;
+use collections_tests::{components, images};
 use shared::usage::Usage;
 use sqlx::PgPool;
-
 
 const PRICES: &str = r#"{"as_of": "2026-11-30", "models": {
     "vision-test-1": {"input": 1.0, "output": 5.0},
@@ -50,10 +49,8 @@ async fn the_providers_usage_is_stored_added_up_and_priced(pool: PgPool) {
     assert_eq!(tokens, vec![(Some(1600), Some(120)); 3]);
     // Each vector holds its share of its request's 42 tokens; the shares add up.
     let requests = mock.requests().iter().filter(|r| r.route == "voyage").count() as i64;
-    let shares: Vec<Option<i64>> = sqlx::query_scalar("SELECT tokens FROM embeddings WHERE user_id = 'payer'")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let shares: Vec<Option<i64>> =
+        sqlx::query_scalar("SELECT tokens FROM embeddings WHERE user_id = 'payer'").fetch_all(&pool).await.unwrap();
     assert_eq!(shares.len(), 3);
     assert_eq!(shares.iter().map(|s| s.unwrap()).sum::<i64>(), 42 * requests);
 
@@ -67,10 +64,23 @@ async fn the_providers_usage_is_stored_added_up_and_priced(pool: PgPool) {
     let expected = 4800.0 * 1.0 / 1e6 + 360.0 * 5.0 / 1e6 + (42 * requests) as f64 * 0.06 / 1e6;
     assert!((cost.total - expected).abs() < 1e-12, "{} != {expected}", cost.total);
     assert!((cost.per_1000_images.unwrap() - expected * 1000.0 / 3.0).abs() < 1e-9);
-    assert_eq!(stats.statuses, [("thumbnail", "done", 3), ("analysis", "done", 3), ("embedding", "done", 3)]
-        .map(|(s, t, n)| (s.to_owned(), t.to_owned(), n)));
+    assert_eq!(
+        stats.statuses,
+        [("thumbnail", "done", 3), ("analysis", "done", 3), ("embedding", "done", 3)].map(|(s, t, n)| (
+            s.to_owned(),
+            t.to_owned(),
+            n
+        ))
+    );
     let text = report(&stats, &prices);
-    assert!(text.contains(&format!("estimated cost ${:.4}, ${:.4} per 1000 images (3 analysed)", expected, expected * 1000.0 / 3.0)), "{text}");
+    assert!(
+        text.contains(&format!(
+            "estimated cost ${:.4}, ${:.4} per 1000 images (3 analysed)",
+            expected,
+            expected * 1000.0 / 3.0
+        )),
+        "{text}"
+    );
 
     // The offline user's rows count no tokens and cost nothing, and say so.
     let free_stats = gather(&pool, Filter { user: Some("saver"), since: None }).await.unwrap();
@@ -87,6 +97,7 @@ async fn the_providers_usage_is_stored_added_up_and_priced(pool: PgPool) {
     assert!((none.cost(&prices).total).abs() < f64::EPSILON);
 
     // A model the table does not price is named, and left out of the total.
-    let unpriced = Prices::parse(r#"{"as_of": "x", "models": {"vision-test-1": {"input": 1.0, "output": 5.0}}}"#).unwrap();
+    let unpriced =
+        Prices::parse(r#"{"as_of": "x", "models": {"vision-test-1": {"input": 1.0, "output": 5.0}}}"#).unwrap();
     assert_eq!(stats.cost(&unpriced).unpriced, ["voyage-3.5"]);
 }

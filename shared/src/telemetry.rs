@@ -157,7 +157,10 @@ mod tests {
         let tokens = m.emf_tokens(1_700_000_000_000);
         assert_eq!(tokens.len(), 1);
         assert_eq!(tokens[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Stage", "Model"]]));
-        assert_eq!((tokens[0]["Model"].as_str(), tokens[0]["InputTokens"].as_u64()), (Some("claude-haiku-4-5"), Some(9600)));
+        assert_eq!(
+            (tokens[0]["Model"].as_str(), tokens[0]["InputTokens"].as_u64()),
+            (Some("claude-haiku-4-5"), Some(9600))
+        );
         assert_eq!(tokens[0]["OutputTokens"], 720);
     }
 }

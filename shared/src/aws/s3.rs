@@ -160,5 +160,10 @@ where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error,
     R: std::fmt::Debug,
 {
-    StorageError::Remote { bucket: bucket.to_owned(), key: key.to_owned(), message: describe(e), retriable: is_retriable(e) }
+    StorageError::Remote {
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        message: describe(e),
+        retriable: is_retriable(e),
+    }
 }

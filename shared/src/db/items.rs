@@ -134,8 +134,7 @@ pub async fn record_thumbnails(conn: &mut PgConnection, records: &[ThumbnailReco
     .map_err(DbError::during("recording thumbnails"))?;
     let written: Vec<Uuid> = written.into_iter().map(|(id,)| id).collect();
     // A key made again after its deletion is no longer deleted.
-    let made_again: Vec<&str> =
-        records.iter().filter(|r| written.contains(&r.id)).map(|r| r.key.as_str()).collect();
+    let made_again: Vec<&str> = records.iter().filter(|r| written.contains(&r.id)).map(|r| r.key.as_str()).collect();
     sqlx::query("DELETE FROM deleted_objects WHERE key = ANY($1)")
         .bind(&made_again)
         .execute(&mut *conn)

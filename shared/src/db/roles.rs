@@ -40,10 +40,7 @@ async fn ensure_role(pool: &PgPool, role: &str, password: &str, privileges: &str
     let grants = [
         create.to_owned(),
         "SELECT format('GRANT USAGE ON SCHEMA public TO %I', $1::text, $2::text)".to_owned(),
-        format!(
-            "SELECT format('GRANT {privileges} ON {} TO %I', $1::text, $2::text)",
-            APP_TABLES.join(", ")
-        ),
+        format!("SELECT format('GRANT {privileges} ON {} TO %I', $1::text, $2::text)", APP_TABLES.join(", ")),
     ];
     for statement in grants {
         let sql: String = sqlx::query_scalar(&statement)

@@ -105,7 +105,12 @@ pub struct Embedded {
 
 /// The vectors and usage of an embeddings reply (see [`parse_embeddings`]);
 /// the usage is counted against `model` for the batch metrics.
-pub fn parse_embedded(provider: &'static str, model: &str, sent: usize, body: &Json) -> Result<Embedded, EmbeddingError> {
+pub fn parse_embedded(
+    provider: &'static str,
+    model: &str,
+    sent: usize,
+    body: &Json,
+) -> Result<Embedded, EmbeddingError> {
     let vectors = parse_embeddings(provider, model, sent, body)?;
     let usage = crate::usage::Usage::of_reply(body);
     if let Some(used) = usage {

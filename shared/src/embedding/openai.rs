@@ -4,7 +4,9 @@
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::{BatchLimits, Embedded, EMBEDDING_DIMENSIONS, EmbeddingError, EmbeddingProvider, InputType, parse_embedded};
+use super::{
+    BatchLimits, EMBEDDING_DIMENSIONS, Embedded, EmbeddingError, EmbeddingProvider, InputType, parse_embedded,
+};
 use crate::api::{ApiKey, JsonClient};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";

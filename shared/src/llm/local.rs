@@ -252,7 +252,12 @@ impl VisionProvider for LocalAnalyzer {
             let analysis = describe(&measurements, info.as_ref())
                 .validated()
                 .map_err(|source| LlmError::Invalid { provider: "local", source })?;
-            Ok(ProviderAnalysis { analysis, raw_response: json!({ "measurements": measurements }), request_id: None, usage: None })
+            Ok(ProviderAnalysis {
+                analysis,
+                raw_response: json!({ "measurements": measurements }),
+                request_id: None,
+                usage: None,
+            })
         })
         .await
         .map_err(|e| LlmError::Image(format!("the analysis task failed: {e}")))?

@@ -172,9 +172,7 @@ impl Analyzer {
             Ok(found) => found,
             Err(e) => return vec![Some(Failure::from_error(&e).into()); inputs.len()],
         };
-        let of_event = |event: &ImageProcessed| {
-            found.get(&event.item_uuid()).filter(|d| d.user_id == event.user_id)
-        };
+        let of_event = |event: &ImageProcessed| found.get(&event.item_uuid()).filter(|d| d.user_id == event.user_id);
         let analysed: Vec<Uuid> = inputs
             .iter()
             .filter_map(of_event)
@@ -188,8 +186,12 @@ impl Analyzer {
                 let d = of_event(event)?;
                 Some(match (&followed, d.canonical_analysis_status.as_str()) {
                     (Err(failure), "done") => failure.clone().into(),
-                    (Ok(()), "done") => Outcome::Skipped(format!("the same bytes as {}: analysed once, with it", d.canonical_key)),
-                    _ => Outcome::Skipped(format!("the same bytes as {}: analysed with it, when it is", d.canonical_key)),
+                    (Ok(()), "done") => {
+                        Outcome::Skipped(format!("the same bytes as {}: analysed once, with it", d.canonical_key))
+                    }
+                    _ => {
+                        Outcome::Skipped(format!("the same bytes as {}: analysed with it, when it is", d.canonical_key))
+                    }
                 })
             })
             .collect()

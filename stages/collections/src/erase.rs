@@ -21,10 +21,16 @@ pub async fn delete_keys(c: &Components, keys: &[String]) -> anyhow::Result<Vec<
     for key in keys {
         c.store.delete(&c.local.bucket, key).await.with_context(|| format!("deleting the original {key}"))?;
     }
-    let thumbnailer = Thumbnailer::new(c.store.clone(), Arc::new(LocalBus::new()), c.pool.clone(), c.thumbnail.clone())?;
+    let thumbnailer =
+        Thumbnailer::new(c.store.clone(), Arc::new(LocalBus::new()), c.pool.clone(), c.thumbnail.clone())?;
     let uploads: Vec<Upload> = keys
         .iter()
-        .map(|key| ObjectRef { bucket: c.local.bucket.clone(), key: key.clone(), deleted: true, ..ObjectRef::default() })
+        .map(|key| ObjectRef {
+            bucket: c.local.bucket.clone(),
+            key: key.clone(),
+            deleted: true,
+            ..ObjectRef::default()
+        })
         .map(Upload::from)
         .collect();
     let outcomes = thumbnailer.process(&uploads, &BatchContext::default()).await;

@@ -384,7 +384,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Stats { user, since } => {
             let c = Components::from_env(&env).await?;
-            let prices = collections::stats::Prices::load(env.get("COLLECTIONS_PRICES").as_deref().map(std::path::Path::new))?;
+            let prices =
+                collections::stats::Prices::load(env.get("COLLECTIONS_PRICES").as_deref().map(std::path::Path::new))?;
             let filter = collections::stats::Filter { user: user.as_deref(), since };
             let stats = collections::stats::gather(&c.pool, filter).await?;
             print!("{}", collections::stats::report(&stats, &prices));

@@ -213,7 +213,12 @@ pub async fn gather(pool: &PgPool, filter: Filter<'_>) -> anyhow::Result<Stats> 
             model,
             rows,
             uncounted,
-            used: Usage { input: count(input), output: count(output), cache_read: count(cache_read), cache_write: count(cache_write) },
+            used: Usage {
+                input: count(input),
+                output: count(output),
+                cache_read: count(cache_read),
+                cache_write: count(cache_write),
+            },
         })
         .collect();
     models.extend(embeddings.into_iter().map(|(model, rows, uncounted, tokens)| ModelUsage {

@@ -167,7 +167,9 @@ impl Embedder {
                 steps.push(Step::Finished(Failure::permanent(reason).into()));
                 continue;
             };
-            let Some(record) = loaded.get(id).filter(|r| r.user_id == event.user_id && event.item_uuid.is_none_or(|item| item == r.item_id))
+            let Some(record) = loaded
+                .get(id)
+                .filter(|r| r.user_id == event.user_id && event.item_uuid.is_none_or(|item| item == r.item_id))
             else {
                 let reason = format!("analysis {id} of item {} (user {}) not found", event.item_id, event.user_id);
                 steps.push(Step::Finished(Failure::permanent(reason).into()));

@@ -150,12 +150,13 @@ impl SearchParams {
         if q.chars().count() > MAX_QUERY_CHARS {
             return Err(ApiError::bad_request(format!("q is longer than {MAX_QUERY_CHARS} characters")));
         }
-        let limit = match params.get("limit") {
-            None => DEFAULT_LIMIT,
-            Some(text) => text.parse().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
-                ApiError::bad_request(format!("limit must be a whole number from 1 to {MAX_LIMIT}"))
-            })?,
-        };
+        let limit =
+            match params.get("limit") {
+                None => DEFAULT_LIMIT,
+                Some(text) => text.parse().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
+                    ApiError::bad_request(format!("limit must be a whole number from 1 to {MAX_LIMIT}"))
+                })?,
+            };
         let category = match params.get("category").map(|c| c.trim()).filter(|c| !c.is_empty()) {
             None => None,
             Some(c) if CATEGORIES.contains(&c) => Some(c.to_owned()),
@@ -191,10 +192,15 @@ struct Hit {
     also_keys: Vec<String>,
 }
 
-async fn search(State(s): State<Arc<SearchService>>, caller: Caller, Query(params): Params) -> Result<Response, ApiError> {
+async fn search(
+    State(s): State<Arc<SearchService>>,
+    caller: Caller,
+    Query(params): Params,
+) -> Result<Response, ApiError> {
     let params = SearchParams::parse(&params)?;
-    let hits = search_text(&s.pool, s.embedding.as_ref(), &caller.0, &params.q, params.limit, params.category.as_deref())
-        .await?;
+    let hits =
+        search_text(&s.pool, s.embedding.as_ref(), &caller.0, &params.q, params.limit, params.category.as_deref())
+            .await?;
     let mut out = Vec::with_capacity(hits.len());
     for hit in hits {
         out.push(s.hit(hit).await);
@@ -237,9 +243,10 @@ async fn item(
         Some(key) => s.links.url(Thumbnail { item_id: row.id, bucket: &row.bucket, key }).await,
         None => None,
     };
-    let failure = row.failed_stage.as_ref().map(|stage| {
-        json!({ "stage": stage, "reason": row.last_error, "attempts": row.attempts })
-    });
+    let failure = row
+        .failed_stage
+        .as_ref()
+        .map(|stage| json!({ "stage": stage, "reason": row.last_error, "attempts": row.attempts }));
     let analysis = row.analysis_id.map(|analysis_id| {
         json!({
             "analysis_id": analysis_id,
@@ -273,7 +280,11 @@ async fn item(
     .into_response())
 }
 
-async fn failures(State(s): State<Arc<SearchService>>, caller: Caller, Query(params): Params) -> Result<Response, ApiError> {
+async fn failures(
+    State(s): State<Arc<SearchService>>,
+    caller: Caller,
+    Query(params): Params,
+) -> Result<Response, ApiError> {
     let limit = match params.get("limit") {
         None => MAX_LIMIT,
         Some(text) => text
@@ -283,7 +294,8 @@ async fn failures(State(s): State<Arc<SearchService>>, caller: Caller, Query(par
             .ok_or_else(|| ApiError::bad_request(format!("limit must be a whole number from 1 to {MAX_LIMIT}")))?,
     };
     let failed = items::failures(&s.pool, Some(&caller.0), limit).await.map_err(|e| ApiError::of_db(&e))?;
-    let records = status::record_failure_list(&s.pool, Some(&caller.0), limit).await.map_err(|e| ApiError::of_db(&e))?;
+    let records =
+        status::record_failure_list(&s.pool, Some(&caller.0), limit).await.map_err(|e| ApiError::of_db(&e))?;
     let items: Vec<Value> = failed
         .into_iter()
         .map(|f| {

@@ -31,7 +31,12 @@ struct Local {
 }
 
 /// The API, the page and the thumbnails, every request made as `user`.
-pub fn local_app(service: Arc<SearchService>, store: Arc<dyn ObjectStore>, bucket: Option<String>, user: &str) -> Router {
+pub fn local_app(
+    service: Arc<SearchService>,
+    store: Arc<dyn ObjectStore>,
+    bucket: Option<String>,
+    user: &str,
+) -> Router {
     let local = Arc::new(Local { service: service.clone(), store, bucket });
     Router::new()
         .route("/", get(|| async { Html(INDEX_HTML) }))
@@ -43,11 +48,10 @@ pub fn local_app(service: Arc<SearchService>, store: Arc<dyn ObjectStore>, bucke
 
 async fn thumbnail(State(local): State<Arc<Local>>, caller: Caller, Path(id): Path<String>) -> Response {
     match thumbnail_bytes(&local, &caller, &id).await {
-        Ok((bytes, content_type)) => (
-            [(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "private, max-age=300")],
-            Body::from(bytes),
-        )
-            .into_response(),
+        Ok((bytes, content_type)) => {
+            ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "private, max-age=300")], Body::from(bytes))
+                .into_response()
+        }
         Err(e) => e.into_response(),
     }
 }

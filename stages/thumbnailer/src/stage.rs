@@ -7,12 +7,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use sha2::{Digest, Sha256};
 use shared::bus::{EventPublisher, publish_for};
 use shared::db::items::{self, Deletion, ItemState, ThumbnailRecord};
 use shared::events::{ImageInfo, ImageProcessed, ObjectRef, PipelineEvent, Upload, sequencer_order};
 use shared::keys::{ImageKey, THUMBNAIL_TAG};
 use shared::stage::{BatchContext, Failure, Outcome, Retriable, Stage, StageName, until_deadline};
-use sha2::{Digest, Sha256};
 use shared::storage::{ObjectStore, StorageError};
 use sqlx::PgPool;
 use tracing::{Instrument, info_span};
