@@ -137,7 +137,8 @@ async fn analyses_stored_before_token_columns_get_their_replies_usage(pool: PgPo
 
     migrate(&pool, |v| v == TOKENS).await;
 
-    let columns: Vec<(Option<i64>, Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
+    type Tokens = (Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+    let columns: Vec<Tokens> = sqlx::query_as(
         "SELECT input_tokens, output_tokens, cache_read_tokens, cache_write_tokens FROM analyses ORDER BY version",
     )
     .fetch_all(&pool)

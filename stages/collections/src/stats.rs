@@ -127,6 +127,19 @@ impl Stats {
     }
 }
 
+/// The tokens of one provider and model's analyses, summed.
+#[derive(sqlx::FromRow)]
+struct AnalysisTokens {
+    provider_used: String,
+    model_used: String,
+    rows: i64,
+    uncounted: i64,
+    input: i64,
+    output: i64,
+    cache_read: i64,
+    cache_write: i64,
+}
+
 /// How many of the failure reasons are listed.
 const TOP_FAILURES: i64 = 5;
 
@@ -166,11 +179,14 @@ pub async fn gather(pool: &PgPool, filter: Filter<'_>) -> anyhow::Result<Stats> 
     .fetch_all(pool)
     .await
     .context("listing failure reasons")?;
-    let analyses: Vec<(String, String, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
+    let analyses: Vec<AnalysisTokens> = sqlx::query_as(
         r#"
-        SELECT provider_used, model_used, count(*), count(*) FILTER (WHERE input_tokens IS NULL),
-               coalesce(sum(input_tokens), 0)::bigint, coalesce(sum(output_tokens), 0)::bigint,
-               coalesce(sum(cache_read_tokens), 0)::bigint, coalesce(sum(cache_write_tokens), 0)::bigint
+        SELECT provider_used, model_used, count(*) AS rows,
+               count(*) FILTER (WHERE input_tokens IS NULL) AS uncounted,
+               coalesce(sum(input_tokens), 0)::bigint AS input,
+               coalesce(sum(output_tokens), 0)::bigint AS output,
+               coalesce(sum(cache_read_tokens), 0)::bigint AS cache_read,
+               coalesce(sum(cache_write_tokens), 0)::bigint AS cache_write
         FROM analyses
         WHERE ($1::text IS NULL OR user_id = $1) AND ($2::timestamptz IS NULL OR created_at >= $2)
         GROUP BY 1, 2 ORDER BY 2
@@ -207,17 +223,17 @@ pub async fn gather(pool: &PgPool, filter: Filter<'_>) -> anyhow::Result<Stats> 
     let count = |n: i64| u64::try_from(n).unwrap_or(0);
     let mut models: Vec<ModelUsage> = analyses
         .into_iter()
-        .map(|(provider, model, rows, uncounted, input, output, cache_read, cache_write)| ModelUsage {
+        .map(|a| ModelUsage {
             stage: "analysis",
-            local: provider == "local",
-            model,
-            rows,
-            uncounted,
+            local: a.provider_used == "local",
+            model: a.model_used,
+            rows: a.rows,
+            uncounted: a.uncounted,
             used: Usage {
-                input: count(input),
-                output: count(output),
-                cache_read: count(cache_read),
-                cache_write: count(cache_write),
+                input: count(a.input),
+                output: count(a.output),
+                cache_read: count(a.cache_read),
+                cache_write: count(a.cache_write),
             },
         })
         .collect();
