@@ -61,8 +61,12 @@ pub async fn mark_done(
     Ok(())
 }
 
-/// Sets each duplicate's analysis and embedding statuses to its earlier
-/// item's (the one analysed and embedded for both).
+/// Marks each duplicate's analysis and embedding done where its earlier
+/// item's (the one analysed and embedded for both) are done. It only ever
+/// raises a status: what sends a duplicate back to pending is
+/// [`mark_done`]'s restart, which moves an item and its duplicates together.
+/// (Copying the earlier item's status as read here could write back a
+/// `pending` that a concurrent embedder had just turned `done`.)
 pub async fn follow_canonical(pool: &PgPool, duplicates: &[Uuid]) -> Result<(), DbError> {
     if duplicates.is_empty() {
         return Ok(());
@@ -70,8 +74,8 @@ pub async fn follow_canonical(pool: &PgPool, duplicates: &[Uuid]) -> Result<(), 
     sqlx::query(
         r#"
         UPDATE items AS d SET
-            analysis_status = c.analysis_status,
-            embedding_status = c.embedding_status,
+            analysis_status = CASE WHEN c.analysis_status = 'done' THEN 'done' ELSE d.analysis_status END,
+            embedding_status = CASE WHEN c.embedding_status = 'done' THEN 'done' ELSE d.embedding_status END,
             failed_stage = CASE WHEN d.failed_stage IN ('analysis', 'embedding') THEN NULL ELSE d.failed_stage END,
             last_error = CASE WHEN d.failed_stage IN ('analysis', 'embedding') THEN NULL ELSE d.last_error END,
             updated_at = now()
