@@ -319,27 +319,33 @@ impl Thumbnailer {
             .map(ImageKey::as_str)
             .collect();
         let deleted = if unwritten.is_empty() {
-            Default::default()
+            Ok(Default::default())
         } else {
-            items::deleted_keys(&self.pool, &unwritten).await.unwrap_or_default()
+            items::deleted_keys(&self.pool, &unwritten).await.map_err(|e| Failure::from_error(&e))
         };
         for i in made {
             let key = uploads[i].key.as_ref().expect("only parsed keys are made");
             let id = key.item_uuid();
             if let Some(reason) = refused.get(&id) {
                 steps[i] = Step::Finished(Failure::permanent(reason.clone()).into());
-            } else if deleted.contains(key.as_str()) {
-                // Its thumbnail was made while the delete went through: it goes too.
-                let bucket = self.config.bucket.as_deref().unwrap_or(&uploads[i].object.bucket);
-                let outcome = match self.store.delete(bucket, &key.thumbnail_key()).await {
-                    Ok(()) => Outcome::Skipped("deleted after this version was uploaded".to_owned()),
-                    Err(e) => Failure::of(format!("deleting {}", key.thumbnail_key()), &e).into(),
-                };
-                steps[i] = Step::Finished(outcome);
-            } else if !stored.written.contains(&id) {
-                steps[i] =
-                    Step::Finished(Failure::permanent(format!("item id {id} already belongs to another user")).into());
+                continue;
             }
+            if stored.written.contains(&id) {
+                continue;
+            }
+            steps[i] = Step::Finished(match &deleted {
+                // Which of the two is not known: try again.
+                Err(failure) => failure.clone().into(),
+                Ok(deleted) if deleted.contains(key.as_str()) => {
+                    // Its thumbnail was made while the delete went through: it goes too.
+                    let bucket = self.config.bucket.as_deref().unwrap_or(&uploads[i].object.bucket);
+                    match self.store.delete(bucket, &key.thumbnail_key()).await {
+                        Ok(()) => Outcome::Skipped("deleted after this version was uploaded".to_owned()),
+                        Err(e) => Failure::of(format!("deleting {}", key.thumbnail_key()), &e).into(),
+                    }
+                }
+                Ok(_) => Failure::permanent(format!("item id {id} already belongs to another user")).into(),
+            });
         }
     }
 }
