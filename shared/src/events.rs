@@ -199,6 +199,16 @@ impl AnalysisComplete {
             user_id: processed.user_id.clone(),
         }
     }
+
+    /// The event that analysis `analysis_id` of `key`'s item was stored.
+    pub fn of_key(key: &ImageKey, analysis_id: Uuid) -> Self {
+        Self {
+            item_id: key.item_id().to_owned(),
+            item_uuid: Some(key.item_uuid()),
+            analysis_id: analysis_id.to_string(),
+            user_id: key.user_id().to_owned(),
+        }
+    }
 }
 
 /// An event a stage publishes for the next one.

@@ -48,7 +48,7 @@ pub fn processed(key: &str) -> shared::events::ImageProcessed {
 
 /// The `AnalysisComplete` the analyzer publishes for analysis `id` of `key`'s item.
 pub fn analysed(key: &str, id: uuid::Uuid) -> shared::events::AnalysisComplete {
-    shared::events::AnalysisComplete::of(&processed(key), id)
+    shared::events::AnalysisComplete::of_key(&shared::keys::ImageKey::parse(key).expect("a valid key"), id)
 }
 
 /// Row counts of the three tables.

@@ -176,7 +176,7 @@ pub async fn retry_failures(c: &Components, user: Option<&str>, limit: i64) -> a
             }
             Ok(StageName::Embedding) => match latest.get(&item.id) {
                 Some(analysis_id) => {
-                    let event = AnalysisComplete::of(&ImageProcessed::of(&item.bucket, &key), *analysis_id);
+                    let event = AnalysisComplete::of_key(&key, *analysis_id);
                     pipeline.submit_event(PipelineEvent::AnalysisComplete(event)).await?;
                 }
                 None => tracker.failed(item.file_path, "no analysis to embed".to_owned()),

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use shared::events::{ImageProcessed, PipelineEvent};
+use shared::events::{AnalysisComplete, PipelineEvent};
 use shared::keys::ImageKey;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -22,9 +22,9 @@ use crate::report::{Report, Tracker};
 /// interruption, it goes on where it stopped: what is embedded is skipped.
 pub async fn reembed(c: &Components, user: Option<&str>, rate: f64) -> anyhow::Result<Report> {
     let model = c.embedding.model().to_owned();
-    let todo: Vec<(Uuid, Uuid, String, String)> = sqlx::query_as(
+    let todo: Vec<(Uuid, Uuid, String)> = sqlx::query_as(
         r#"
-        SELECT DISTINCT ON (a.item_id) a.item_id, a.id, i.bucket, i.file_path
+        SELECT DISTINCT ON (a.item_id) a.item_id, a.id, i.file_path
         FROM analyses a JOIN items i ON i.id = a.item_id
         WHERE ($1::text IS NULL OR a.user_id = $1)
         ORDER BY a.item_id, a.version DESC
@@ -39,7 +39,7 @@ pub async fn reembed(c: &Components, user: Option<&str>, rate: f64) -> anyhow::R
     let tracker = Arc::new(Tracker::new(todo.len() as u64));
     let pipeline = Pipeline::start(c, c.store.clone(), tracker.clone())?;
     let pause = Duration::from_secs_f64(1.0 / rate);
-    for (item, analysis, bucket, key) in todo {
+    for (item, analysis, key) in todo {
         let parsed = match ImageKey::parse(&key) {
             Ok(parsed) => parsed,
             Err(e) => {
@@ -48,7 +48,7 @@ pub async fn reembed(c: &Components, user: Option<&str>, rate: f64) -> anyhow::R
             }
         };
         tracker.register(item, &key);
-        let event = shared::events::AnalysisComplete::of(&ImageProcessed::of(&bucket, &parsed), analysis);
+        let event = AnalysisComplete::of_key(&parsed, analysis);
         pipeline.submit_event(PipelineEvent::AnalysisComplete(event)).await?;
         tokio::time::sleep(pause).await;
     }
