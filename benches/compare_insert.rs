@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use collections_benches::{embeddings, fresh_database, seed_analyses};
-use shared::db::embeddings::{NewEmbedding, build_vector_index, copy_body, copy_rows, drop_vector_index};
+use shared::db::embeddings::{NewEmbedding, copy_body, copy_rows};
 use sqlx::PgPool;
 
 const DATABASE: &str = "collections_compare_insert";
@@ -110,9 +110,9 @@ async fn main() -> anyhow::Result<()> {
         let file = dir.join(format!("embeddings-{n}.copy"));
         std::fs::write(&file, copy_body(rows))?;
         if indexed {
-            build_vector_index(&pool, 512).await?;
+            shared::db::models::build_indexes(&pool, 512).await?;
         } else {
-            drop_vector_index(&pool).await?;
+            shared::db::models::drop_indexes(&pool).await?;
         }
         let rounds = if indexed { 1 } else { args.rounds };
         let (mut theirs, mut mine) = (Vec::new(), Vec::new());
@@ -137,11 +137,11 @@ async fn main() -> anyhow::Result<()> {
 
     // The bulk-backfill mode: load without the index, then build it once.
     let n = args.indexed_rows;
-    drop_vector_index(&pool).await?;
+    shared::db::models::drop_indexes(&pool).await?;
     empty(&pool).await?;
     let load = ours(&pool, &rows[..n], args.batch).await?;
     let start = Instant::now();
-    build_vector_index(&pool, 512).await?;
+    shared::db::models::build_indexes(&pool, 512).await?;
     let build = start.elapsed();
     println!();
     println!(

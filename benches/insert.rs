@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use collections_benches::{embeddings, fresh_database, seed_analyses};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use shared::db::embeddings::{NewEmbedding, build_vector_index, copy_rows, drop_vector_index, insert_one, insert_rows};
+use shared::db::embeddings::{NewEmbedding, copy_rows, insert_one, insert_rows};
 use sqlx::PgPool;
 
 const ROWS: usize = 500;
@@ -54,7 +54,11 @@ fn insert(c: &mut Criterion) {
     for indexed in [false, true] {
         runtime
             .block_on(async {
-                if indexed { build_vector_index(&pool, 256).await } else { drop_vector_index(&pool).await }
+                if indexed {
+                    shared::db::models::build_indexes(&pool, 256).await
+                } else {
+                    shared::db::models::drop_indexes(&pool).await
+                }
             })
             .expect("setting up the index");
         let mut group = c.benchmark_group(if indexed { "insert/hnsw" } else { "insert/no_index" });

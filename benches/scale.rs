@@ -72,10 +72,13 @@ pub async fn seed(pool: &PgPool, sizes: &[usize]) -> anyhow::Result<()> {
         .fetch_one(pool)
         .await?;
     if have == total as i64 {
+        // Made before: only what is missing of the index (a build that was
+        // interrupted, or data migrated from before per-model indexes).
+        shared::db::models::build_indexes(pool, 1024).await?;
         return Ok(());
     }
     sqlx::query("TRUNCATE items CASCADE").execute(pool).await?;
-    embeddings::drop_vector_index(pool).await?;
+    shared::db::models::drop_indexes(pool).await?;
     let centres = centres();
     let all: Vec<(usize, usize)> =
         sizes.iter().enumerate().flat_map(|(user, &size)| (0..size).map(move |n| (user, n))).collect();
@@ -91,7 +94,7 @@ pub async fn seed(pool: &PgPool, sizes: &[usize]) -> anyhow::Result<()> {
             .collect();
         store_generated(pool, &images, MODEL).await?;
     }
-    embeddings::build_vector_index(pool, 1024).await?;
+    shared::db::models::build_indexes(pool, 1024).await?;
     sqlx::query("ANALYZE").execute(pool).await?;
     Ok(())
 }

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use collections_benches::scale::{Generated, store_generated};
-use shared::db::embeddings;
 use shared::embedding::{EmbeddingProvider, InputType};
 use sqlx::PgPool;
 
@@ -90,7 +89,7 @@ async fn seed(pool: &PgPool, args: &Args, embedder: &dyn EmbeddingProvider) -> a
         return Ok(());
     }
     sqlx::query("TRUNCATE items CASCADE").execute(pool).await?;
-    embeddings::drop_vector_index(pool).await?;
+    shared::db::models::drop_indexes(pool).await?;
     let started = Instant::now();
     for chunk_start in (0..args.vectors).step_by(1000) {
         let range = chunk_start..(chunk_start + 1000).min(args.vectors);
@@ -114,7 +113,7 @@ async fn seed(pool: &PgPool, args: &Args, embedder: &dyn EmbeddingProvider) -> a
     }
     eprintln!(" in {:.0} s; building the HNSW index", started.elapsed().as_secs_f64());
     let started = Instant::now();
-    embeddings::build_vector_index(pool, 1024).await?;
+    shared::db::models::build_indexes(pool, 1024).await?;
     sqlx::query("ANALYZE").execute(pool).await?;
     eprintln!("index built in {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
@@ -177,7 +176,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let args = args()?;
     let pool = collections_benches::database(DATABASE).await?;
-    let embedder: Arc<dyn EmbeddingProvider> = Arc::new(shared::embedding::local::LocalEmbedder);
+    let embedder: Arc<dyn EmbeddingProvider> = Arc::new(shared::embedding::local::LocalEmbedder::default());
     seed(&pool, &args, embedder.as_ref()).await?;
 
     let user = "load-0";

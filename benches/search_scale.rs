@@ -43,12 +43,16 @@ async fn main() -> anyhow::Result<()> {
             b.p95.as_secs_f64() * 1000.0
         );
     }
+    let index = shared::db::models::EmbeddingModel::new(collections_benches::scale::MODEL, 1024).index_name();
     let (table, index): (i64, i64) = sqlx::query_as(
-        "SELECT pg_total_relation_size('embeddings') - pg_relation_size('embeddings_vector_hnsw'),
-                pg_relation_size('embeddings_vector_hnsw')",
+        "SELECT (SELECT sum(pg_total_relation_size(inhrelid))::bigint FROM pg_inherits
+                 WHERE inhparent = 'embeddings'::regclass),
+                (SELECT sum(pg_relation_size(inhrelid))::bigint FROM pg_inherits WHERE inhparent = $1::regclass)",
     )
+    .bind(&index)
     .fetch_one(&pool)
     .await?;
+    let table = table - index;
     println!(
         "bytes per stored vector: {} in the table (with TOAST and its other indexes) + {} in the HNSW index",
         table / vectors as i64,

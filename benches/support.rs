@@ -106,6 +106,8 @@ pub async fn database(name: &str) -> anyhow::Result<sqlx::PgPool> {
 
 /// One item with `n` analyses (what embeddings point at); their ids.
 pub async fn seed_analyses(pool: &sqlx::PgPool, n: usize) -> anyhow::Result<Vec<(uuid::Uuid, uuid::Uuid)>> {
+    let model = shared::db::models::EmbeddingModel::new(BENCH_MODEL, shared::embedding::DEFAULT_DIMENSIONS);
+    shared::db::models::register(pool, &model).await?;
     let item = uuid::Uuid::now_v7();
     sqlx::query("INSERT INTO items (id, user_id, filename, file_path, bucket) VALUES ($1, 'bench', 'a.jpg', 'bench/a.jpg', 'b')")
         .bind(item)
@@ -125,13 +127,16 @@ pub async fn seed_analyses(pool: &sqlx::PgPool, n: usize) -> anyhow::Result<Vec<
     Ok(ids.into_iter().map(|a| (item, a)).collect())
 }
 
+/// The model the insert benchmarks' vectors are stored under.
+pub const BENCH_MODEL: &str = "bench-model";
+
 /// Pseudo-random unit vectors of 1024 dimensions, one per analysis.
 pub fn embeddings(targets: &[(uuid::Uuid, uuid::Uuid)]) -> Vec<shared::db::embeddings::NewEmbedding> {
     let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
     targets
         .iter()
         .map(|(item, analysis)| {
-            let mut v: Vec<f32> = (0..shared::embedding::EMBEDDING_DIMENSIONS)
+            let mut v: Vec<f32> = (0..shared::embedding::DEFAULT_DIMENSIONS)
                 .map(|_| {
                     seed ^= seed << 13;
                     seed ^= seed >> 7;
@@ -146,7 +151,7 @@ pub fn embeddings(targets: &[(uuid::Uuid, uuid::Uuid)]) -> Vec<shared::db::embed
                 analysis_id: *analysis,
                 user_id: "bench".to_owned(),
                 vector: shared::db::Vector::from(v),
-                model: "bench-model".to_owned(),
+                model: BENCH_MODEL.to_owned(),
                 source: serde_json::json!({"fields": ["summary"], "chars": 80}),
                 tokens: None,
             }

@@ -59,7 +59,7 @@ fn stages(world: &World, pool: &PgPool) -> Stages {
         ),
         embedder: Embedder::new(
             pool.clone(),
-            Arc::new(shared::embedding::local::LocalEmbedder),
+            Arc::new(shared::embedding::local::LocalEmbedder::default()),
             EmbedderConfig::from_env(&env).unwrap(),
         ),
     }
@@ -693,4 +693,161 @@ async fn a_record_that_ran_out_of_retries_is_processed_after_a_redrive(pool: PgP
     let left: Vec<String> = left.messages().iter().filter_map(|m| m.body().map(str::to_owned)).collect();
     assert_eq!(left.len(), 1);
     assert!(left[0].contains(&format!("{sequence}9")));
+}
+
+/// Uploads these images and takes each through the three functions.
+async fn through_every_stage(world: &World, s: &Stages, uploads: &[(&str, Vec<u8>)]) {
+    for (key, bytes) in uploads {
+        world.upload(key, bytes.clone()).await;
+    }
+    let n = uploads.len();
+    for event in world.published("Object Created", n).await {
+        assert_eq!(failures(&thumbnail(s, &alone(&event)).await), Vec::<String>::new());
+    }
+    for event in world.published("ImageProcessed", n).await {
+        assert_eq!(failures(&analyze(s, &alone(&event)).await), Vec::<String>::new());
+    }
+    for event in world.published("AnalysisComplete", n).await {
+        assert_eq!(failures(&embed(s, &alone(&event)).await), Vec::<String>::new());
+    }
+}
+
+/// (versions, model) of every vector, sorted: what was embedded from what.
+async fn vectors(pool: &PgPool) -> Vec<(i32, String, i32)> {
+    sqlx::query_as(
+        "SELECT a.version, e.embedding_model, vector_dims(e.vector) FROM embeddings e
+         JOIN analyses a ON a.id = e.analysis_id ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn reanalysis_and_a_change_of_embedding_model_go_through_the_streams(pool: PgPool) {
+    use collections::reanalyze::{Selection, prune_superseded, reanalyze_on_stream};
+    use collections::reembed::reembed_on_stream;
+    use shared::db::models::{self, EmbeddingModel};
+    let world = World::create("streams").await;
+    let mut s = stages(&world, &pool);
+    let next_model = Arc::new(shared::embedding::local::LocalEmbedder::new(384));
+    let plain = Embedder::new(
+        pool.clone(),
+        Arc::new(shared::embedding::local::LocalEmbedder::default()),
+        EmbedderConfig::from_env(&Env::from_pairs([])).unwrap(),
+    );
+    s.embedder = plain.with_reembed(Some(next_model));
+    let photos =
+        [("streams-u1/a.jpg", images::jpeg(320, 240, BLUE)), ("streams-u1/b.jpg", images::png(200, 300, GREEN))];
+    through_every_stage(&world, &s, &photos).await;
+    let writer = |stream: &str| StreamWriter::new(&world.config, stream, RetryPolicy::default());
+
+    // Re-analysis: one new version per item, made by the analyzer function
+    // and embedded by the embedder function.
+    let selection = Selection { user: Some("streams-u1"), category: None };
+    assert_eq!(reanalyze_on_stream(&pool, &writer(&world.processed), selection, 1000.0).await.unwrap(), 2);
+    assert_eq!(failures(&analyze(&s, &world.batch(&world.processed).await).await), Vec::<String>::new());
+    let analysed = world.published("AnalysisComplete", 2).await;
+    assert_eq!(analysed.len(), 2);
+    world.forward(&world.analyzed, &analysed).await;
+    assert_eq!(failures(&embed(&s, &world.batch(&world.analyzed).await).await), Vec::<String>::new());
+    let active = |version| (version, "local-hashing-v1".to_owned(), 1024);
+    assert_eq!(vectors(&pool).await, [active(1), active(1), active(2), active(2)]);
+    assert_eq!(prune_superseded(&pool, Some("streams-u1")).await.unwrap(), 2);
+    assert_eq!(vectors(&pool).await, [active(2), active(2)], "only the new versions are left");
+
+    // A change of model: the new one is registered and indexed by the
+    // migrator on deploy; the work goes on the analyzed stream.
+    let unregistered = reembed_on_stream(&pool, &writer(&world.analyzed), "local-hashing-v1@384", None, 1000.0).await;
+    assert!(unregistered.unwrap_err().to_string().contains("is not registered"));
+    models::prepare(&pool, &EmbeddingModel::new("local-hashing-v1@384", 384), 64).await.unwrap();
+    let put = reembed_on_stream(&pool, &writer(&world.analyzed), "local-hashing-v1@384", None, 1000.0).await.unwrap();
+    assert_eq!(put, 2);
+    let analyzed = world.batch(&world.analyzed).await;
+    assert_eq!(failures(&embed(&s, &analyzed).await), Vec::<String>::new());
+    let next = |version| (version, "local-hashing-v1@384".to_owned(), 384);
+    assert_eq!(vectors(&pool).await, [active(2), active(2), next(2), next(2)]);
+    let again = reembed_on_stream(&pool, &writer(&world.analyzed), "local-hashing-v1@384", None, 1000.0).await.unwrap();
+    assert_eq!(again, 0, "nothing is left to embed");
+
+    // An embedder deployed without that re-embed model fails those records
+    // alone, permanently (listed with the reason, not redelivered), and
+    // takes the rest.
+    let without = Stages {
+        embedder: Embedder::new(
+            pool.clone(),
+            Arc::new(shared::embedding::local::LocalEmbedder::default()),
+            EmbedderConfig::from_env(&Env::from_pairs([])).unwrap(),
+        ),
+        ..stages(&world, &pool)
+    };
+    assert_eq!(failures(&embed(&without, &analyzed).await), Vec::<String>::new());
+    let reasons: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT last_error FROM items WHERE embedding_status = 'failed'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM items WHERE embedding_status = 'failed'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!((failed, reasons.len()), (2, 1), "the two items of the re-embed records: {reasons:?}");
+    assert!(reasons[0].contains("no re-embed model is configured (REEMBED_PROVIDER)"), "{reasons:?}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn delete_and_erase_work_against_s3_and_leave_nothing_of_the_user(pool: PgPool) {
+    use collections::erase::{Place, delete_keys_in, erase_user_on_s3};
+    let world = World::create("erase").await;
+    let s = stages(&world, &pool);
+    let photos = [
+        ("erase-u1/a.jpg", images::jpeg(320, 240, BLUE)),
+        ("erase-u1/b.jpg", images::jpeg(320, 240, GREEN)),
+        ("erase-u2/c.jpg", images::jpeg(320, 240, ORANGE)),
+    ];
+    through_every_stage(&world, &s, &photos).await;
+    assert_eq!(counts(&pool).await, (3, 3, 3));
+    let store = Arc::new(S3Store::new(&world.config));
+    let keys_under = |prefix: &'static str| {
+        let store = store.clone();
+        let bucket = world.bucket.clone();
+        async move {
+            let page = store.list_page(&bucket, Some(prefix), None, 1000).await.unwrap();
+            page.objects.into_iter().map(|o| o.key).collect::<Vec<_>>()
+        }
+    };
+
+    // delete: the original goes, and at once its item and thumbnail; the
+    // "Object Deleted" event that comes later finds nothing left to do.
+    let place = Place {
+        store: store.clone(),
+        bucket: world.bucket.clone(),
+        pool: pool.clone(),
+        thumbnail: ThumbnailConfig::from_env(&Env::from_pairs([])).unwrap(),
+    };
+    let said = delete_keys_in(&place, &["erase-u1/a.jpg".to_owned()]).await.unwrap();
+    assert_eq!(said, [("erase-u1/a.jpg".to_owned(), "removed the item and erase-u1/thumbnails/a.jpg".to_owned())]);
+    assert_eq!(keys_under("erase-u1/").await, ["erase-u1/b.jpg", "erase-u1/thumbnails/b.jpg"]);
+    assert_eq!(counts(&pool).await, (2, 2, 2));
+    for event in world.published("Object Deleted", 1).await {
+        assert_eq!(failures(&thumbnail(&s, &alone(&event)).await), Vec::<String>::new());
+    }
+    assert_eq!(counts(&pool).await, (2, 2, 2));
+
+    // erase: every object and row of the user, nothing of the other.
+    let erased = erase_user_on_s3(&store, &pool, &world.bucket, "erase-u1", true).await.unwrap();
+    assert_eq!((erased.items, erased.objects), (1, 2));
+    assert_eq!(keys_under("erase-u1/").await, Vec::<String>::new());
+    assert_eq!(keys_under("erase-u2/").await, ["erase-u2/c.jpg", "erase-u2/thumbnails/c.jpg"]);
+    let left: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM items WHERE user_id = 'erase-u1') + (SELECT count(*) FROM analyses WHERE user_id = 'erase-u1')
+              + (SELECT count(*) FROM embeddings WHERE user_id = 'erase-u1')
+              + (SELECT count(*) FROM record_failures WHERE user_id = 'erase-u1')
+              + (SELECT count(*) FROM deleted_objects WHERE key LIKE 'erase-u1/%')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(left, 0, "no row of the erased user");
+    assert_eq!(counts(&pool).await, (1, 1, 1), "the other user keeps everything");
 }

@@ -55,8 +55,9 @@ fn names_after(text: &str, openings: &[&str]) -> BTreeSet<String> {
     names
 }
 
-/// Every variable the code reads: through `Env`, as a command-line
-/// fallback (`env = "…"`), or as an API key's name.
+/// Every variable the code reads: through `Env` (or a helper given the
+/// `env` and the name), as a command-line fallback (`env = "…"`), or as an
+/// API key's name.
 fn read_by_the_code() -> BTreeSet<String> {
     let mut files = Vec::new();
     for dir in SOURCES {
@@ -67,8 +68,16 @@ fn read_by_the_code() -> BTreeSet<String> {
         let text = std::fs::read_to_string(&file).expect("a readable source file");
         // Tests read made-up names; only the code outside them counts.
         let code = text.split("#[cfg(test)]").next().unwrap_or_default();
-        let openings =
-            [".get(\"", ".string_or(\"", ".parse_or(\"", ".parse_at_least(\"", ".require(\"", "env = \"", "key(\""];
+        let openings = [
+            ".get(\"",
+            ".string_or(\"",
+            ".parse_or(\"",
+            ".parse_at_least(\"",
+            ".require(\"",
+            "env = \"",
+            "key(\"",
+            "(env, \"",
+        ];
         names.extend(names_after(code, &openings));
     }
     names

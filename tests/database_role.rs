@@ -39,7 +39,7 @@ async fn the_application_role_writes_rows_but_cannot_change_the_schema(pool: PgP
             "ALTER TABLE items ADD COLUMN note text",
             "TRUNCATE analyses",
             "CREATE TABLE scratch (x int)",
-            "DROP INDEX embeddings_vector_hnsw",
+            "DROP INDEX embeddings_user_model",
         ],
     )
     .await;
@@ -94,7 +94,13 @@ async fn the_migrator_makes_the_roles_its_secrets_name(pool: PgPool) {
     let request = serde_json::json!({"RequestType": "Create", "ResourceProperties": {}});
     let answer = migrator::handle(&request, &env).await.unwrap();
     assert_eq!(answer["PhysicalResourceId"], migrator::PHYSICAL_RESOURCE_ID);
-    let tables = ["analyses", "deleted_objects", "embeddings", "items", "record_failures"];
+    // The configured embedding model (here the default, local) is registered
+    // and indexed before any function writes or searches with it.
+    use shared::db::models::{self, EmbeddingModel, VectorIndex};
+    let active = EmbeddingModel::new("local-hashing-v1", 1024);
+    assert_eq!(models::registered(&pool).await.unwrap(), vec![active.clone()]);
+    assert_eq!(models::index_state(&pool, &active).await.unwrap(), VectorIndex::Valid);
+    let tables = ["analyses", "deleted_objects", "embedding_models", "embeddings", "items", "record_failures"];
     let expected: Vec<String> =
         tables.iter().flat_map(|t| ["DELETE", "INSERT", "SELECT", "UPDATE"].map(|p| format!("{t}:{p}"))).collect();
     assert_eq!(grants_of(&pool, &app).await, expected, "row access to the application's tables, nothing else");

@@ -124,7 +124,7 @@ async fn throttling_is_retried_and_wrong_dimensions_fail_naming_the_model(pool: 
         .collect();
     assert_eq!(
         reasons[0],
-        "embedding with voyage-3.5 failed after 1 attempt(s): voyage-3.5 returned 768-dimensional vectors; the database stores 1024"
+        "embedding with voyage-3.5 failed after 1 attempt(s): voyage-3.5 returned 768-dimensional vectors; it is configured for 1024"
     );
     assert!(reasons[1].contains("voyage returned a malformed reply"), "{}", reasons[1]);
     let at: Vec<_> = mock.requests().iter().map(|r| r.at).collect();

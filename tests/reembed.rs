@@ -1,15 +1,17 @@
 //! A change of embedding model without downtime: `reembed` embeds every
-//! latest analysis with the new model beside the active one's vectors;
-//! searches answer from the active model all the while; run again it skips
-//! what is done; `prune-vectors` then removes the old model's vectors.
+//! latest analysis with the new model (here of another size) beside the
+//! active one's vectors; searches answer from the active model all the
+//! while; run again it skips what is done; `prune` then removes the old
+//! model's vectors, its index and its registration.
 
 use std::time::Duration;
 
 use collections::ingest::run_folder;
-use collections::reembed::{prune_vectors, reembed};
+use collections::reembed::{prune, reembed};
 use collections_tests::components;
 use collections_tests::images::{self, BLUE, GREEN, ORANGE};
 use collections_tests::providers::MockProviders;
+use shared::db::models::{self, EmbeddingModel, VectorIndex};
 use shared::db::search::{SearchHit, search_text};
 use sqlx::PgPool;
 
@@ -40,10 +42,17 @@ async fn searches_use_the_active_model_while_another_is_embedded_and_the_old_vec
             ("EMBEDDING_PROVIDER", "voyage"),
             ("VOYAGE_BASE_URL", &voyage_url),
             ("VOYAGE_API_KEY", "pa-test"),
+            ("EMBEDDING_DIMENSIONS", "512"),
             ("COLLECTIONS_BATCH_SIZE", "1"),
         ],
     )
     .await;
+    // What `collections reembed` does first: the new model is registered
+    // and its index built before its first vector.
+    active.prepare_database(true).await.unwrap();
+    next.prepare_database(true).await.unwrap();
+    let new_model = EmbeddingModel::new("voyage-3.5@512", 512);
+    assert_eq!(models::index_state(&pool, &new_model).await.unwrap(), VectorIndex::Valid);
     let running = tokio::spawn({
         let next = next.clone();
         async move { reembed(&next, Some("u"), 100.0).await.unwrap() }
@@ -63,7 +72,15 @@ async fn searches_use_the_active_model_while_another_is_embedded_and_the_old_vec
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(per_model, [("local-hashing-v1".to_owned(), 3), ("voyage-3.5".to_owned(), 3)]);
+    assert_eq!(per_model, [("local-hashing-v1".to_owned(), 3), ("voyage-3.5@512".to_owned(), 3)]);
+    let sizes: Vec<i32> = sqlx::query_scalar(
+        "SELECT DISTINCT vector_dims(vector) FROM embeddings WHERE embedding_model = 'voyage-3.5@512'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(sizes, [512]);
+    assert!(mock.requests().iter().all(|r| r.body["output_dimension"] == 512), "the provider is asked for 512");
 
     // Interrupted or not, running it again embeds nothing twice.
     let calls = mock.requests().len();
@@ -74,7 +91,13 @@ async fn searches_use_the_active_model_while_another_is_embedded_and_the_old_vec
     // The switch: searches with the new model find by its vectors; the old ones go.
     let switched = search_text(&pool, next.embedding.as_ref(), "u", "blue photo", 10, None).await.unwrap();
     assert!(switched.iter().any(|h| h.semantic_rank.is_some()));
-    assert_eq!(prune_vectors(&pool, "local-hashing-v1", None).await.unwrap(), 3);
+    let refused = prune(&next, "voyage-3.5@512", None).await.unwrap_err();
+    assert!(refused.to_string().contains("is the active embedding model"), "{refused}");
+    let old_model = EmbeddingModel::new("local-hashing-v1", 1024);
+    assert_eq!(models::index_state(&pool, &old_model).await.unwrap(), VectorIndex::Valid);
+    assert_eq!(prune(&next, "local-hashing-v1", None).await.unwrap(), 3);
+    assert_eq!(models::index_state(&pool, &old_model).await.unwrap(), VectorIndex::Absent, "its index went too");
+    assert_eq!(models::registered(&pool).await.unwrap(), vec![new_model]);
     let old = search_text(&pool, active.embedding.as_ref(), "u", "blue photo", 10, None).await.unwrap();
     assert!(old.iter().all(|h| h.semantic_rank.is_none()), "no vector of the old model is left");
     let still = search_text(&pool, next.embedding.as_ref(), "u", "blue photo", 10, None).await.unwrap();

@@ -33,7 +33,7 @@ async fn seed(pool: &PgPool, user: &str, provider: std::sync::Arc<dyn EmbeddingP
 }
 
 fn local() -> std::sync::Arc<dyn EmbeddingProvider> {
-    std::sync::Arc::new(shared::embedding::local::LocalEmbedder)
+    std::sync::Arc::new(shared::embedding::local::LocalEmbedder::default())
 }
 
 fn keys(hits: &[SearchHit]) -> Vec<&str> {
@@ -121,28 +121,66 @@ async fn vectors_of_another_model_are_never_compared_with_the_query(pool: PgPool
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn the_deferred_index_mode_drops_and_rebuilds_the_index_and_search_works_meanwhile(pool: PgPool) {
-    use shared::db::embeddings::{VectorIndex, build_vector_index, drop_vector_index, vector_index};
-    assert_eq!(vector_index(&pool).await.unwrap(), VectorIndex::Valid);
-    drop_vector_index(&pool).await.unwrap();
-    assert_eq!(vector_index(&pool).await.unwrap(), VectorIndex::Absent);
+async fn each_model_has_its_own_index_which_can_be_dropped_rebuilt_and_resumed(pool: PgPool) {
+    use shared::db::models::{self, EmbeddingModel, VectorIndex};
+    assert_eq!(models::registered(&pool).await.unwrap(), vec![], "nothing is registered before a vector is stored");
     seed(&pool, "ann", local()).await;
+    let model = EmbeddingModel::new("local-hashing-v1", 1024);
+    assert_eq!(models::registered(&pool).await.unwrap(), vec![model.clone()], "storing registers the model");
+    assert_eq!(models::index_state(&pool, &model).await.unwrap(), VectorIndex::Absent);
     let hits = search_text(&pool, local().as_ref(), "ann", "sleeping cat", 3, None).await.unwrap();
-    assert_eq!(hits[0].key, "ann/cat.jpg");
-    build_vector_index(&pool, 64).await.unwrap();
-    assert_eq!(vector_index(&pool).await.unwrap(), VectorIndex::Valid);
+    assert_eq!(hits[0].key, "ann/cat.jpg", "search works without the index");
+    models::build_indexes(&pool, 64).await.unwrap();
+    assert_eq!(models::index_state(&pool, &model).await.unwrap(), VectorIndex::Valid);
     let hits = search_text(&pool, local().as_ref(), "ann", "sleeping cat", 3, None).await.unwrap();
     assert_eq!(hits[0].key, "ann/cat.jpg");
 
-    // What a failed concurrent build leaves behind: an invalid index, which
-    // `IF NOT EXISTS` alone would keep for ever. The build replaces it.
-    sqlx::query("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'embeddings_vector_hnsw'::regclass")
-        .execute(&pool)
-        .await
-        .unwrap();
-    assert_eq!(vector_index(&pool).await.unwrap(), VectorIndex::Invalid);
-    build_vector_index(&pool, 64).await.unwrap();
-    assert_eq!(vector_index(&pool).await.unwrap(), VectorIndex::Valid);
+    // What an interrupted build leaves: the index declared on the parent, a
+    // partition's graph built invalid (a failed CONCURRENTLY build) and the
+    // others missing. The next build drops the invalid one and ends the job.
+    models::drop_index(&pool, &model).await.unwrap();
+    assert_eq!(models::index_state(&pool, &model).await.unwrap(), VectorIndex::Absent);
+    let name = model.index_name();
+    let graph = "USING hnsw ((vector::vector(1024)) vector_cosine_ops) WHERE embedding_model = 'local-hashing-v1'";
+    for statement in [
+        format!("CREATE INDEX {name} ON ONLY embeddings {graph}"),
+        format!("CREATE INDEX {name}_p00 ON embeddings_p00 {graph}"),
+        format!("UPDATE pg_index SET indisvalid = false WHERE indexrelid = '{name}_p00'::regclass"),
+    ] {
+        sqlx::query(&statement).execute(&pool).await.unwrap();
+    }
+    assert_eq!(models::index_state(&pool, &model).await.unwrap(), VectorIndex::Partial);
+    models::build_index(&pool, &model, 64).await.unwrap();
+    assert_eq!(models::index_state(&pool, &model).await.unwrap(), VectorIndex::Valid);
+    let graphs: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT c.relname::text, i.indisvalid FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhrelid
+         JOIN pg_index i ON i.indexrelid = c.oid WHERE h.inhparent = $1::regclass ORDER BY 1",
+    )
+    .bind(&name)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(graphs.len(), 32, "one graph per partition");
+    assert!(graphs.iter().all(|(_, valid)| *valid), "{graphs:?}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_vector_of_another_size_than_its_models_fails_alone_with_a_reason(pool: PgPool) {
+    use shared::db::embeddings::{EmbeddingBatch, store_batch};
+    let mut rows = Vec::new();
+    for key in ["u/a.jpg", "u/b.jpg", "u/c.jpg"] {
+        let (item, analysis) =
+            collections_tests::seed_analysis(&pool, key, &collections_tests::analysis("other", "A", &[])).await;
+        rows.push(collections_tests::embedding_row(item, analysis));
+    }
+    rows[1].vector = shared::db::Vector::from(vec![0.5; 768]);
+    // As the embedder's start (or the migrator) registers its model.
+    shared::db::models::register(&pool, &shared::db::models::EmbeddingModel::new("m", 1024)).await.unwrap();
+    let refused = store_batch(&pool, &EmbeddingBatch { new: rows.clone(), ..EmbeddingBatch::default() }).await.unwrap();
+    let reasons: Vec<(uuid::Uuid, String)> = refused.into_iter().map(|(item, _, why)| (item, why)).collect();
+    assert_eq!(reasons, vec![(rows[1].item_id, "m stores 1024-dimension vectors; this one has 768".to_owned())]);
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM embeddings").fetch_one(&pool).await.unwrap();
+    assert_eq!(stored, 2, "the rest of the batch is stored");
 }
 
 /// A write to a table another session has locked fails within the
@@ -180,6 +218,8 @@ async fn a_batch_write_blocked_by_a_lock_fails_fast_and_retriably(pool: PgPool) 
 /// embedded), written in bulk.
 async fn random_items(pool: &PgPool, user: &str, n: i32) {
     for statement in [
+        "INSERT INTO embedding_models (model, dimensions) SELECT 'm', 1024 WHERE $1 <> '' AND $2 > 0
+         ON CONFLICT DO NOTHING",
         "INSERT INTO items (id, user_id, filename, file_path, bucket, thumbnail_status, analysis_status, embedding_status)
          SELECT collections_item_id($1 || '/r' || g || '.jpg'), $1, 'r' || g || '.jpg', $1 || '/r' || g || '.jpg',
                 'local', 'done', 'done', 'done'
@@ -206,6 +246,29 @@ async fn small_users_are_searched_exactly_large_ones_by_the_index_and_both_rank_
     random_items(&pool, "small", 300).await;
     random_items(&pool, "others", 2000).await;
     sqlx::query("ANALYZE").execute(&pool).await.unwrap();
+    let model = shared::db::models::EmbeddingModel::new("m", 1024);
+    shared::db::models::build_index(&pool, &model, 64).await.unwrap();
+
+    // The large user's search goes through the model's own index.
+    let [_, indexed] = shared::db::search::search_queries(&model);
+    let probe = shared::db::Vector::from(vec![0.03; 1024]);
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL enable_sort = off").execute(&mut *tx).await.unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {indexed}"))
+        .bind("big")
+        .bind(&probe)
+        .bind("m")
+        .bind(1024)
+        .bind("zzzzqx")
+        .bind(None::<String>)
+        .bind(80_i64)
+        .bind(60.0_f64)
+        .bind(20_i64)
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert!(plan.iter().any(|line| line.contains(&model.index_name())), "{}", plan.join("\n"));
 
     for user in ["big", "small"] {
         // Queries near stored vectors: each one's own item must come first,
@@ -269,7 +332,7 @@ async fn the_semantic_ranks_are_numbered_after_a_sort_not_in_index_order(pool: P
     // nearly in distance order; numbering them as they come ranked far rows
     // first on 100 000 vectors. The plan must sort before numbering.
     sqlx::query("SET hnsw.iterative_scan = relaxed_order").execute(&pool).await.unwrap();
-    for sql in shared::db::search::search_queries() {
+    for sql in shared::db::search::search_queries(&shared::db::models::EmbeddingModel::new("m", 1024)) {
         // The simple protocol: a generic plan has parameters no one binds.
         let explain = format!("EXPLAIN (GENERIC_PLAN, FORMAT JSON) {sql}");
         let row = sqlx::raw_sql(&explain).fetch_one(&pool).await.unwrap();

@@ -22,7 +22,7 @@ use tower::ServiceExt;
 use uuid::Uuid;
 
 fn local_embedder() -> Arc<dyn EmbeddingProvider> {
-    Arc::new(shared::embedding::local::LocalEmbedder)
+    Arc::new(shared::embedding::local::LocalEmbedder::default())
 }
 
 fn service(pool: &PgPool, embedding: Arc<dyn EmbeddingProvider>, links: Arc<dyn ThumbnailLinks>) -> Arc<SearchService> {

@@ -364,16 +364,21 @@ export class CollectionsStack extends Stack {
     analyzer.role!.addToPrincipalPolicy(putEvents(ANALYSIS_COMPLETE.source));
     analyzer.role!.addToPrincipalPolicy(readParameters([this.ssmPrefixArn]));
 
-    // The search function embeds its queries with the same provider and model.
-    const embedding: Record<string, string> = {
-      EMBEDDING_PROVIDER: cfg.embeddingProvider,
-      VOYAGE_EMBEDDING_MODEL: cfg.voyageEmbeddingModel,
-      SSM_PARAMETER_PREFIX,
-    };
-    const embedder = this.rustFunction('embedder', cfg, db, embedding);
+    // The active embedding model. The search function embeds its queries
+    // with it; the migrator registers it and builds its vector index.
+    const embeddingModel = embeddingModelEnvironment(cfg);
+    // The second model of a model change: the embedder embeds re-embedding
+    // records with it, the migrator registers and indexes it; the search
+    // function keeps to the active model.
+    const reembedModel = reembedEnvironment(cfg);
+    const embedding: Record<string, string> = { ...embeddingModel, SSM_PARAMETER_PREFIX };
+    const embedder = this.rustFunction('embedder', cfg, db, { ...embedding, ...reembedModel });
     embedder.role!.addToPrincipalPolicy(readParameters([this.ssmPrefixArn]));
 
-    const migrator = this.rustFunction('migrator', cfg, db, {});
+    // No SSM_PARAMETER_PREFIX and no parameter access: the migrator never
+    // calls a provider, so it reads no API key.
+    const migratorEmbedding = { ...embeddingModel, ...reembedModel };
+    const migrator = this.rustFunction('migrator', cfg, db, migratorEmbedding);
     this.functions = { thumbnailer, analyzer, embedder, migrator };
 
     if (cfg.search) {
@@ -426,7 +431,7 @@ export class CollectionsStack extends Stack {
     this.connectStage(embedder, stageStreams.embedder, cfg.embedder, cfg);
 
     // ---------------------------------------------------------------- migrations
-    this.createMigrations(migrator, cfg, db);
+    this.createMigrations(migrator, cfg, db, migratorEmbedding);
 
     // ---------------------------------------------------------------- alarms
     for (const name of Object.keys(this.functions) as PipelineFunctionName[]) {
@@ -1051,7 +1056,18 @@ export class CollectionsStack extends Stack {
     );
   }
 
-  private createMigrations(migrator: RustFunction, cfg: CollectionsConfig, db: DatabaseWiring): void {
+  /**
+   * `embeddingModels`: the embedding settings of the migrator's environment;
+   * the resource carries them, so that a change of model runs the migrator
+   * (which registers the model and builds its index) before the functions
+   * that use the model roll out.
+   */
+  private createMigrations(
+    migrator: RustFunction,
+    cfg: CollectionsConfig,
+    db: DatabaseWiring,
+    embeddingModels: Record<string, string>,
+  ): void {
     const migrations = fingerprintMigrations(this.repoRoot);
 
     const providerLogs = new logs.LogGroup(this, 'MigrationsProviderLogGroup', {
@@ -1092,6 +1108,8 @@ export class CollectionsStack extends Stack {
         MigrationsHash: migrations.hash,
         MigrationCount: migrations.files.length,
         LatestMigration: migrations.files[migrations.files.length - 1],
+        // Changes with the embedding model (active or re-embedding) → Update → migrator runs.
+        EmbeddingModels: embeddingModels,
       },
     });
     // The migrator must reach PostgreSQL: wait for the security-group rules
@@ -1327,6 +1345,31 @@ export class CollectionsStack extends Stack {
       alarmDescription: `p99 duration of ${name} is at ${Math.round(cfg.durationAlarmFraction * 100)}% of its ${timeoutMs / 1000} s timeout.`,
     });
   }
+}
+
+/**
+ * The active embedding model's environment: provider, model (the variable the
+ * provider reads; OPENAI_EMBEDDING_MODEL only when given, else the provider's
+ * default) and the vectors' length.
+ */
+function embeddingModelEnvironment(cfg: CollectionsConfig): Record<string, string> {
+  return {
+    EMBEDDING_PROVIDER: cfg.embeddingProvider,
+    VOYAGE_EMBEDDING_MODEL: cfg.voyageEmbeddingModel,
+    ...(cfg.openaiEmbeddingModel === undefined ? {} : { OPENAI_EMBEDDING_MODEL: cfg.openaiEmbeddingModel }),
+    EMBEDDING_DIMENSIONS: String(cfg.embeddingDimensions),
+  };
+}
+
+/** The re-embedding model's environment (REEMBED_*): empty unless reembedProvider is set. */
+function reembedEnvironment(cfg: CollectionsConfig): Record<string, string> {
+  const r = cfg.reembed;
+  if (r === undefined) return {};
+  return {
+    REEMBED_PROVIDER: r.provider,
+    ...(r.model === undefined ? {} : { REEMBED_MODEL: r.model }),
+    ...(r.dimensions === undefined ? {} : { REEMBED_DIMENSIONS: String(r.dimensions) }),
+  };
 }
 
 /**

@@ -13,6 +13,11 @@ export const ENV_NAMES: readonly EnvName[] = ['dev', 'test', 'prod'];
 
 export type StreamModeName = 'ON_DEMAND' | 'PROVISIONED';
 
+export type EmbeddingProviderName = 'voyage' | 'openai' | 'local';
+export const EMBEDDING_PROVIDERS: readonly EmbeddingProviderName[] = ['voyage', 'openai', 'local'];
+/** pgvector stores vectors of at most 16000 dimensions. */
+export const MAX_EMBEDDING_DIMENSIONS = 16000;
+
 /** Batching of one Kinesis-fed stage. */
 export interface StageBatching {
   readonly batchSize: number;
@@ -55,8 +60,18 @@ export interface CollectionsConfig {
   readonly analyzerProvider: string;
   readonly analyzerModel?: string;
   readonly analyzerConcurrency: number;
-  readonly embeddingProvider: string;
+  readonly embeddingProvider: EmbeddingProviderName;
   readonly voyageEmbeddingModel: string;
+  /** The OpenAI(-compatible) model; undefined: the provider's default. */
+  readonly openaiEmbeddingModel?: string;
+  /** The active model's vector length (EMBEDDING_DIMENSIONS). */
+  readonly embeddingDimensions: number;
+  /**
+   * A second model the embedder embeds re-embedding records with (those a
+   * `collections reembed --stream` run puts on the analyzed stream), beside
+   * the active one; undefined unless `reembedProvider` is set.
+   */
+  readonly reembed?: ReembedConfig;
   readonly logRetention: RetentionDays;
 
   // Network and database
@@ -90,6 +105,15 @@ export interface CollectionsConfig {
 
   /** The search API; undefined (no API, no search function or role) unless `searchJwtIssuer` is set. */
   readonly search?: SearchConfig;
+}
+
+/** The second embedding model of a model change (REEMBED_* of the embedder and the migrator). */
+export interface ReembedConfig {
+  readonly provider: EmbeddingProviderName;
+  /** undefined: the provider's default model. */
+  readonly model?: string;
+  /** undefined: the default size (1024). */
+  readonly dimensions?: number;
 }
 
 /** The search API (HTTP API + JWT authorizer + the search function). */
@@ -144,7 +168,9 @@ function str(scope: IConstruct, key: string, fallback?: string): string | undefi
   return String(v);
 }
 
-function int(scope: IConstruct, key: string, fallback: number, min: number, max: number): number {
+function int(scope: IConstruct, key: string, fallback: number, min: number, max: number): number;
+function int(scope: IConstruct, key: string, fallback: number | undefined, min: number, max: number): number | undefined;
+function int(scope: IConstruct, key: string, fallback: number | undefined, min: number, max: number): number | undefined {
   const v = raw(scope, key);
   if (v === undefined || v === null || v === '') return fallback;
   const n = typeof v === 'number' ? v : Number(String(v).trim());
@@ -188,6 +214,39 @@ function streamModeOf(scope: IConstruct): StreamModeName {
     throw new Error(`context kinesisStreamMode: expected on_demand or provisioned, got ${JSON.stringify(m)}`);
   }
   return m;
+}
+
+/** An embedding provider's name, any case (as the functions read it), lowercased. */
+function embeddingProviderOf(scope: IConstruct, key: string, fallback: EmbeddingProviderName): EmbeddingProviderName;
+function embeddingProviderOf(scope: IConstruct, key: string): EmbeddingProviderName | undefined;
+function embeddingProviderOf(scope: IConstruct, key: string, fallback?: EmbeddingProviderName): EmbeddingProviderName | undefined {
+  const p = str(scope, key, fallback)?.trim().toLowerCase();
+  if (p !== undefined && !(EMBEDDING_PROVIDERS as readonly string[]).includes(p)) {
+    throw new Error(`context ${key}: expected one of ${EMBEDDING_PROVIDERS.join(', ')}, got ${JSON.stringify(p)}`);
+  }
+  return p as EmbeddingProviderName | undefined;
+}
+
+/**
+ * The second model of a model change; undefined when `reembedProvider` is
+ * not set, in which case its model and size are refused.
+ */
+function reembedConfig(scope: IConstruct): ReembedConfig | undefined {
+  const provider = embeddingProviderOf(scope, 'reembedProvider');
+  const model = str(scope, 'reembedModel');
+  const dimensions = int(scope, 'reembedDimensions', undefined, 1, MAX_EMBEDDING_DIMENSIONS);
+  if (provider === undefined) {
+    for (const [key, given] of [['reembedModel', model], ['reembedDimensions', dimensions]] as const) {
+      if (given !== undefined) {
+        throw new Error(`context ${key}: only used with reembedProvider (the second model of a model change)`);
+      }
+    }
+    return undefined;
+  }
+  if (model !== undefined && provider === 'local') {
+    throw new Error('context reembedModel: not used with reembedProvider=local (the local provider has a single model)');
+  }
+  return { provider, model, dimensions };
 }
 
 /** Kinesis accepts a retention of 24..8760 hours. */
@@ -364,8 +423,11 @@ export function loadConfig(scope: IConstruct): CollectionsConfig {
     analyzerProvider: str(scope, 'analyzerProvider', 'anthropic'),
     analyzerModel,
     analyzerConcurrency: int(scope, 'analyzerConcurrency', 16, 1, 256),
-    embeddingProvider: str(scope, 'embeddingProvider', 'voyage'),
+    embeddingProvider: embeddingProviderOf(scope, 'embeddingProvider', 'voyage'),
     voyageEmbeddingModel: str(scope, 'voyageEmbeddingModel', 'voyage-3.5'),
+    openaiEmbeddingModel: str(scope, 'openaiEmbeddingModel'),
+    embeddingDimensions: int(scope, 'embeddingDimensions', 1024, 1, MAX_EMBEDDING_DIMENSIONS),
+    reembed: reembedConfig(scope),
     logRetention,
 
     natGateways: int(scope, 'natGateways', prod ? 2 : 1, 1, 2),

@@ -110,6 +110,44 @@ describe('configuration from context', () => {
   });
 });
 
+describe('embedding settings', () => {
+  it('defaults: voyage, voyage-3.5, no OpenAI model (the provider\'s default), 1024 dimensions, no re-embedding model', () => {
+    const c = cfg({});
+    assert.equal(c.embeddingProvider, 'voyage');
+    assert.equal(c.voyageEmbeddingModel, 'voyage-3.5');
+    assert.equal(c.openaiEmbeddingModel, undefined);
+    assert.equal(c.embeddingDimensions, 1024);
+    assert.equal(c.reembed, undefined);
+  });
+
+  it('takes the active model and a re-embedding model from context (CLI strings or numbers)', () => {
+    const c = cfg({ embeddingProvider: 'openai', openaiEmbeddingModel: 'text-embedding-3-large', embeddingDimensions: '3072' });
+    assert.deepEqual([c.embeddingProvider, c.openaiEmbeddingModel, c.embeddingDimensions], ['openai', 'text-embedding-3-large', 3072]);
+    assert.equal(cfg({ embeddingDimensions: 16000 }).embeddingDimensions, 16000);
+    assert.deepEqual(cfg({ reembedProvider: 'voyage', reembedModel: 'voyage-3-large', reembedDimensions: '2048' }).reembed, {
+      provider: 'voyage',
+      model: 'voyage-3-large',
+      dimensions: 2048,
+    });
+    assert.deepEqual(cfg({ reembedProvider: 'openai', reembedDimensions: 1 }).reembed, { provider: 'openai', model: undefined, dimensions: 1 });
+    assert.deepEqual(cfg({ reembedProvider: 'local' }).reembed, { provider: 'local', model: undefined, dimensions: undefined });
+    assert.equal(cfg({ embeddingProvider: 'OpenAI', reembedProvider: ' Voyage' }).embeddingProvider, 'openai', 'any case, as the functions read it');
+    assert.equal(cfg({ reembedProvider: 'Voyage' }).reembed!.provider, 'voyage');
+  });
+
+  it('rejects unknown providers, sizes pgvector cannot store, and re-embedding settings without reembedProvider', () => {
+    assert.throws(() => cfg({ embeddingProvider: 'cohere' }), /context embeddingProvider: expected one of voyage, openai, local, got "cohere"/);
+    assert.throws(() => cfg({ reembedProvider: 'voyage-3.5' }), /context reembedProvider: expected one of voyage, openai, local/);
+    for (const bad of ['0', '16001', '1.5', 'big', -1]) {
+      assert.throws(() => cfg({ embeddingDimensions: bad }), /context embeddingDimensions: expected an integer in \[1, 16000\]/, String(bad));
+      assert.throws(() => cfg({ reembedProvider: 'voyage', reembedDimensions: bad }), /context reembedDimensions: expected an integer in \[1, 16000\]/, String(bad));
+    }
+    assert.throws(() => cfg({ reembedModel: 'voyage-3-large' }), /context reembedModel: only used with reembedProvider/);
+    assert.throws(() => cfg({ reembedDimensions: '2048' }), /context reembedDimensions: only used with reembedProvider/);
+    assert.throws(() => cfg({ reembedProvider: 'local', reembedModel: 'x' }), /context reembedModel: not used with reembedProvider=local/);
+  });
+});
+
 describe('search API settings', () => {
   const issuer = 'https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC';
   const secret = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:collections/search-AbC123';

@@ -28,6 +28,11 @@ const VARIANTS: Array<[string, string, Ctx]> = [
   ['dev, search API', 'dev', SEARCH_CONTEXT],
   ['prod, search API', 'prod', SEARCH_CONTEXT],
   ['test, existing database, search API', 'test', { ...SEARCH_CONTEXT, existingDatabase: 'true', searchDatabaseSecretArn: SEARCH_SECRET_ARN }],
+  [
+    'dev, search API, re-embedding model',
+    'dev',
+    { ...SEARCH_CONTEXT, reembedProvider: 'openai', reembedModel: 'text-embedding-3-large', reembedDimensions: '3072' },
+  ],
 ];
 
 interface Finding {

@@ -572,17 +572,18 @@ describe('Lambda functions', () => {
       ANALYZER_CONCURRENCY: '16',
       SSM_PARAMETER_PREFIX: '/collections',
     });
+    const embeddingModel = { EMBEDDING_PROVIDER: 'voyage', VOYAGE_EMBEDDING_MODEL: 'voyage-3.5', EMBEDDING_DIMENSIONS: '1024' };
     assert.deepEqual(envOf(json, 'embedder'), {
       ...db,
       FUNCTION_TIMEOUT_SECS: '60',
-      EMBEDDING_PROVIDER: 'voyage',
-      VOYAGE_EMBEDDING_MODEL: 'voyage-3.5',
+      ...embeddingModel,
       SSM_PARAMETER_PREFIX: '/collections',
     });
     assert.deepEqual(envOf(json, 'migrator'), {
       ...location,
       DATABASE_SECRET_ARN: { 'Fn::GetAtt': ['Database', 'MasterUserSecret.SecretArn'] },
       APP_DATABASE_SECRET_ARN: appSecret,
+      ...embeddingModel,
     });
   });
 
@@ -1036,6 +1037,115 @@ describe('migrations custom resource', () => {
       assert.ok(esm[1].DependsOn?.includes(crId), `${n} event source must depend on ${crId}`);
     }
     assert.ok(!json.Resources[fnLogicalId(json, 'migrator')].DependsOn?.includes(crId));
+  });
+});
+
+// The embedding models: the active one (embedder, search, migrator) and, during
+// a model change, the re-embedding one (embedder and migrator only).
+describe('embedding models (context embedding*, reembed*)', () => {
+  /** A second model of another provider and size, with the search API so that its function is there too. */
+  const SECOND_MODEL: Ctx = { reembedProvider: 'openai', reembedModel: 'text-embedding-3-large', reembedDimensions: '3072' };
+  const REEMBED: Ctx = { ...SEARCH_CONTEXT, ...SECOND_MODEL };
+  const EMBEDDING_VARIABLE = /^(EMBEDDING_|VOYAGE_EMBEDDING_|OPENAI_EMBEDDING_|REEMBED_)/;
+  const embeddingEnvOf = (t: CfnTemplate, name: FunctionName) =>
+    Object.fromEntries(Object.entries(envOf(t, name)).filter(([k]) => EMBEDDING_VARIABLE.test(k)));
+  const reembedKeys = (t: CfnTemplate, name: FunctionName) => Object.keys(envOf(t, name)).filter((k) => k.startsWith('REEMBED_'));
+  const migrationsProperties = (t: CfnTemplate) => {
+    const [[, cr]] = resourcesOfType(t, 'Custom::CollectionsMigrations');
+    return cr.Properties!;
+  };
+  const ACTIVE = { EMBEDDING_PROVIDER: 'voyage', VOYAGE_EMBEDDING_MODEL: 'voyage-3.5', EMBEDDING_DIMENSIONS: '1024' };
+
+  it('by default: EMBEDDING_DIMENSIONS=1024 for the embedder, search and migrator; no REEMBED_* anywhere', () => {
+    const { json } = build('dev', SEARCH_CONTEXT);
+    for (const n of ['embedder', 'search', 'migrator'] as const) assert.deepEqual(embeddingEnvOf(json, n), ACTIVE, n);
+    for (const n of [...ALL, 'search'] as const) assert.deepEqual(reembedKeys(json, n), [], n);
+  });
+
+  it('the active model from context: provider, Voyage or OpenAI model, size, in the embedder, search and migrator alike', () => {
+    const { json } = build('dev', {
+      ...SEARCH_CONTEXT,
+      embeddingProvider: 'openai',
+      openaiEmbeddingModel: 'text-embedding-3-large',
+      embeddingDimensions: '3072',
+    });
+    for (const n of ['embedder', 'search', 'migrator'] as const) {
+      assert.deepEqual(
+        embeddingEnvOf(json, n),
+        { EMBEDDING_PROVIDER: 'openai', VOYAGE_EMBEDDING_MODEL: 'voyage-3.5', OPENAI_EMBEDDING_MODEL: 'text-embedding-3-large', EMBEDDING_DIMENSIONS: '3072' },
+        n,
+      );
+    }
+  });
+
+  it('with reembedProvider: the embedder and the migrator get REEMBED_PROVIDER, _MODEL, _DIMENSIONS; search and the other stages do not', () => {
+    const { json } = build('dev', REEMBED);
+    const reembed = { REEMBED_PROVIDER: 'openai', REEMBED_MODEL: 'text-embedding-3-large', REEMBED_DIMENSIONS: '3072' };
+    assert.deepEqual(embeddingEnvOf(json, 'embedder'), { ...ACTIVE, ...reembed });
+    assert.deepEqual(embeddingEnvOf(json, 'migrator'), { ...ACTIVE, ...reembed });
+    assert.deepEqual(embeddingEnvOf(json, 'search'), ACTIVE, 'searches keep to the active model');
+    for (const n of ['thumbnailer', 'analyzer', 'search'] as const) assert.deepEqual(reembedKeys(json, n), [], n);
+    // Model and size are optional: the provider's default model, 1024 dimensions.
+    const bare = build('dev', { reembedProvider: 'voyage' }).json;
+    assert.deepEqual(embeddingEnvOf(bare, 'embedder'), { ...ACTIVE, REEMBED_PROVIDER: 'voyage' });
+    assert.deepEqual(embeddingEnvOf(bare, 'migrator'), { ...ACTIVE, REEMBED_PROVIDER: 'voyage' });
+  });
+
+  it('the migrator gets the embedding settings but no SSM_PARAMETER_PREFIX and no new permission (it calls no provider), in both database modes', () => {
+    for (const mode of [{}, { existingDatabase: 'true' }] as Ctx[]) {
+      const plain = build('dev', mode).json;
+      const changing = build('dev', { ...mode, ...SECOND_MODEL }).json;
+      assert.equal(embeddingEnvOf(changing, 'migrator').REEMBED_PROVIDER, 'openai');
+      assert.equal(envOf(changing, 'migrator').SSM_PARAMETER_PREFIX, undefined);
+      assert.deepEqual([...rolePerms(changing, 'migrator')], [...rolePerms(plain, 'migrator')], JSON.stringify(mode));
+      const ssm = rolePerms(changing, 'migrator').get('ssm:GetParameter') ?? [];
+      assert.ok(ssm.every((r) => r.endsWith(':parameter/collections/DATABASE_URL')), `the migrator reads no API key: ${ssm}`);
+    }
+  });
+
+  it('the migrations resource carries the migrator\'s embedding settings (EmbeddingModels)', () => {
+    for (const ctx of [{}, REEMBED]) {
+      const { json } = build('dev', ctx);
+      assert.deepEqual(migrationsProperties(json).EmbeddingModels, embeddingEnvOf(json, 'migrator'));
+    }
+  });
+
+  it('a change of model (active or re-embedding) changes the migrations resource, so the migrator runs again; an unrelated change does not', () => {
+    const base = migrationsProperties(build('dev').json);
+    const changes: Ctx[] = [
+      { voyageEmbeddingModel: 'voyage-3-large' },
+      { embeddingDimensions: '2048' },
+      { embeddingProvider: 'openai' },
+      { embeddingProvider: 'openai', openaiEmbeddingModel: 'text-embedding-3-large' },
+      { reembedProvider: 'voyage' },
+      { reembedProvider: 'voyage', reembedModel: 'voyage-3-large' },
+      { reembedProvider: 'voyage', reembedModel: 'voyage-3-large', reembedDimensions: 2048 },
+    ];
+    const seen = new Set([JSON.stringify(base.EmbeddingModels)]);
+    for (const c of changes) {
+      const p = migrationsProperties(build('dev', c).json);
+      assert.notDeepEqual(p.EmbeddingModels, base.EmbeddingModels, JSON.stringify(c));
+      assert.ok(!seen.has(JSON.stringify(p.EmbeddingModels)), `${JSON.stringify(c)}: same properties as an earlier change`);
+      seen.add(JSON.stringify(p.EmbeddingModels));
+      const { EmbeddingModels: _a, ...rest } = p;
+      const { EmbeddingModels: _b, ...baseRest } = base;
+      assert.deepEqual(rest, baseRest, 'the migrations fingerprint itself is unchanged');
+    }
+    assert.deepEqual(migrationsProperties(build('dev', { rustLog: 'debug', analyzerConcurrency: '8' }).json), base);
+  });
+
+  it('with a re-embedding model the embedder and search functions still wait for the migrations', () => {
+    const { json } = build('dev', REEMBED);
+    const [[crId]] = resourcesOfType(json, 'Custom::CollectionsMigrations');
+    for (const n of ['embedder', 'search'] as const) {
+      assert.ok(json.Resources[fnLogicalId(json, n)].DependsOn?.includes(crId), `${n} must depend on ${crId}`);
+    }
+  });
+
+  it('refuses invalid embedding settings at synth', () => {
+    assert.throws(() => build('dev', { embeddingDimensions: '0' }, { noCache: true }), /context embeddingDimensions/);
+    assert.throws(() => build('dev', { reembedProvider: 'cohere' }, { noCache: true }), /context reembedProvider: expected one of voyage, openai, local/);
+    assert.throws(() => build('dev', { reembedModel: 'voyage-3-large' }, { noCache: true }), /context reembedModel: only used with reembedProvider/);
   });
 });
 

@@ -92,6 +92,7 @@ mod tests {
             item_uuid: None,
             analysis_id: format!("a{n}"),
             user_id: "u".into(),
+            reembed_model: None,
         })
     }
 

@@ -187,6 +187,11 @@ pub struct AnalysisComplete {
     pub item_uuid: Option<Uuid>,
     pub analysis_id: String,
     pub user_id: String,
+    /// Set on work a `collections reembed --stream` run puts on the stream
+    /// (added field): the stored name of the model to embed with instead
+    /// of the active one (the embedder's `REEMBED_*` model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reembed_model: Option<String>,
 }
 
 impl AnalysisComplete {
@@ -197,6 +202,7 @@ impl AnalysisComplete {
             item_uuid: Some(processed.item_uuid()),
             analysis_id: analysis_id.to_string(),
             user_id: processed.user_id.clone(),
+            reembed_model: None,
         }
     }
 
@@ -207,6 +213,7 @@ impl AnalysisComplete {
             item_uuid: Some(key.item_uuid()),
             analysis_id: analysis_id.to_string(),
             user_id: key.user_id().to_owned(),
+            reembed_model: None,
         }
     }
 }

@@ -305,14 +305,18 @@ fn texts(body: &Value) -> Vec<String> {
     }
 }
 
-/// Vectors as the offline embedder makes them, so ranking in tests means something.
-fn embeddings(body: &Value, dimensions: Option<usize>) -> Vec<Value> {
+/// Vectors as the offline embedder makes them, so ranking in tests means
+/// something: of the size the request asks for (Voyage's `output_dimension`,
+/// OpenAI's `dimensions`), else 1024; or, to test the checks, of `wrong` size.
+fn embeddings(body: &Value, wrong: Option<usize>) -> Vec<Value> {
+    let asked = body.get("output_dimension").or_else(|| body.get("dimensions")).and_then(Value::as_u64);
+    let size = asked.map_or(shared::embedding::DEFAULT_DIMENSIONS, |d| d as usize);
     texts(body)
         .iter()
         .enumerate()
         .map(|(index, text)| {
-            let mut vector = LocalEmbedder::embed_text(text);
-            if let Some(d) = dimensions {
+            let mut vector = LocalEmbedder::embed_text_in(text, size);
+            if let Some(d) = wrong {
                 vector.resize(d, 0.0);
             }
             json!({"object": "embedding", "index": index, "embedding": vector})

@@ -9,6 +9,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::copy::BinaryCopy;
+use super::models::{self, EmbeddingModel};
 use super::{DbError, StageName, Vector, each_on_refusal, status};
 
 /// An embedding ready to store.
@@ -111,7 +112,7 @@ pub async fn insert_rows(conn: &mut PgConnection, rows: &[NewEmbedding]) -> Resu
                                 embedding_dimensions, embedding_source, tokens)
         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::vector[], $6::text[],
                              $7::int[], $8::jsonb[], $9::bigint[])
-        ON CONFLICT (analysis_id, embedding_model) DO NOTHING
+        ON CONFLICT (user_id, analysis_id, embedding_model) DO NOTHING
         "#,
     )
     .bind(&ids)
@@ -137,7 +138,7 @@ pub async fn insert_one(conn: &mut PgConnection, row: &NewEmbedding) -> Result<u
         INSERT INTO embeddings (id, item_id, analysis_id, user_id, vector, embedding_model,
                                 embedding_dimensions, embedding_source, tokens)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-        ON CONFLICT (analysis_id, embedding_model) DO NOTHING
+        ON CONFLICT (user_id, analysis_id, embedding_model) DO NOTHING
         "#,
     )
     .bind(Uuid::now_v7())
@@ -178,68 +179,79 @@ fn insert_all<'c>(conn: &'c mut PgConnection, rows: &'c [NewEmbedding]) -> BoxFu
 /// Stores a batch in one transaction: the new vectors by binary COPY (or,
 /// when a concurrent delivery stored some of them first, by the insert that
 /// leaves those alone; or, when the database refuses a row, by that insert
-/// row by row), then the stored items' embedding status. Answers the rows
-/// the database refused: (item, analysis, why).
+/// row by row), then the stored items' embedding status. Each model is
+/// registered first; a vector of another size than its model's is refused.
+/// Answers the rows refused: (item, analysis, why).
 pub async fn store_batch(pool: &PgPool, batch: &EmbeddingBatch) -> Result<Vec<(Uuid, Uuid, String)>, DbError> {
+    let unfit = unfit_rows(pool, &batch.new).await?;
+    if unfit.is_empty() {
+        return store_rows(pool, &batch.new, &batch.unchanged).await;
+    }
+    let fit: Vec<NewEmbedding> =
+        (0..batch.new.len()).filter(|i| !unfit.iter().any(|(u, _)| u == i)).map(|i| batch.new[i].clone()).collect();
+    let mut refused = store_rows(pool, &fit, &batch.unchanged).await?;
+    refused.extend(unfit.into_iter().map(|(i, why)| (batch.new[i].item_id, batch.new[i].analysis_id, why)));
+    Ok(refused)
+}
+
+/// The rows whose model cannot take them, by position, with why: the
+/// model is registered with another size, or its name is refused.
+async fn unfit_rows(pool: &PgPool, rows: &[NewEmbedding]) -> Result<Vec<(usize, String)>, DbError> {
+    let mut sizes: Vec<(&str, usize)> = rows.iter().map(|r| (r.model.as_str(), r.vector.as_slice().len())).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let mut unfit = Vec::new();
+    for (model, dimensions) in sizes {
+        let why = match models::register(pool, &EmbeddingModel::new(model, dimensions)).await {
+            Ok(registered) if registered as usize == dimensions => continue,
+            Ok(registered) => {
+                format!("{model} stores {registered}-dimension vectors; this one has {dimensions}")
+            }
+            Err(e) if e.is_refusal() => format!("the database refused the model name {model:?}: {e}"),
+            Err(e) => return Err(e),
+        };
+        let positions =
+            rows.iter().enumerate().filter(|(_, r)| r.model == model && r.vector.as_slice().len() == dimensions);
+        unfit.extend(positions.map(|(i, _)| (i, why.clone())));
+    }
+    Ok(unfit)
+}
+
+async fn store_rows(
+    pool: &PgPool,
+    rows: &[NewEmbedding],
+    unchanged: &[Uuid],
+) -> Result<Vec<(Uuid, Uuid, String)>, DbError> {
     let mut tx = pool.begin().await.map_err(DbError::during("starting to store embeddings"))?;
     let mut attempt =
         sqlx::Connection::begin(&mut *tx).await.map_err(DbError::during("starting to store embeddings"))?;
-    let (stored, refused) = match copy_rows(&mut attempt, &batch.new).await {
+    let (stored, refused) = match copy_rows(&mut attempt, rows).await {
         Ok(_) => {
             attempt.commit().await.map_err(DbError::during("storing embeddings"))?;
-            (batch.new.iter().map(|r| r.item_id).collect(), Vec::new())
+            (rows.iter().map(|r| r.item_id).collect(), Vec::new())
         }
         Err(e) if is_unique_violation(&e) || e.is_refusal() => {
             attempt.rollback().await.map_err(DbError::during("storing embeddings"))?;
-            each_on_refusal(&mut tx, &batch.new, insert_all).await?
+            each_on_refusal(&mut tx, rows, insert_all).await?
         }
         Err(e) => return Err(e),
     };
-    let done: Vec<Uuid> = stored.into_iter().chain(batch.unchanged.iter().copied()).collect();
+    let done: Vec<Uuid> = stored.into_iter().chain(unchanged.iter().copied()).collect();
     status::mark_done(&mut tx, StageName::Embedding, &done, &[]).await?;
     tx.commit().await.map_err(DbError::during("storing embeddings"))?;
     Ok(refused
         .into_iter()
         .map(|(i, e)| {
-            let row = &batch.new[i];
+            let row = &rows[i];
             (row.item_id, row.analysis_id, format!("the database refused the embedding: {e}"))
         })
         .collect())
 }
 
-/// The HNSW index of `embeddings.vector`, as the migrations create it.
-const VECTOR_INDEX: &str = "embeddings_vector_hnsw";
-
-/// The HNSW index's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VectorIndex {
-    Absent,
-    Valid,
-    /// Left by a concurrent build that failed (cancelled, out of memory):
-    /// maintained on every write but never used by searches.
-    Invalid,
-}
-
-/// The HNSW index's state.
-pub async fn vector_index(pool: &PgPool) -> Result<VectorIndex, DbError> {
-    let valid: Option<bool> = sqlx::query_scalar(
-        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = $1",
-    )
-    .bind(VECTOR_INDEX)
-    .fetch_optional(pool)
-    .await
-    .map_err(DbError::during("looking up the vector index"))?;
-    Ok(match valid {
-        None => VectorIndex::Absent,
-        Some(true) => VectorIndex::Valid,
-        Some(false) => VectorIndex::Invalid,
-    })
-}
-
 /// Runs one long-running maintenance statement on a session of its own,
 /// with no time limits and `maintenance_mib` of memory if given;
 /// `CONCURRENTLY` statements need to be outside a transaction, as here.
-async fn maintenance(
+pub(crate) async fn maintenance(
     pool: &PgPool,
     sql: &str,
     maintenance_mib: Option<u32>,
@@ -257,34 +269,4 @@ async fn maintenance(
     let result = sqlx::query(sql).execute(&mut *conn).await.map_err(DbError::during(doing));
     super::with_limits_back(&mut conn, doing).await?;
     result.map(|_| ())
-}
-
-/// Drops the HNSW index, so a big load does not maintain it row by row
-/// (pgvector's advice for bulk loads: load first, index after). Searches
-/// still work without it, by scanning. Concurrently: live writers are
-/// never blocked.
-pub async fn drop_vector_index(pool: &PgPool) -> Result<(), DbError> {
-    let sql = format!("DROP INDEX CONCURRENTLY IF EXISTS {VECTOR_INDEX}");
-    maintenance(pool, &sql, None, "dropping the vector index").await
-}
-
-/// Builds the HNSW index if it is missing, concurrently (a live embedder
-/// goes on writing), with `maintenance_mib` of memory and the server's
-/// parallel maintenance workers. An invalid index that a failed build left
-/// behind is dropped and built again; if this build fails, the invalid
-/// index it leaves is dropped too, so a failure leaves the table as it was.
-pub async fn build_vector_index(pool: &PgPool, maintenance_mib: u32) -> Result<(), DbError> {
-    match vector_index(pool).await? {
-        VectorIndex::Valid => return Ok(()),
-        VectorIndex::Invalid => drop_vector_index(pool).await?,
-        VectorIndex::Absent => {}
-    }
-    let sql = format!(
-        "CREATE INDEX CONCURRENTLY IF NOT EXISTS {VECTOR_INDEX} ON embeddings USING hnsw (vector vector_cosine_ops)"
-    );
-    let built = maintenance(pool, &sql, Some(maintenance_mib), "building the vector index").await;
-    if built.is_err() && vector_index(pool).await? == VectorIndex::Invalid {
-        drop_vector_index(pool).await?;
-    }
-    built
 }

@@ -235,7 +235,8 @@ pub async fn delete_objects(pool: &PgPool, deletions: &[Deletion]) -> Result<Vec
 }
 
 /// Removes every row of `user`: items (their analyses and vectors with
-/// them) and record failures. Answers how many of each.
+/// them), record failures and the records of deleted keys. Answers how
+/// many items and record failures.
 pub async fn erase_user(pool: &PgPool, user: &str) -> Result<(u64, u64), DbError> {
     let mut tx = pool.begin().await.map_err(DbError::during("starting to erase a user"))?;
     let items = sqlx::query("DELETE FROM items WHERE user_id = $1")
@@ -250,6 +251,11 @@ pub async fn erase_user(pool: &PgPool, user: &str) -> Result<(u64, u64), DbError
         .await
         .map_err(DbError::during("erasing a user's failures"))?
         .rows_affected();
+    sqlx::query("DELETE FROM deleted_objects WHERE starts_with(key, $1 || '/')")
+        .bind(user)
+        .execute(&mut *tx)
+        .await
+        .map_err(DbError::during("erasing a user's deleted keys"))?;
     tx.commit().await.map_err(DbError::during("erasing a user"))?;
     Ok((items, records))
 }

@@ -6,6 +6,7 @@ pub mod analyses;
 pub mod copy;
 pub mod embeddings;
 pub mod items;
+pub mod models;
 pub mod roles;
 pub mod search;
 pub mod status;

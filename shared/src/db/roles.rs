@@ -9,7 +9,8 @@ use sqlx::PgPool;
 use super::DbError;
 
 /// The tables the stages read and write.
-pub const APP_TABLES: [&str; 5] = ["items", "analyses", "embeddings", "record_failures", "deleted_objects"];
+pub const APP_TABLES: [&str; 6] =
+    ["items", "analyses", "embeddings", "embedding_models", "record_failures", "deleted_objects"];
 
 /// Creates the login role `role` with `password`, or sets the password of
 /// the existing one, and grants it row access (SELECT, INSERT, UPDATE,

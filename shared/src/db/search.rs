@@ -4,6 +4,7 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::models::EmbeddingModel;
 use super::{DbError, Vector};
 
 /// The constant of reciprocal rank fusion: score = Σ 1 / (RRF_K + rank).
@@ -74,18 +75,26 @@ const EXACT_NEAREST: &str = r#"
     LIMIT $7
 "#;
 
-/// The nearest vectors of the user through the HNSW index; the filters are
-/// part of the scan, so (with iterative scans) a rare category still fills
-/// the candidates.
-const INDEXED_NEAREST: &str = r#"
-    SELECT e.item_id, e.vector <=> $2 AS distance
+/// The nearest vectors of the user through the model's HNSW index: the
+/// model and the cast are written as the partial index's are (a bound
+/// parameter could not prove its predicate). The filters are part of the
+/// scan, so (with iterative scans) a rare category still fills the
+/// candidates.
+fn indexed_nearest(model: &EmbeddingModel) -> String {
+    let distance = model.indexed_distance("e.vector", "$2");
+    format!(
+        r#"
+    SELECT e.item_id, {distance} AS distance
     FROM embeddings e JOIN analyses a ON a.id = e.analysis_id AND a.user_id = $1
-    WHERE e.user_id = $1 AND e.embedding_model = $3 AND e.embedding_dimensions = $4
+    WHERE e.user_id = $1 AND e.embedding_model = {model} AND e.embedding_model = $3 AND e.embedding_dimensions = $4
       AND ($6::text IS NULL OR a.category = $6)
       AND NOT EXISTS (SELECT 1 FROM analyses b WHERE b.item_id = a.item_id AND b.version > a.version)
-    ORDER BY e.vector <=> $2
+    ORDER BY {distance}
     LIMIT $7
-"#;
+"#,
+        model = model.literal()
+    )
+}
 
 /// The rest of the query, after `WITH nearest AS MATERIALIZED (...)`.
 const RANK_AND_FUSE: &str = r#"
@@ -130,15 +139,15 @@ const RANK_AND_FUSE: &str = r#"
 "#;
 
 /// The whole query, from its `nearest` part ([`EXACT_NEAREST`] or
-/// [`INDEXED_NEAREST`]).
+/// [`indexed_nearest`]).
 fn search_sql(nearest: &str) -> String {
     format!("WITH nearest AS MATERIALIZED ({nearest}), {RANK_AND_FUSE}")
 }
 
-/// The query of each path, exact and through the index (for tests that
-/// read their plans).
-pub fn search_queries() -> [String; 2] {
-    [search_sql(EXACT_NEAREST), search_sql(INDEXED_NEAREST)]
+/// The query of each path for `model`, exact and through the index (for
+/// tests that read their plans).
+pub fn search_queries(model: &EmbeddingModel) -> [String; 2] {
+    [search_sql(EXACT_NEAREST), search_sql(&indexed_nearest(model))]
 }
 
 /// Runs a hybrid search. Only rows embedded by `query.model` with the query's
@@ -158,19 +167,19 @@ pub async fn search(pool: &PgPool, query: &SearchQuery<'_>) -> Result<Vec<Search
     .await
     .map_err(DbError::during("sizing the search"))?;
     let nearest = if rows <= EXACT_SEARCH_MAX_ROWS {
-        EXACT_NEAREST
+        EXACT_NEAREST.to_owned()
     } else {
         // Iterative scans go on past ef_search rows until the user's rows
-        // fill the candidates. (`enable_sort = off`, which keeps the planner
-        // on the index for mid-sized users, was measured slower on the shared
-        // index: see benches/README.md.)
+        // fill the candidates. `enable_sort = off` keeps the planner on the
+        // index: costed on a partition's statistics, it would sort the whole
+        // partition instead (the sorts the query needs still run).
         let ef_search = format!("SET LOCAL hnsw.ef_search = {HNSW_EF_SEARCH}");
-        for setting in ["SET LOCAL hnsw.iterative_scan = relaxed_order", &ef_search] {
+        for setting in ["SET LOCAL hnsw.iterative_scan = relaxed_order", &ef_search, "SET LOCAL enable_sort = off"] {
             sqlx::query(setting).execute(&mut *tx).await.map_err(DbError::during("configuring search"))?;
         }
-        INDEXED_NEAREST
+        indexed_nearest(&EmbeddingModel::new(query.model, query.vector.as_slice().len()))
     };
-    let sql = search_sql(nearest);
+    let sql = search_sql(&nearest);
     let hits = sqlx::query_as(&sql)
         .bind(query.user_id)
         .bind(query.vector)

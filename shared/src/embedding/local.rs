@@ -1,11 +1,13 @@
 //! The offline embedder: feature hashing of words and their character
-//! trigrams into [`EMBEDDING_DIMENSIONS`] signed buckets, L2-normalised.
+//! trigrams into signed buckets (1024 unless configured), L2-normalised.
 //! Deterministic, free, and meaningful for cosine similarity: texts that share
 //! words (or most of a word) point the same way.
 
 use async_trait::async_trait;
 
-use super::{BatchLimits, EMBEDDING_DIMENSIONS, Embedded, EmbeddingError, EmbeddingProvider, InputType};
+use super::{
+    BatchLimits, DEFAULT_DIMENSIONS, Embedded, EmbeddingError, EmbeddingProvider, InputType, stored_model_name,
+};
 
 pub const LOCAL_MODEL: &str = "local-hashing-v1";
 
@@ -49,12 +51,36 @@ const STOP_WORDS: [&str; 36] = [
     "tags",
 ];
 
-#[derive(Debug, Clone, Default)]
-pub struct LocalEmbedder;
+#[derive(Debug, Clone)]
+pub struct LocalEmbedder {
+    dimensions: usize,
+    /// [`LOCAL_MODEL`], with the size when it is not the default.
+    model: String,
+}
+
+impl Default for LocalEmbedder {
+    fn default() -> Self {
+        Self::new(DEFAULT_DIMENSIONS)
+    }
+}
+
+/// Whether vectors stored under `model` came from the local embedder.
+pub fn is_local_model(model: &str) -> bool {
+    model == LOCAL_MODEL || model.strip_prefix(LOCAL_MODEL).is_some_and(|rest| rest.starts_with('@'))
+}
 
 impl LocalEmbedder {
+    pub fn new(dimensions: usize) -> Self {
+        Self { dimensions, model: stored_model_name(LOCAL_MODEL, dimensions) }
+    }
+
+    /// `text` at the default size.
     pub fn embed_text(text: &str) -> Vec<f32> {
-        let mut v = vec![0f32; EMBEDDING_DIMENSIONS];
+        Self::embed_text_in(text, DEFAULT_DIMENSIONS)
+    }
+
+    pub fn embed_text_in(text: &str, dimensions: usize) -> Vec<f32> {
+        let mut v = vec![0f32; dimensions.max(1)];
         for word in words(text) {
             add(&mut v, word.as_bytes(), 1.0);
             let padded: Vec<char> = format!("<{word}>").chars().collect();
@@ -101,7 +127,11 @@ impl EmbeddingProvider for LocalEmbedder {
     }
 
     fn model(&self) -> &str {
-        LOCAL_MODEL
+        &self.model
+    }
+
+    fn dimensions(&self) -> usize {
+        self.dimensions
     }
 
     fn limits(&self) -> BatchLimits {
@@ -110,7 +140,7 @@ impl EmbeddingProvider for LocalEmbedder {
 
     /// Counts no tokens: it costs nothing.
     async fn embed(&self, texts: &[String], _input_type: InputType) -> Result<Embedded, EmbeddingError> {
-        Ok(Embedded { vectors: texts.iter().map(|t| Self::embed_text(t)).collect(), tokens: None })
+        Ok(Embedded { vectors: texts.iter().map(|t| Self::embed_text_in(t, self.dimensions)).collect(), tokens: None })
     }
 }
 
@@ -125,7 +155,11 @@ mod tests {
     #[test]
     fn unit_length_deterministic_and_of_the_stored_dimensions() {
         let v = LocalEmbedder::embed_text("A bright blue sky over the sea");
-        assert_eq!(v.len(), EMBEDDING_DIMENSIONS);
+        assert_eq!(v.len(), DEFAULT_DIMENSIONS);
+        assert_eq!(LocalEmbedder::embed_text_in("blue sky", 384).len(), 384);
+        assert_eq!(LocalEmbedder::new(384).model(), "local-hashing-v1@384");
+        assert!(is_local_model("local-hashing-v1@384") && is_local_model(LOCAL_MODEL));
+        assert!(!is_local_model("local-hashing-v10"));
         assert!((cosine(&v, &v) - 1.0).abs() < 1e-5);
         assert_eq!(v, LocalEmbedder::embed_text("A bright blue sky over the sea"));
         assert!(LocalEmbedder::embed_text("the of and").iter().all(|x| *x == 0.0));

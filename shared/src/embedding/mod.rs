@@ -13,8 +13,16 @@ use crate::api::ApiError;
 use crate::llm::Analysis;
 use serde_json::Value as Json;
 
-/// Dimensions of `embeddings.vector`; every provider is configured to give this many.
-pub const EMBEDDING_DIMENSIONS: usize = 1024;
+/// Dimensions a provider is asked for unless `EMBEDDING_DIMENSIONS` says
+/// otherwise. A model's vectors are stored at one size (`embedding_models`).
+pub const DEFAULT_DIMENSIONS: usize = 1024;
+
+/// The name vectors are stored under: the model's own name at
+/// [`DEFAULT_DIMENSIONS`], `model@D` at any other size, so that one stored
+/// name always means one size and a change of size is a change of model.
+pub fn stored_model_name(model: &str, dimensions: usize) -> String {
+    if dimensions == DEFAULT_DIMENSIONS { model.to_owned() } else { format!("{model}@{dimensions}") }
+}
 
 /// Whether a text is stored (an item) or searched for (a query): Voyage
 /// embeds the two differently.
@@ -28,7 +36,7 @@ pub enum InputType {
 pub enum EmbeddingError {
     #[error(transparent)]
     Api(#[from] ApiError),
-    #[error("{model} returned {got}-dimensional vectors; the database stores {expected}")]
+    #[error("{model} returned {got}-dimensional vectors; it is configured for {expected}")]
     WrongDimensions { model: String, expected: usize, got: usize },
     #[error("{model} returned {got} vectors for {sent} texts")]
     WrongCount { model: String, sent: usize, got: usize },
@@ -88,10 +96,13 @@ impl std::str::FromStr for EmbeddingProviderName {
 pub trait EmbeddingProvider: Send + Sync {
     /// `voyage`, `openai` or `local`.
     fn provider(&self) -> &'static str;
-    /// Stored as `embedding_model`; only vectors of the same model are compared.
+    /// Stored as `embedding_model` (see [`stored_model_name`]); only vectors
+    /// of the same model are compared.
     fn model(&self) -> &str;
+    /// The length of every vector it returns.
+    fn dimensions(&self) -> usize;
     fn limits(&self) -> BatchLimits;
-    /// One vector per text, in order, each of [`EMBEDDING_DIMENSIONS`].
+    /// One vector per text, in order, each of [`Self::dimensions`].
     async fn embed(&self, texts: &[String], input_type: InputType) -> Result<Embedded, EmbeddingError>;
 }
 
@@ -103,15 +114,21 @@ pub struct Embedded {
     pub tokens: Option<u64>,
 }
 
+/// What a reply is checked against: who answered, the stored model name,
+/// the texts sent and the dimensions asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected<'a> {
+    pub provider: &'static str,
+    pub model: &'a str,
+    pub sent: usize,
+    pub dimensions: usize,
+}
+
 /// The vectors and usage of an embeddings reply (see [`parse_embeddings`]);
-/// the usage is counted against `model` for the batch metrics.
-pub fn parse_embedded(
-    provider: &'static str,
-    model: &str,
-    sent: usize,
-    body: &Json,
-) -> Result<Embedded, EmbeddingError> {
-    let vectors = parse_embeddings(provider, model, sent, body)?;
+/// the usage is counted against the model for the batch metrics.
+pub fn parse_embedded(expected: Expected<'_>, body: &Json) -> Result<Embedded, EmbeddingError> {
+    let vectors = parse_embeddings(expected, body)?;
+    let model = expected.model;
     let usage = crate::usage::Usage::of_reply(body);
     if let Some(used) = usage {
         crate::usage::count(model, used);
@@ -121,12 +138,8 @@ pub fn parse_embedded(
 
 /// The vectors of an embeddings reply (`{"data": [{"index", "embedding"}]}`,
 /// the shape Voyage and OpenAI share), in the order of the texts sent.
-pub fn parse_embeddings(
-    provider: &'static str,
-    model: &str,
-    sent: usize,
-    body: &Json,
-) -> Result<Vec<Vec<f32>>, EmbeddingError> {
+pub fn parse_embeddings(expected: Expected<'_>, body: &Json) -> Result<Vec<Vec<f32>>, EmbeddingError> {
+    let Expected { provider, model, sent, dimensions } = expected;
     let malformed = |reason: String| EmbeddingError::Api(ApiError::Malformed { provider, reason });
     let data = body.get("data").and_then(Json::as_array).ok_or_else(|| malformed("no data array".into()))?;
     if data.len() != sent {
@@ -145,18 +158,14 @@ pub fn parse_embeddings(
     }
     let vectors: Vec<Vec<f32>> =
         vectors.into_iter().collect::<Option<_>>().ok_or_else(|| malformed("an index is missing".into()))?;
-    check_dimensions(model, &vectors)?;
+    check_dimensions(model, dimensions, &vectors)?;
     Ok(vectors)
 }
 
-/// Every vector must have the stored number of dimensions.
-pub fn check_dimensions(model: &str, vectors: &[Vec<f32>]) -> Result<(), EmbeddingError> {
-    match vectors.iter().find(|v| v.len() != EMBEDDING_DIMENSIONS) {
-        Some(bad) => Err(EmbeddingError::WrongDimensions {
-            model: model.to_owned(),
-            expected: EMBEDDING_DIMENSIONS,
-            got: bad.len(),
-        }),
+/// Every vector must have the model's number of dimensions.
+pub fn check_dimensions(model: &str, expected: usize, vectors: &[Vec<f32>]) -> Result<(), EmbeddingError> {
+    match vectors.iter().find(|v| v.len() != expected) {
+        Some(bad) => Err(EmbeddingError::WrongDimensions { model: model.to_owned(), expected, got: bad.len() }),
         None => Ok(()),
     }
 }
@@ -232,17 +241,24 @@ mod tests {
 
     #[test]
     fn parses_replies_in_index_order_and_checks_them() {
-        let v = |x: f32| vec![x; EMBEDDING_DIMENSIONS];
+        let expect = |model, sent, dimensions| Expected { provider: "p", model, sent, dimensions };
+        let v = |x: f32| vec![x; 8];
         let body = json!({"data": [{"index": 1, "embedding": v(2.0)}, {"index": 0, "embedding": v(1.0)}]});
-        assert_eq!(parse_embeddings("p", "m", 2, &body).unwrap(), vec![v(1.0), v(2.0)]);
+        assert_eq!(parse_embeddings(expect("m", 2, 8), &body).unwrap(), vec![v(1.0), v(2.0)]);
         assert_eq!(
-            parse_embeddings("p", "m", 3, &body),
+            parse_embeddings(expect("m", 3, 8), &body),
             Err(EmbeddingError::WrongCount { model: "m".into(), sent: 3, got: 2 })
         );
         let short = json!({"data": [{"index": 0, "embedding": [0.5, 0.5]}]});
-        let err = parse_embeddings("p", "voyage-x", 1, &short).unwrap_err();
-        assert_eq!(err.to_string(), "voyage-x returned 2-dimensional vectors; the database stores 1024");
-        assert!(parse_embeddings("p", "m", 1, &json!({"data": [{"index": 0, "embedding": "x"}]})).is_err());
+        let err = parse_embeddings(expect("voyage-x", 1, 1024), &short).unwrap_err();
+        assert_eq!(err.to_string(), "voyage-x returned 2-dimensional vectors; it is configured for 1024");
+        assert!(parse_embeddings(expect("m", 1, 8), &json!({"data": [{"index": 0, "embedding": "x"}]})).is_err());
+    }
+
+    #[test]
+    fn a_size_other_than_the_default_is_part_of_the_stored_name() {
+        assert_eq!(stored_model_name("voyage-3.5", DEFAULT_DIMENSIONS), "voyage-3.5");
+        assert_eq!(stored_model_name("voyage-3.5", 512), "voyage-3.5@512");
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! The `openai` provider: OpenAI-compatible embeddings (base URL
-//! configurable), asked for the stored number of dimensions.
+//! configurable), asked for the configured number of dimensions.
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::{
-    BatchLimits, EMBEDDING_DIMENSIONS, Embedded, EmbeddingError, EmbeddingProvider, InputType, parse_embedded,
+    BatchLimits, Embedded, EmbeddingError, EmbeddingProvider, Expected, InputType, parse_embedded, stored_model_name,
 };
 use crate::api::{ApiKey, JsonClient};
 
@@ -17,20 +17,25 @@ pub struct OpenAiEmbeddings {
     client: JsonClient,
     url: String,
     key: Option<ApiKey>,
+    /// The model as the server names it.
+    api_model: String,
+    /// As it is stored (see [`stored_model_name`]).
     model: String,
+    dimensions: usize,
 }
 
 impl OpenAiEmbeddings {
-    pub fn new(client: JsonClient, base_url: &str, key: Option<ApiKey>, model: String) -> Self {
+    pub fn new(client: JsonClient, base_url: &str, key: Option<ApiKey>, model: String, dimensions: usize) -> Self {
         let url = format!("{}/embeddings", base_url.trim_end_matches('/'));
-        Self { client, url, key, model }
+        let stored = stored_model_name(&model, dimensions);
+        Self { client, url, key, api_model: model, model: stored, dimensions }
     }
 
     pub fn request_body(&self, texts: &[String]) -> Value {
-        let mut body = json!({"input": texts, "model": self.model, "encoding_format": "float"});
+        let mut body = json!({"input": texts, "model": self.api_model, "encoding_format": "float"});
         // text-embedding-3 models shorten to any size; others answer their own.
-        if self.model.starts_with("text-embedding-3") {
-            body["dimensions"] = json!(EMBEDDING_DIMENSIONS);
+        if self.api_model.starts_with("text-embedding-3") {
+            body["dimensions"] = json!(self.dimensions);
         }
         body
     }
@@ -46,6 +51,10 @@ impl EmbeddingProvider for OpenAiEmbeddings {
         &self.model
     }
 
+    fn dimensions(&self) -> usize {
+        self.dimensions
+    }
+
     /// OpenAI's limits: 2048 inputs and 300 000 tokens a request.
     fn limits(&self) -> BatchLimits {
         BatchLimits { max_texts: 2048, max_tokens: 300_000 }
@@ -55,6 +64,8 @@ impl EmbeddingProvider for OpenAiEmbeddings {
         let bearer = self.key.as_ref().map(|k| format!("Bearer {}", k.expose()));
         let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("authorization", b.as_str())).collect();
         let reply = self.client.post(&self.url, &headers, &self.request_body(texts)).await?;
-        parse_embedded("openai", &self.model, texts.len(), &reply.body)
+        let expected =
+            Expected { provider: "openai", model: &self.model, sent: texts.len(), dimensions: self.dimensions };
+        parse_embedded(expected, &reply.body)
     }
 }

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::{
-    BatchLimits, EMBEDDING_DIMENSIONS, Embedded, EmbeddingError, EmbeddingProvider, InputType, parse_embedded,
+    BatchLimits, Embedded, EmbeddingError, EmbeddingProvider, Expected, InputType, parse_embedded, stored_model_name,
 };
 use crate::api::{ApiKey, JsonClient};
 
@@ -17,13 +17,18 @@ pub struct VoyageProvider {
     client: JsonClient,
     url: String,
     key: ApiKey,
+    /// The model as Voyage names it.
+    api_model: String,
+    /// As it is stored (see [`stored_model_name`]).
     model: String,
+    dimensions: usize,
 }
 
 impl VoyageProvider {
-    pub fn new(client: JsonClient, base_url: &str, key: ApiKey, model: String) -> Self {
+    pub fn new(client: JsonClient, base_url: &str, key: ApiKey, model: String, dimensions: usize) -> Self {
         let url = format!("{}/embeddings", base_url.trim_end_matches('/'));
-        Self { client, url, key, model }
+        let stored = stored_model_name(&model, dimensions);
+        Self { client, url, key, api_model: model, model: stored, dimensions }
     }
 
     /// Voyage's documented per-request limits: 1000 texts, and a total token
@@ -40,12 +45,13 @@ impl VoyageProvider {
     pub fn request_body(&self, texts: &[String], input_type: InputType) -> Value {
         let mut body = json!({
             "input": texts,
-            "model": self.model,
+            "model": self.api_model,
             "input_type": match input_type { InputType::Document => "document", InputType::Query => "query" },
         });
-        // The voyage-3 generation and later can be asked for the stored size.
-        if self.model.starts_with("voyage-3") || self.model.starts_with("voyage-4") {
-            body["output_dimension"] = json!(EMBEDDING_DIMENSIONS);
+        // The voyage-3 generation and later can be asked for a size
+        // (256, 512, 1024 or 2048); older models answer their own.
+        if self.api_model.starts_with("voyage-3") || self.api_model.starts_with("voyage-4") {
+            body["output_dimension"] = json!(self.dimensions);
         }
         body
     }
@@ -61,14 +67,20 @@ impl EmbeddingProvider for VoyageProvider {
         &self.model
     }
 
+    fn dimensions(&self) -> usize {
+        self.dimensions
+    }
+
     fn limits(&self) -> BatchLimits {
-        Self::limits_for(&self.model)
+        Self::limits_for(&self.api_model)
     }
 
     async fn embed(&self, texts: &[String], input_type: InputType) -> Result<Embedded, EmbeddingError> {
         let bearer = format!("Bearer {}", self.key.expose());
         let reply =
             self.client.post(&self.url, &[("authorization", &bearer)], &self.request_body(texts, input_type)).await?;
-        parse_embedded("voyage", &self.model, texts.len(), &reply.body)
+        let expected =
+            Expected { provider: "voyage", model: &self.model, sent: texts.len(), dimensions: self.dimensions };
+        parse_embedded(expected, &reply.body)
     }
 }

@@ -145,14 +145,19 @@ pub fn object_created_record(bucket: &str, object: &Listed) -> Record {
 }
 
 /// Keeps `rate` objects a second on average since the start.
-struct Throttle {
+pub(crate) struct Throttle {
     rate: f64,
     start: Instant,
     sent: u64,
 }
 
 impl Throttle {
-    async fn admit(&mut self, n: u64) {
+    pub(crate) fn new(rate: f64) -> Self {
+        Self { rate, start: Instant::now(), sent: 0 }
+    }
+
+    /// Waits until `n` more are due.
+    pub(crate) async fn admit(&mut self, n: u64) {
         self.sent += n;
         let due = Duration::from_secs_f64(self.sent as f64 / self.rate.max(0.001));
         if let Some(wait) = due.checked_sub(self.start.elapsed()) {
@@ -242,7 +247,7 @@ pub async fn backfill(
         }
         _ => None,
     };
-    let mut throttle = Throttle { rate: options.rate, start: Instant::now(), sent: 0 };
+    let mut throttle = Throttle::new(options.rate);
     let mut pages = 0;
     // The saved checkpoint only moves past a page once every object of it is
     // settled: sent to the stream, or (direct) through the pipeline.

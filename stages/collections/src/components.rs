@@ -10,6 +10,7 @@ use anyhow::Context;
 use embedder::EmbedderConfig;
 use shared::api::{EnvSecrets, SecretSource};
 use shared::config::{DatabaseConfig, Env};
+use shared::db::models::{self, EmbeddingModel};
 use shared::embedding::EmbeddingProvider;
 use shared::llm::VisionProvider;
 use shared::storage::FolderStore;
@@ -44,6 +45,9 @@ impl LocalConfig {
     }
 }
 
+/// maintenance_work_mem for building a vector index, MiB, unless told otherwise.
+pub const INDEX_BUILD_MEMORY_MIB: u32 = 1024;
+
 /// Everything the local commands run on.
 #[derive(Clone)]
 pub struct Components {
@@ -64,6 +68,20 @@ impl std::fmt::Debug for Components {
 }
 
 impl Components {
+    /// Applies the migrations, registers the embedding model with its size,
+    /// and builds what is missing of its vector index (unless `index` is
+    /// false: bulk loads build it once at the end).
+    pub async fn prepare_database(&self, index: bool) -> anyhow::Result<()> {
+        shared::db::migrate(&self.pool).await?;
+        let model = EmbeddingModel::new(self.embedding.model(), self.embedding.dimensions());
+        if index {
+            models::prepare(&self.pool, &model, INDEX_BUILD_MEMORY_MIB).await?;
+        } else {
+            models::register(&self.pool, &model).await?;
+        }
+        Ok(())
+    }
+
     /// Reads every setting from `env` (API keys too) and connects to the database.
     pub async fn from_env(env: &Env) -> anyhow::Result<Self> {
         let database = DatabaseConfig::from_env(env)?;

@@ -11,4 +11,5 @@ pub mod reanalyze;
 pub mod reembed;
 pub mod report;
 pub mod stats;
+pub mod streams;
 pub mod thumbnail;

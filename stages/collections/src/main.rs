@@ -6,15 +6,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use collections::components::Components;
+use collections::components::{Components, INDEX_BUILD_MEMORY_MIB};
 use collections::{backfill, ingest, thumbnail};
 use shared::config::DatabaseConfig;
 use shared::config::Env;
-use shared::db::embeddings;
+use shared::db::models;
 use shared::db::search::search_text;
-
-/// maintenance_work_mem for building the HNSW index, MiB, unless told otherwise.
-const INDEX_BUILD_MEMORY_MIB: u32 = 1024;
 
 #[derive(Debug, Parser)]
 #[command(name = "collections", version, about = "Thumbnail, analyse, embed and search images")]
@@ -107,7 +104,8 @@ enum Command {
         #[arg(long, hide = true)]
         max_pages: Option<usize>,
     },
-    /// Drop, build or show the HNSW vector index (for bulk loads: drop, load, build).
+    /// Drop, build or show the HNSW vector index of every registered
+    /// embedding model (for bulk loads: drop, load, build).
     VectorIndex {
         #[arg(value_enum)]
         action: IndexAction,
@@ -158,6 +156,19 @@ enum Command {
         /// Remove the older analysis versions (and their vectors) afterwards.
         #[arg(long)]
         prune: bool,
+        /// On AWS: put the work on this stream (the stack's processed
+        /// stream) for the analyzer function and its configured model.
+        #[arg(long, conflicts_with_all = ["provider", "model", "prune"])]
+        stream: Option<String>,
+        /// With --stream: items a second, at most.
+        #[arg(long, default_value_t = 50.0, value_parser = positive_rate)]
+        rate: f64,
+    },
+    /// Remove analyses that a newer version of their item supersedes, once
+    /// that version has a vector (after `reanalyze --stream` drained).
+    PruneAnalyses {
+        #[arg(long)]
+        user: Option<String>,
     },
     /// Embed every latest analysis with another model (--provider, --model),
     /// beside the active model's vectors, which searches keep using until
@@ -167,14 +178,24 @@ enum Command {
         provider: String,
         #[arg(long)]
         model: Option<String>,
+        /// The new vectors' size (EMBEDDING_DIMENSIONS); default 1024.
+        #[arg(long)]
+        dimensions: Option<usize>,
         #[arg(long)]
         user: Option<String>,
         /// Analyses a second, at most.
         #[arg(long, default_value_t = 50.0, value_parser = positive_rate)]
         rate: f64,
+        /// On AWS: put the work on this stream (the stack's analyzed
+        /// stream) for the embedder function, deployed with this model as
+        /// its re-embed model.
+        #[arg(long)]
+        stream: Option<String>,
     },
-    /// Remove a model's vectors (after the switch to another).
-    PruneVectors {
+    /// Remove a model's vectors, its index and its registration, after the
+    /// switch to another (with --user, only that user's vectors).
+    #[command(alias = "prune-vectors")]
+    Prune {
         #[arg(long)]
         model: String,
         #[arg(long)]
@@ -185,14 +206,20 @@ enum Command {
     Delete {
         #[arg(required = true)]
         keys: Vec<String>,
+        /// On AWS: this S3 bucket (and the database DATABASE_URL names).
+        #[arg(long)]
+        bucket: Option<String>,
     },
-    /// Remove everything of a user locally: rows, failures, thumbnails, and
-    /// with --originals the originals too.
+    /// Remove everything of a user: rows, failures, thumbnails, and with
+    /// --originals the originals too.
     Erase {
         #[arg(long)]
         user: String,
         #[arg(long)]
         originals: bool,
+        /// On AWS: this S3 bucket (and the database DATABASE_URL names).
+        #[arg(long)]
+        bucket: Option<String>,
     },
     /// Run failed items again from the stage where they failed.
     Retry {
@@ -233,19 +260,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let c = Components::from_env(&env).await?;
-            shared::db::migrate(&c.pool).await?;
-            println!("migrations applied");
+            c.prepare_database(true).await?;
+            println!("migrations applied; {} is registered and indexed", c.embedding.model());
         }
         Command::Run { dir, user, force, defer_index } => {
             let c = Components::from_env(&env).await?;
-            shared::db::migrate(&c.pool).await?;
+            c.prepare_database(!defer_index).await?;
             if defer_index {
-                embeddings::drop_vector_index(&c.pool).await?;
+                models::drop_indexes(&c.pool).await?;
             }
             let report = ingest::run_folder(&c, &dir, &user, force).await;
             if defer_index {
-                eprintln!("building the vector index ...");
-                embeddings::build_vector_index(&c.pool, INDEX_BUILD_MEMORY_MIB).await?;
+                eprintln!("building the vector indexes ...");
+                models::build_indexes(&c.pool, INDEX_BUILD_MEMORY_MIB).await?;
             }
             print!("{}", report?.summary());
         }
@@ -286,7 +313,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let s3 = shared::aws::s3::S3Store::new(&aws);
             let report = if direct {
                 let c = Components::from_env(&env).await?;
-                shared::db::migrate(&c.pool).await?;
+                c.prepare_database(true).await?;
                 backfill::backfill(&s3, Some(&c.pool), backfill::Sink::Direct(&c), &options).await?
             } else {
                 let pool = match DatabaseConfig::from_env(&env) {
@@ -302,18 +329,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::VectorIndex { action, memory_mib } => {
             let c = Components::from_env(&env).await?;
             match action {
-                IndexAction::Drop => embeddings::drop_vector_index(&c.pool).await?,
-                IndexAction::Build => embeddings::build_vector_index(&c.pool, memory_mib).await?,
+                IndexAction::Drop => models::drop_indexes(&c.pool).await?,
+                IndexAction::Build => models::build_indexes(&c.pool, memory_mib).await?,
                 IndexAction::Status => {}
             }
-            let state = match embeddings::vector_index(&c.pool).await? {
-                embeddings::VectorIndex::Valid => "present",
-                embeddings::VectorIndex::Absent => "absent",
-                embeddings::VectorIndex::Invalid => {
-                    "invalid (left by a failed build; `vector-index build` replaces it)"
-                }
-            };
-            println!("vector index: {state}");
+            let registered = models::registered(&c.pool).await?;
+            if registered.is_empty() {
+                println!("no embedding model is registered yet");
+            }
+            for model in registered {
+                let state = match models::index_state(&c.pool, &model).await? {
+                    models::VectorIndex::Valid => "present",
+                    models::VectorIndex::Absent => "absent",
+                    models::VectorIndex::Partial => "partial (an interrupted build; `vector-index build` ends it)",
+                    models::VectorIndex::Unindexable => "none (over 4000 dimensions: searched exactly)",
+                };
+                let active = if model.model == c.embedding.model() { ", active" } else { "" };
+                println!("{} ({} dimensions{active}): {state}", model.model, model.dimensions);
+            }
         }
         Command::Search { text, user, limit, category } => {
             let c = Components::from_env(&env).await?;
@@ -390,47 +423,88 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let stats = collections::stats::gather(&c.pool, filter).await?;
             print!("{}", collections::stats::report(&stats, &prices));
         }
-        Command::Reanalyze { user, category, provider, model, prune } => {
+        Command::Reanalyze { user, category, stream: Some(stream), rate, .. } => {
+            let pool = shared::db::connect(&DatabaseConfig::from_env(&env)?).await?;
+            let aws = shared::aws::load_config().await;
+            let writer = shared::aws::kinesis::StreamWriter::new(&aws, &stream, Default::default());
+            let selection = collections::reanalyze::Selection { user: user.as_deref(), category: category.as_deref() };
+            let put = collections::reanalyze::reanalyze_on_stream(&pool, &writer, selection, rate).await?;
+            println!("put {put} re-analyses on {stream}; `collections prune-analyses` removes the old versions after");
+        }
+        Command::PruneAnalyses { user } => {
+            let pool = shared::db::connect(&DatabaseConfig::from_env(&env)?).await?;
+            let removed = collections::reanalyze::prune_superseded(&pool, user.as_deref()).await?;
+            println!("removed {removed} superseded analyses");
+        }
+        Command::Reanalyze { user, category, provider, model, prune, stream: None, .. } => {
             let mut pairs: Vec<(String, String)> = std::env::vars().collect();
             pairs.extend(provider.map(|p| ("ANALYZER_PROVIDER".to_owned(), p)));
             pairs.extend(model.map(|m| ("ANALYZER_MODEL".to_owned(), m)));
             let c = Components::from_env(&Env::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))).await?;
-            shared::db::migrate(&c.pool).await?;
+            c.prepare_database(true).await?;
             let selection = collections::reanalyze::Selection { user: user.as_deref(), category: category.as_deref() };
             let report = collections::reanalyze::reanalyze(&c, selection, prune).await?;
             print!("{}", report.summary());
         }
-        Command::Reembed { provider, model, user, rate } => {
+        Command::Reembed { provider, model, dimensions, user, rate, stream } => {
             let mut pairs: Vec<(String, String)> = std::env::vars().collect();
             pairs.push(("EMBEDDING_PROVIDER".to_owned(), provider.clone()));
             if let Some(model) = model {
                 let name = if provider == "voyage" { "VOYAGE_EMBEDDING_MODEL" } else { "OPENAI_EMBEDDING_MODEL" };
                 pairs.push((name.to_owned(), model));
             }
-            let c = Components::from_env(&Env::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))).await?;
-            shared::db::migrate(&c.pool).await?;
+            pairs.extend(dimensions.map(|d| ("EMBEDDING_DIMENSIONS".to_owned(), d.to_string())));
+            let target = Env::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            if let Some(stream) = stream {
+                let name = embedder::providers::stored_name(&embedder::EmbedderConfig::from_env(&target)?.active());
+                let pool = shared::db::connect(&DatabaseConfig::from_env(&env)?).await?;
+                let aws = shared::aws::load_config().await;
+                let writer = shared::aws::kinesis::StreamWriter::new(&aws, &stream, Default::default());
+                let put = collections::reembed::reembed_on_stream(&pool, &writer, &name, user.as_deref(), rate).await?;
+                println!("put {put} analyses on {stream} to embed with {name}");
+                return Ok(());
+            }
+            let c = Components::from_env(&target).await?;
+            // The new model's index is built before its first vector, so it
+            // is ready at the switch.
+            c.prepare_database(true).await?;
             let report = collections::reembed::reembed(&c, user.as_deref(), rate).await?;
             print!("{}", report.summary());
         }
-        Command::PruneVectors { model, user } => {
+        Command::Prune { model, user } => {
             let c = Components::from_env(&env).await?;
-            let removed = collections::reembed::prune_vectors(&c.pool, &model, user.as_deref()).await?;
+            let removed = collections::reembed::prune(&c, &model, user.as_deref()).await?;
             println!("removed {removed} vectors of {model}");
         }
-        Command::Delete { keys } => {
-            let c = Components::from_env(&env).await?;
-            for (key, what) in collections::erase::delete_keys(&c, &keys).await? {
+        Command::Delete { keys, bucket } => {
+            let place = match bucket {
+                Some(bucket) => collections::erase::Place {
+                    store: std::sync::Arc::new(shared::aws::s3::S3Store::new(&shared::aws::load_config().await)),
+                    bucket,
+                    pool: shared::db::connect(&DatabaseConfig::from_env(&env)?).await?,
+                    thumbnail: thumbnailer::ThumbnailConfig::from_env(&env)?,
+                },
+                None => collections::erase::Place::local(&Components::from_env(&env).await?),
+            };
+            for (key, what) in collections::erase::delete_keys_in(&place, &keys).await? {
                 println!("{key}: {what}");
             }
         }
-        Command::Erase { user, originals } => {
-            let c = Components::from_env(&env).await?;
-            let erased = collections::erase::erase_user(&c, &user, originals).await?;
+        Command::Erase { user, originals, bucket } => {
+            let erased = match bucket {
+                Some(bucket) => {
+                    let s3 = shared::aws::s3::S3Store::new(&shared::aws::load_config().await);
+                    let pool = shared::db::connect(&DatabaseConfig::from_env(&env)?).await?;
+                    collections::erase::erase_user_on_s3(&s3, &pool, &bucket, &user, originals).await?
+                }
+                None => collections::erase::erase_user(&Components::from_env(&env).await?, &user, originals).await?,
+            };
             println!(
-                "erased {user}: {} items (with their analyses and vectors), {} failed records, thumbnails{}",
+                "erased {user}: {} items (with their analyses and vectors), {} failed records, thumbnails{}{}",
                 erased.items,
                 erased.record_failures,
-                if originals { " and originals" } else { "" }
+                if originals { " and originals" } else { "" },
+                if erased.objects > 0 { format!(" ({} objects)", erased.objects) } else { String::new() }
             );
         }
         Command::Retry { user, limit } => {

@@ -28,6 +28,14 @@ pub struct Embedder {
     pool: PgPool,
     provider: Arc<dyn EmbeddingProvider>,
     config: EmbedderConfig,
+    /// The model of a change of model, for the records that ask for it.
+    reembed: Option<Arc<dyn EmbeddingProvider>>,
+}
+
+/// One model's pass over the records of a batch that it embeds.
+struct Pass<'a> {
+    embedder: &'a Embedder,
+    provider: &'a dyn EmbeddingProvider,
 }
 
 impl std::fmt::Debug for Embedder {
@@ -53,28 +61,62 @@ enum Step {
 
 impl Embedder {
     pub fn new(pool: PgPool, provider: Arc<dyn EmbeddingProvider>, config: EmbedderConfig) -> Self {
-        Self { pool, provider, config }
+        Self { pool, provider, config, reembed: None }
     }
 
+    /// Also embeds, with `provider`, the records that name its model in
+    /// `reembed_model` (and only those).
+    pub fn with_reembed(mut self, provider: Option<Arc<dyn EmbeddingProvider>>) -> Self {
+        self.reembed = provider;
+        self
+    }
+
+    /// The provider a record asks for: the active model's, or the re-embed
+    /// model's when it names that; an error when it names another.
+    fn provider_for(&self, event: &AnalysisComplete) -> Result<&dyn EmbeddingProvider, String> {
+        let asked = match &event.reembed_model {
+            // After the switch, the stragglers of a change of model ask for
+            // what is now the active model.
+            Some(asked) if asked != self.provider.model() => asked,
+            _ => return Ok(self.provider.as_ref()),
+        };
+        match &self.reembed {
+            Some(next) if next.model() == asked => Ok(next.as_ref()),
+            Some(next) => {
+                Err(format!("the record asks to re-embed with {asked}; this embedder re-embeds with {}", next.model()))
+            }
+            None => Err(format!(
+                "the record asks to re-embed with {asked}; no re-embed model is configured (REEMBED_PROVIDER)"
+            )),
+        }
+    }
+}
+
+impl Pass<'_> {
     /// Embeds documents, `concurrency` requests at a time; one result per
     /// document: its vector and its share of its request's tokens (when the
     /// provider counted them), or its failure. Requests still running at the
     /// `deadline` are dropped and their documents fail as retriable.
     async fn embed_all(&self, documents: &[String], deadline: Option<Instant>) -> Vec<Result<Document, Failure>> {
         let mut limits = self.provider.limits();
-        limits.max_texts = self.config.max_batch.map_or(limits.max_texts, |m| m.min(limits.max_texts));
+        limits.max_texts = self.embedder.config.max_batch.map_or(limits.max_texts, |m| m.min(limits.max_texts));
         let batches = request_batches(documents, limits);
         let batches_ref = &batches;
-        let results =
-            until_deadline(0..batches.len(), batches.len(), self.config.concurrency, deadline, |b| async move {
+        let results = until_deadline(
+            0..batches.len(),
+            batches.len(),
+            self.embedder.config.concurrency,
+            deadline,
+            |b| async move {
                 let texts = &documents[batches_ref[b].clone()];
-                let embedded = retry(&self.config.retry, || self.provider.embed(texts, InputType::Document))
+                let embedded = retry(&self.embedder.config.retry, || self.provider.embed(texts, InputType::Document))
                     .await
                     .map_err(|(e, attempts)| self.failure(e, attempts))?;
                 let shares = embedded.tokens.map(|tokens| shared::usage::apportion(tokens, texts));
                 Ok((self.check(texts.len(), embedded.vectors)?, shares))
-            })
-            .await;
+            },
+        )
+        .await;
         batches
             .into_iter()
             .zip(results)
@@ -104,14 +146,14 @@ impl Embedder {
         Failure::caused_by(reason, &e)
     }
 
-    /// A reply must carry one vector per text, each of the stored dimensions.
+    /// A reply must carry one vector per text, each of the model's dimensions.
     fn check(&self, sent: usize, vectors: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>, Failure> {
         let model = self.provider.model();
         if vectors.len() != sent {
             let e = EmbeddingError::WrongCount { model: model.to_owned(), sent, got: vectors.len() };
             return Err(self.failure(e, 1));
         }
-        check_dimensions(model, &vectors).map_err(|e| self.failure(e, 1))?;
+        check_dimensions(model, self.provider.dimensions(), &vectors).map_err(|e| self.failure(e, 1))?;
         Ok(vectors)
     }
 }
@@ -124,7 +166,33 @@ impl Stage for Embedder {
         StageName::Embedding
     }
 
+    /// Each record is embedded by the model it asks for (the active one
+    /// unless it names the re-embed model), one pass per model.
     async fn run_batch(&self, inputs: &[AnalysisComplete], context: &BatchContext) -> Vec<Outcome> {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; inputs.len()];
+        let mut passes: Vec<(&dyn EmbeddingProvider, Vec<usize>)> = Vec::new();
+        for (i, event) in inputs.iter().enumerate() {
+            match self.provider_for(event) {
+                Ok(provider) => match passes.iter_mut().find(|(p, _)| p.model() == provider.model()) {
+                    Some((_, members)) => members.push(i),
+                    None => passes.push((provider, vec![i])),
+                },
+                Err(reason) => outcomes[i] = Some(Failure::permanent(reason).into()),
+            }
+        }
+        for (provider, members) in passes {
+            let events: Vec<AnalysisComplete> = members.iter().map(|&i| inputs[i].clone()).collect();
+            let pass = Pass { embedder: self, provider };
+            for (i, outcome) in members.into_iter().zip(pass.run(&events, context).await) {
+                outcomes[i] = Some(outcome);
+            }
+        }
+        outcomes.into_iter().map(|o| o.expect("every record has a pass or a failure")).collect()
+    }
+}
+
+impl Pass<'_> {
+    async fn run(&self, inputs: &[AnalysisComplete], context: &BatchContext) -> Vec<Outcome> {
         let (mut steps, documents) = match self.documents(inputs).await {
             Ok(loaded) => loaded,
             Err(failure) => return vec![failure.into(); inputs.len()],
@@ -143,19 +211,19 @@ impl Stage for Embedder {
     }
 }
 
-impl Embedder {
+impl Pass<'_> {
     /// Phase 1: each event's analysis loaded (it must be of the event's
     /// item and user), and the document to embed made from it.
     async fn documents(&self, inputs: &[AnalysisComplete]) -> Result<(Vec<Step>, Vec<(String, Value)>), Failure> {
         let ids: Vec<Option<Uuid>> = inputs.iter().map(|e| Uuid::parse_str(&e.analysis_id).ok()).collect();
         let wanted: Vec<Uuid> = ids.iter().flatten().copied().collect();
-        let loaded: HashMap<Uuid, AnalysisRecord> = analyses::load(&self.pool, &wanted)
+        let loaded: HashMap<Uuid, AnalysisRecord> = analyses::load(&self.embedder.pool, &wanted)
             .await
             .map_err(|e| Failure::from_error(&e))?
             .into_iter()
             .map(|r| (r.id, r))
             .collect();
-        let done = embeddings::existing(&self.pool, &wanted, self.provider.model())
+        let done = embeddings::existing(&self.embedder.pool, &wanted, self.provider.model())
             .await
             .map_err(|e| Failure::from_error(&e))?;
 
@@ -251,7 +319,7 @@ impl Embedder {
         if batch.new.is_empty() && batch.unchanged.is_empty() {
             return;
         }
-        let refused = match embeddings::store_batch(&self.pool, &batch).await {
+        let refused = match embeddings::store_batch(&self.embedder.pool, &batch).await {
             Ok(refused) => refused,
             Err(e) => {
                 let failure = Failure::from_error(&e);

@@ -14,9 +14,11 @@ async fn main() -> Result<(), Error> {
     let env = Env::process();
     let clients = StageClients::build(&env).await?;
     let config = EmbedderConfig::from_env(&env)?;
-    let provider = providers::build(&config, &clients.secrets(&env)).await?;
+    let secrets = clients.secrets(&env);
+    let provider = providers::build(&config, &secrets).await?;
+    let reembed = providers::build_reembed(&config, &secrets).await?;
     let failures = clients.pool.clone();
-    let stage = Embedder::new(clients.pool, provider, config);
+    let stage = Embedder::new(clients.pool, provider, config).with_reembed(reembed);
     let handler = Handler::new(&stage, &failures, function_timeout(&env, stage.name())?);
     lambda_runtime::run(service_fn(|event| handler.invoke(event))).await
 }

@@ -2,11 +2,18 @@
 //! resource (the Provider framework answers CloudFormation for it). Create
 //! and Update apply `migrations/` and, given `APP_DATABASE_SECRET_ARN` (and
 //! `SEARCH_DATABASE_SECRET_ARN`), make the stages' application role (and the
-//! search API's read-only role) of that secret; Delete leaves the database
-//! alone.
+//! search API's read-only role) of that secret, then register the
+//! configured embedding models (the active one and, during a change of
+//! model, the re-embed one) and build their vector indexes; Delete leaves
+//! the database alone.
 
 use serde_json::{Value, json};
 use shared::config::Env;
+use shared::db::models::{self, EmbeddingModel};
+
+/// maintenance_work_mem for building a vector index, MiB: the database
+/// server's memory, kept modest for small instances.
+const INDEX_BUILD_MEMORY_MIB: u32 = 256;
 
 /// Stays the same across deploys: a changed id would make CloudFormation
 /// send a Delete for the old one.
@@ -37,6 +44,16 @@ pub async fn handle(request: &Value, env: &Env) -> Result<Value, Error> {
                 let reader = shared::aws::database::read_secret(&config, &arn).await?;
                 shared::db::roles::ensure_reader_role(&pool, &reader.username, &reader.password).await?;
                 tracing::info!(role = %reader.username, "search role ready");
+            }
+            // The embedding models the functions will write and search,
+            // indexed before they roll out (the migrations resource is
+            // updated when they change).
+            let config = embedder::EmbedderConfig::from_env(env)?;
+            let targets = std::iter::once(config.active()).chain(config.reembed.clone());
+            for target in targets {
+                let model = EmbeddingModel::new(&embedder::providers::stored_name(&target), target.dimensions);
+                models::prepare(&pool, &model, INDEX_BUILD_MEMORY_MIB).await?;
+                tracing::info!(model = %model.model, dimensions = model.dimensions, "embedding model indexed");
             }
             pool.close().await;
             Ok(json!({ "PhysicalResourceId": PHYSICAL_RESOURCE_ID, "Data": { "Migrations": applied.to_string() } }))
