@@ -5,9 +5,9 @@
 --   vector references its model's row, so one model cannot store vectors of
 --   two sizes, and a vector's length must be its row's dimensions.
 -- * `embeddings.vector` is an untyped `vector`. Each model gets a partial
---   HNSW index on a cast to its own size (`vector::vector(1024)`, or
---   `::halfvec(D)` above pgvector's 2 000-dimension HNSW limit), built by
---   the application (`shared::db::embeddings::build_vector_index`) and
+--   HNSW index on a cast to a `halfvec` of its own size
+--   (`vector::halfvec(1024)`; none above pgvector's 4 000-dimension limit),
+--   built by the application (`shared::db::models::build_index`) and
 --   dropped with the model's vectors.
 -- * The table is hash-partitioned by user into 32 partitions, each with its
 --   own graph: a user's rows are a 32 times larger share of the graph the

@@ -89,10 +89,12 @@ STARTED=0
 if ! as_server_user "$SERVER_BIN/pg_ctl" -D "$PGDATA_DIR" status >/dev/null 2>&1; then
     log "starting PostgreSQL on 127.0.0.1:$PORT"
     STARTED=1
-    # Room for the tests' per-test databases and for building HNSW indexes.
+    # Room for the tests' per-test databases and for building HNSW indexes;
+    # shared_buffers big enough to keep the HNSW graphs of the search
+    # benchmarks in memory (RDS gives a quarter of the instance's RAM).
     as_server_user "$SERVER_BIN/pg_ctl" -D "$PGDATA_DIR" -l "$LOG_FILE" -w -t 60 start -o \
         "-p $PORT -k $SOCKET_DIR -c listen_addresses=127.0.0.1 -c max_connections=300 \
-         -c shared_buffers=256MB -c maintenance_work_mem=512MB" >/dev/null \
+         -c shared_buffers=2GB -c maintenance_work_mem=512MB" >/dev/null \
         || { tail -n 20 "$LOG_FILE" >&2; die "PostgreSQL did not start (log: $LOG_FILE)"; }
 fi
 

@@ -141,7 +141,7 @@ async fn each_model_has_its_own_index_which_can_be_dropped_rebuilt_and_resumed(p
     models::drop_index(&pool, &model).await.unwrap();
     assert_eq!(models::index_state(&pool, &model).await.unwrap(), VectorIndex::Absent);
     let name = model.index_name();
-    let graph = "USING hnsw ((vector::vector(1024)) vector_cosine_ops) WHERE embedding_model = 'local-hashing-v1'";
+    let graph = "USING hnsw ((vector::halfvec(1024)) halfvec_cosine_ops) WHERE embedding_model = 'local-hashing-v1'";
     for statement in [
         format!("CREATE INDEX {name} ON ONLY embeddings {graph}"),
         format!("CREATE INDEX {name}_p00 ON embeddings_p00 {graph}"),

@@ -77,19 +77,20 @@ const EXACT_NEAREST: &str = r#"
 
 /// The nearest vectors of the user through the model's HNSW index: the
 /// model and the cast are written as the partial index's are (a bound
-/// parameter could not prove its predicate). The filters are part of the
-/// scan, so (with iterative scans) a rare category still fills the
-/// candidates.
+/// parameter could not prove its predicate). The index finds the candidates
+/// by half-precision distance; they are ranked by the full one. The filters
+/// are part of the scan, so (with iterative scans) a rare category still
+/// fills the candidates.
 fn indexed_nearest(model: &EmbeddingModel) -> String {
-    let distance = model.indexed_distance("e.vector", "$2");
+    let indexed = model.indexed_distance("e.vector", "$2");
     format!(
         r#"
-    SELECT e.item_id, {distance} AS distance
+    SELECT e.item_id, e.vector <=> $2 AS distance
     FROM embeddings e JOIN analyses a ON a.id = e.analysis_id AND a.user_id = $1
     WHERE e.user_id = $1 AND e.embedding_model = {model} AND e.embedding_model = $3 AND e.embedding_dimensions = $4
       AND ($6::text IS NULL OR a.category = $6)
       AND NOT EXISTS (SELECT 1 FROM analyses b WHERE b.item_id = a.item_id AND b.version > a.version)
-    ORDER BY {distance}
+    ORDER BY {indexed}
     LIMIT $7
 "#,
         model = model.literal()
