@@ -771,8 +771,8 @@ async fn reanalysis_and_a_change_of_embedding_model_go_through_the_streams(pool:
     assert_eq!(again, 0, "nothing is left to embed");
 
     // An embedder deployed without that re-embed model fails those records
-    // alone, permanently (listed with the reason, not redelivered), and
-    // takes the rest.
+    // alone, permanently: listed with the reason as failed records (not
+    // redelivered), while the items keep their embedding by the active model.
     let without = Stages {
         embedder: Embedder::new(
             pool.clone(),
@@ -782,17 +782,13 @@ async fn reanalysis_and_a_change_of_embedding_model_go_through_the_streams(pool:
         ..stages(&world, &pool)
     };
     assert_eq!(failures(&embed(&without, &analyzed).await), Vec::<String>::new());
-    let reasons: Vec<String> =
-        sqlx::query_scalar("SELECT DISTINCT last_error FROM items WHERE embedding_status = 'failed'")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM items WHERE embedding_status = 'failed'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!((failed, reasons.len()), (2, 1), "the two items of the re-embed records: {reasons:?}");
-    assert!(reasons[0].contains("no re-embed model is configured (REEMBED_PROVIDER)"), "{reasons:?}");
+    let listed = shared::db::status::record_failure_list(&pool, Some("streams-u1"), 10).await.unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed.iter().all(|r| r.reason.contains("no re-embed model is configured (REEMBED_PROVIDER)")));
+    assert!(listed.iter().all(|r| r.input.is_some()), "each can be re-sent");
+    let statuses: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT embedding_status FROM items").fetch_all(&pool).await.unwrap();
+    assert_eq!(statuses, ["done"]);
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -107,8 +107,12 @@ impl StageInput for ImageProcessed {
 }
 
 impl StageInput for AnalysisComplete {
+    /// A re-embed record names no item: its failure is the record's (listed
+    /// and re-sent as a record), and leaves the item's own embedding, by the
+    /// active model, as it is.
     fn subject(&self) -> Subject {
-        Subject { key: None, user_id: Some(self.user_id.clone()), item_id: self.item_uuid }
+        let item_id = if self.reembed_model.is_some() { None } else { self.item_uuid };
+        Subject { key: None, user_id: Some(self.user_id.clone()), item_id }
     }
 }
 
