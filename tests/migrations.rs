@@ -153,3 +153,74 @@ async fn analyses_stored_before_token_columns_get_their_replies_usage(pool: PgPo
         ]
     );
 }
+
+#[sqlx::test(migrations = false)]
+async fn vectors_stored_as_vector_1024_move_to_the_partitioned_table_unchanged_and_their_models_are_registered(
+    pool: PgPool,
+) {
+    const ANY_DIMENSION: &str = "20261130000006";
+    migrate(&pool, |v| v < ANY_DIMENSION).await;
+    for (n, (user, model)) in
+        [("ann", "voyage-3.5"), ("bob", "voyage-3.5"), ("bob", "local-hashing-v1")].iter().enumerate()
+    {
+        let key = format!("{user}/p{n}.jpg");
+        let item = item_uuid(&key);
+        let analysis = Uuid::now_v7();
+        for statement in [
+            "INSERT INTO items (id, user_id, filename, file_path, bucket) VALUES ($1, $2, 'p.jpg', $3, 'b')
+             ON CONFLICT DO NOTHING",
+            "INSERT INTO analyses (id, item_id, user_id, version, category, summary, analysis, raw_response,
+                                   provider_used, model_used, request_key)
+             VALUES ($4, $1, $2, 1, 'nature', 's', '{}', '{}', 'local', 'm', $4::text)",
+            "INSERT INTO embeddings (id, item_id, analysis_id, user_id, vector, embedding_model, embedding_dimensions,
+                                     embedding_source, tokens)
+             SELECT $4, $1, $4, $2, array_fill($6::real, ARRAY[1024])::vector, $5, 1024, '{}', 7",
+        ] {
+            sqlx::query(statement)
+                .bind(item)
+                .bind(user)
+                .bind(&key)
+                .bind(analysis)
+                .bind(model)
+                .bind(n as f32 + 0.25)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    }
+
+    migrate(&pool, |v| v == ANY_DIMENSION).await;
+
+    let moved: Vec<(String, String, f32, i32, Option<i64>, bool)> = sqlx::query_as(
+        "SELECT user_id, embedding_model, (vector::real[])[1024], vector_dims(vector), tokens,
+                tableoid::regclass::text LIKE 'embeddings_p%'
+         FROM embeddings ORDER BY 3",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let expected = [("ann", "voyage-3.5", 0.25), ("bob", "voyage-3.5", 1.25), ("bob", "local-hashing-v1", 2.25)]
+        .map(|(u, m, x)| (u.to_owned(), m.to_owned(), x, 1024, Some(7), true));
+    assert_eq!(moved, expected, "every vector, unchanged, in a partition");
+    let registered: Vec<(String, i32)> =
+        sqlx::query_as("SELECT model, dimensions FROM embedding_models ORDER BY 1").fetch_all(&pool).await.unwrap();
+    assert_eq!(registered, [("local-hashing-v1".to_owned(), 1024), ("voyage-3.5".to_owned(), 1024)]);
+    // Another size is another model: a vector of 3 dimensions of a model
+    // registered so is stored; of a model registered at 1024 it is refused.
+    sqlx::query("INSERT INTO embedding_models (model, dimensions) VALUES ('tiny@3', 3)").execute(&pool).await.unwrap();
+    let analysis: Uuid =
+        sqlx::query_scalar("SELECT id FROM analyses WHERE user_id = 'ann'").fetch_one(&pool).await.unwrap();
+    let insert = |model: &'static str| {
+        sqlx::query(
+            "INSERT INTO embeddings (id, item_id, analysis_id, user_id, vector, embedding_model, embedding_dimensions,
+                                     embedding_source)
+             SELECT gen_random_uuid(), item_id, id, user_id, '[1,2,3]', $2, 3, '{}' FROM analyses WHERE id = $1",
+        )
+        .bind(analysis)
+        .bind(model)
+        .execute(&pool)
+    };
+    insert("tiny@3").await.unwrap();
+    let refused = insert("local-hashing-v1").await.unwrap_err();
+    assert_eq!(refused.as_database_error().and_then(|e| e.code()).as_deref(), Some("23503"), "{refused}");
+}
