@@ -14,7 +14,7 @@ use sqlx::PgPool;
 
 const DATABASE: &str = "collections_compare_insert";
 const COLUMNS: &str =
-    "id, item_id, analysis_id, user_id, vector, embedding_model, embedding_dimensions, embedding_source";
+    "id, item_id, analysis_id, user_id, vector, embedding_model, embedding_dimensions, embedding_source, tokens";
 
 struct Args {
     rows: usize,

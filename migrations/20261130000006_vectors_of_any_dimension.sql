@@ -32,7 +32,8 @@ SELECT embedding_model, min(embedding_dimensions) FROM embeddings GROUP BY embed
 ALTER TABLE embeddings RENAME TO embeddings_before_0006;
 ALTER TABLE embeddings_before_0006 RENAME CONSTRAINT embeddings_pkey TO embeddings_before_0006_pkey;
 ALTER TABLE embeddings_before_0006 RENAME CONSTRAINT embeddings_analysis_model TO embeddings_before_0006_analysis_model;
-DROP INDEX embeddings_item_id, embeddings_user_model, embeddings_vector_hnsw;
+-- (`vector-index drop` may have left the HNSW index out.)
+DROP INDEX IF EXISTS embeddings_item_id, embeddings_user_model, embeddings_vector_hnsw;
 
 CREATE TABLE embeddings (
     id                   uuid NOT NULL,

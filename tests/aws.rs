@@ -753,18 +753,32 @@ async fn reanalysis_and_a_change_of_embedding_model_go_through_the_streams(pool:
     assert_eq!(failures(&embed(&s, &world.batch(&world.analyzed).await).await), Vec::<String>::new());
     let active = |version| (version, "local-hashing-v1".to_owned(), 1024);
     assert_eq!(vectors(&pool).await, [active(1), active(1), active(2), active(2)]);
-    assert_eq!(prune_superseded(&pool, Some("streams-u1")).await.unwrap(), 2);
+    assert_eq!(prune_superseded(&pool, "local-hashing-v1", Some("streams-u1")).await.unwrap(), 2);
     assert_eq!(vectors(&pool).await, [active(2), active(2)], "only the new versions are left");
 
     // A change of model: the new one is registered and indexed by the
     // migrator on deploy; the work goes on the analyzed stream.
     let unregistered = reembed_on_stream(&pool, &writer(&world.analyzed), "local-hashing-v1@384", None, 1000.0).await;
     assert!(unregistered.unwrap_err().to_string().contains("is not registered"));
-    models::prepare(&pool, &EmbeddingModel::new("local-hashing-v1@384", 384), 64).await.unwrap();
+    models::prepare(&pool, &EmbeddingModel::new("local-hashing-v1@384", 384), Some(64), None).await.unwrap();
     let put = reembed_on_stream(&pool, &writer(&world.analyzed), "local-hashing-v1@384", None, 1000.0).await.unwrap();
     assert_eq!(put, 2);
+    // An item whose active embedding failed stays failed: the re-embed's
+    // vectors are of another model, and leave the statuses alone.
+    sqlx::query("UPDATE items SET embedding_status = 'failed', last_error = 'x' WHERE file_path = 'streams-u1/a.jpg'")
+        .execute(&pool)
+        .await
+        .unwrap();
     let analyzed = world.batch(&world.analyzed).await;
-    assert_eq!(failures(&embed(&s, &analyzed).await), Vec::<String>::new());
+    let mut reembeds = analyzed.clone();
+    reembeds.records = reembeds.records.split_off(analyzed.records.len() - 2);
+    assert_eq!(failures(&embed(&s, &reembeds).await), Vec::<String>::new());
+    let status: String = sqlx::query_scalar("SELECT embedding_status FROM items WHERE file_path = 'streams-u1/a.jpg'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "failed");
+    sqlx::query("UPDATE items SET embedding_status = 'done', last_error = NULL").execute(&pool).await.unwrap();
     let next = |version| (version, "local-hashing-v1@384".to_owned(), 384);
     assert_eq!(vectors(&pool).await, [active(2), active(2), next(2), next(2)]);
     let again = reembed_on_stream(&pool, &writer(&world.analyzed), "local-hashing-v1@384", None, 1000.0).await.unwrap();

@@ -91,11 +91,13 @@ async fn searches_use_the_active_model_while_another_is_embedded_and_the_old_vec
     // The switch: searches with the new model find by its vectors; the old ones go.
     let switched = search_text(&pool, next.embedding.as_ref(), "u", "blue photo", 10, None).await.unwrap();
     assert!(switched.iter().any(|h| h.semantic_rank.is_some()));
-    let refused = prune(&next, "voyage-3.5@512", None).await.unwrap_err();
+    let refused = prune(&next, "voyage-3.5@512", None, Duration::ZERO).await.unwrap_err();
     assert!(refused.to_string().contains("is the active embedding model"), "{refused}");
+    let recent = prune(&next, "local-hashing-v1", None, Duration::from_secs(900)).await.unwrap_err();
+    assert!(recent.to_string().contains("something may still use it"), "{recent}");
     let old_model = EmbeddingModel::new("local-hashing-v1", 1024);
     assert_eq!(models::index_state(&pool, &old_model).await.unwrap(), VectorIndex::Valid);
-    assert_eq!(prune(&next, "local-hashing-v1", None).await.unwrap(), 3);
+    assert_eq!(prune(&next, "local-hashing-v1", None, Duration::ZERO).await.unwrap(), 3);
     assert_eq!(models::index_state(&pool, &old_model).await.unwrap(), VectorIndex::Absent, "its index went too");
     assert_eq!(models::registered(&pool).await.unwrap(), vec![new_model]);
     let old = search_text(&pool, active.embedding.as_ref(), "u", "blue photo", 10, None).await.unwrap();

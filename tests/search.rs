@@ -150,7 +150,7 @@ async fn each_model_has_its_own_index_which_can_be_dropped_rebuilt_and_resumed(p
         sqlx::query(&statement).execute(&pool).await.unwrap();
     }
     assert_eq!(models::index_state(&pool, &model).await.unwrap(), VectorIndex::Partial);
-    models::build_index(&pool, &model, 64).await.unwrap();
+    models::build_index(&pool, &model, 64, None).await.unwrap();
     assert_eq!(models::index_state(&pool, &model).await.unwrap(), VectorIndex::Valid);
     let graphs: Vec<(String, bool)> = sqlx::query_as(
         "SELECT c.relname::text, i.indisvalid FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhrelid
@@ -247,7 +247,7 @@ async fn small_users_are_searched_exactly_large_ones_by_the_index_and_both_rank_
     random_items(&pool, "others", 2000).await;
     sqlx::query("ANALYZE").execute(&pool).await.unwrap();
     let model = shared::db::models::EmbeddingModel::new("m", 1024);
-    shared::db::models::build_index(&pool, &model, 64).await.unwrap();
+    shared::db::models::build_index(&pool, &model, 64, None).await.unwrap();
 
     // The large user's search goes through the model's own index.
     let [_, indexed] = shared::db::search::search_queries(&model);

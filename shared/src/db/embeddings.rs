@@ -162,6 +162,10 @@ pub struct EmbeddingBatch {
     pub new: Vec<NewEmbedding>,
     /// Items whose analysis already had its embedding (a replay).
     pub unchanged: Vec<Uuid>,
+    /// Vectors of a model other than the active one (a re-embed): the
+    /// items' embedding statuses, which are the active model's, are left
+    /// as they are.
+    pub side_model: bool,
 }
 
 fn is_unique_violation(e: &DbError) -> bool {
@@ -184,12 +188,13 @@ fn insert_all<'c>(conn: &'c mut PgConnection, rows: &'c [NewEmbedding]) -> BoxFu
 /// Answers the rows refused: (item, analysis, why).
 pub async fn store_batch(pool: &PgPool, batch: &EmbeddingBatch) -> Result<Vec<(Uuid, Uuid, String)>, DbError> {
     let unfit = unfit_rows(pool, &batch.new).await?;
+    let unchanged: &[Uuid] = if batch.side_model { &[] } else { &batch.unchanged };
     if unfit.is_empty() {
-        return store_rows(pool, &batch.new, &batch.unchanged).await;
+        return store_rows(pool, &batch.new, unchanged, !batch.side_model).await;
     }
     let fit: Vec<NewEmbedding> =
         (0..batch.new.len()).filter(|i| !unfit.iter().any(|(u, _)| u == i)).map(|i| batch.new[i].clone()).collect();
-    let mut refused = store_rows(pool, &fit, &batch.unchanged).await?;
+    let mut refused = store_rows(pool, &fit, unchanged, !batch.side_model).await?;
     refused.extend(unfit.into_iter().map(|(i, why)| (batch.new[i].item_id, batch.new[i].analysis_id, why)));
     Ok(refused)
 }
@@ -217,10 +222,13 @@ async fn unfit_rows(pool: &PgPool, rows: &[NewEmbedding]) -> Result<Vec<(usize, 
     Ok(unfit)
 }
 
+/// Stores the rows (see [`store_batch`]) and, with `statuses`, marks the
+/// stored and `unchanged` items' embedding done.
 async fn store_rows(
     pool: &PgPool,
     rows: &[NewEmbedding],
     unchanged: &[Uuid],
+    statuses: bool,
 ) -> Result<Vec<(Uuid, Uuid, String)>, DbError> {
     let mut tx = pool.begin().await.map_err(DbError::during("starting to store embeddings"))?;
     let mut attempt =
@@ -236,8 +244,10 @@ async fn store_rows(
         }
         Err(e) => return Err(e),
     };
-    let done: Vec<Uuid> = stored.into_iter().chain(unchanged.iter().copied()).collect();
-    status::mark_done(&mut tx, StageName::Embedding, &done, &[]).await?;
+    if statuses {
+        let done: Vec<Uuid> = stored.into_iter().chain(unchanged.iter().copied()).collect();
+        status::mark_done(&mut tx, StageName::Embedding, &done, &[]).await?;
+    }
     tx.commit().await.map_err(DbError::during("storing embeddings"))?;
     Ok(refused
         .into_iter()

@@ -10,6 +10,8 @@
 //! (see `db::search`). Model names are plain (the registry's CHECK), so
 //! they are safe as literals.
 
+use std::time::Instant;
+
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
@@ -51,8 +53,9 @@ impl EmbeddingModel {
     }
 
     /// The index's name: a digest of the model name (which may hold
-    /// characters an identifier cannot) and of the indexed expression, so
-    /// an index of another definition is never taken for this one.
+    /// characters an identifier cannot) and of the indexed cast, so an index
+    /// on another cast is never taken for this one. (A change of
+    /// [`HNSW_OPTIONS`] alone keeps the name: drop and build to apply it.)
     pub fn index_name(&self) -> String {
         let cast = self.indexed().map(|(cast, _)| cast).unwrap_or_default();
         let digest = Sha256::digest(format!("{}\0{cast}", self.model).as_bytes());
@@ -105,24 +108,32 @@ impl EmbeddingModel {
 /// size it is registered with. The database refuses a name outside the
 /// registry's alphabet (a refusal, see [`DbError::is_refusal`]).
 pub async fn register(pool: &PgPool, model: &EmbeddingModel) -> Result<i32, DbError> {
-    sqlx::query_scalar(
-        r#"
-        WITH added AS (
-            INSERT INTO embedding_models (model, dimensions) VALUES ($1, $2)
-            ON CONFLICT (model) DO NOTHING
-            RETURNING dimensions
+    // Two first registrations at once: the one that lost the insert reads
+    // nothing in its statement's snapshot, and reads again.
+    for _ in 0..3 {
+        let registered: Option<i32> = sqlx::query_scalar(
+            r#"
+            WITH added AS (
+                INSERT INTO embedding_models (model, dimensions) VALUES ($1, $2)
+                ON CONFLICT (model) DO NOTHING
+                RETURNING dimensions
+            )
+            SELECT dimensions FROM added
+            UNION ALL
+            SELECT dimensions FROM embedding_models WHERE model = $1
+            LIMIT 1
+            "#,
         )
-        SELECT dimensions FROM added
-        UNION ALL
-        SELECT dimensions FROM embedding_models WHERE model = $1
-        LIMIT 1
-        "#,
-    )
-    .bind(&model.model)
-    .bind(model.dimensions)
-    .fetch_one(pool)
-    .await
-    .map_err(DbError::during("registering the embedding model"))
+        .bind(&model.model)
+        .bind(model.dimensions)
+        .fetch_optional(pool)
+        .await
+        .map_err(DbError::during("registering the embedding model"))?;
+        if let Some(dimensions) = registered {
+            return Ok(dimensions);
+        }
+    }
+    Err(DbError::during("registering the embedding model")(sqlx::Error::RowNotFound))
 }
 
 /// Every registered model.
@@ -177,43 +188,69 @@ pub async fn index_state(pool: &PgPool, model: &EmbeddingModel) -> Result<Vector
 }
 
 /// Builds `model`'s index, or what is missing of it, without blocking
-/// writers: the partitioned index is declared on the parent alone, then
-/// each partition's graph is built concurrently and attached (the parent
-/// is valid once all are). An interrupted build resumes here; a
-/// partition's graph left invalid by a failed build is dropped and built
-/// again.
-pub async fn build_index(pool: &PgPool, model: &EmbeddingModel, maintenance_mib: u32) -> Result<(), DbError> {
+/// writers for long: the partitioned index is declared on the parent alone
+/// (a brief lock), then each partition's graph is built concurrently and
+/// attached (the parent is valid once all are). An interrupted build
+/// resumes here; a partition's graph left invalid by a failed build is
+/// dropped and built again. Stops between partitions once `deadline` has
+/// passed; answers whether the index is whole (searches use the graphs
+/// that are there and scan the other partitions).
+pub async fn build_index(
+    pool: &PgPool,
+    model: &EmbeddingModel,
+    maintenance_mib: u32,
+    deadline: Option<Instant>,
+) -> Result<bool, DbError> {
     let name = model.index_name();
     let Some(parent) = model.create_index(&name, "ONLY embeddings", false) else {
-        return Ok(());
+        return Ok(true);
     };
     if index_valid(pool, &name).await? == Some(true) {
-        return Ok(());
+        return Ok(true);
     }
     maintenance(pool, &parent, None, "declaring the vector index").await?;
     for partition in partitions(pool).await? {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(false);
+        }
         let child = format!("{name}_{}", partition.trim_start_matches("embeddings_"));
-        if index_valid(pool, &child).await? == Some(false) {
-            maintenance(pool, &format!("DROP INDEX CONCURRENTLY {child}"), None, "dropping a failed index build")
-                .await?;
+        match index_valid(pool, &child).await? {
+            Some(true) => {}
+            Some(false) => {
+                let drop = format!("DROP INDEX CONCURRENTLY {child}");
+                maintenance(pool, &drop, None, "dropping a failed index build").await?;
+            }
+            None => {}
         }
         let build = model.create_index(&child, &partition, true).expect("indexable: checked above");
         maintenance(pool, &build, Some(maintenance_mib), "building the vector index").await?;
         let attach = format!("ALTER INDEX {name} ATTACH PARTITION {child}");
         maintenance(pool, &attach, None, "attaching the vector index").await?;
     }
-    Ok(())
+    Ok(true)
 }
 
+/// How long dropping an index waits for the table's lock: it needs the
+/// whole table for a moment, and must not queue every search and write
+/// behind a long transaction.
+const DROP_LOCK_TIMEOUT: &str = "10s";
+
 /// Drops `model`'s index (every partition's graph). Searches still work
-/// without it, by scanning.
+/// without it, by scanning. Fails, retriably, when the table's lock is not
+/// granted within [`DROP_LOCK_TIMEOUT`].
 pub async fn drop_index(pool: &PgPool, model: &EmbeddingModel) -> Result<(), DbError> {
     let name = model.index_name();
-    maintenance(pool, &format!("DROP INDEX IF EXISTS {name}"), None, "dropping the vector index").await?;
+    let mut tx = pool.begin().await.map_err(DbError::during("dropping the vector index"))?;
+    for statement in [format!("SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'"), format!("DROP INDEX IF EXISTS {name}")]
+    {
+        sqlx::query(&statement).execute(&mut *tx).await.map_err(DbError::during("dropping the vector index"))?;
+    }
+    tx.commit().await.map_err(DbError::during("dropping the vector index"))?;
     // Graphs of an interrupted build that were never attached.
     for partition in partitions(pool).await? {
         let child = format!("{name}_{}", partition.trim_start_matches("embeddings_"));
-        maintenance(pool, &format!("DROP INDEX IF EXISTS {child}"), None, "dropping the vector index").await?;
+        let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS {child}");
+        maintenance(pool, &drop, None, "dropping the vector index").await?;
     }
     Ok(())
 }
@@ -221,7 +258,7 @@ pub async fn drop_index(pool: &PgPool, model: &EmbeddingModel) -> Result<(), DbE
 /// Builds what is missing of every registered model's index.
 pub async fn build_indexes(pool: &PgPool, maintenance_mib: u32) -> Result<(), DbError> {
     for model in registered(pool).await? {
-        build_index(pool, &model, maintenance_mib).await?;
+        build_index(pool, &model, maintenance_mib, None).await?;
     }
     Ok(())
 }
@@ -234,10 +271,17 @@ pub async fn drop_indexes(pool: &PgPool) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Registers `model` and builds its index: what a process that will
-/// write or search with it does first (as the table's owner: the
-/// stages' own role may register but not build).
-pub async fn prepare(pool: &PgPool, model: &EmbeddingModel, maintenance_mib: u32) -> Result<(), PrepareError> {
+/// Registers `model` (refusing a model registered at another size) and,
+/// given `maintenance_mib`, builds its index until `deadline`: what a
+/// process that will write or search with it does first (as the table's
+/// owner: the stages' own role may register but not build). Answers
+/// whether the index is whole.
+pub async fn prepare(
+    pool: &PgPool,
+    model: &EmbeddingModel,
+    maintenance_mib: Option<u32>,
+    deadline: Option<Instant>,
+) -> Result<bool, PrepareError> {
     let dimensions = register(pool, model).await?;
     if dimensions != model.dimensions {
         return Err(PrepareError::OtherSize {
@@ -246,31 +290,30 @@ pub async fn prepare(pool: &PgPool, model: &EmbeddingModel, maintenance_mib: u32
             configured: model.dimensions,
         });
     }
-    Ok(build_index(pool, model, maintenance_mib).await?)
+    match maintenance_mib {
+        Some(mib) => Ok(build_index(pool, model, mib, deadline).await?),
+        None => Ok(false),
+    }
 }
 
-/// Removes a model: its index, its vectors (a batch at a time, so no
-/// transaction holds millions of rows) and its registration. Answers the
-/// vectors removed.
+/// Removes a model: its index, its vectors and its registration. Whatever
+/// still writes the model must have stopped (the registration is refused
+/// while a vector of it is left). Answers the vectors removed.
 pub async fn remove(pool: &PgPool, model: &str) -> Result<u64, DbError> {
     let Some(registered) = find(pool, model).await? else {
         return Ok(0);
     };
     drop_index(pool, &registered).await?;
+    // A partition at a time: one scan of each, and no transaction holds
+    // the whole table's rows.
     let mut removed = 0;
-    loop {
-        let done = sqlx::query(
-            "DELETE FROM embeddings WHERE (user_id, id) IN
-                 (SELECT user_id, id FROM embeddings WHERE embedding_model = $1 LIMIT 10000)",
-        )
-        .bind(model)
-        .execute(pool)
-        .await
-        .map_err(DbError::during("removing a model's vectors"))?;
+    for partition in partitions(pool).await? {
+        let done = sqlx::query(&format!("DELETE FROM {partition} WHERE embedding_model = $1"))
+            .bind(model)
+            .execute(pool)
+            .await
+            .map_err(DbError::during("removing a model's vectors"))?;
         removed += done.rows_affected();
-        if done.rows_affected() == 0 {
-            break;
-        }
     }
     sqlx::query("DELETE FROM embedding_models WHERE model = $1")
         .bind(model)

@@ -74,11 +74,8 @@ impl Components {
     pub async fn prepare_database(&self, index: bool) -> anyhow::Result<()> {
         shared::db::migrate(&self.pool).await?;
         let model = EmbeddingModel::new(self.embedding.model(), self.embedding.dimensions());
-        if index {
-            models::prepare(&self.pool, &model, INDEX_BUILD_MEMORY_MIB).await?;
-        } else {
-            models::register(&self.pool, &model).await?;
-        }
+        let memory = index.then_some(INDEX_BUILD_MEMORY_MIB);
+        models::prepare(&self.pool, &model, memory, None).await?;
         Ok(())
     }
 

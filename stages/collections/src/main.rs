@@ -161,11 +161,12 @@ enum Command {
         #[arg(long, conflicts_with_all = ["provider", "model", "prune"])]
         stream: Option<String>,
         /// With --stream: items a second, at most.
-        #[arg(long, default_value_t = 50.0, value_parser = positive_rate)]
+        #[arg(long, default_value_t = 50.0, value_parser = positive_rate, requires = "stream")]
         rate: f64,
     },
     /// Remove analyses that a newer version of their item supersedes, once
-    /// that version has a vector (after `reanalyze --stream` drained).
+    /// that version has a vector of the active model (after `reanalyze
+    /// --stream` drained).
     PruneAnalyses {
         #[arg(long)]
         user: Option<String>,
@@ -200,6 +201,9 @@ enum Command {
         model: String,
         #[arg(long)]
         user: Option<String>,
+        /// Refuse while the model's last vector is younger than this.
+        #[arg(long, default_value_t = 15)]
+        idle_minutes: u64,
     },
     /// Delete images of the local bucket: the originals, their items
     /// (analyses and vectors) and their thumbnails.
@@ -433,7 +437,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::PruneAnalyses { user } => {
             let pool = shared::db::connect(&DatabaseConfig::from_env(&env)?).await?;
-            let removed = collections::reanalyze::prune_superseded(&pool, user.as_deref()).await?;
+            let active = embedder::providers::stored_name(&embedder::EmbedderConfig::from_env(&env)?.active());
+            let removed = collections::reanalyze::prune_superseded(&pool, &active, user.as_deref()).await?;
             println!("removed {removed} superseded analyses");
         }
         Command::Reanalyze { user, category, provider, model, prune, stream: None, .. } => {
@@ -450,6 +455,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut pairs: Vec<(String, String)> = std::env::vars().collect();
             pairs.push(("EMBEDDING_PROVIDER".to_owned(), provider.clone()));
             if let Some(model) = model {
+                anyhow::ensure!(
+                    !provider.eq_ignore_ascii_case("local"),
+                    "the local provider has one model: no --model"
+                );
                 let name = if provider == "voyage" { "VOYAGE_EMBEDDING_MODEL" } else { "OPENAI_EMBEDDING_MODEL" };
                 pairs.push((name.to_owned(), model));
             }
@@ -471,9 +480,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let report = collections::reembed::reembed(&c, user.as_deref(), rate).await?;
             print!("{}", report.summary());
         }
-        Command::Prune { model, user } => {
+        Command::Prune { model, user, idle_minutes } => {
             let c = Components::from_env(&env).await?;
-            let removed = collections::reembed::prune(&c, &model, user.as_deref()).await?;
+            let idle = std::time::Duration::from_secs(idle_minutes * 60);
+            let removed = collections::reembed::prune(&c, &model, user.as_deref(), idle).await?;
             println!("removed {removed} vectors of {model}");
         }
         Command::Delete { keys, bucket } => {

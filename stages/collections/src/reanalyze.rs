@@ -113,15 +113,17 @@ pub async fn reanalyze_on_stream(
 }
 
 /// Removes the analyses that a newer version of their item supersedes,
-/// of `user` or everyone's, once that newer version has a vector (so no
-/// item drops out of semantic search meanwhile); their vectors go with them.
-pub async fn prune_superseded(pool: &PgPool, user: Option<&str>) -> anyhow::Result<u64> {
+/// of `user` or everyone's, once that newer version has a vector of
+/// `model` (the active one: no item drops out of semantic search); their
+/// vectors go with them.
+pub async fn prune_superseded(pool: &PgPool, model: &str, user: Option<&str>) -> anyhow::Result<u64> {
     let done = sqlx::query(
         "DELETE FROM analyses a WHERE ($1::text IS NULL OR a.user_id = $1)
            AND EXISTS (SELECT 1 FROM analyses b JOIN embeddings e ON e.analysis_id = b.id
-                       WHERE b.item_id = a.item_id AND b.version > a.version)",
+                       WHERE b.item_id = a.item_id AND b.version > a.version AND e.embedding_model = $2)",
     )
     .bind(user)
+    .bind(model)
     .execute(pool)
     .await?;
     Ok(done.rows_affected())

@@ -96,13 +96,31 @@ pub async fn reembed(c: &Components, user: Option<&str>, rate: f64) -> anyhow::R
 }
 
 /// Removes `model`'s vectors: of `user` only, or (no user) all of them
-/// with the model's index and registration. Refuses the active model,
-/// which searches are using. Answers how many vectors went.
-pub async fn prune(c: &Components, model: &str, user: Option<&str>) -> anyhow::Result<u64> {
+/// with the model's index and registration. Refuses the model this
+/// configuration names as active, and a model whose last vector is newer
+/// than `idle` (something, a deployment with another configuration, may
+/// still write and search it). Answers how many vectors went.
+pub async fn prune(c: &Components, model: &str, user: Option<&str>, idle: Duration) -> anyhow::Result<u64> {
     anyhow::ensure!(
         model != c.embedding.model(),
         "{model} is the active embedding model: switch the configuration to another before pruning it"
     );
+    let last: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+        "SELECT max(created_at) FROM embeddings WHERE embedding_model = $1 AND ($2::text IS NULL OR user_id = $2)",
+    )
+    .bind(model)
+    .bind(user)
+    .fetch_one(&c.pool)
+    .await?;
+    if let Some(last) = last {
+        let age = (chrono::Utc::now() - last).to_std().unwrap_or_default();
+        anyhow::ensure!(
+            age >= idle,
+            "a vector of {model} was written {} s ago: something may still use it (a deployment not switched \
+             yet?); stop it, or lower --idle-minutes",
+            age.as_secs()
+        );
+    }
     let Some(user) = user else {
         return Ok(shared::db::models::remove(&c.pool, model).await?);
     };

@@ -308,7 +308,9 @@ impl Pass<'_> {
     /// Phase 3: the vectors, and every item's status, in one transaction;
     /// a vector the database refuses fails its item alone.
     async fn store(&self, steps: &mut [Step]) {
-        let mut batch = EmbeddingBatch::default();
+        // A re-embed pass leaves the items' statuses (the active model's) alone.
+        let side_model = self.provider.model() != self.embedder.provider.model();
+        let mut batch = EmbeddingBatch { side_model, ..EmbeddingBatch::default() };
         for step in steps.iter() {
             match step {
                 Step::Embedded(row) => batch.new.push(row.clone()),

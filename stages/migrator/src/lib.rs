@@ -7,6 +7,8 @@
 //! model, the re-embed one) and build their vector indexes; Delete leaves
 //! the database alone.
 
+use std::time::{Duration, Instant};
+
 use serde_json::{Value, json};
 use shared::config::Env;
 use shared::db::models::{self, EmbeddingModel};
@@ -14,6 +16,10 @@ use shared::db::models::{self, EmbeddingModel};
 /// maintenance_work_mem for building a vector index, MiB: the database
 /// server's memory, kept modest for small instances.
 const INDEX_BUILD_MEMORY_MIB: u32 = 256;
+
+/// How long the migrator builds vector indexes, at most (its function
+/// has 300 s, and the migrations come first).
+const INDEX_BUILD_TIME: Duration = Duration::from_secs(180);
 
 /// Stays the same across deploys: a changed id would make CloudFormation
 /// send a Delete for the old one.
@@ -49,11 +55,22 @@ pub async fn handle(request: &Value, env: &Env) -> Result<Value, Error> {
             // indexed before they roll out (the migrations resource is
             // updated when they change).
             let config = embedder::EmbedderConfig::from_env(env)?;
+            // Graphs are built while the function has time; a large table's
+            // rest is `collections vector-index build`'s (searches use the
+            // graphs there are, and scan the other partitions).
+            let deadline = Instant::now() + INDEX_BUILD_TIME;
             let targets = std::iter::once(config.active()).chain(config.reembed.clone());
             for target in targets {
                 let model = EmbeddingModel::new(&embedder::providers::stored_name(&target), target.dimensions);
-                models::prepare(&pool, &model, INDEX_BUILD_MEMORY_MIB).await?;
-                tracing::info!(model = %model.model, dimensions = model.dimensions, "embedding model indexed");
+                let whole = models::prepare(&pool, &model, Some(INDEX_BUILD_MEMORY_MIB), Some(deadline)).await?;
+                if whole {
+                    tracing::info!(model = %model.model, dimensions = model.dimensions, "embedding model indexed");
+                } else {
+                    tracing::warn!(
+                        model = %model.model,
+                        "the vector index is not whole: run `collections vector-index build` to finish it"
+                    );
+                }
             }
             pool.close().await;
             Ok(json!({ "PhysicalResourceId": PHYSICAL_RESOURCE_ID, "Data": { "Migrations": applied.to_string() } }))
