@@ -48,6 +48,17 @@ impl LocalConfig {
 /// maintenance_work_mem for building a vector index, MiB, unless told otherwise.
 pub const INDEX_BUILD_MEMORY_MIB: u32 = 1024;
 
+/// Applies the migrations, registers `embedder`'s active model with its
+/// size, and builds what is missing of its vector index (unless `index` is
+/// false: bulk loads build it once at the end). Needs no provider key.
+pub async fn prepare_database(pool: &PgPool, embedder: &EmbedderConfig, index: bool) -> anyhow::Result<()> {
+    shared::db::migrate(pool).await?;
+    let active = embedder.active();
+    let model = EmbeddingModel::new(&embedder::providers::stored_name(&active), active.dimensions);
+    models::prepare(pool, &model, index.then_some(INDEX_BUILD_MEMORY_MIB), None).await?;
+    Ok(())
+}
+
 /// Everything the local commands run on.
 #[derive(Clone)]
 pub struct Components {
@@ -68,15 +79,9 @@ impl std::fmt::Debug for Components {
 }
 
 impl Components {
-    /// Applies the migrations, registers the embedding model with its size,
-    /// and builds what is missing of its vector index (unless `index` is
-    /// false: bulk loads build it once at the end).
+    /// [`prepare_database`] for this configuration's embedding model.
     pub async fn prepare_database(&self, index: bool) -> anyhow::Result<()> {
-        shared::db::migrate(&self.pool).await?;
-        let model = EmbeddingModel::new(self.embedding.model(), self.embedding.dimensions());
-        let memory = index.then_some(INDEX_BUILD_MEMORY_MIB);
-        models::prepare(&self.pool, &model, memory, None).await?;
-        Ok(())
+        prepare_database(&self.pool, &self.embedder, index).await
     }
 
     /// Reads every setting from `env` (API keys too) and connects to the database.

@@ -22,7 +22,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Apply the database migrations (harmless to repeat).
+    /// Apply the database migrations, and register and index the configured
+    /// embedding model (harmless to repeat; needs no API key).
     Migrate,
     /// Run every image under a folder through thumbnail → analysis → embedding.
     Run {
@@ -263,9 +264,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", report.summary());
         }
         Command::Migrate => {
-            let c = Components::from_env(&env).await?;
-            c.prepare_database(true).await?;
-            println!("migrations applied; {} is registered and indexed", c.embedding.model());
+            let pool = shared::db::connect(&DatabaseConfig::from_env(&env)?).await?;
+            let embedder = embedder::EmbedderConfig::from_env(&env)?;
+            collections::components::prepare_database(&pool, &embedder, true).await?;
+            let model = embedder::providers::stored_name(&embedder.active());
+            println!("migrations applied; {model} is registered and indexed");
         }
         Command::Run { dir, user, force, defer_index } => {
             let c = Components::from_env(&env).await?;
