@@ -10,15 +10,17 @@ use analyzer::Analyzer;
 use embedder::Embedder;
 use shared::bus::{EventPublisher, LocalBus};
 use shared::events::{ANALYSIS_COMPLETE, IMAGE_PROCESSED, ObjectRef, PipelineEvent, Upload};
+use shared::keys::ImageKey;
 use shared::runner::{self, Entry, Settled};
 use shared::stage::{BatchContext, FailureLog, Stage};
 use shared::storage::ObjectStore;
 use thumbnailer::Thumbnailer;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use uuid::Uuid;
 
 use crate::components::Components;
-use crate::report::Tracker;
+use crate::report::{Report, Tracker};
 
 /// How records are grouped into batches, per stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,4 +173,36 @@ async fn run_stage<S: Stage, M: Send + 'static>(
             }
         }
     }
+}
+
+/// Runs one event per stored item through the stages here: for each
+/// `(item, key, data)`, `event_of(data, key)`, a key that does not parse
+/// failing alone; with `pause`, one event per pause at most. Answers the
+/// report and the items submitted.
+pub async fn run_events<T>(
+    c: &Components,
+    items: Vec<(Uuid, String, T)>,
+    pause: Option<Duration>,
+    mut event_of: impl FnMut(T, &ImageKey) -> PipelineEvent,
+) -> anyhow::Result<(Report, Vec<Uuid>)> {
+    let tracker = Arc::new(Tracker::new(items.len() as u64));
+    let pipeline = Pipeline::start(c, c.store.clone(), tracker.clone())?;
+    let mut submitted = Vec::with_capacity(items.len());
+    for (item, key, data) in items {
+        let parsed = match ImageKey::parse(&key) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                tracker.failed(key, e.to_string());
+                continue;
+            }
+        };
+        tracker.register(item, &key);
+        submitted.push(item);
+        pipeline.submit_event(event_of(data, &parsed)).await?;
+        if let Some(pause) = pause {
+            tokio::time::sleep(pause).await;
+        }
+    }
+    pipeline.finish().await?;
+    Ok((tracker.finish(), submitted))
 }

@@ -4,8 +4,6 @@
 //! (here) or `collections prune-analyses` (after a `--stream` run: the work
 //! goes onto the AWS processed stream, for the analyzer function).
 
-use std::sync::Arc;
-
 use shared::aws::kinesis::StreamWriter;
 use shared::events::{ImageProcessed, PipelineEvent};
 use shared::keys::ImageKey;
@@ -13,8 +11,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::components::Components;
-use crate::pipeline::Pipeline;
-use crate::report::{Report, Tracker};
+use crate::pipeline::run_events;
+use crate::report::Report;
 use crate::streams;
 
 /// Which items to analyse again.
@@ -68,27 +66,15 @@ fn reanalysis(request: &str, bucket: &str, key: &ImageKey, thumbnail_key: Option
 pub async fn reanalyze(c: &Components, selection: Selection<'_>, prune: bool) -> anyhow::Result<Report> {
     let items = select(&c.pool, selection).await?;
     let request = request_id();
-    let tracker = Arc::new(Tracker::new(items.len() as u64));
-    let pipeline = Pipeline::start(c, c.store.clone(), tracker.clone())?;
-    let mut ids = Vec::with_capacity(items.len());
-    for (id, bucket, key, thumbnail_key) in items {
-        let parsed = match ImageKey::parse(&key) {
-            Ok(parsed) => parsed,
-            Err(e) => {
-                tracker.failed(key, e.to_string());
-                continue;
-            }
-        };
-        tracker.register(id, &key);
-        ids.push(id);
-        let event = reanalysis(&request, &bucket, &parsed, thumbnail_key);
-        pipeline.submit_event(PipelineEvent::ImageProcessed(event)).await?;
-    }
-    pipeline.finish().await?;
+    let keyed = items.into_iter().map(|(id, bucket, key, thumbnail_key)| (id, key, (bucket, thumbnail_key))).collect();
+    let (report, ids) = run_events(c, keyed, None, |(bucket, thumbnail_key), key| {
+        PipelineEvent::ImageProcessed(reanalysis(&request, &bucket, key, thumbnail_key))
+    })
+    .await?;
     if prune {
         prune_older_versions(&c.pool, &ids).await?;
     }
-    Ok(tracker.finish())
+    Ok(report)
 }
 
 /// Puts a re-analysis of every selected item on the processed stream, for

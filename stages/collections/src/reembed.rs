@@ -5,7 +5,6 @@
 //! then `collections prune --model OLD` removes the old model's vectors and
 //! its index. The new model may have another size: each model has its own.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use shared::aws::kinesis::StreamWriter;
@@ -15,8 +14,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::components::Components;
-use crate::pipeline::Pipeline;
-use crate::report::{Report, Tracker};
+use crate::pipeline::run_events;
+use crate::report::Report;
 
 /// The latest analysis of every item (of `user`, or everyone's) that
 /// `model` has not embedded: (item, analysis, key).
@@ -75,24 +74,13 @@ pub async fn reembed_on_stream(
 /// interruption, it goes on where it stopped: what is embedded is skipped.
 pub async fn reembed(c: &Components, user: Option<&str>, rate: f64) -> anyhow::Result<Report> {
     let todo = pending(&c.pool, c.embedding.model(), user).await?;
-    let tracker = Arc::new(Tracker::new(todo.len() as u64));
-    let pipeline = Pipeline::start(c, c.store.clone(), tracker.clone())?;
+    let keyed = todo.into_iter().map(|(item, analysis, key)| (item, key, analysis)).collect();
     let pause = Duration::from_secs_f64(1.0 / rate);
-    for (item, analysis, key) in todo {
-        let parsed = match ImageKey::parse(&key) {
-            Ok(parsed) => parsed,
-            Err(e) => {
-                tracker.failed(key, e.to_string());
-                continue;
-            }
-        };
-        tracker.register(item, &key);
-        let event = AnalysisComplete::of_key(&parsed, analysis);
-        pipeline.submit_event(PipelineEvent::AnalysisComplete(event)).await?;
-        tokio::time::sleep(pause).await;
-    }
-    pipeline.finish().await?;
-    Ok(tracker.finish())
+    let (report, _) = run_events(c, keyed, Some(pause), |analysis, key| {
+        PipelineEvent::AnalysisComplete(AnalysisComplete::of_key(key, analysis))
+    })
+    .await?;
+    Ok(report)
 }
 
 /// Removes `model`'s vectors: of `user` only, or (no user) all of them
