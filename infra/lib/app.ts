@@ -5,23 +5,13 @@
 import { App, AppProps, Validations } from 'aws-cdk-lib';
 import * as cxapi from 'aws-cdk-lib/cx-api';
 import { AwsSolutionsChecks } from 'cdk-nag';
-import { existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
 
 import { CollectionsStack } from './collections-stack';
 import { bool, loadConfig } from './config';
+import { defaultRepoRoot } from './repo-root';
 
-/** The repository root: $COLLECTIONS_REPO_ROOT, else the folder above infra/. */
-export function defaultRepoRoot(): string {
-  if (process.env.COLLECTIONS_REPO_ROOT) return resolve(process.env.COLLECTIONS_REPO_ROOT);
-  // This file runs from infra/dist/lib/ (compiled) — walk up to the folder holding infra/.
-  let dir = resolve(__dirname);
-  for (let i = 0; i < 6; i++) {
-    if (existsSync(join(dir, 'infra', 'package.json')) && existsSync(join(dir, 'Cargo.toml'))) return dir;
-    dir = resolve(dir, '..');
-  }
-  throw new Error(`cannot find the repository root above ${__dirname}; set COLLECTIONS_REPO_ROOT`);
-}
+// Re-exported: the tests import it from here.
+export { defaultRepoRoot } from './repo-root';
 
 export interface BuildResult {
   readonly app: App;

@@ -4,7 +4,7 @@
 // Values given with `-c` on the command line arrive as strings, values from
 // cdk.json or tests may be numbers/booleans: every reader accepts both.
 
-import { Duration } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { IConstruct } from 'constructs';
 
@@ -152,6 +152,15 @@ export const DATABASE_PORT = 5432;
 export const SEARCH_URL_TTL_SECONDS = 900;
 /** RDS for PostgreSQL version created by default (pgvector 0.8.x ships with every 17.x from 17.1). */
 export const DEFAULT_POSTGRES_VERSION = '17.9';
+
+/**
+ * The removal policy of the stateful resources (buckets, streams, key, queues,
+ * log groups): with retainData they outlive the stack (RETAIN), else they are
+ * deleted with it (DESTROY).
+ */
+export function dataRemovalPolicy(cfg: CollectionsConfig): RemovalPolicy {
+  return cfg.retainData ? RemovalPolicy.RETAIN : RemovalPolicy.DESTROY;
+}
 
 function raw(scope: IConstruct, key: string): unknown {
   return scope.node.tryGetContext(key);

