@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use analyzer::calls::VisionCalls;
-use collections_benches::photo;
-use collections_tests::providers::MockProviders;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use shared::api::{ApiKey, JsonClient};
-use shared::llm::VisionRequest;
-use shared::llm::anthropic::AnthropicProvider;
-use shared::retry::RetryPolicy;
+use remote::retry::RetryPolicy;
+use remote::{ApiKey, JsonClient};
+use runtime::batch::Meter;
+use test_support::bench::photo;
+use test_support::providers::MockProviders;
+use vision::VisionRequest;
+use vision::anthropic::AnthropicProvider;
 
 const BATCH: usize = 64;
 const CONCURRENCY: usize = 16;
@@ -30,7 +31,7 @@ fn analyzer(c: &mut Criterion) {
         1024,
     );
     let calls = VisionCalls::new(Arc::new(provider), CONCURRENCY, RetryPolicy::default());
-    let thumbnail = collections_benches::jpeg(&photo(800, 600));
+    let thumbnail = test_support::bench::jpeg(&photo(800, 600));
     let requests: Vec<VisionRequest<'_>> =
         (0..BATCH).map(|_| VisionRequest { image: &thumbnail, media_type: "image/jpeg", info: None }).collect();
 
@@ -38,7 +39,7 @@ fn analyzer(c: &mut Criterion) {
     group.sample_size(10).measurement_time(Duration::from_secs(25)).throughput(Throughput::Elements(BATCH as u64));
     group.bench_function("batch_64_at_16_concurrent_500ms_calls", |b| {
         b.to_async(&runtime).iter(|| async {
-            let results = calls.analyze_all(&requests).await;
+            let results = calls.analyze_all(&requests, &Meter::default()).await;
             assert!(results.iter().all(Result::is_ok));
         })
     });

@@ -8,9 +8,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use collections_benches::{embeddings, fresh_database, seed_analyses};
-use shared::db::embeddings::{NewEmbedding, copy_body, copy_rows};
 use sqlx::PgPool;
+use store::embeddings::{NewEmbedding, copy_body, copy_rows};
+use test_support::bench::{embeddings, fresh_database, seed_analyses};
 
 const DATABASE: &str = "collections_compare_insert";
 const COLUMNS: &str =
@@ -110,9 +110,9 @@ async fn main() -> anyhow::Result<()> {
         let file = dir.join(format!("embeddings-{n}.copy"));
         std::fs::write(&file, copy_body(rows))?;
         if indexed {
-            shared::db::models::build_indexes(&pool, 512).await?;
+            store::models::build_indexes(&pool, 512).await?;
         } else {
-            shared::db::models::drop_indexes(&pool).await?;
+            store::models::drop_indexes(&pool).await?;
         }
         let rounds = if indexed { 1 } else { args.rounds };
         let (mut theirs, mut mine) = (Vec::new(), Vec::new());
@@ -137,11 +137,11 @@ async fn main() -> anyhow::Result<()> {
 
     // The bulk-backfill mode: load without the index, then build it once.
     let n = args.indexed_rows;
-    shared::db::models::drop_indexes(&pool).await?;
+    store::models::drop_indexes(&pool).await?;
     empty(&pool).await?;
     let load = ours(&pool, &rows[..n], args.batch).await?;
     let start = Instant::now();
-    shared::db::models::build_indexes(&pool, 512).await?;
+    store::models::build_indexes(&pool, 512).await?;
     let build = start.elapsed();
     println!();
     println!(

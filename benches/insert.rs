@@ -6,10 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use collections_benches::{embeddings, fresh_database, seed_analyses};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use shared::db::embeddings::{NewEmbedding, copy_rows, insert_one, insert_rows};
 use sqlx::PgPool;
+use store::embeddings::{NewEmbedding, copy_rows, insert_one, insert_rows};
+use test_support::bench::{embeddings, fresh_database, seed_analyses};
 
 const ROWS: usize = 500;
 
@@ -55,9 +55,9 @@ fn insert(c: &mut Criterion) {
         runtime
             .block_on(async {
                 if indexed {
-                    shared::db::models::build_indexes(&pool, 256).await
+                    store::models::build_indexes(&pool, 256).await
                 } else {
-                    shared::db::models::drop_indexes(&pool).await
+                    store::models::drop_indexes(&pool).await
                 }
             })
             .expect("setting up the index");

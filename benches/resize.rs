@@ -2,8 +2,8 @@
 //! one phone-sized JPEG (untagged, and tagged Display P3, which adds the
 //! conversion to sRGB) and one PNG, single-threaded, as one worker does it.
 
-use collections_benches::{phone_jpeg, phone_jpeg_display_p3, rgba_png};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use test_support::bench::{phone_jpeg, phone_jpeg_display_p3, rgba_png};
 use thumbnailer::{OutputFormat, ThumbnailConfig, make_thumbnail};
 
 fn resize(c: &mut Criterion) {

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use collections_benches::scale::{Generated, store_generated};
-use shared::embedding::{EmbeddingProvider, InputType};
+use embedding::{EmbeddingProvider, InputType};
 use sqlx::PgPool;
+use test_support::scale::{Generated, store_generated};
 
 /// The database the load runs on, beside the one `DATABASE_URL` names.
 const DATABASE: &str = "collections_search_load";
@@ -89,7 +89,7 @@ async fn seed(pool: &PgPool, args: &Args, embedder: &dyn EmbeddingProvider) -> a
         return Ok(());
     }
     sqlx::query("TRUNCATE items CASCADE").execute(pool).await?;
-    shared::db::models::drop_indexes(pool).await?;
+    store::models::drop_indexes(pool).await?;
     let started = Instant::now();
     for chunk_start in (0..args.vectors).step_by(1000) {
         let range = chunk_start..(chunk_start + 1000).min(args.vectors);
@@ -113,7 +113,7 @@ async fn seed(pool: &PgPool, args: &Args, embedder: &dyn EmbeddingProvider) -> a
     }
     eprintln!(" in {:.0} s; building the HNSW index", started.elapsed().as_secs_f64());
     let started = Instant::now();
-    shared::db::models::build_indexes(pool, 1024).await?;
+    store::models::build_indexes(pool, 1024).await?;
     sqlx::query("ANALYZE").execute(pool).await?;
     eprintln!("index built in {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
@@ -175,8 +175,8 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = args()?;
-    let pool = collections_benches::database(DATABASE).await?;
-    let embedder: Arc<dyn EmbeddingProvider> = Arc::new(shared::embedding::local::LocalEmbedder::default());
+    let pool = test_support::bench::database(DATABASE).await?;
+    let embedder: Arc<dyn EmbeddingProvider> = Arc::new(embedding::local::LocalEmbedder::default());
     seed(&pool, &args, embedder.as_ref()).await?;
 
     let user = "load-0";
@@ -184,7 +184,7 @@ async fn main() -> anyhow::Result<()> {
         sqlx::query_scalar("SELECT count(*) FROM embeddings WHERE user_id = $1").bind(user).fetch_one(&pool).await?;
     let service =
         search::SearchService { pool: pool.clone(), embedding: embedder, links: Arc::new(search::links::LocalLinks) };
-    let store = Arc::new(shared::storage::FolderStore::new(std::env::temp_dir()));
+    let store = Arc::new(runtime::storage::FolderStore::new(std::env::temp_dir()));
     let app = search::gallery::local_app(Arc::new(service), store, None, user);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);

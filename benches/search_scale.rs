@@ -7,7 +7,7 @@
 //!   search-scale [--vectors 100000] [--users 1000] [--queries 30]
 
 use anyhow::Context;
-use collections_benches::scale::{measure, seed, zipf_sizes};
+use test_support::scale::{measure, seed, zipf_sizes};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -22,13 +22,13 @@ async fn main() -> anyhow::Result<()> {
             other => anyhow::bail!("unknown flag {other}"),
         }
     }
-    let pool = collections_benches::database("collections_search_scale").await?;
+    let pool = test_support::bench::database("collections_search_scale").await?;
     let sizes = zipf_sizes(vectors, users);
     eprintln!("seeding {vectors} vectors over {users} users (largest {}, once)", sizes[0]);
     seed(&pool, &sizes).await?;
     // Warm: the partitions, their TOAST (the vectors) and the model's graphs
     // in shared buffers, as a database serving searches all day has them.
-    let index = shared::db::models::EmbeddingModel::new(collections_benches::scale::MODEL, 1024).index_name();
+    let index = store::models::EmbeddingModel::new(test_support::scale::MODEL, 1024).index_name();
     sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_prewarm").execute(&pool).await?;
     let warmed: i64 = sqlx::query_scalar(
         "SELECT sum(pg_prewarm(r))::bigint FROM (

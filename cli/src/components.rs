@@ -1,5 +1,6 @@
-//! The composition root: reads the configuration once and builds the pool,
-//! the store and the providers every command uses.
+//! The composition root: reads the configuration once (or takes what a
+//! command chose instead) and builds the pool, the store and the providers
+//! every command uses.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,39 +8,48 @@ use std::time::Duration;
 
 use analyzer::AnalyzerConfig;
 use anyhow::Context;
+use domain::settings::{ConfigError, Env, Setting};
 use embedder::EmbedderConfig;
-use shared::api::{EnvSecrets, SecretSource};
-use shared::config::{DatabaseConfig, Env};
-use shared::db::models::{self, EmbeddingModel};
-use shared::embedding::EmbeddingProvider;
-use shared::llm::VisionProvider;
-use shared::storage::FolderStore;
+use embedding::{EmbeddingProvider, EmbeddingSettings};
+use remote::{EnvSecrets, SecretSource};
+use runtime::storage::{BUCKET_NAME, FolderStore, LOCAL_BUCKET};
 use sqlx::PgPool;
+use store::config::DatabaseConfig;
+use store::models::{self, EmbeddingModel};
 use thumbnailer::ThumbnailConfig;
+use vision::{VisionProvider, VisionSettings};
 
 use crate::pipeline::Batching;
+
+pub const DATA_DIR: Setting = Setting::new(
+    "COLLECTIONS_DATA_DIR",
+    ".collections",
+    "where the local bucket lives (`scripts/demo.sh` uses `.local/demo`)",
+);
+pub const BATCH_SIZE: Setting =
+    Setting::new("COLLECTIONS_BATCH_SIZE", "32", "records per stage batch locally, as a Kinesis trigger's batch size");
+pub const BATCH_WINDOW_MS: Setting =
+    Setting::new("COLLECTIONS_BATCH_WINDOW_MS", "100", "longest wait to fill a batch locally, ms");
 
 /// Settings of the local mode itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalConfig {
-    /// `COLLECTIONS_DATA_DIR`: where the local bucket lives (default `.collections`).
+    /// [`DATA_DIR`].
     pub data_dir: PathBuf,
-    /// `BUCKET_NAME` (the seed's): the local bucket's name (default `local`).
+    /// [`BUCKET_NAME`]: the local bucket's name.
     pub bucket: String,
-    /// `COLLECTIONS_BATCH_SIZE`: records per stage batch, as a Kinesis
-    /// trigger's batch size (default 32).
-    /// `COLLECTIONS_BATCH_WINDOW_MS`: longest wait to fill a batch, ms (default 100).
+    /// [`BATCH_SIZE`] and [`BATCH_WINDOW_MS`].
     pub batching: Batching,
 }
 
 impl LocalConfig {
-    pub fn from_env(env: &Env) -> Result<Self, shared::config::ConfigError> {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            data_dir: PathBuf::from(env.string_or("COLLECTIONS_DATA_DIR", ".collections")),
-            bucket: env.string_or("BUCKET_NAME", "local"),
+            data_dir: PathBuf::from(env.text(&DATA_DIR)?),
+            bucket: env.get(BUCKET_NAME.name).unwrap_or_else(|| LOCAL_BUCKET.to_owned()),
             batching: Batching {
-                size: env.parse_at_least("COLLECTIONS_BATCH_SIZE", 32, 1)?,
-                window: Duration::from_millis(env.parse_or("COLLECTIONS_BATCH_WINDOW_MS", 100)?),
+                size: env.parse_at_least(&BATCH_SIZE, 1)?,
+                window: Duration::from_millis(env.parse(&BATCH_WINDOW_MS)?),
             },
         })
     }
@@ -48,15 +58,23 @@ impl LocalConfig {
 /// maintenance_work_mem for building a vector index, MiB, unless told otherwise.
 pub const INDEX_BUILD_MEMORY_MIB: u32 = 1024;
 
-/// Applies the migrations, registers `embedder`'s active model with its
-/// size, and builds what is missing of its vector index (unless `index` is
-/// false: bulk loads build it once at the end). Needs no provider key.
-pub async fn prepare_database(pool: &PgPool, embedder: &EmbedderConfig, index: bool) -> anyhow::Result<()> {
-    shared::db::migrate(pool).await?;
-    let active = embedder.active();
-    let model = EmbeddingModel::new(&embedder::providers::stored_name(&active), active.dimensions);
-    models::prepare(pool, &model, index.then_some(INDEX_BUILD_MEMORY_MIB), None).await?;
+/// Applies the migrations, registers `model` with its size, and builds
+/// what is missing of its vector index (unless `index` is false: bulk loads
+/// build it once at the end). Needs no provider key.
+pub async fn prepare_database(pool: &PgPool, model: &EmbeddingSettings, index: bool) -> anyhow::Result<()> {
+    store::migrate(pool).await?;
+    let registered = EmbeddingModel::new(&model.stored_name(), model.dimensions);
+    models::prepare(pool, &registered, index.then_some(INDEX_BUILD_MEMORY_MIB), None).await?;
     Ok(())
+}
+
+/// What a command chooses instead of the environment: a vision provider
+/// and model (`reanalyze --provider --model`), an embedding model
+/// (`reembed --provider --model --dimensions`).
+#[derive(Debug, Clone, Default)]
+pub struct Choices {
+    pub vision: Option<VisionSettings>,
+    pub embedding: Option<EmbeddingSettings>,
 }
 
 /// Everything the local commands run on.
@@ -81,29 +99,42 @@ impl std::fmt::Debug for Components {
 impl Components {
     /// [`prepare_database`] for this configuration's embedding model.
     pub async fn prepare_database(&self, index: bool) -> anyhow::Result<()> {
-        prepare_database(&self.pool, &self.embedder, index).await
+        prepare_database(&self.pool, &self.embedder.active, index).await
     }
 
-    /// Reads every setting from `env` (API keys too) and connects to the database.
+    /// Every setting from `env` (API keys from the environment too), and a
+    /// connection to the database.
     pub async fn from_env(env: &Env) -> anyhow::Result<Self> {
-        let database = DatabaseConfig::from_env(env)?;
-        let pool = shared::db::connect(&database).await?;
-        Self::with_pool(env, &EnvSecrets, pool).await
+        Self::connect(env, Choices::default()).await
     }
 
-    /// As [`Components::from_env`], on an existing pool (tests bring theirs).
-    pub async fn with_pool(env: &Env, secrets: &dyn SecretSource, pool: PgPool) -> anyhow::Result<Self> {
+    /// As [`Components::from_env`], with what the command chose instead.
+    pub async fn connect(env: &Env, choices: Choices) -> anyhow::Result<Self> {
+        let pool = store::connect(&DatabaseConfig::from_env(env)?).await?;
+        Self::with_pool(env, &EnvSecrets, pool, choices).await
+    }
+
+    /// As [`Components::connect`], on an existing pool and secrets (tests bring theirs).
+    pub async fn with_pool(
+        env: &Env,
+        secrets: &dyn SecretSource,
+        pool: PgPool,
+        choices: Choices,
+    ) -> anyhow::Result<Self> {
         let local = LocalConfig::from_env(env)?;
-        let analyzer = AnalyzerConfig::from_env(env)?;
-        let embedder = EmbedderConfig::from_env(env)?;
-        let vision = analyzer::providers::build(&analyzer, secrets)
-            .await
-            .map_err(anyhow::Error::msg)
-            .context("vision provider")?;
-        let embedding = embedder::providers::build(&embedder, secrets)
-            .await
-            .map_err(anyhow::Error::msg)
-            .context("embedding provider")?;
+        let vision = match choices.vision {
+            Some(chosen) => chosen,
+            None => VisionSettings::from_env(env)?,
+        };
+        let analyzer = AnalyzerConfig::with_vision(env, vision)?;
+        let active = match choices.embedding {
+            Some(chosen) => chosen,
+            None => EmbeddingSettings::from_env(env)?,
+        };
+        let embedder = EmbedderConfig::with_models(env, active, None)?;
+        let vision = analyzer.vision.build(secrets).await.map_err(anyhow::Error::msg).context("vision provider")?;
+        let embedding =
+            embedder.active.build(secrets).await.map_err(anyhow::Error::msg).context("embedding provider")?;
         Ok(Self {
             pool,
             store: Arc::new(FolderStore::new(local.data_dir.join("bucket"))),

@@ -8,12 +8,12 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use aws::s3::S3Store;
+use domain::events::{ObjectRef, Upload};
 use futures::StreamExt;
-use shared::aws::s3::S3Store;
-use shared::bus::LocalBus;
-use shared::events::{ObjectRef, Upload};
-use shared::stage::BatchContext;
-use shared::storage::ObjectStore;
+use runtime::batch::BatchContext;
+use runtime::bus::LocalBus;
+use runtime::storage::ObjectStore;
 use sqlx::PgPool;
 use thumbnailer::{ThumbnailConfig, ThumbnailOutcome, Thumbnailer};
 
@@ -90,9 +90,9 @@ pub struct Erased {
 /// record failures), their thumbnails, and with `originals` their originals.
 pub async fn erase_user(c: &Components, user: &str, originals: bool) -> anyhow::Result<Erased> {
     validate_user(user)?;
-    let (items, record_failures) = shared::db::items::erase_user(&c.pool, user).await?;
+    let (items, record_failures) = store::items::erase_user(&c.pool, user).await?;
     let folder = c.store.path_of(&c.local.bucket, user);
-    let remove = if originals { folder } else { folder.join(shared::keys::THUMBNAILS_DIR) };
+    let remove = if originals { folder } else { folder.join(domain::keys::THUMBNAILS_DIR) };
     match std::fs::remove_dir_all(&remove) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             return Err(e).with_context(|| format!("removing {}", remove.display()));
@@ -117,7 +117,7 @@ pub async fn erase_user_on_s3(
     originals: bool,
 ) -> anyhow::Result<Erased> {
     validate_user(user)?;
-    let prefix = if originals { format!("{user}/") } else { format!("{user}/{}/", shared::keys::THUMBNAILS_DIR) };
+    let prefix = if originals { format!("{user}/") } else { format!("{user}/{}/", domain::keys::THUMBNAILS_DIR) };
     let mut objects = 0;
     let mut after: Option<String> = None;
     loop {
@@ -133,6 +133,6 @@ pub async fn erase_user_on_s3(
             break;
         }
     }
-    let (items, record_failures) = shared::db::items::erase_user(pool, user).await?;
+    let (items, record_failures) = store::items::erase_user(pool, user).await?;
     Ok(Erased { items, record_failures, objects })
 }

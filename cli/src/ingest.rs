@@ -1,14 +1,21 @@
 //! Local runs: a folder's images are "uploaded" into the local bucket as
 //! `{user}/{relative path}` (hard-linked where possible), then sent through
-//! the pipeline; failed items are sent again from the stage that failed.
+//! the pipeline; failed items are sent again from the stage that failed;
+//! and a direct backfill's objects go through the pipeline here
+//! ([`DirectSink`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use shared::db::{StageName, analyses, items, status};
-use shared::events::{AnalysisComplete, ImageProcessed, ObjectRef, PipelineEvent};
-use shared::keys::ImageKey;
+use async_trait::async_trait;
+use aws::s3::S3Store;
+use domain::events::{AnalysisComplete, ImageProcessed, ObjectRef, PipelineEvent};
+use domain::keys::ImageKey;
+use domain::stage::StageName;
+use ops::backfill::{Sink, SinkError};
+use store::{analyses, items, status};
+use uuid::Uuid;
 use walkdir::WalkDir;
 
 use crate::components::Components;
@@ -125,8 +132,8 @@ pub async fn run_folder(c: &Components, dir: &Path, user: &str, force: bool) -> 
     Ok(tracker.finish())
 }
 
-fn skip_reason(e: &shared::keys::KeyError) -> String {
-    use shared::keys::KeyError;
+fn skip_reason(e: &domain::keys::KeyError) -> String {
+    use domain::keys::KeyError;
     match e {
         KeyError::UnsupportedExtension { .. } | KeyError::NoExtension(_) => "not a .jpg, .jpeg or .png file".to_owned(),
         KeyError::Thumbnail(_) => "under a thumbnails folder".to_owned(),
@@ -219,6 +226,41 @@ pub async fn retry_failures(c: &Components, user: Option<&str>, limit: i64) -> a
     }
     pipeline.finish().await?;
     Ok(tracker.finish())
+}
+
+/// A backfill's objects through the stages in this process (`backfill
+/// --direct`), reading originals from S3.
+pub struct DirectSink {
+    pipeline: Pipeline,
+    tracker: Arc<Tracker>,
+}
+
+impl DirectSink {
+    pub fn start(c: &Components, s3: S3Store) -> anyhow::Result<Self> {
+        let tracker = Arc::new(Tracker::hidden());
+        Ok(Self { pipeline: Pipeline::start(c, Arc::new(s3), tracker.clone())?, tracker })
+    }
+}
+
+#[async_trait]
+impl Sink for DirectSink {
+    async fn send(&self, objects: Vec<(ObjectRef, Uuid)>) -> Result<(), SinkError> {
+        for (object, item) in objects {
+            self.tracker.register(item, &object.key);
+            self.pipeline.submit_object(object).await.map_err(|e| SinkError::from(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Once every one of them has an outcome from the stages.
+    fn through(&self, keys: &[String]) -> bool {
+        self.tracker.settle(keys)
+    }
+
+    async fn finish(self: Box<Self>) -> Result<Vec<(String, String)>, SinkError> {
+        self.pipeline.finish().await.map_err(|e| SinkError::from(e.to_string()))?;
+        Ok(self.tracker.finish().failed)
+    }
 }
 
 #[cfg(test)]

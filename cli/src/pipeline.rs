@@ -7,13 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use analyzer::Analyzer;
+use domain::events::{ANALYSIS_COMPLETE, IMAGE_PROCESSED, ObjectRef, PipelineEvent, Upload};
+use domain::keys::ImageKey;
 use embedder::Embedder;
-use shared::bus::{EventPublisher, LocalBus};
-use shared::events::{ANALYSIS_COMPLETE, IMAGE_PROCESSED, ObjectRef, PipelineEvent, Upload};
-use shared::keys::ImageKey;
-use shared::runner::{self, Entry, Settled};
-use shared::stage::{BatchContext, FailureLog, Stage};
-use shared::storage::ObjectStore;
+use runtime::batch::BatchContext;
+use runtime::bus::{EventPublisher, LocalBus};
+use runtime::failures::FailureLog;
+use runtime::runner::{self, Entry, Settled};
+use runtime::stage::Stage;
+use runtime::storage::ObjectStore;
 use thumbnailer::Thumbnailer;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -146,7 +148,6 @@ async fn run_stage<S: Stage, M: Send + 'static>(
     tracker: Arc<Tracker>,
     last: bool,
 ) {
-    let context = BatchContext::default();
     while let Some(first) = queue.recv().await {
         let mut batch: Vec<S::Input> = convert(first).into_iter().collect();
         let deadline = tokio::time::Instant::now() + batching.window;
@@ -160,7 +161,8 @@ async fn run_stage<S: Stage, M: Send + 'static>(
             continue;
         }
         let entries: Vec<Entry<S::Input>> = batch.into_iter().map(Entry::local).collect();
-        let ran = runner::run(&stage, &failures, entries, &context).await;
+        // Each batch its own context: its meter counts this batch alone.
+        let ran = runner::run(&stage, &failures, entries, BatchContext::default()).await;
         for (subject, settled) in ran.settled {
             let name = || tracker.name(subject.item_id, subject.key.clone().unwrap_or_default());
             match settled {

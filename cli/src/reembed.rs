@@ -7,34 +7,15 @@
 
 use std::time::Duration;
 
-use shared::aws::kinesis::StreamWriter;
-use shared::events::{AnalysisComplete, PipelineEvent};
-use shared::keys::ImageKey;
+use domain::events::{AnalysisComplete, PipelineEvent};
+use domain::keys::ImageKey;
+use ops::kinesis::StreamWriter;
 use sqlx::PgPool;
-use uuid::Uuid;
+use store::{embeddings, models};
 
 use crate::components::Components;
 use crate::pipeline::run_events;
 use crate::report::Report;
-
-/// The latest analysis of every item (of `user`, or everyone's) that
-/// `model` has not embedded: (item, analysis, key).
-async fn pending(pool: &PgPool, model: &str, user: Option<&str>) -> anyhow::Result<Vec<(Uuid, Uuid, String)>> {
-    let latest: Vec<(Uuid, Uuid, String)> = sqlx::query_as(
-        r#"
-        SELECT DISTINCT ON (a.item_id) a.item_id, a.id, i.file_path
-        FROM analyses a JOIN items i ON i.id = a.item_id
-        WHERE ($1::text IS NULL OR a.user_id = $1)
-        ORDER BY a.item_id, a.version DESC
-        "#,
-    )
-    .bind(user)
-    .fetch_all(pool)
-    .await?;
-    let analyses: Vec<Uuid> = latest.iter().map(|t| t.1).collect();
-    let embedded = shared::db::embeddings::existing(pool, &analyses, model).await?;
-    Ok(latest.into_iter().filter(|(_, analysis, _)| !embedded.contains(analysis)).collect())
-}
 
 /// Puts the latest analysis of every item that `model` (the embedder
 /// function's `REEMBED_*` model, by its stored name) has not embedded on
@@ -49,23 +30,23 @@ pub async fn reembed_on_stream(
     rate: f64,
 ) -> anyhow::Result<u64> {
     anyhow::ensure!(
-        shared::db::models::find(pool, model).await?.is_some(),
+        models::find(pool, model).await?.is_some(),
         "{model} is not registered: deploy with it as the re-embed model (reembedProvider, reembedModel, \
          reembedDimensions) first; the migrator registers and indexes it"
     );
-    let events = pending(pool, model, user)
+    let events = embeddings::unembedded(pool, model, user)
         .await?
         .into_iter()
-        .filter_map(|(item, analysis, key)| {
-            let parsed = ImageKey::parse(&key).ok()?;
+        .filter_map(|todo| {
+            let parsed = ImageKey::parse(&todo.file_path).ok()?;
             let event = AnalysisComplete {
                 reembed_model: Some(model.to_owned()),
-                ..AnalysisComplete::of_key(&parsed, analysis)
+                ..AnalysisComplete::of_key(&parsed, todo.analysis_id)
             };
-            Some((item, PipelineEvent::AnalysisComplete(event)))
+            Some((todo.item_id, PipelineEvent::AnalysisComplete(event)))
         })
         .collect();
-    crate::streams::put_events(analyzed, events, rate).await
+    Ok(ops::streams::put_events(analyzed, events, rate).await?)
 }
 
 /// Embeds the latest analysis of every item (of `user`, or everyone's)
@@ -73,8 +54,8 @@ pub async fn reembed_on_stream(
 /// (batched, retried), at most `rate` analyses a second. Run again after an
 /// interruption, it goes on where it stopped: what is embedded is skipped.
 pub async fn reembed(c: &Components, user: Option<&str>, rate: f64) -> anyhow::Result<Report> {
-    let todo = pending(&c.pool, c.embedding.model(), user).await?;
-    let keyed = todo.into_iter().map(|(item, analysis, key)| (item, key, analysis)).collect();
+    let todo = embeddings::unembedded(&c.pool, c.embedding.model(), user).await?;
+    let keyed = todo.into_iter().map(|t| (t.item_id, t.file_path, t.analysis_id)).collect();
     let pause = Duration::from_secs_f64(1.0 / rate);
     let (report, _) = run_events(c, keyed, Some(pause), |analysis, key| {
         PipelineEvent::AnalysisComplete(AnalysisComplete::of_key(key, analysis))
@@ -93,14 +74,7 @@ pub async fn prune(c: &Components, model: &str, user: Option<&str>, idle: Durati
         model != c.embedding.model(),
         "{model} is the active embedding model: switch the configuration to another before pruning it"
     );
-    let last: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
-        "SELECT max(created_at) FROM embeddings WHERE embedding_model = $1 AND ($2::text IS NULL OR user_id = $2)",
-    )
-    .bind(model)
-    .bind(user)
-    .fetch_one(&c.pool)
-    .await?;
-    if let Some(last) = last {
+    if let Some(last) = embeddings::last_written(&c.pool, model, user).await? {
         let age = (chrono::Utc::now() - last).to_std().unwrap_or_default();
         anyhow::ensure!(
             age >= idle,
@@ -109,13 +83,8 @@ pub async fn prune(c: &Components, model: &str, user: Option<&str>, idle: Durati
             age.as_secs()
         );
     }
-    let Some(user) = user else {
-        return Ok(shared::db::models::remove(&c.pool, model).await?);
-    };
-    let done = sqlx::query("DELETE FROM embeddings WHERE embedding_model = $1 AND user_id = $2")
-        .bind(model)
-        .bind(user)
-        .execute(&c.pool)
-        .await?;
-    Ok(done.rows_affected())
+    Ok(match user {
+        Some(user) => embeddings::remove_of_user(&c.pool, model, user).await?,
+        None => models::remove(&c.pool, model).await?,
+    })
 }

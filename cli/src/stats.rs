@@ -8,12 +8,19 @@ use std::path::Path;
 
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
+use domain::settings::Setting;
+use domain::usage::Usage;
 use serde::Deserialize;
-use shared::usage::Usage;
-use sqlx::PgPool;
+use store::stats::{ModelUsage, Stats};
+
+pub const PRICES: Setting = Setting::optional(
+    "COLLECTIONS_PRICES",
+    "`prices.json` (built in)",
+    "`collections stats`: a price table of your own, in the shape of [prices.json](../prices.json)",
+);
 
 /// The price table shipped with the binary (see its `about`).
-const DEFAULT_PRICES: &str = include_str!("../../../prices.json");
+const DEFAULT_PRICES: &str = include_str!("../../prices.json");
 
 /// US dollars per million tokens, by model.
 #[derive(Debug, Clone, Deserialize)]
@@ -60,13 +67,6 @@ impl Prices {
     }
 }
 
-/// Which rows count: of one user, and created since a moment.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Filter<'a> {
-    pub user: Option<&'a str>,
-    pub since: Option<DateTime<Utc>>,
-}
-
 /// `--since`: a date (midnight UTC) or an RFC 3339 time.
 pub fn parse_since(text: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
@@ -75,31 +75,6 @@ pub fn parse_since(text: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| format!("{text:?} is neither a date (2026-11-30) nor an RFC 3339 time"))
-}
-
-/// The tokens one model used, over the rows of one stage.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelUsage {
-    /// `analysis` or `embedding`.
-    pub stage: &'static str,
-    pub model: String,
-    /// A local provider: costs nothing.
-    pub local: bool,
-    pub rows: i64,
-    /// Rows whose provider counted no tokens.
-    pub uncounted: i64,
-    pub used: Usage,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// (stage, status, items).
-    pub statuses: Vec<(String, String, i64)>,
-    /// (stage, reason, times), commonest first.
-    pub failures: Vec<(String, String, i64)>,
-    pub models: Vec<ModelUsage>,
-    /// Items analysed, the denominator of the cost per 1000 images.
-    pub images: i64,
 }
 
 /// What the tokens cost by a price table.
@@ -112,140 +87,26 @@ pub struct Cost {
     pub unpriced: Vec<String>,
 }
 
-impl Stats {
-    pub fn cost(&self, prices: &Prices) -> Cost {
-        let mut total = 0.0;
-        let mut unpriced = Vec::new();
-        for m in self.models.iter().filter(|m| !m.local && m.used.total() > 0) {
-            match prices.models.get(&m.model) {
-                Some(price) => total += price.cost(&m.used),
-                None => unpriced.push(m.model.clone()),
-            }
-        }
-        let per_1000_images = (self.images > 0).then(|| total * 1000.0 / self.images as f64);
-        Cost { total, per_1000_images, unpriced }
+/// Whether a local provider made these rows: they cost nothing.
+pub fn is_local(m: &ModelUsage) -> bool {
+    match &m.provider {
+        Some(provider) => provider == "local",
+        None => embedding::local::is_local_model(&m.model),
     }
 }
 
-/// The tokens of one provider and model's analyses, summed.
-#[derive(sqlx::FromRow)]
-struct AnalysisTokens {
-    provider_used: String,
-    model_used: String,
-    rows: i64,
-    uncounted: i64,
-    input: i64,
-    output: i64,
-    cache_read: i64,
-    cache_write: i64,
-}
-
-/// How many of the failure reasons are listed.
-const TOP_FAILURES: i64 = 5;
-
-pub async fn gather(pool: &PgPool, filter: Filter<'_>) -> anyhow::Result<Stats> {
-    let statuses = sqlx::query_as(
-        r#"
-        SELECT s.stage, s.status, count(*)
-        FROM items i,
-             LATERAL (VALUES ('thumbnail', i.thumbnail_status), ('analysis', i.analysis_status),
-                             ('embedding', i.embedding_status)) AS s(stage, status)
-        WHERE ($1::text IS NULL OR i.user_id = $1) AND ($2::timestamptz IS NULL OR i.created_at >= $2)
-        GROUP BY 1, 2
-        ORDER BY array_position(ARRAY['thumbnail', 'analysis', 'embedding'], s.stage), 2
-        "#,
-    )
-    .bind(filter.user)
-    .bind(filter.since)
-    .fetch_all(pool)
-    .await
-    .context("counting items by status")?;
-    let failures = sqlx::query_as(
-        r#"
-        SELECT stage, reason, count(*) FROM (
-            SELECT failed_stage AS stage, left(last_error, 160) AS reason FROM items
-            WHERE failed_stage IS NOT NULL AND ($1::text IS NULL OR user_id = $1)
-              AND ($2::timestamptz IS NULL OR updated_at >= $2)
-            UNION ALL
-            SELECT stage, left(reason, 160) FROM record_failures
-            WHERE ($1::text IS NULL OR user_id = $1) AND ($2::timestamptz IS NULL OR updated_at >= $2)
-        ) f
-        GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT $3
-        "#,
-    )
-    .bind(filter.user)
-    .bind(filter.since)
-    .bind(TOP_FAILURES)
-    .fetch_all(pool)
-    .await
-    .context("listing failure reasons")?;
-    let analyses: Vec<AnalysisTokens> = sqlx::query_as(
-        r#"
-        SELECT provider_used, model_used, count(*) AS rows,
-               count(*) FILTER (WHERE input_tokens IS NULL) AS uncounted,
-               coalesce(sum(input_tokens), 0)::bigint AS input,
-               coalesce(sum(output_tokens), 0)::bigint AS output,
-               coalesce(sum(cache_read_tokens), 0)::bigint AS cache_read,
-               coalesce(sum(cache_write_tokens), 0)::bigint AS cache_write
-        FROM analyses
-        WHERE ($1::text IS NULL OR user_id = $1) AND ($2::timestamptz IS NULL OR created_at >= $2)
-        GROUP BY 1, 2 ORDER BY 2
-        "#,
-    )
-    .bind(filter.user)
-    .bind(filter.since)
-    .fetch_all(pool)
-    .await
-    .context("adding up analysis tokens")?;
-    let embeddings: Vec<(String, i64, i64, i64)> = sqlx::query_as(
-        r#"
-        SELECT embedding_model, count(*), count(*) FILTER (WHERE tokens IS NULL), coalesce(sum(tokens), 0)::bigint
-        FROM embeddings
-        WHERE ($1::text IS NULL OR user_id = $1) AND ($2::timestamptz IS NULL OR created_at >= $2)
-        GROUP BY 1 ORDER BY 1
-        "#,
-    )
-    .bind(filter.user)
-    .bind(filter.since)
-    .fetch_all(pool)
-    .await
-    .context("adding up embedding tokens")?;
-    let images: i64 = sqlx::query_scalar(
-        "SELECT count(DISTINCT item_id) FROM analyses
-         WHERE ($1::text IS NULL OR user_id = $1) AND ($2::timestamptz IS NULL OR created_at >= $2)",
-    )
-    .bind(filter.user)
-    .bind(filter.since)
-    .fetch_one(pool)
-    .await
-    .context("counting analysed images")?;
-
-    let count = |n: i64| u64::try_from(n).unwrap_or(0);
-    let mut models: Vec<ModelUsage> = analyses
-        .into_iter()
-        .map(|a| ModelUsage {
-            stage: "analysis",
-            local: a.provider_used == "local",
-            model: a.model_used,
-            rows: a.rows,
-            uncounted: a.uncounted,
-            used: Usage {
-                input: count(a.input),
-                output: count(a.output),
-                cache_read: count(a.cache_read),
-                cache_write: count(a.cache_write),
-            },
-        })
-        .collect();
-    models.extend(embeddings.into_iter().map(|(model, rows, uncounted, tokens)| ModelUsage {
-        stage: "embedding",
-        local: model == shared::embedding::local::LOCAL_MODEL,
-        model,
-        rows,
-        uncounted,
-        used: Usage { input: count(tokens), ..Usage::default() },
-    }));
-    Ok(Stats { statuses, failures, models, images })
+/// What the tokens of `stats` cost by `prices`.
+pub fn cost(stats: &Stats, prices: &Prices) -> Cost {
+    let mut total = 0.0;
+    let mut unpriced = Vec::new();
+    for m in stats.models.iter().filter(|m| !is_local(m) && m.used.total() > 0) {
+        match prices.models.get(&m.model) {
+            Some(price) => total += price.cost(&m.used),
+            None => unpriced.push(m.model.clone()),
+        }
+    }
+    let per_1000_images = (stats.images > 0).then(|| total * 1000.0 / stats.images as f64);
+    Cost { total, per_1000_images, unpriced }
 }
 
 /// The report `collections stats` prints.
@@ -282,7 +143,7 @@ pub fn report(stats: &Stats, prices: &Prices) -> String {
             "  {:<10} {:<28} rows {:>7}  input {:>10}  output {:>9}  cache read {:>9}  cache write {:>9}",
             m.stage, m.model, m.rows, u.input, u.output, u.cache_read, u.cache_write
         );
-        let cost = if m.local {
+        let cost = if is_local(m) {
             "  $0 (local: costs nothing)".to_owned()
         } else {
             match prices.models.get(&m.model) {
@@ -291,12 +152,12 @@ pub fn report(stats: &Stats, prices: &Prices) -> String {
             }
         };
         out.push_str(&cost);
-        if m.uncounted > 0 && !m.local {
+        if m.uncounted > 0 && !is_local(m) {
             let _ = write!(out, "  ({} rows without a count)", m.uncounted);
         }
         out.push('\n');
     }
-    let cost = stats.cost(prices);
+    let cost = cost(stats, prices);
     let _ = write!(out, "estimated cost ${:.4}", cost.total);
     match cost.per_1000_images {
         Some(per) => {

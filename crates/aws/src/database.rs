@@ -15,9 +15,39 @@ use serde::Deserialize;
 use sqlx::PgPool;
 use thiserror::Error;
 
-use super::describe;
-use super::ssm::SsmParameters;
-use crate::config::{ConfigError, DatabaseConfig, Env, postgres_url};
+use domain::settings::{ConfigError, Env, Setting};
+use store::config::{
+    DATABASE_HOST, DATABASE_MAX_CONNECTIONS, DATABASE_NAME, DATABASE_PORT, DATABASE_URL, DatabaseConfig, postgres_url,
+};
+
+use crate::describe;
+use crate::ssm::SsmParameters;
+
+pub const DATABASE_SECRET_ARN: Setting = Setting::optional(
+    "DATABASE_SECRET_ARN",
+    "none",
+    "on Lambda, when `DATABASE_URL` is unset: the RDS secret giving the user and password (and host, port and \
+     name when it has them; `DATABASE_HOST`, `DATABASE_PORT` and `DATABASE_NAME` win)",
+);
+pub const DATABASE_URL_PARAMETER: Setting = Setting::optional(
+    "DATABASE_URL_PARAMETER",
+    "none",
+    "on Lambda, when neither `DATABASE_URL` nor `DATABASE_SECRET_ARN` is set: the SSM parameter holding the URL",
+);
+pub const DATABASE_CA_FILE: Setting = Setting::optional(
+    "DATABASE_CA_FILE",
+    "none",
+    "on Lambda, with `DATABASE_SECRET_ARN`: the CA bundle (PEM) the server's certificate must chain to; the \
+     connection then verifies the chain and the host name (`sslmode=verify-full`); without it, \
+     `sslmode=require` (encrypted, not verified). The CDK app ships the RDS bundle at \
+     `/opt/rds-ca/rds-ca-bundle.pem`",
+);
+pub const DATABASE_SETTINGS_REFRESH_SECONDS: Setting = Setting::new(
+    "DATABASE_SETTINGS_REFRESH_SECONDS",
+    "60",
+    "on Lambda, with a secret or parameter: how often it is read again, seconds, so a rotated password reaches \
+     new connections",
+);
 
 #[derive(Debug, Error)]
 pub enum DatabaseSettingsError {
@@ -68,7 +98,7 @@ pub async fn read_secret(config: &SdkConfig, arn: &str) -> Result<RdsSecret, Dat
 /// the RDS bundle there) the certificate chain and the host name are
 /// verified; without it the connection is encrypted, unverified.
 fn tls_parameters(env: &Env) -> String {
-    match env.get("DATABASE_CA_FILE") {
+    match env.value(&DATABASE_CA_FILE) {
         Some(ca) => {
             let ca = percent_encoding::utf8_percent_encode(&ca, percent_encoding::NON_ALPHANUMERIC);
             format!("?sslmode=verify-full&sslrootcert={ca}")
@@ -80,19 +110,27 @@ fn tls_parameters(env: &Env) -> String {
 /// Resolves the database settings, reading AWS only when the environment
 /// does not say it all.
 pub async fn resolve(env: &Env, config: &SdkConfig) -> Result<DatabaseConfig, DatabaseSettingsError> {
-    if env.get("DATABASE_URL").is_some() {
+    if env.value(&DATABASE_URL).is_some() {
         return Ok(DatabaseConfig::from_env(env)?);
     }
-    let max_connections = env.parse_at_least("DATABASE_MAX_CONNECTIONS", 5, 1)?;
-    if let Some(arn) = env.get("DATABASE_SECRET_ARN") {
+    let max_connections = env.parse_at_least(&DATABASE_MAX_CONNECTIONS, 1)?;
+    if let Some(arn) = env.value(&DATABASE_SECRET_ARN) {
         let secret = read_secret(config, &arn).await?;
-        let host = env.get("DATABASE_HOST").or(secret.host).ok_or(ConfigError::Missing { name: "DATABASE_HOST" })?;
-        let port: u16 = env.parse_or("DATABASE_PORT", secret.port.unwrap_or(5432))?;
-        let name = env.get("DATABASE_NAME").or(secret.dbname).unwrap_or_else(|| "collections".to_owned());
+        let host =
+            env.value(&DATABASE_HOST).or(secret.host).ok_or(ConfigError::Missing { name: DATABASE_HOST.name })?;
+        // What the environment says, else what the secret says, else the defaults.
+        let port: u16 = match (env.get(DATABASE_PORT.name), secret.port) {
+            (None, Some(port)) => port,
+            _ => env.parse(&DATABASE_PORT)?,
+        };
+        let name = match (env.get(DATABASE_NAME.name), secret.dbname) {
+            (None, Some(name)) => name,
+            _ => env.text(&DATABASE_NAME)?,
+        };
         let url = postgres_url(&secret.username, Some(&secret.password), &host, port, &name) + &tls_parameters(env);
         return Ok(DatabaseConfig { url, max_connections });
     }
-    if let Some(name) = env.get("DATABASE_URL_PARAMETER") {
+    if let Some(name) = env.value(&DATABASE_URL_PARAMETER) {
         let url = SsmParameters::new(config, "")
             .get_parameter(&name)
             .await
@@ -114,10 +152,10 @@ pub fn keep_current(
     env: &Env,
     config: &SdkConfig,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, ConfigError> {
-    if env.get("DATABASE_URL").is_some() {
+    if env.value(&DATABASE_URL).is_some() {
         return Ok(None);
     }
-    let every = Duration::from_secs(env.parse_at_least("DATABASE_SETTINGS_REFRESH_SECONDS", 60, 1)?);
+    let every = Duration::from_secs(env.parse_at_least(&DATABASE_SETTINGS_REFRESH_SECONDS, 1)?);
     let (mut current, env, config) = (first.url.clone(), env.clone(), config.clone());
     Ok(Some(tokio::spawn(async move {
         loop {
@@ -130,7 +168,7 @@ pub fn keep_current(
                     continue;
                 }
             };
-            match crate::db::connect_options(&url) {
+            match store::connect_options(&url) {
                 Ok(options) => {
                     tracing::info!("the database settings changed; new connections use them");
                     pool.set_connect_options(options);

@@ -8,10 +8,11 @@ use aws_config::SdkConfig;
 use aws_sdk_eventbridge::Client;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 
-use super::{describe, is_retriable, is_retriable_code};
-use crate::bus::{EventPublisher, PublishError};
-use crate::events::PipelineEvent;
-use crate::retry::RetryPolicy;
+use domain::events::PipelineEvent;
+use remote::retry::RetryPolicy;
+use runtime::bus::{EventPublisher, PublishError};
+
+use crate::{describe, is_retriable, is_retriable_code};
 
 /// Most entries one `PutEvents` call takes.
 pub const MAX_ENTRIES: usize = 10;

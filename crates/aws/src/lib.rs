@@ -1,17 +1,42 @@
-//! AWS adapters of the ports: S3 for storage, EventBridge for the bus,
-//! Kinesis for feeding streams, SSM Parameter Store and Secrets Manager for
-//! keys and database credentials. Every client honours `AWS_ENDPOINT_URL`,
-//! which is how the tests reach a local endpoint.
+//! The pipeline on AWS, as every Lambda needs it: the SDK's configuration,
+//! S3 as the object store, EventBridge as the bus, SSM Parameter Store for
+//! API keys, the database's settings from Secrets Manager or SSM, the
+//! clients a stage builds once per cold start, and the Lambda side of the
+//! batch runner (typed invocations in, batch responses out). Every client
+//! honours `AWS_ENDPOINT_URL`, which is how the tests reach a local
+//! endpoint. CLI-only tooling (Kinesis writers, redrive) is in `ops`.
 
+pub mod clients;
 pub mod database;
 pub mod eventbridge;
-pub mod kinesis;
-pub mod redrive;
+pub mod lambda;
 pub mod s3;
 pub mod ssm;
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_s3::error::SdkError;
+use domain::settings::Setting;
+
+pub use clients::{EnvThenSsm, StageClients};
+
+/// Read by the AWS SDK itself; documented here.
+pub const AWS_ENDPOINT_URL: Setting = Setting::optional(
+    "AWS_ENDPOINT_URL",
+    "AWS",
+    "another AWS endpoint (the tests' moto_server); S3 then uses path-style addressing",
+);
+
+/// The settings of this crate, for `docs/configuration.md`.
+pub const SETTINGS: &[Setting] = &[
+    clients::EVENT_BUS_NAME,
+    clients::SSM_PARAMETER_PREFIX,
+    database::DATABASE_SECRET_ARN,
+    database::DATABASE_URL_PARAMETER,
+    database::DATABASE_CA_FILE,
+    database::DATABASE_SETTINGS_REFRESH_SECONDS,
+    lambda::FUNCTION_TIMEOUT_SECS,
+    AWS_ENDPOINT_URL,
+];
 
 /// How long an AWS call may take: each attempt, and the whole call with
 /// its retries. No call waits without limit; one that runs out fails
@@ -88,56 +113,6 @@ where
         SdkError::TimeoutError(_) => "the call timed out".to_owned(),
         SdkError::DispatchFailure(e) => format!("the request could not be sent: {e:?}"),
         other => format!("{other}"),
-    }
-}
-
-/// What every stage's Lambda builds once per cold start.
-#[derive(Debug, Clone)]
-pub struct StageClients {
-    pub config: SdkConfig,
-    pub pool: sqlx::PgPool,
-    pub store: std::sync::Arc<s3::S3Store>,
-    pub bus: std::sync::Arc<eventbridge::EventBridgePublisher>,
-}
-
-impl StageClients {
-    /// The SDK configuration, the database pool (settings from
-    /// [`database::resolve`], kept current by [`database::keep_current`]),
-    /// S3, and EventBridge on `EVENT_BUS_NAME` (default `default`).
-    pub async fn build(env: &crate::config::Env) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        let config = load_config().await;
-        let settings = database::resolve(env, &config).await?;
-        let pool = crate::db::connect(&settings).await?;
-        database::keep_current(pool.clone(), &settings, env, &config)?;
-        let store = std::sync::Arc::new(s3::S3Store::new(&config));
-        let bus_name = env.string_or("EVENT_BUS_NAME", "default");
-        let bus = std::sync::Arc::new(eventbridge::EventBridgePublisher::new(&config, bus_name, Default::default()));
-        Ok(Self { config, pool, store, bus })
-    }
-
-    /// API keys: an environment variable of the key's name if set (local
-    /// runs), else the SecureString `{SSM_PARAMETER_PREFIX}/{name}` (default
-    /// prefix `/collections`).
-    pub fn secrets(&self, env: &crate::config::Env) -> EnvThenSsm {
-        EnvThenSsm {
-            ssm: ssm::SsmParameters::new(&self.config, &env.string_or("SSM_PARAMETER_PREFIX", "/collections")),
-        }
-    }
-}
-
-/// Secrets from the environment first, then SSM Parameter Store.
-#[derive(Debug, Clone)]
-pub struct EnvThenSsm {
-    ssm: ssm::SsmParameters,
-}
-
-#[async_trait::async_trait]
-impl crate::api::SecretSource for EnvThenSsm {
-    async fn get(&self, name: &str) -> Result<Option<crate::api::ApiKey>, crate::api::SecretError> {
-        match crate::api::EnvSecrets.get(name).await? {
-            Some(key) => Ok(Some(key)),
-            None => self.ssm.get(name).await,
-        }
     }
 }
 

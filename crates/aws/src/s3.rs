@@ -5,9 +5,10 @@ use aws_config::SdkConfig;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 
-use super::{custom_endpoint, describe, is_retriable};
-use crate::config::percent_encode;
-use crate::storage::{ObjectStore, StorageError};
+use domain::text::percent_encode;
+use runtime::storage::{ObjectStore, StorageError};
+
+use crate::{custom_endpoint, describe, is_retriable};
 
 #[derive(Debug, Clone)]
 pub struct S3Store {

@@ -5,8 +5,9 @@ use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_ssm::Client;
 
-use super::describe;
-use crate::api::{ApiKey, SecretError, SecretSource};
+use remote::{ApiKey, SecretError, SecretSource};
+
+use crate::describe;
 
 #[derive(Debug, Clone)]
 pub struct SsmParameters {

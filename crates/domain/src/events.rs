@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::keys::{ImageKey, KeyError};
-use crate::stage::{StageInput, Subject};
+use crate::keys::{ImageKey, KeyError, item_uuid};
+use crate::subject::Subject;
 
 /// `Source` of `ImageProcessed` events on EventBridge.
 pub const IMAGE_PROCESSED_SOURCE: &str = "collections.imageprocessor";
@@ -15,24 +15,6 @@ pub const IMAGE_PROCESSED: &str = "ImageProcessed";
 pub const ANALYSIS_COMPLETE_SOURCE: &str = "collections.analyzer";
 /// `DetailType` of `AnalysisComplete` events.
 pub const ANALYSIS_COMPLETE: &str = "AnalysisComplete";
-
-/// What the hash that names an item starts with, so that no other hash of
-/// the same key is mistaken for an item id.
-const ITEM_ID_DOMAIN: &str = "collections/item/";
-
-/// The database id of the item an original's key makes: a UUIDv8 of the
-/// SHA-256 of the whole key, so `u/a.jpg` and `u/a.png` are two items and no
-/// user's key names another user's item. Always 36 characters, whatever the
-/// key's length, so it can be a Kinesis partition key. The SQL function
-/// `collections_item_id(key)` computes the same id (it moved the rows made
-/// under the first rule, see `migrations/`).
-pub fn item_uuid(key: &str) -> Uuid {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::new().chain_update(ITEM_ID_DOMAIN).chain_update(key).finalize();
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_custom_bytes(bytes).into_uuid()
-}
 
 /// One object to thumbnail: what an S3 "Object Created" event or a local
 /// upload says about it.
@@ -85,34 +67,15 @@ impl From<Upload> for ObjectRef {
     }
 }
 
-impl StageInput for Upload {
-    fn subject(&self) -> Subject {
+impl Upload {
+    /// Who and what the upload is about, as far as its key tells.
+    pub fn subject(&self) -> Subject {
         let key = self.key.as_ref().ok();
         Subject {
             key: Some(self.object.key.clone()),
             user_id: key.map(|k| k.user_id().to_owned()),
             item_id: key.map(ImageKey::item_uuid),
         }
-    }
-}
-
-impl StageInput for ImageProcessed {
-    fn subject(&self) -> Subject {
-        Subject {
-            key: Some(self.original_key.clone()),
-            user_id: Some(self.user_id.clone()),
-            item_id: Some(self.item_uuid()),
-        }
-    }
-}
-
-impl StageInput for AnalysisComplete {
-    /// A re-embed record names no item: its failure is the record's (listed
-    /// and re-sent as a record), and leaves the item's own embedding, by the
-    /// active model, as it is.
-    fn subject(&self) -> Subject {
-        let item_id = if self.reembed_model.is_some() { None } else { self.item_uuid };
-        Subject { key: None, user_id: Some(self.user_id.clone()), item_id }
     }
 }
 
@@ -161,6 +124,15 @@ impl ImageProcessed {
     pub fn item_uuid(&self) -> Uuid {
         self.item_uuid.unwrap_or_else(|| item_uuid(&self.original_key))
     }
+
+    /// The user, item and key the event names.
+    pub fn subject(&self) -> Subject {
+        Subject {
+            key: Some(self.original_key.clone()),
+            user_id: Some(self.user_id.clone()),
+            item_id: Some(self.item_uuid()),
+        }
+    }
 }
 
 /// Properties of an original image, measured by the thumbnailer.
@@ -199,6 +171,14 @@ pub struct AnalysisComplete {
 }
 
 impl AnalysisComplete {
+    /// The user and item the event names. A re-embed record names no item:
+    /// its failure is the record's (listed and re-sent as a record), and
+    /// leaves the item's own embedding, by the active model, as it is.
+    pub fn subject(&self) -> Subject {
+        let item_id = if self.reembed_model.is_some() { None } else { self.item_uuid };
+        Subject { key: None, user_id: Some(self.user_id.clone()), item_id }
+    }
+
     /// The event that analysis `analysis_id` of the item of `processed` was stored.
     pub fn of(processed: &ImageProcessed, analysis_id: Uuid) -> Self {
         Self {
@@ -327,19 +307,6 @@ mod tests {
     }
 
     #[test]
-    fn every_key_names_its_own_item_with_a_short_stable_id() {
-        assert_eq!(item_uuid("u/item123.jpg"), item_uuid("u/item123.jpg"));
-        assert_ne!(item_uuid("u/a.jpg"), item_uuid("u/a.png"), "the extension tells two items apart");
-        let stem = "0b7e5c1a-3f55-4d6e-9a0c-55b1f4f1c2d3";
-        let (mine, theirs) = (item_uuid(&format!("u1/{stem}.jpg")), item_uuid(&format!("u2/{stem}.jpg")));
-        assert_ne!(mine, theirs, "a UUID name is scoped to its user");
-        assert_ne!(mine.to_string(), stem);
-        let long = format!("u/{}.jpg", "x".repeat(1000));
-        assert_eq!(item_uuid(&long).to_string().len(), 36);
-        assert_eq!(item_uuid(&long).get_version_num(), 8);
-    }
-
-    #[test]
     fn the_seed_event_without_an_item_uuid_gets_its_keys_id() {
         let event: ImageProcessed = serde_json::from_str(SEED_IMAGE_PROCESSED).unwrap();
         assert_eq!(event.item_uuid, None);
@@ -348,5 +315,18 @@ mod tests {
         let detail = serde_json::to_value(&ours).unwrap();
         assert_eq!(detail["item_id"], "item123", "the seed's id rule");
         assert_eq!(detail["item_uuid"], event.item_uuid().to_string());
+    }
+
+    /// The CDK app's rules match the same names, read from `contracts/pipeline.json`.
+    #[test]
+    fn sources_and_detail_types_are_the_ones_the_cdk_app_reads() {
+        let contracts: Value =
+            serde_json::from_str(include_str!("../../../contracts/pipeline.json")).expect("the contracts are JSON");
+        let events = &contracts["events"];
+        assert_eq!(events["imageProcessed"], json!({"source": IMAGE_PROCESSED_SOURCE, "detailType": IMAGE_PROCESSED}));
+        assert_eq!(
+            events["analysisComplete"],
+            json!({"source": ANALYSIS_COMPLETE_SOURCE, "detailType": ANALYSIS_COMPLETE})
+        );
     }
 }

@@ -61,6 +61,24 @@ pub fn is_thumbnail_key(key: &str) -> bool {
     folders.contains(&THUMBNAILS_DIR)
 }
 
+/// What the hash that names an item starts with, so that no other hash of
+/// the same key is mistaken for an item id.
+const ITEM_ID_DOMAIN: &str = "collections/item/";
+
+/// The database id of the item an original's key makes: a UUIDv8 of the
+/// SHA-256 of the whole key, so `u/a.jpg` and `u/a.png` are two items and no
+/// user's key names another user's item. Always 36 characters, whatever the
+/// key's length, so it can be a Kinesis partition key. The SQL function
+/// `collections_item_id(key)` computes the same id (it moved the rows made
+/// under the first rule, see `migrations/`).
+pub fn item_uuid(key: &str) -> uuid::Uuid {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new().chain_update(ITEM_ID_DOMAIN).chain_update(key).finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
 /// A valid key of an original image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageKey {
@@ -134,9 +152,9 @@ impl ImageKey {
         if self.extension() == "png" { "image/png" } else { "image/jpeg" }
     }
 
-    /// The database id of this key's item (see [`crate::events::item_uuid`]).
+    /// The database id of this key's item (see [`item_uuid`]).
     pub fn item_uuid(&self) -> uuid::Uuid {
-        crate::events::item_uuid(&self.key)
+        item_uuid(&self.key)
     }
 }
 
@@ -223,5 +241,18 @@ mod tests {
         assert!(matches!(err, KeyError::Thumbnail(_)) && err.is_skip());
         let thumb = ImageKey::parse("u/a.jpg").unwrap().thumbnail_key();
         assert!(ImageKey::parse(&thumb).is_err(), "a thumbnail key never parses as an original: no loops");
+    }
+
+    #[test]
+    fn every_key_names_its_own_item_with_a_short_stable_id() {
+        assert_eq!(item_uuid("u/item123.jpg"), item_uuid("u/item123.jpg"));
+        assert_ne!(item_uuid("u/a.jpg"), item_uuid("u/a.png"), "the extension tells two items apart");
+        let stem = "0b7e5c1a-3f55-4d6e-9a0c-55b1f4f1c2d3";
+        let (mine, theirs) = (item_uuid(&format!("u1/{stem}.jpg")), item_uuid(&format!("u2/{stem}.jpg")));
+        assert_ne!(mine, theirs, "a UUID name is scoped to its user");
+        assert_ne!(mine.to_string(), stem);
+        let long = format!("u/{}.jpg", "x".repeat(1000));
+        assert_eq!(item_uuid(&long).to_string().len(), 36);
+        assert_eq!(item_uuid(&long).get_version_num(), 8);
     }
 }

@@ -1,6 +1,6 @@
-//! Text as PostgreSQL will take it: what a provider or an object sends is
-//! cleaned here before it reaches a `text` or `jsonb` column, so one odd
-//! character fails nothing.
+//! Text as its destination takes it: what a provider or an object sends is
+//! cleaned before it reaches a `text` or `jsonb` column (so one odd
+//! character fails nothing), and text percent-encoded for URLs and S3 tags.
 
 use serde_json::Value;
 
@@ -85,6 +85,12 @@ pub fn replace_lone_surrogates(json: &str) -> std::borrow::Cow<'_, str> {
             std::borrow::Cow::Owned(out)
         }
     }
+}
+
+/// Every byte but ASCII letters and digits percent-encoded: safe in a URL's
+/// user info and in S3's tag syntax.
+pub fn percent_encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 #[cfg(test)]

@@ -1,9 +1,6 @@
 //! Tokens the providers count: read from each reply, stored on the rows
 //! they paid for (`analyses`' token columns, `embeddings.tokens`), and
-//! added up per model for the batch metrics.
-
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+//! added up per model by each batch's meter (`runtime::batch`).
 
 use serde_json::Value;
 
@@ -52,48 +49,13 @@ impl Usage {
         self.input + self.output + self.cache_read + self.cache_write
     }
 
-    fn add(&mut self, other: Usage) {
+    /// Adds what `other` used to this.
+    pub fn add(&mut self, other: Usage) {
         self.input += other.input;
         self.output += other.output;
         self.cache_read += other.cache_read;
         self.cache_write += other.cache_write;
     }
-
-    fn minus(&self, earlier: Usage) -> Usage {
-        Usage {
-            input: self.input - earlier.input,
-            output: self.output - earlier.output,
-            cache_read: self.cache_read - earlier.cache_read,
-            cache_write: self.cache_write - earlier.cache_write,
-        }
-    }
-}
-
-/// Everything this process's provider requests used so far, by model.
-static TOTALS: Mutex<BTreeMap<String, Usage>> = Mutex::new(BTreeMap::new());
-
-/// Counts a reply's usage against `model` (for the batch metrics).
-pub fn count(model: &str, usage: Usage) {
-    let mut totals = TOTALS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    totals.entry(model.to_owned()).or_default().add(usage);
-}
-
-/// The totals so far, to subtract from later ones.
-pub fn totals() -> BTreeMap<String, Usage> {
-    TOTALS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
-}
-
-/// What was used since `earlier` (a [`totals`]), by model, leaving out
-/// models that used nothing.
-pub fn since(earlier: &BTreeMap<String, Usage>) -> Vec<(String, Usage)> {
-    totals()
-        .into_iter()
-        .map(|(model, now)| {
-            let used = now.minus(earlier.get(&model).copied().unwrap_or_default());
-            (model, used)
-        })
-        .filter(|(_, used)| used.total() > 0)
-        .collect()
 }
 
 /// Splits a request's `tokens` among its texts in proportion to their
@@ -145,15 +107,5 @@ mod tests {
         assert_eq!(shares.iter().sum::<u64>(), 7);
         assert!(shares[2] >= shares[1] && shares[1] >= shares[0], "{shares:?}");
         assert_eq!(apportion(5, &[]), Vec::<u64>::new());
-    }
-
-    #[test]
-    fn the_batch_sees_what_was_used_since_it_began() {
-        let before = totals();
-        count("usage-test-model", Usage { input: 5, output: 2, ..Usage::default() });
-        count("usage-test-model", Usage { input: 1, ..Usage::default() });
-        let used = since(&before);
-        let mine: Vec<_> = used.iter().filter(|(m, _)| m == "usage-test-model").collect();
-        assert_eq!(mine, [&("usage-test-model".to_owned(), Usage { input: 6, output: 2, ..Usage::default() })]);
     }
 }

@@ -1,17 +1,24 @@
-//! Embeddings: the document built from an analysis, the provider port, and
-//! its adapters (`local` here; remote ones beside it).
+//! Embeddings: the provider port and what a reply must be, its adapters
+//! (Voyage, OpenAI-compatible, and the offline `local` embedder), the
+//! document embedded for an analysis, and the settings that choose and
+//! build a provider.
 
+pub mod document;
 pub mod local;
 pub mod openai;
+pub mod settings;
 pub mod voyage;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
-use serde_json::{Value, json};
+use domain::retry::Retriable;
+use domain::usage::Usage;
+use remote::ApiError;
+use serde_json::Value as Json;
 use thiserror::Error;
 
-use crate::api::ApiError;
-use crate::llm::Analysis;
-use serde_json::Value as Json;
+pub use settings::{EmbeddingProviderName, EmbeddingSettings};
 
 /// Dimensions a provider is asked for unless `EMBEDDING_DIMENSIONS` says
 /// otherwise. A model's vectors are stored at one size (`embedding_models`).
@@ -46,9 +53,17 @@ pub enum EmbeddingError {
     NotFinite { model: String },
 }
 
-impl EmbeddingError {
-    pub fn is_retriable(&self) -> bool {
+impl Retriable for EmbeddingError {
+    /// Only the API's faults: a wrong reply says the model is misconfigured.
+    fn is_retriable(&self) -> bool {
         matches!(self, Self::Api(e) if e.is_retriable())
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Api(e) => e.retry_after(),
+            _ => None,
+        }
     }
 }
 
@@ -57,38 +72,6 @@ impl EmbeddingError {
 pub struct BatchLimits {
     pub max_texts: usize,
     pub max_tokens: usize,
-}
-
-/// The embedding providers, parsed once from the configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EmbeddingProviderName {
-    Voyage,
-    OpenAi,
-    Local,
-}
-
-impl EmbeddingProviderName {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Voyage => "voyage",
-            Self::OpenAi => "openai",
-            Self::Local => "local",
-        }
-    }
-}
-
-impl std::str::FromStr for EmbeddingProviderName {
-    type Err = String;
-
-    /// Case-insensitive.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_lowercase().as_str() {
-            "voyage" => Ok(Self::Voyage),
-            "openai" => Ok(Self::OpenAi),
-            "local" => Ok(Self::Local),
-            _ => Err("expected voyage, openai or local".to_owned()),
-        }
-    }
 }
 
 /// An embedding model behind one interface, chosen by configuration.
@@ -106,12 +89,12 @@ pub trait EmbeddingProvider: Send + Sync {
     async fn embed(&self, texts: &[String], input_type: InputType) -> Result<Embedded, EmbeddingError>;
 }
 
-/// An embeddings reply: the vectors, and the tokens the provider counted
-/// for the whole request, when it did.
+/// An embeddings reply: the vectors, and what the provider counted for the
+/// whole request, when it did.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Embedded {
     pub vectors: Vec<Vec<f32>>,
-    pub tokens: Option<u64>,
+    pub usage: Option<Usage>,
 }
 
 /// What a reply is checked against: who answered, the stored model name,
@@ -124,16 +107,10 @@ pub struct Expected<'a> {
     pub dimensions: usize,
 }
 
-/// The vectors and usage of an embeddings reply (see [`parse_embeddings`]);
-/// the usage is counted against the model for the batch metrics.
+/// The vectors and usage of an embeddings reply (see [`parse_embeddings`]).
 pub fn parse_embedded(expected: Expected<'_>, body: &Json) -> Result<Embedded, EmbeddingError> {
     let vectors = parse_embeddings(expected, body)?;
-    let model = expected.model;
-    let usage = crate::usage::Usage::of_reply(body);
-    if let Some(used) = usage {
-        crate::usage::count(model, used);
-    }
-    Ok(Embedded { vectors, tokens: usage.map(|u| u.total()) })
+    Ok(Embedded { vectors, usage: Usage::of_reply(body) })
 }
 
 /// The vectors of an embeddings reply (`{"data": [{"index", "embedding"}]}`,
@@ -180,63 +157,10 @@ pub fn check_finite(model: &str, vector: &[f32]) -> Result<(), EmbeddingError> {
     }
 }
 
-/// The analysis fields an embedding document is made of, in order.
-pub const DOCUMENT_FIELDS: [&str; 9] =
-    ["summary", "category", "description", "tags", "objects", "colors", "text", "scene", "style"];
-
-/// The text embedded for an analysis, and the record of what went into it
-/// (stored as `embedding_source`). Empty fields are left out.
-pub fn document(analysis: &Analysis) -> (String, Value) {
-    let mut parts = Vec::new();
-    let mut used = Vec::new();
-    let mut add = |field: &'static str, text: String| {
-        if !text.trim().is_empty() {
-            parts.push(format!("{field}: {}", text.trim()));
-            used.push(field);
-        }
-    };
-    add("summary", analysis.summary.clone());
-    add("category", analysis.category.clone());
-    add("description", analysis.description.clone());
-    add("tags", analysis.tags.join(", "));
-    add("objects", analysis.objects.join(", "));
-    add("colors", analysis.colors.join(", "));
-    add("text", analysis.text.join(" | "));
-    add("scene", analysis.scene.clone().unwrap_or_default());
-    add("style", analysis.style.clone().unwrap_or_default());
-    let text = parts.join("\n");
-    let source = json!({ "fields": used, "chars": text.chars().count() });
-    (text, source)
-}
-
-/// A rough token count (about four characters a token) for batching under
-/// a provider's per-request token limit, rounded up so batches stay under it.
-pub fn estimate_tokens(text: &str) -> usize {
-    text.len().div_ceil(3)
-}
-
-/// Splits texts into consecutive request batches that respect `limits`
-/// (a text over the token limit on its own goes alone; the provider truncates it).
-pub fn request_batches(texts: &[String], limits: BatchLimits) -> Vec<std::ops::Range<usize>> {
-    let mut batches = Vec::new();
-    let (mut start, mut tokens) = (0, 0);
-    for (i, text) in texts.iter().enumerate() {
-        let t = estimate_tokens(text);
-        let full = i - start >= limits.max_texts.max(1) || (i > start && tokens + t > limits.max_tokens);
-        if full {
-            batches.push(start..i);
-            (start, tokens) = (i, 0);
-        }
-        tokens += t;
-    }
-    if start < texts.len() {
-        batches.push(start..texts.len());
-    }
-    batches
-}
-
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -259,44 +183,5 @@ mod tests {
     fn a_size_other_than_the_default_is_part_of_the_stored_name() {
         assert_eq!(stored_model_name("voyage-3.5", DEFAULT_DIMENSIONS), "voyage-3.5");
         assert_eq!(stored_model_name("voyage-3.5", 512), "voyage-3.5@512");
-    }
-
-    #[test]
-    fn request_batches_respect_text_and_token_limits() {
-        let texts: Vec<String> =
-            ["a".repeat(30), "b".repeat(30), "c".repeat(30), "d".repeat(300), "e".into()].into_iter().collect();
-        // 30 chars ≈ 10 tokens; 300 ≈ 100.
-        assert_eq!(request_batches(&texts, BatchLimits { max_texts: 2, max_tokens: 1000 }), vec![0..2, 2..4, 4..5]);
-        assert_eq!(
-            request_batches(&texts, BatchLimits { max_texts: 10, max_tokens: 25 }),
-            vec![0..2, 2..3, 3..4, 4..5]
-        );
-        assert_eq!(
-            request_batches(&[], BatchLimits { max_texts: 10, max_tokens: 25 }),
-            Vec::<std::ops::Range<usize>>::new()
-        );
-    }
-
-    #[test]
-    fn document_uses_the_non_empty_fields_and_records_them() {
-        let analysis = Analysis {
-            category: "food".into(),
-            summary: "A bowl of ramen.".into(),
-            description: String::new(),
-            tags: vec!["noodles".into(), "soup".into()],
-            objects: vec![],
-            colors: vec!["red".into()],
-            text: vec![],
-            scene: Some("restaurant".into()),
-            style: None,
-            people_count: None,
-        };
-        let (text, source) = document(&analysis);
-        assert_eq!(
-            text,
-            "summary: A bowl of ramen.\ncategory: food\ntags: noodles, soup\ncolors: red\nscene: restaurant"
-        );
-        assert_eq!(source["fields"], json!(["summary", "category", "tags", "colors", "scene"]));
-        assert_eq!(source["chars"], json!(text.chars().count()));
     }
 }

@@ -140,7 +140,7 @@ impl EmbeddingProvider for LocalEmbedder {
 
     /// Counts no tokens: it costs nothing.
     async fn embed(&self, texts: &[String], _input_type: InputType) -> Result<Embedded, EmbeddingError> {
-        Ok(Embedded { vectors: texts.iter().map(|t| Self::embed_text_in(t, self.dimensions)).collect(), tokens: None })
+        Ok(Embedded { vectors: texts.iter().map(|t| Self::embed_text_in(t, self.dimensions)).collect(), usage: None })
     }
 }
 

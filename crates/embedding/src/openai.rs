@@ -7,9 +7,8 @@ use serde_json::{Value, json};
 use super::{
     BatchLimits, Embedded, EmbeddingError, EmbeddingProvider, Expected, InputType, parse_embedded, stored_model_name,
 };
-use crate::api::{ApiKey, JsonClient};
+use remote::{ApiKey, JsonClient};
 
-pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 pub const DEFAULT_MODEL: &str = "text-embedding-3-small";
 
 #[derive(Debug, Clone)]

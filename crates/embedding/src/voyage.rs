@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::{
     BatchLimits, Embedded, EmbeddingError, EmbeddingProvider, Expected, InputType, parse_embedded, stored_model_name,
 };
-use crate::api::{ApiKey, JsonClient};
+use remote::{ApiKey, JsonClient};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.voyageai.com/v1";
 pub const DEFAULT_MODEL: &str = "voyage-3.5";

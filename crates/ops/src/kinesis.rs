@@ -9,8 +9,8 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use super::{describe, is_retriable};
-use crate::retry::RetryPolicy;
+use aws::{describe, is_retriable};
+use remote::retry::RetryPolicy;
 
 /// Most records one `PutRecords` call takes.
 pub const MAX_RECORDS: usize = 500;

@@ -9,9 +9,10 @@ use aws_config::SdkConfig;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use serde::Deserialize;
 
-use super::describe;
-use super::kinesis::{Record, StreamWriter};
-use crate::retry::RetryPolicy;
+use aws::describe;
+use remote::retry::RetryPolicy;
+
+use crate::kinesis::{Record, StreamWriter};
 
 /// The records a failure message names (its `KinesisBatchInfo`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

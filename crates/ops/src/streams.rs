@@ -3,13 +3,13 @@
 //! item's id as the rules partition, at most a given rate, with a progress
 //! bar. `reanalyze --stream` and `reembed --stream` use it.
 
+use domain::events::PipelineEvent;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
-use shared::aws::kinesis::{Record, StreamWriter};
-use shared::events::PipelineEvent;
 use uuid::Uuid;
 
-use crate::backfill::Throttle;
+use crate::kinesis::{PutError, Record, StreamWriter};
+use crate::throttle::Throttle;
 
 /// Records put in one call (Kinesis takes up to 500).
 const RECORDS_A_CALL: usize = 100;
@@ -31,7 +31,7 @@ pub fn event_record(item: Uuid, event: &PipelineEvent) -> Record {
 
 /// Puts the events on the writer's stream, at most `rate` a second;
 /// answers how many were put.
-pub async fn put_events(writer: &StreamWriter, events: Vec<(Uuid, PipelineEvent)>, rate: f64) -> anyhow::Result<u64> {
+pub async fn put_events(writer: &StreamWriter, events: Vec<(Uuid, PipelineEvent)>, rate: f64) -> Result<u64, PutError> {
     let progress = ProgressBar::new(events.len() as u64);
     progress.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} ETA {eta}")
@@ -52,8 +52,10 @@ pub async fn put_events(writer: &StreamWriter, events: Vec<(Uuid, PipelineEvent)
 
 #[cfg(test)]
 mod tests {
+    use aws::lambda::EventInput;
+    use domain::events::AnalysisComplete;
+
     use super::*;
-    use shared::events::AnalysisComplete;
 
     #[test]
     fn a_record_is_the_rules_envelope_keyed_by_the_item() {
@@ -67,7 +69,7 @@ mod tests {
         };
         let record = event_record(item, &PipelineEvent::AnalysisComplete(event.clone()));
         assert_eq!(record.partition_key, item.to_string());
-        let read = <AnalysisComplete as shared::lambda::RecordInput>::from_record(&record.data).unwrap();
+        let read = AnalysisComplete::from_record(&record.data).unwrap();
         assert_eq!(read, vec![event]);
     }
 }

@@ -1,11 +1,10 @@
-//! Calling remote provider APIs: one JSON-over-HTTPS client with a timeout,
-//! the errors a call can end in (and which are worth retrying), API keys
-//! that never print, and where keys come from.
+//! One JSON-over-HTTPS client with a timeout per call, and the errors a
+//! call can end in (and which are worth retrying).
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
+use domain::retry::Retriable;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use serde_json::Value;
 use thiserror::Error;
@@ -24,10 +23,10 @@ pub enum ApiError {
     Request { provider: &'static str, message: String },
 }
 
-impl ApiError {
+impl Retriable for ApiError {
     /// Throttling, server errors (including Anthropic's 529 "overloaded"),
     /// timeouts and lost connections are worth another try.
-    pub fn is_retriable(&self) -> bool {
+    fn is_retriable(&self) -> bool {
         match self {
             Self::Status { status, .. } => matches!(status, 408 | 409 | 425 | 429 | 500..=599),
             Self::Timeout { .. } | Self::Transport { .. } => true,
@@ -36,60 +35,11 @@ impl ApiError {
     }
 
     /// How long the provider asked us to wait, when it did.
-    pub fn retry_after(&self) -> Option<Duration> {
+    fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Status { retry_after, .. } => *retry_after,
             _ => None,
         }
-    }
-}
-
-/// An API key. Its `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    /// Surrounding whitespace (a newline left by `file://key.txt`) is dropped.
-    pub fn new(key: impl Into<String>) -> Self {
-        let key = key.into();
-        Self(key.trim().to_owned())
-    }
-
-    /// The key itself, for a request header and nothing else.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ApiKey(***)")
-    }
-}
-
-#[derive(Debug, Error)]
-#[error("reading secret {name}: {message}")]
-pub struct SecretError {
-    pub name: String,
-    pub message: String,
-}
-
-/// Where API keys come from: the environment locally, SSM Parameter Store
-/// on AWS. Asked once, when providers are built.
-#[async_trait]
-pub trait SecretSource: Send + Sync {
-    /// The secret named e.g. `ANTHROPIC_API_KEY`, if it is set.
-    async fn get(&self, name: &str) -> Result<Option<ApiKey>, SecretError>;
-}
-
-/// Secrets from environment variables of the same name.
-#[derive(Debug, Clone, Default)]
-pub struct EnvSecrets;
-
-#[async_trait]
-impl SecretSource for EnvSecrets {
-    async fn get(&self, name: &str) -> Result<Option<ApiKey>, SecretError> {
-        Ok(std::env::var(name).ok().filter(|v| !v.trim().is_empty()).map(ApiKey::new))
     }
 }
 
@@ -114,18 +64,10 @@ impl JsonReply {
     }
 }
 
-/// Provider requests made by this process, for the per-batch metrics.
-static API_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
 /// The longest provider reply read, bytes: 64 MiB. A vision reply is a few
 /// KiB; an embeddings reply for 1000 texts of 1024 dimensions (Voyage's
 /// most a request) is about 20 MiB of JSON.
 pub const MAX_REPLY_BYTES: usize = 64 << 20;
-
-/// How many provider requests this process has made so far.
-pub fn api_calls() -> u64 {
-    API_CALLS.load(std::sync::atomic::Ordering::Relaxed)
-}
 
 /// Longest error body kept in a message.
 const MAX_ERROR_CHARS: usize = 300;
@@ -156,7 +98,6 @@ impl JsonClient {
             value.set_sensitive(true);
             map.insert(header, value);
         }
-        API_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let response = self.http.post(url).headers(map).json(body).send().await.map_err(|e| self.send_error(e))?;
         let status = response.status();
         let headers = response.headers().clone();
@@ -170,12 +111,12 @@ impl JsonClient {
             });
         }
         // What PostgreSQL would refuse goes here, whatever the reply is used for.
-        let fixed = crate::text::replace_lone_surrogates(&text);
+        let fixed = domain::text::replace_lone_surrogates(&text);
         let mut body: Value = serde_json::from_str(&fixed).map_err(|e| ApiError::Malformed {
             provider: self.provider,
             reason: format!("the body is not JSON ({e}): {}", truncate(&text)),
         })?;
-        let cleaned = crate::text::clean_json(&mut body);
+        let cleaned = domain::text::clean_json(&mut body);
         if cleaned > 0 || matches!(fixed, std::borrow::Cow::Owned(_)) {
             tracing::info!(
                 provider = self.provider,
@@ -297,13 +238,5 @@ mod tests {
         assert_eq!(error_message(r#"{"error":{"message":"Rate limit reached","type":null}}"#), "Rate limit reached");
         assert_eq!(error_message(r#"{"detail":"Invalid model"}"#), "Invalid model");
         assert_eq!(error_message("<html>bad gateway</html>"), "<html>bad gateway</html>");
-    }
-
-    #[test]
-    fn keys_never_print() {
-        let key = ApiKey::new("sk-secret");
-        assert_eq!(format!("{key:?}"), "ApiKey(***)");
-        assert_eq!(key.expose(), "sk-secret");
-        assert_eq!(ApiKey::new(" sk-secret\n").expose(), "sk-secret", "a key read from a file loses its newline");
     }
 }

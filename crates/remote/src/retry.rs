@@ -4,12 +4,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-/// What the retry loop needs to know about an error: whether to try
-/// again at all ([`crate::stage::Retriable`]), and when.
-pub trait RetryError: crate::stage::Retriable {
-    /// The wait the server asked for, if it did.
-    fn retry_after(&self) -> Option<Duration>;
-}
+use domain::retry::Retriable;
+use domain::settings::{ConfigError, Env, Setting};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -50,11 +46,36 @@ impl RetryPolicy {
     }
 }
 
+/// The three settings of a retry policy, named for what is retried.
+#[derive(Debug, Clone, Copy)]
+pub struct RetrySettings {
+    /// Attempts in all, the first included.
+    pub max_attempts: Setting,
+    /// The first backoff ceiling, milliseconds.
+    pub base_ms: Setting,
+    /// The longest wait, seconds.
+    pub max_secs: Setting,
+}
+
+impl RetrySettings {
+    pub fn read(&self, env: &Env) -> Result<RetryPolicy, ConfigError> {
+        Ok(RetryPolicy {
+            max_attempts: env.parse_at_least(&self.max_attempts, 1)?,
+            base_delay: Duration::from_millis(env.parse_at_least(&self.base_ms, 1)?),
+            max_delay: Duration::from_secs(env.parse_at_least(&self.max_secs, 1)?),
+        })
+    }
+
+    pub fn all(&self) -> [Setting; 3] {
+        [self.max_attempts, self.base_ms, self.max_secs]
+    }
+}
+
 /// Calls `call` until it succeeds, fails with a non-retriable error, or the
 /// attempts run out; returns the last error and the number of attempts made.
 pub async fn retry<T, E, F, Fut>(policy: &RetryPolicy, mut call: F) -> Result<T, (E, u32)>
 where
-    E: RetryError,
+    E: Retriable,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
@@ -71,27 +92,6 @@ where
                     attempt += 1;
                 }
             },
-        }
-    }
-}
-
-impl RetryError for crate::api::ApiError {
-    fn retry_after(&self) -> Option<Duration> {
-        crate::api::ApiError::retry_after(self)
-    }
-}
-
-impl RetryError for crate::llm::LlmError {
-    fn retry_after(&self) -> Option<Duration> {
-        crate::llm::LlmError::retry_after(self)
-    }
-}
-
-impl RetryError for crate::embedding::EmbeddingError {
-    fn retry_after(&self) -> Option<Duration> {
-        match self {
-            Self::Api(e) => e.retry_after(),
-            _ => None,
         }
     }
 }
@@ -113,13 +113,11 @@ mod tests {
         }
     }
 
-    impl crate::stage::Retriable for Flaky {
+    impl Retriable for Flaky {
         fn is_retriable(&self) -> bool {
             self.retriable
         }
-    }
 
-    impl RetryError for Flaky {
         fn retry_after(&self) -> Option<Duration> {
             self.after
         }

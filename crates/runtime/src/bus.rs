@@ -7,8 +7,9 @@ use async_trait::async_trait;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-use crate::events::PipelineEvent;
-use crate::stage::{Failure, Outcome};
+use domain::events::PipelineEvent;
+
+use crate::outcome::{Failure, Outcome};
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum PublishError {
@@ -84,7 +85,7 @@ impl EventPublisher for LocalBus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{ANALYSIS_COMPLETE, AnalysisComplete};
+    use domain::events::{ANALYSIS_COMPLETE, AnalysisComplete};
 
     fn complete(n: u32) -> PipelineEvent {
         PipelineEvent::AnalysisComplete(AnalysisComplete {

@@ -16,7 +16,13 @@ use std::time::Instant;
 
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use crate::stage::{BatchContext, FailedInput, FailureLog, Outcome, Stage, StageInput, Subject};
+use domain::subject::Subject;
+use store::status::FailedInput;
+
+use crate::batch::BatchContext;
+use crate::failures::FailureLog;
+use crate::outcome::{Failure, Outcome};
+use crate::stage::{Stage, StageInput};
 use crate::telemetry::BatchMetrics;
 
 /// One record of a batch.
@@ -80,15 +86,14 @@ impl Ran {
 }
 
 /// Runs `stage` on a batch and settles every entry (see the module's rules).
+/// The context is the batch's own: its meter counts this batch alone.
 pub async fn run<S: Stage>(
     stage: &S,
     failures: &dyn FailureLog,
     entries: Vec<Entry<S::Input>>,
-    context: &BatchContext,
+    context: BatchContext,
 ) -> Ran {
     let start = Instant::now();
-    let calls = crate::api::api_calls();
-    let used_before = crate::usage::totals();
     let name = stage.name();
     let span = info_span!("batch", stage = %name, records = entries.len());
 
@@ -118,17 +123,17 @@ pub async fn run<S: Stage>(
     }
 
     let mut outcomes =
-        if inputs.is_empty() { Vec::new() } else { stage.run_batch(&inputs, context).instrument(span.clone()).await };
+        if inputs.is_empty() { Vec::new() } else { stage.run_batch(&inputs, &context).instrument(span.clone()).await };
     if outcomes.len() != inputs.len() {
         error!(stage = %name, inputs = inputs.len(), outcomes = outcomes.len(), "the stage answered the wrong number of outcomes");
-        let missing = crate::stage::Failure::transient(format!("the {name} stage gave no outcome for this input"));
+        let missing = Failure::transient(format!("the {name} stage gave no outcome for this input"));
         outcomes.resize(inputs.len(), missing.into());
     }
     let outcomes: Vec<Outcome> = slots
         .iter()
         .map(|slot| match slot {
             Ok(i) => outcomes[*i].clone(),
-            Err(unreadable) => crate::stage::Failure::permanent(unreadable.reason.clone()).into(),
+            Err(unreadable) => Failure::permanent(unreadable.reason.clone()).into(),
         })
         .collect();
 
@@ -202,8 +207,8 @@ pub async fn run<S: Stage>(
         failed: count(|s| matches!(s, Settled::Failed(_))),
         redelivered: count(|s| matches!(s, Settled::Redeliver(_))),
         duration_ms: start.elapsed().as_millis() as u64,
-        api_calls: crate::api::api_calls() - calls,
-        tokens: crate::usage::since(&used_before),
+        api_calls: context.meter.calls(),
+        tokens: context.meter.tokens(),
     };
     Ran { settled, metrics }
 }
@@ -215,9 +220,10 @@ mod tests {
     use async_trait::async_trait;
     use serde::{Deserialize, Serialize};
 
+    use domain::stage::StageName;
+    use store::DbError;
+
     use super::*;
-    use crate::db::DbError;
-    use crate::stage::{Failure, StageName};
 
     #[derive(Debug, Clone, Serialize, Deserialize)]
     struct Job(String);
@@ -293,7 +299,7 @@ mod tests {
     #[tokio::test]
     async fn every_failure_is_recorded_and_only_retriable_ones_are_delivered_again() {
         let log = Log::default();
-        let ran = run(&Judge, &log, batch(), &BatchContext::default()).await;
+        let ran = run(&Judge, &log, batch(), BatchContext::default()).await;
         let fates: Vec<Settled> = ran.settled.into_iter().map(|(_, s)| s).collect();
         assert_eq!(
             fates,
@@ -321,7 +327,7 @@ mod tests {
     #[tokio::test]
     async fn failures_that_cannot_be_recorded_are_delivered_again() {
         let log = Log { down: true, ..Log::default() };
-        let ran = run(&Judge, &log, batch(), &BatchContext::default()).await;
+        let ran = run(&Judge, &log, batch(), BatchContext::default()).await;
         assert_eq!(ran.redelivered(), ["bad-1 is bad", "slow-1 timed out", "the record is not JSON"]);
         assert_eq!((ran.metrics.failed, ran.metrics.redelivered), (0, 3));
     }

@@ -3,7 +3,20 @@
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use const_format::concatcp;
+use domain::retry::Retriable;
+use domain::settings::Setting;
 use thiserror::Error;
+
+/// The local bucket's name, unless [`BUCKET_NAME`] says otherwise.
+pub const LOCAL_BUCKET: &str = "local";
+
+pub const BUCKET_NAME: Setting = Setting::optional(
+    "BUCKET_NAME",
+    concatcp!("`", LOCAL_BUCKET, "` locally; on Lambda, the original's bucket"),
+    "the bucket (the seed's name): locally, a folder under the data dir; on Lambda, where the thumbnailer \
+     writes thumbnails and the search API presigns them",
+);
 
 #[derive(Debug, Error)]
 pub enum StorageError {
@@ -17,9 +30,9 @@ pub enum StorageError {
     Io { path: PathBuf, source: std::io::Error },
 }
 
-impl StorageError {
+impl Retriable for StorageError {
     /// Whether trying again later may succeed.
-    pub fn is_retriable(&self) -> bool {
+    fn is_retriable(&self) -> bool {
         match self {
             Self::NotFound { .. } | Self::TooLarge { .. } => false,
             Self::Remote { retriable, .. } => *retriable,
@@ -50,7 +63,7 @@ pub trait ObjectStore: Send + Sync {
 
 /// A folder standing in for S3: `{root}/{bucket}/{key}`.
 ///
-/// Keys reaching it have been parsed by [`crate::keys`], which refuses `..`
+/// Keys reaching it have been parsed by [`domain::keys`], which refuses `..`
 /// and empty segments, so a key cannot leave the bucket's folder.
 #[derive(Debug, Clone)]
 pub struct FolderStore {

@@ -2,19 +2,30 @@
 //! CloudWatch's embedded metric format, which CloudWatch turns into metrics
 //! straight from the log line.
 
+use const_format::concatcp;
+use domain::settings::Setting;
 use serde_json::json;
 use tracing_subscriber::EnvFilter;
 
-/// Text logs on stderr for the command line; `RUST_LOG` filters (default `warn`).
+/// What the command line logs unless `RUST_LOG` says otherwise.
+const CLI_LOG: &str = "warn,sqlx=error";
+/// What a Lambda logs unless `RUST_LOG` says otherwise.
+const LAMBDA_LOG: &str = "info,sqlx=warn";
+
+/// Read by `tracing`'s filter; documented here.
+pub const RUST_LOG: Setting =
+    Setting::optional("RUST_LOG", concatcp!("`", CLI_LOG, "` (CLI), `", LAMBDA_LOG, "` (Lambda)"), "log filter");
+
+/// Text logs on stderr for the command line; [`RUST_LOG`] filters.
 pub fn init_cli() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,sqlx=error".into());
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| CLI_LOG.into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 /// JSON logs for Lambda, one object a line, with the span's fields
-/// (`item_id`, `user_id`, `key`); `RUST_LOG` filters (default `info`).
+/// (`item_id`, `user_id`, `key`); [`RUST_LOG`] filters.
 pub fn init_lambda() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into());
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| LAMBDA_LOG.into());
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
@@ -31,7 +42,7 @@ pub fn init_lambda() {
 /// redelivered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchMetrics {
-    pub stage: crate::stage::StageName,
+    pub stage: domain::stage::StageName,
     pub records_in: usize,
     pub done: usize,
     pub skipped: usize,
@@ -44,8 +55,11 @@ pub struct BatchMetrics {
     /// Provider API requests made during the batch.
     pub api_calls: u64,
     /// Tokens the providers counted during the batch, by model.
-    pub tokens: Vec<(String, crate::usage::Usage)>,
+    pub tokens: Vec<(String, domain::usage::Usage)>,
 }
+
+/// The metrics' namespace in CloudWatch.
+const NAMESPACE: &str = "Collections";
 
 /// The token metrics, per stage and model.
 const TOKENS: [&str; 4] = ["InputTokens", "OutputTokens", "CacheReadTokens", "CacheWriteTokens"];
@@ -64,7 +78,7 @@ impl BatchMetrics {
             "_aws": {
                 "Timestamp": timestamp_ms,
                 "CloudWatchMetrics": [{
-                    "Namespace": "Collections",
+                    "Namespace": NAMESPACE,
                     "Dimensions": [["Stage"]],
                     "Metrics": metrics
                 }]
@@ -92,7 +106,7 @@ impl BatchMetrics {
                     "_aws": {
                         "Timestamp": timestamp_ms,
                         "CloudWatchMetrics": [{
-                            "Namespace": "Collections",
+                            "Namespace": NAMESPACE,
                             "Dimensions": [["Stage", "Model"]],
                             "Metrics": metrics
                         }]
@@ -121,7 +135,7 @@ impl BatchMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stage::StageName;
+    use domain::stage::StageName;
 
     #[test]
     fn emf_document_declares_its_metrics() {
@@ -136,7 +150,7 @@ mod tests {
             api_calls: 6,
             tokens: vec![(
                 "claude-haiku-4-5".to_owned(),
-                crate::usage::Usage { input: 9600, output: 720, cache_read: 0, cache_write: 0 },
+                domain::usage::Usage { input: 9600, output: 720, cache_read: 0, cache_write: 0 },
             )],
         };
         let doc = m.emf(1_700_000_000_000);
@@ -162,5 +176,31 @@ mod tests {
             (Some("claude-haiku-4-5"), Some(9600))
         );
         assert_eq!(tokens[0]["OutputTokens"], 720);
+    }
+
+    /// The CDK app's alarms and dashboard read the same names from
+    /// `contracts/pipeline.json`.
+    #[test]
+    fn the_metric_names_are_the_ones_the_cdk_app_reads() {
+        let contracts: serde_json::Value =
+            serde_json::from_str(include_str!("../../../contracts/pipeline.json")).expect("the contracts are JSON");
+        let metrics = &contracts["metrics"];
+        assert_eq!(metrics["namespace"], NAMESPACE);
+        assert_eq!(metrics["stageCounts"], json!(COUNTS));
+        assert_eq!(metrics["stageDuration"], "DurationMs");
+        assert_eq!(metrics["tokens"], json!(TOKENS));
+        assert_eq!(
+            (metrics["stageDimension"].as_str(), metrics["modelDimension"].as_str()),
+            (Some("Stage"), Some("Model"))
+        );
+        let stages = &contracts["stages"];
+        let named = [
+            ("thumbnailer", StageName::Thumbnail),
+            ("analyzer", StageName::Analysis),
+            ("embedder", StageName::Embedding),
+        ];
+        for (function, stage) in named {
+            assert_eq!(stages[function], stage.as_str(), "{function}");
+        }
     }
 }

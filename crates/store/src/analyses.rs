@@ -8,7 +8,10 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{DbError, StageName, each_on_refusal, status};
+use domain::stage::StageName;
+use domain::usage::Usage;
+
+use crate::{DbError, each_on_refusal, status};
 
 /// An analysis ready to store.
 #[derive(Debug, Clone)]
@@ -27,7 +30,7 @@ pub struct NewAnalysis {
     /// Same image, provider, model and request: same key, same row.
     pub request_key: String,
     /// The tokens the provider counted for it, when it did.
-    pub usage: Option<crate::usage::Usage>,
+    pub usage: Option<Usage>,
 }
 
 /// Where an analysis of the batch ended up.
@@ -103,7 +106,7 @@ async fn insert(conn: &mut PgConnection, analyses: &[NewAnalysis]) -> Result<Vec
     let item_ids: Vec<Uuid> = analyses.iter().map(|a| a.item_id).collect();
     let text = |f: fn(&NewAnalysis) -> Option<&str>| analyses.iter().map(f).collect::<Vec<_>>();
     let json = |f: fn(&NewAnalysis) -> &Value| analyses.iter().map(|a| Json(f(a))).collect::<Vec<_>>();
-    let tokens = |f: fn(&crate::usage::Usage) -> u64| {
+    let tokens = |f: fn(&Usage) -> u64| {
         analyses.iter().map(|a| a.usage.as_ref().map(|u| i64::try_from(f(u)).unwrap_or(i64::MAX))).collect::<Vec<_>>()
     };
     sqlx::query_as(
@@ -263,4 +266,71 @@ pub async fn find_by_request(
     .await
     .map_err(DbError::during("looking up analyses"))?;
     Ok(rows.into_iter().map(|(item, key, id, settled)| ((item, key), ExistingAnalysis { id, settled })).collect())
+}
+
+/// A thumbnailed item to analyse again.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ToReanalyse {
+    pub id: Uuid,
+    pub bucket: String,
+    pub file_path: String,
+    pub thumbnail_key: Option<String>,
+}
+
+/// The thumbnailed items of `user` (or everyone's), those whose latest
+/// analysis has `category` if given, by key; duplicates follow their
+/// earlier item, and are not analysed.
+pub async fn to_reanalyse(
+    pool: &PgPool,
+    user: Option<&str>,
+    category: Option<&str>,
+) -> Result<Vec<ToReanalyse>, DbError> {
+    sqlx::query_as(
+        r#"
+        SELECT i.id, i.bucket, i.file_path, i.thumbnail_key
+        FROM items i
+        WHERE i.thumbnail_status = 'done' AND i.duplicate_of IS NULL
+          AND ($1::text IS NULL OR i.user_id = $1)
+          AND ($2::text IS NULL OR (SELECT a.category FROM analyses a WHERE a.item_id = i.id
+                                    ORDER BY a.version DESC LIMIT 1) = $2)
+        ORDER BY i.file_path
+        "#,
+    )
+    .bind(user)
+    .bind(category)
+    .fetch_all(pool)
+    .await
+    .map_err(DbError::during("selecting items to analyse again"))
+}
+
+/// Removes the analyses that a newer version of their item supersedes,
+/// of `user` or everyone's, once that newer version has a vector of
+/// `model` (the active one: no item drops out of semantic search); their
+/// vectors go with them. Answers how many.
+pub async fn prune_superseded(pool: &PgPool, model: &str, user: Option<&str>) -> Result<u64, DbError> {
+    let done = sqlx::query(
+        "DELETE FROM analyses a WHERE ($1::text IS NULL OR a.user_id = $1)
+           AND EXISTS (SELECT 1 FROM analyses b JOIN embeddings e ON e.analysis_id = b.id
+                       WHERE b.item_id = a.item_id AND b.version > a.version AND e.embedding_model = $2)",
+    )
+    .bind(user)
+    .bind(model)
+    .execute(pool)
+    .await
+    .map_err(DbError::during("pruning superseded analyses"))?;
+    Ok(done.rows_affected())
+}
+
+/// Removes every analysis of these items but the latest (their vectors go
+/// with them). Answers how many.
+pub async fn prune_older_versions(pool: &PgPool, items: &[Uuid]) -> Result<u64, DbError> {
+    let done = sqlx::query(
+        "DELETE FROM analyses a WHERE a.item_id = ANY($1)
+           AND EXISTS (SELECT 1 FROM analyses b WHERE b.item_id = a.item_id AND b.version > a.version)",
+    )
+    .bind(items)
+    .execute(pool)
+    .await
+    .map_err(DbError::during("pruning older analysis versions"))?;
+    Ok(done.rows_affected())
 }

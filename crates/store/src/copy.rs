@@ -5,7 +5,7 @@
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::Vector;
+use crate::vector::{self, Vector};
 
 const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 
@@ -69,9 +69,9 @@ impl BinaryCopy {
 
     /// pgvector's `vector`, in its binary format.
     pub fn vector(&mut self, vector: &Vector) -> &mut Self {
-        let len = i32::try_from(super::vector::binary_len(vector)).expect("a vector is under 2 GiB");
+        let len = i32::try_from(vector::binary_len(vector)).expect("a vector is under 2 GiB");
         self.buf.extend_from_slice(&len.to_be_bytes());
-        super::vector::write_binary(vector, &mut self.buf);
+        vector::write_binary(vector, &mut self.buf);
         self
     }
 

@@ -8,9 +8,11 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::copy::BinaryCopy;
-use super::models::{self, EmbeddingModel};
-use super::{DbError, StageName, Vector, each_on_refusal, status};
+use domain::stage::StageName;
+
+use crate::copy::BinaryCopy;
+use crate::models::{self, EmbeddingModel};
+use crate::{DbError, Vector, each_on_refusal, status};
 
 /// An embedding ready to store.
 #[derive(Debug, Clone)]
@@ -59,7 +61,7 @@ fn copy_row(copy: &mut BinaryCopy, r: &NewEmbedding) {
 }
 
 fn row_size(rows: &[NewEmbedding]) -> usize {
-    rows.first().map_or(0, |r| super::vector::binary_len(&r.vector) + 200)
+    rows.first().map_or(0, |r| crate::vector::binary_len(&r.vector) + 200)
 }
 
 /// The rows as one binary COPY body, with fresh ids (what `psql \copy` reads).
@@ -268,7 +270,7 @@ pub(crate) async fn maintenance(
     doing: &'static str,
 ) -> Result<(), DbError> {
     let mut conn = pool.acquire().await.map_err(DbError::during(doing))?;
-    super::without_limits(&mut conn).await?;
+    crate::without_limits(&mut conn).await?;
     if let Some(mib) = maintenance_mib {
         // SET takes no bind parameters; the value is a number we format ourselves.
         sqlx::query(&format!("SET maintenance_work_mem = '{mib}MB'"))
@@ -277,6 +279,61 @@ pub(crate) async fn maintenance(
             .map_err(DbError::during("configuring the index build"))?;
     }
     let result = sqlx::query(sql).execute(&mut *conn).await.map_err(DbError::during(doing));
-    super::with_limits_back(&mut conn, doing).await?;
+    crate::with_limits_back(&mut conn, doing).await?;
     result.map(|_| ())
+}
+
+/// An analysis a model has not embedded yet.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Unembedded {
+    pub item_id: Uuid,
+    pub analysis_id: Uuid,
+    pub file_path: String,
+}
+
+/// The latest analysis of every item (of `user`, or everyone's) that
+/// `model` has not embedded.
+pub async fn unembedded(pool: &PgPool, model: &str, user: Option<&str>) -> Result<Vec<Unembedded>, DbError> {
+    let latest: Vec<Unembedded> = sqlx::query_as(
+        r#"
+        SELECT DISTINCT ON (a.item_id) a.item_id, a.id AS analysis_id, i.file_path
+        FROM analyses a JOIN items i ON i.id = a.item_id
+        WHERE ($1::text IS NULL OR a.user_id = $1)
+        ORDER BY a.item_id, a.version DESC
+        "#,
+    )
+    .bind(user)
+    .fetch_all(pool)
+    .await
+    .map_err(DbError::during("finding the latest analyses"))?;
+    let analyses: Vec<Uuid> = latest.iter().map(|u| u.analysis_id).collect();
+    let embedded = existing(pool, &analyses, model).await?;
+    Ok(latest.into_iter().filter(|u| !embedded.contains(&u.analysis_id)).collect())
+}
+
+/// When `model` last wrote a vector (of `user`, or anyone's), if it did.
+pub async fn last_written(
+    pool: &PgPool,
+    model: &str,
+    user: Option<&str>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, DbError> {
+    sqlx::query_scalar(
+        "SELECT max(created_at) FROM embeddings WHERE embedding_model = $1 AND ($2::text IS NULL OR user_id = $2)",
+    )
+    .bind(model)
+    .bind(user)
+    .fetch_one(pool)
+    .await
+    .map_err(DbError::during("finding a model's last vector"))
+}
+
+/// Removes `user`'s vectors of `model`. Answers how many.
+pub async fn remove_of_user(pool: &PgPool, model: &str, user: &str) -> Result<u64, DbError> {
+    let done = sqlx::query("DELETE FROM embeddings WHERE embedding_model = $1 AND user_id = $2")
+        .bind(model)
+        .bind(user)
+        .execute(pool)
+        .await
+        .map_err(DbError::during("removing a user's vectors of a model"))?;
+    Ok(done.rows_affected())
 }

@@ -7,10 +7,13 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{DbError, StageName, each_on_refusal, status};
+use domain::keys::item_uuid;
+use domain::stage::StageName;
+
+use crate::{DbError, each_on_refusal, status};
 
 /// What the thumbnailer learnt about one original. Its status is written
-/// by [`super::status`], not here.
+/// by [`crate::status`], not here.
 #[derive(Debug, Clone, Default)]
 pub struct ThumbnailRecord {
     pub id: Uuid,
@@ -26,7 +29,7 @@ pub struct ThumbnailRecord {
     pub thumbnail_key: Option<String>,
     /// SHA-256 of the original's bytes, hex, when it was read.
     pub content_sha256: Option<String>,
-    /// The S3 sequencer of the version, in [`crate::events::sequencer_order`] form, when known.
+    /// The S3 sequencer of the version, in [`domain::events::sequencer_order`] form, when known.
     pub sequencer: Option<String>,
 }
 
@@ -171,7 +174,7 @@ pub struct Removed {
 }
 
 /// An object deleted: its key, and the delete's sequencer (in
-/// [`crate::events::sequencer_order`] form) when known.
+/// [`domain::events::sequencer_order`] form) when known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deletion {
     pub key: String,
@@ -186,7 +189,7 @@ pub struct Deletion {
 pub async fn delete_objects(pool: &PgPool, deletions: &[Deletion]) -> Result<Vec<Removed>, DbError> {
     let keys: Vec<&str> = deletions.iter().map(|d| d.key.as_str()).collect();
     let sequencers: Vec<Option<&str>> = deletions.iter().map(|d| d.sequencer.as_deref()).collect();
-    let ids: Vec<Uuid> = keys.iter().map(|k| crate::events::item_uuid(k)).collect();
+    let ids: Vec<Uuid> = keys.iter().map(|k| item_uuid(k)).collect();
     let mut tx = pool.begin().await.map_err(DbError::during("starting to delete items"))?;
     sqlx::query(
         r#"

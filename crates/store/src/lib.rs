@@ -1,14 +1,19 @@
-//! PostgreSQL + pgvector: the pool, the embedded migrations, and one
-//! repository per table. Every value is bound; callers see [`DbError`], not
-//! driver internals.
+//! All SQL of the pipeline, against PostgreSQL + pgvector: the pool, the
+//! embedded migrations, and one module per table or question (items,
+//! analyses, embeddings and their models, statuses and failures, search,
+//! stats, roles, binary COPY). Every value is bound; callers see
+//! [`DbError`], not driver internals. It calls no provider: a search is
+//! given its query's vector.
 
 pub mod analyses;
+pub mod config;
 pub mod copy;
 pub mod embeddings;
 pub mod items;
 pub mod models;
 pub mod roles;
 pub mod search;
+pub mod stats;
 pub mod status;
 pub mod vector;
 
@@ -19,12 +24,15 @@ use sqlx::PgConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use thiserror::Error;
 
+use domain::retry::Retriable;
+use domain::stage::StageName;
+
 use crate::config::{DatabaseConfig, redact_url};
 
 pub use vector::Vector;
 
 /// The migrations in `migrations/`, compiled into every binary.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
 #[derive(Debug, Error)]
 pub enum DbError {
@@ -38,10 +46,10 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
-impl DbError {
+impl Retriable for DbError {
     /// Lost connections, pool exhaustion, serialization failures, deadlocks
     /// and unique-key races are worth a retry; other errors are not.
-    pub fn is_retriable(&self) -> bool {
+    fn is_retriable(&self) -> bool {
         match self {
             Self::Connect { .. } | Self::Unavailable { .. } => true,
             Self::Query { .. } | Self::Migrate(_) => {
@@ -51,7 +59,9 @@ impl DbError {
             }
         }
     }
+}
 
+impl DbError {
     /// Whether PostgreSQL refused the data itself (SQLSTATE classes 22,
     /// data exception, and 23, integrity violation), other than a unique
     /// key taken: writing the same rows again would fail again, but the
@@ -185,8 +195,6 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     with_limits_back(&mut conn, "migrating").await?;
     Ok(migrated?)
 }
-
-pub use crate::stage::StageName;
 
 /// The status column of a stage in `items` (a fixed identifier, never input).
 pub(crate) fn status_column(stage: StageName) -> &'static str {

@@ -15,8 +15,8 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
-use super::DbError;
-use super::embeddings::maintenance;
+use crate::DbError;
+use crate::embeddings::maintenance;
 
 /// pgvector's HNSW limit: 4 000 dimensions for `halfvec`. Larger models
 /// are searched exactly (no index).

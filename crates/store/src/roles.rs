@@ -6,7 +6,7 @@
 
 use sqlx::PgPool;
 
-use super::DbError;
+use crate::DbError;
 
 /// The tables the stages read and write.
 pub const APP_TABLES: [&str; 6] =

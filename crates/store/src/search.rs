@@ -4,8 +4,8 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::models::EmbeddingModel;
-use super::{DbError, Vector};
+use crate::models::EmbeddingModel;
+use crate::{DbError, Vector};
 
 /// The constant of reciprocal rank fusion: score = Σ 1 / (RRF_K + rank).
 /// 60 is the value of the original paper (Cormack et al., 2009); it keeps one
@@ -196,38 +196,6 @@ pub async fn search(pool: &PgPool, query: &SearchQuery<'_>) -> Result<Vec<Search
         .map_err(DbError::during("searching"))?;
     tx.commit().await.map_err(DbError::during("finishing search"))?;
     Ok(hits)
-}
-
-/// Why a search failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SearchError {
-    #[error("embedding the query failed: {0}")]
-    Embedding(#[from] crate::embedding::EmbeddingError),
-    #[error("the embedding provider returned no vector for the query")]
-    NoVector,
-    #[error(transparent)]
-    Db(#[from] DbError),
-}
-
-/// Searches `user_id`'s items for `text`: the query is embedded by
-/// `provider` (as a query), then ranked by [`search`].
-pub async fn search_text(
-    pool: &PgPool,
-    provider: &dyn crate::embedding::EmbeddingProvider,
-    user_id: &str,
-    text: &str,
-    limit: i64,
-    category: Option<&str>,
-) -> Result<Vec<SearchHit>, SearchError> {
-    let vector = provider
-        .embed(&[text.to_owned()], crate::embedding::InputType::Query)
-        .await?
-        .vectors
-        .pop()
-        .ok_or(SearchError::NoVector)?;
-    let vector = Vector::from(vector);
-    let query = SearchQuery { user_id, text, vector: &vector, model: provider.model(), limit, category };
-    Ok(search(pool, &query).await?)
 }
 
 #[cfg(test)]

@@ -11,8 +11,24 @@ use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{DbError, StageName, status_column};
-use crate::stage::{FailedInput, FailureLog};
+use domain::stage::StageName;
+use domain::subject::Subject;
+use domain::text::{clean, clean_json};
+
+use crate::{DbError, status_column};
+
+/// One failure to keep where `collections failures` finds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedInput {
+    pub subject: Subject,
+    pub reason: String,
+    /// The input as the stage takes it (to run it again), when it could be read.
+    pub input: Option<serde_json::Value>,
+    /// The record as received, when it could not be read.
+    pub raw: Option<String>,
+    /// Where the record came from (a Kinesis sequence number, a key).
+    pub source: String,
+}
 
 /// The longest reason, and record excerpt, kept.
 const MAX_TEXT_CHARS: usize = 4000;
@@ -91,7 +107,7 @@ pub async fn follow_canonical(pool: &PgPool, duplicates: &[Uuid]) -> Result<(), 
 }
 
 fn cut(text: &str) -> String {
-    crate::text::clean(&text.chars().take(MAX_TEXT_CHARS).collect::<String>())
+    clean(&text.chars().take(MAX_TEXT_CHARS).collect::<String>())
 }
 
 /// Same stage, same record (its input, or else its raw text and source): same row.
@@ -121,7 +137,7 @@ pub async fn record_failures(pool: &PgPool, stage: StageName, failures: &[Failed
         .iter()
         .map(|f| {
             f.input.clone().map(|mut v| {
-                crate::text::clean_json(&mut v);
+                clean_json(&mut v);
                 sqlx::types::Json(v)
             })
         })
@@ -186,13 +202,6 @@ pub async fn record_failures(pool: &PgPool, stage: StageName, failures: &[Failed
         .await
         .map_err(DbError::during("recording failures"))?;
     Ok(())
-}
-
-#[async_trait::async_trait]
-impl FailureLog for PgPool {
-    async fn record(&self, stage: StageName, failures: &[FailedInput]) -> Result<(), DbError> {
-        record_failures(self, stage, failures).await
-    }
 }
 
 /// A failure with no item row: see [`record_failures`].

@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use base64::Engine;
 use serde_json::{Value, json};
 
-use super::{Analysis, LlmError, ProviderAnalysis, VisionProvider, VisionRequest, prompt};
-use crate::api::{ApiError, ApiKey, JsonClient};
+use super::{Analysis, ProviderAnalysis, VisionError, VisionProvider, VisionRequest, prompt};
+use remote::{ApiError, ApiKey, JsonClient};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 pub const DEFAULT_MODEL: &str = "claude-haiku-4-5";
@@ -60,23 +60,23 @@ impl AnthropicProvider {
         })
     }
 
-    fn malformed(reason: impl Into<String>) -> LlmError {
-        LlmError::Api(ApiError::Malformed { provider: PROVIDER, reason: reason.into() })
+    fn malformed(reason: impl Into<String>) -> VisionError {
+        VisionError::Api(ApiError::Malformed { provider: PROVIDER, reason: reason.into() })
     }
 
     /// The analysis in a Messages API reply.
-    pub fn parse_reply(body: &Value) -> Result<Analysis, LlmError> {
+    pub fn parse_reply(body: &Value) -> Result<Analysis, VisionError> {
         let content =
             body.get("content").and_then(Value::as_array).ok_or_else(|| Self::malformed("no content array"))?;
         let stop_reason = body.get("stop_reason").and_then(Value::as_str).unwrap_or_default();
         let text: Vec<&str> =
             content.iter().filter(|block| block["type"] == "text").filter_map(|block| block["text"].as_str()).collect();
         if stop_reason == "refusal" {
-            return Err(LlmError::Refused { provider: PROVIDER, reason: text.join(" ").trim().to_owned() });
+            return Err(VisionError::Refused { provider: PROVIDER, reason: text.join(" ").trim().to_owned() });
         }
         let Some(tool) = content.iter().find(|block| block["type"] == "tool_use" && block["name"] == TOOL_NAME) else {
             if !text.is_empty() {
-                return Err(LlmError::Refused { provider: PROVIDER, reason: text.join(" ").trim().to_owned() });
+                return Err(VisionError::Refused { provider: PROVIDER, reason: text.join(" ").trim().to_owned() });
             }
             return Err(Self::malformed(format!("no {TOOL_NAME} tool call (stop_reason {stop_reason:?})")));
         };
@@ -84,7 +84,7 @@ impl AnthropicProvider {
             return Err(Self::malformed("the reply was cut off at max_tokens"));
         }
         Analysis::from_reply(tool["input"].clone(), PROVIDER)
-            .map_err(|source| LlmError::Invalid { provider: PROVIDER, source })
+            .map_err(|source| VisionError::Invalid { provider: PROVIDER, source })
     }
 }
 
@@ -98,15 +98,12 @@ impl VisionProvider for AnthropicProvider {
         &self.model
     }
 
-    async fn analyze(&self, request: VisionRequest<'_>) -> Result<ProviderAnalysis, LlmError> {
+    async fn analyze(&self, request: VisionRequest<'_>) -> Result<ProviderAnalysis, VisionError> {
         let headers = [("x-api-key", self.key.expose()), ("anthropic-version", API_VERSION)];
         let reply = self.client.post(&self.url, &headers, &self.request_body(&request)).await?;
         let analysis = Self::parse_reply(&reply.body)?;
         let request_id = reply.header("request-id").or_else(|| reply.body["id"].as_str().map(str::to_owned));
-        let usage = crate::usage::Usage::of_reply(&reply.body);
-        if let Some(used) = usage {
-            crate::usage::count(&self.model, used);
-        }
+        let usage = domain::usage::Usage::of_reply(&reply.body);
         Ok(ProviderAnalysis { analysis, raw_response: reply.body, request_id, usage })
     }
 }
@@ -133,14 +130,14 @@ mod tests {
             json!({"stop_reason": "refusal", "content": [{"type": "text", "text": "I can't help with that."}]});
         assert_eq!(
             AnthropicProvider::parse_reply(&refusal),
-            Err(LlmError::Refused { provider: "anthropic", reason: "I can't help with that.".into() })
+            Err(VisionError::Refused { provider: "anthropic", reason: "I can't help with that.".into() })
         );
         let no_tool = json!({"stop_reason": "end_turn", "content": []});
-        assert!(matches!(AnthropicProvider::parse_reply(&no_tool), Err(LlmError::Api(ApiError::Malformed { .. }))));
+        assert!(matches!(AnthropicProvider::parse_reply(&no_tool), Err(VisionError::Api(ApiError::Malformed { .. }))));
         let wrong = tool_reply(json!({"summary": 3}), "tool_use");
-        assert!(matches!(AnthropicProvider::parse_reply(&wrong), Err(LlmError::Invalid { .. })), "asked again");
+        assert!(matches!(AnthropicProvider::parse_reply(&wrong), Err(VisionError::Invalid { .. })), "asked again");
         let empty = tool_reply(json!({"category": "food", "summary": ""}), "tool_use");
-        assert!(matches!(AnthropicProvider::parse_reply(&empty), Err(LlmError::Invalid { .. })));
+        assert!(matches!(AnthropicProvider::parse_reply(&empty), Err(VisionError::Invalid { .. })));
         let cut = tool_reply(json!({"category": "food", "summary": "x"}), "max_tokens");
         assert!(AnthropicProvider::parse_reply(&cut).is_err());
     }

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use image::{DynamicImage, GenericImageView, imageops::FilterType};
 use serde_json::json;
 
-use super::{Analysis, LlmError, ProviderAnalysis, VisionProvider, VisionRequest};
+use super::{Analysis, ProviderAnalysis, VisionError, VisionProvider, VisionRequest};
 
 /// Named colours that dominant colours are reported as (sRGB).
 const PALETTE: [(&str, [u8; 3]); 17] = [
@@ -129,7 +129,7 @@ fn distance(a: &[f32; 3], b: &[f32; 3]) -> f32 {
 }
 
 /// Writes the analysis that the measurements honestly support.
-pub fn describe(m: &Measurements, info: Option<&crate::events::ImageInfo>) -> Analysis {
+pub fn describe(m: &Measurements, info: Option<&domain::events::ImageInfo>) -> Analysis {
     let shape = match m.width.cmp(&m.height) {
         std::cmp::Ordering::Greater => "landscape",
         std::cmp::Ordering::Less => "portrait",
@@ -243,15 +243,15 @@ impl VisionProvider for LocalAnalyzer {
         LOCAL_MODEL
     }
 
-    async fn analyze(&self, request: VisionRequest<'_>) -> Result<ProviderAnalysis, LlmError> {
+    async fn analyze(&self, request: VisionRequest<'_>) -> Result<ProviderAnalysis, VisionError> {
         let (bytes, info) = (request.image.to_vec(), request.info.cloned());
         // Decoding and measuring is CPU work: off the async workers.
         tokio::task::spawn_blocking(move || {
-            let image = image::load_from_memory(&bytes).map_err(|e| LlmError::Image(e.to_string()))?;
+            let image = image::load_from_memory(&bytes).map_err(|e| VisionError::Image(e.to_string()))?;
             let measurements = measure(&image);
             let analysis = describe(&measurements, info.as_ref())
                 .validated()
-                .map_err(|source| LlmError::Invalid { provider: "local", source })?;
+                .map_err(|source| VisionError::Invalid { provider: "local", source })?;
             Ok(ProviderAnalysis {
                 analysis,
                 raw_response: json!({ "measurements": measurements }),
@@ -260,12 +260,14 @@ impl VisionProvider for LocalAnalyzer {
             })
         })
         .await
-        .map_err(|e| LlmError::Image(format!("the analysis task failed: {e}")))?
+        .map_err(|e| VisionError::Image(format!("the analysis task failed: {e}")))?
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use domain::retry::Retriable;
+
     use super::*;
     use image::{Rgb, RgbImage, Rgba, RgbaImage};
 
@@ -305,7 +307,7 @@ mod tests {
         let img = RgbaImage::from_fn(20, 40, |x, _| Rgba([240, 135, 180, if x < 10 { 0 } else { 255 }]));
         let m = measure(&DynamicImage::ImageRgba8(img));
         assert!(m.has_transparency);
-        let info = crate::events::ImageInfo {
+        let info = domain::events::ImageInfo {
             width: 2000,
             height: 4000,
             format: "png".into(),
@@ -326,6 +328,6 @@ mod tests {
             .analyze(VisionRequest { image: b"not an image", media_type: "image/png", info: None })
             .await
             .unwrap_err();
-        assert!(matches!(err, LlmError::Image(_)) && !err.is_retriable());
+        assert!(matches!(err, VisionError::Image(_)) && !err.is_retriable());
     }
 }

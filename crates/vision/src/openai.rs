@@ -6,10 +6,9 @@ use async_trait::async_trait;
 use base64::Engine;
 use serde_json::{Value, json};
 
-use super::{Analysis, LlmError, ProviderAnalysis, VisionProvider, VisionRequest, prompt};
-use crate::api::{ApiError, ApiKey, JsonClient};
+use super::{Analysis, ProviderAnalysis, VisionError, VisionProvider, VisionRequest, prompt};
+use remote::{ApiError, ApiKey, JsonClient};
 
-pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 pub const DEFAULT_MODEL: &str = "gpt-4.1-mini";
 /// The name of the response schema.
 pub const SCHEMA_NAME: &str = "image_analysis";
@@ -51,29 +50,29 @@ impl OpenAiProvider {
         })
     }
 
-    fn malformed(reason: impl Into<String>) -> LlmError {
-        LlmError::Api(ApiError::Malformed { provider: PROVIDER, reason: reason.into() })
+    fn malformed(reason: impl Into<String>) -> VisionError {
+        VisionError::Api(ApiError::Malformed { provider: PROVIDER, reason: reason.into() })
     }
 
     /// The analysis in a chat completion.
-    pub fn parse_reply(body: &Value) -> Result<Analysis, LlmError> {
+    pub fn parse_reply(body: &Value) -> Result<Analysis, VisionError> {
         let choice = body.pointer("/choices/0").ok_or_else(|| Self::malformed("no choices"))?;
         if let Some(refusal) = choice.pointer("/message/refusal").and_then(Value::as_str) {
-            return Err(LlmError::Refused { provider: PROVIDER, reason: refusal.to_owned() });
+            return Err(VisionError::Refused { provider: PROVIDER, reason: refusal.to_owned() });
         }
         if choice["finish_reason"] == "length" {
             return Err(Self::malformed("the reply was cut off at max_tokens"));
         }
         if choice["finish_reason"] == "content_filter" {
-            return Err(LlmError::Refused { provider: PROVIDER, reason: "stopped by the content filter".into() });
+            return Err(VisionError::Refused { provider: PROVIDER, reason: "stopped by the content filter".into() });
         }
         let content = choice
             .pointer("/message/content")
             .and_then(Value::as_str)
             .ok_or_else(|| Self::malformed("no message content"))?;
-        let content: serde_json::Value = serde_json::from_str(&crate::text::replace_lone_surrogates(content))
+        let content: serde_json::Value = serde_json::from_str(&domain::text::replace_lone_surrogates(content))
             .map_err(|e| Self::malformed(format!("the content is not JSON: {e}")))?;
-        Analysis::from_reply(content, PROVIDER).map_err(|source| LlmError::Invalid { provider: PROVIDER, source })
+        Analysis::from_reply(content, PROVIDER).map_err(|source| VisionError::Invalid { provider: PROVIDER, source })
     }
 }
 
@@ -87,16 +86,13 @@ impl VisionProvider for OpenAiProvider {
         &self.model
     }
 
-    async fn analyze(&self, request: VisionRequest<'_>) -> Result<ProviderAnalysis, LlmError> {
+    async fn analyze(&self, request: VisionRequest<'_>) -> Result<ProviderAnalysis, VisionError> {
         let bearer = self.key.as_ref().map(|k| format!("Bearer {}", k.expose()));
         let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("authorization", b.as_str())).collect();
         let reply = self.client.post(&self.url, &headers, &self.request_body(&request)).await?;
         let analysis = Self::parse_reply(&reply.body)?;
         let request_id = reply.header("x-request-id").or_else(|| reply.body["id"].as_str().map(str::to_owned));
-        let usage = crate::usage::Usage::of_reply(&reply.body);
-        if let Some(used) = usage {
-            crate::usage::count(&self.model, used);
-        }
+        let usage = domain::usage::Usage::of_reply(&reply.body);
         Ok(ProviderAnalysis { analysis, raw_response: reply.body, request_id, usage })
     }
 }
@@ -121,12 +117,12 @@ mod tests {
         let refused = reply(json!({"role": "assistant", "content": null, "refusal": "I can't."}), "stop");
         assert_eq!(
             OpenAiProvider::parse_reply(&refused),
-            Err(LlmError::Refused { provider: "openai", reason: "I can't.".into() })
+            Err(VisionError::Refused { provider: "openai", reason: "I can't.".into() })
         );
         let cut = reply(json!({"content": "{\"category\": \"na"}), "length");
-        assert!(matches!(OpenAiProvider::parse_reply(&cut), Err(LlmError::Api(ApiError::Malformed { .. }))));
+        assert!(matches!(OpenAiProvider::parse_reply(&cut), Err(VisionError::Api(ApiError::Malformed { .. }))));
         let garbage = reply(json!({"content": "not json"}), "stop");
-        assert!(matches!(OpenAiProvider::parse_reply(&garbage), Err(LlmError::Api(ApiError::Malformed { .. }))));
+        assert!(matches!(OpenAiProvider::parse_reply(&garbage), Err(VisionError::Api(ApiError::Malformed { .. }))));
         assert!(OpenAiProvider::parse_reply(&json!({"choices": []})).is_err());
     }
 }

@@ -1,6 +1,6 @@
 //! The instructions every vision provider is given.
 
-use crate::events::ImageInfo;
+use domain::events::ImageInfo;
 
 /// What the model is asked to do, with what the thumbnailer measured.
 pub fn instructions(info: Option<&ImageInfo>) -> String {

@@ -8,19 +8,22 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use domain::events::{AnalysisComplete, ImageProcessed, PipelineEvent};
+use domain::keys::ImageKey;
+use domain::stage::StageName;
 use futures::StreamExt;
+use runtime::batch::{BatchContext, Meter, until_deadline};
+use runtime::bus::{EventPublisher, publish_for};
+use runtime::outcome::{Failure, Outcome};
+use runtime::stage::Stage;
+use runtime::storage::ObjectStore;
 use sha2::{Digest, Sha256};
-use shared::bus::{EventPublisher, publish_for};
-use shared::db::analyses::{self, ExistingAnalysis, NewAnalysis};
-use shared::db::{items, status};
-use shared::events::{AnalysisComplete, ImageProcessed, PipelineEvent};
-use shared::keys::ImageKey;
-use shared::llm::{ProviderAnalysis, VisionProvider, VisionRequest};
-use shared::stage::{BatchContext, Failure, Outcome, Stage, StageName, until_deadline};
-use shared::storage::ObjectStore;
 use sqlx::PgPool;
+use store::analyses::{self, ExistingAnalysis, NewAnalysis};
+use store::{items, status};
 use tracing::{Instrument, info_span};
 use uuid::Uuid;
+use vision::{ProviderAnalysis, VisionProvider, VisionRequest};
 
 use crate::calls::VisionCalls;
 use crate::config::AnalyzerConfig;
@@ -129,10 +132,15 @@ impl Analyzer {
         Ok(Fetched { bytes, media_type, request_key })
     }
 
-    async fn call(&self, event: &ImageProcessed, fetched: &Fetched) -> Result<ProviderAnalysis, Failure> {
+    async fn call(
+        &self,
+        event: &ImageProcessed,
+        fetched: &Fetched,
+        meter: &Meter,
+    ) -> Result<ProviderAnalysis, Failure> {
         let request =
             VisionRequest { image: &fetched.bytes, media_type: fetched.media_type, info: event.image.as_ref() };
-        self.calls.analyze(request).await.map_err(|(e, attempts)| {
+        self.calls.analyze(request, meter).await.map_err(|(e, attempts)| {
             let reason = format!(
                 "analysing {} with {} failed after {attempts} attempt{}: {e}",
                 event.original_key,
@@ -266,7 +274,7 @@ impl Analyzer {
         let mut called = until_deadline(to_call.iter().copied(), inputs.len(), self.config.concurrency, context.deadline, |i| {
             let (event, Step::Fetched(f)) = (&inputs[i], &fetched[i]) else { unreachable!("only fetched items are called") };
             let span = info_span!("item", key = %event.original_key, user_id = %event.user_id, item_id = %event.item_uuid());
-            self.call(event, f).instrument(span)
+            self.call(event, f, &context.meter).instrument(span)
         })
         .await;
         for i in to_call {

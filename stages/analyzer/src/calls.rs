@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use shared::llm::{LlmError, ProviderAnalysis, VisionProvider, VisionRequest};
-use shared::retry::{RetryPolicy, retry};
+use remote::retry::{RetryPolicy, retry};
+use runtime::batch::Meter;
 use tokio::sync::Semaphore;
+use vision::{ProviderAnalysis, VisionError, VisionProvider, VisionRequest};
 
 pub struct VisionCalls {
     provider: Arc<dyn VisionProvider>,
@@ -37,28 +38,42 @@ impl VisionCalls {
 
     /// One analysis, retried; a permit is held only while a request is in
     /// flight, not while backing off. A reply that fails validation is asked
-    /// for once more (models are not deterministic). The error comes with
-    /// the attempts made.
-    pub async fn analyze(&self, request: VisionRequest<'_>) -> Result<ProviderAnalysis, (LlmError, u32)> {
+    /// for once more (models are not deterministic). Each request, and the
+    /// tokens of the reply kept, count on `meter`. The error comes with the
+    /// attempts made.
+    pub async fn analyze(
+        &self,
+        request: VisionRequest<'_>,
+        meter: &Meter,
+    ) -> Result<ProviderAnalysis, (VisionError, u32)> {
         let attempt = || {
             retry(&self.retry, || async {
                 let _permit = self.in_flight.acquire().await.expect("the semaphore is never closed");
+                meter.call();
                 self.provider.analyze(request).await
             })
         };
-        match attempt().await {
-            Err((e @ LlmError::Invalid { .. }, made)) => {
+        let answer = match attempt().await {
+            Err((e @ VisionError::Invalid { .. }, made)) => {
                 tracing::info!(error = %e, "the reply failed validation; asking once more");
                 attempt().await.map_err(|(e, more)| (e, made + more))
             }
             other => other,
+        };
+        if let Ok(ProviderAnalysis { usage: Some(usage), .. }) = &answer {
+            meter.used(self.provider.model(), *usage);
         }
+        answer
     }
 
     /// Many analyses, results in the order of the requests.
-    pub async fn analyze_all(&self, requests: &[VisionRequest<'_>]) -> Vec<Result<ProviderAnalysis, (LlmError, u32)>> {
+    pub async fn analyze_all(
+        &self,
+        requests: &[VisionRequest<'_>],
+        meter: &Meter,
+    ) -> Vec<Result<ProviderAnalysis, (VisionError, u32)>> {
         futures::stream::iter(requests.iter().copied())
-            .map(|r| self.analyze(r))
+            .map(|r| self.analyze(r, meter))
             .buffered(self.concurrency)
             .collect()
             .await

@@ -1,69 +1,72 @@
-//! The analyzer stage's settings, read once at start.
+//! The analyzer stage's settings, read once at start: the vision provider
+//! (`vision::VisionSettings`), and how the stage calls it.
 
-use std::time::Duration;
+use domain::settings::{ConfigError, Env, Setting};
+use remote::retry::{RetryPolicy, RetrySettings};
+use vision::VisionSettings;
 
-use shared::config::{ConfigError, Env};
-use shared::llm::VisionProviderName;
-use shared::retry::RetryPolicy;
+pub const CONCURRENCY: Setting =
+    Setting::new("ANALYZER_CONCURRENCY", "8", "provider calls in flight at once, per process");
+pub const RETRY: RetrySettings = RetrySettings {
+    max_attempts: Setting::new("ANALYZER_MAX_ATTEMPTS", "4", "attempts per item, the first included"),
+    base_ms: Setting::new("ANALYZER_RETRY_BASE_MS", "500", "the first backoff's ceiling, ms (doubling each retry)"),
+    max_secs: Setting::new(
+        "ANALYZER_RETRY_MAX_SECS",
+        "20",
+        "the longest wait, seconds (a longer `retry-after` ends the retries)",
+    ),
+};
+pub const MAX_IMAGE_MIB: Setting =
+    Setting::new("ANALYZER_MAX_IMAGE_MIB", "5", "largest image sent, MiB (Anthropic's limit)");
+
+/// The settings of this stage, for `docs/configuration.md` (the provider's
+/// are `vision`'s).
+pub fn settings() -> Vec<Setting> {
+    [CONCURRENCY].into_iter().chain(RETRY.all()).chain([MAX_IMAGE_MIB]).collect()
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnalyzerConfig {
-    /// `ANALYZER_PROVIDER`: `anthropic`, `openai` or `local` (default `local`).
-    pub provider: VisionProviderName,
-    /// `ANALYZER_MODEL`: the provider's model (default: the provider's own default).
-    pub model: Option<String>,
-    /// `ANALYZER_CONCURRENCY`: provider calls in flight at once, per process (default 8).
+    /// Which provider and model, and how to reach it.
+    pub vision: VisionSettings,
+    /// [`CONCURRENCY`].
     pub concurrency: usize,
-    /// `ANALYZER_TIMEOUT_SECS`: one call's limit, seconds (default 60).
-    pub timeout: Duration,
-    /// `ANALYZER_MAX_ATTEMPTS`: attempts per item, the first included (default 4);
-    /// `ANALYZER_RETRY_BASE_MS`: first backoff ceiling, ms (default 500);
-    /// `ANALYZER_RETRY_MAX_SECS`: longest wait, seconds (default 20).
+    /// [`RETRY`].
     pub retry: RetryPolicy,
-    /// `ANALYZER_MAX_IMAGE_MIB`: largest image sent, MiB (default 5: Anthropic's limit).
+    /// [`MAX_IMAGE_MIB`], in bytes.
     pub max_image_bytes: u64,
-    /// `ANALYZER_MAX_TOKENS`: longest reply, tokens (default 1024).
-    pub max_tokens: u32,
-    /// `ANTHROPIC_BASE_URL` or `OPENAI_BASE_URL`, by provider: where the API
-    /// is (default: the provider's; for Ollama e.g. `http://localhost:11434/v1`).
-    pub base_url: Option<String>,
 }
 
 impl AnalyzerConfig {
+    /// The stage as the environment configures it.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let name = env.string_or("ANALYZER_PROVIDER", "local");
-        let provider: VisionProviderName =
-            name.parse().map_err(|reason| ConfigError::Invalid { name: "ANALYZER_PROVIDER", value: name, reason })?;
+        Self::with_vision(env, VisionSettings::from_env(env)?)
+    }
+
+    /// The stage calling `vision` (a provider given on the command line, say).
+    pub fn with_vision(env: &Env, vision: VisionSettings) -> Result<Self, ConfigError> {
         Ok(Self {
-            model: env.get("ANALYZER_MODEL"),
-            concurrency: env.parse_at_least("ANALYZER_CONCURRENCY", 8, 1)?,
-            timeout: Duration::from_secs(env.parse_at_least("ANALYZER_TIMEOUT_SECS", 60, 1)?),
-            retry: RetryPolicy {
-                max_attempts: env.parse_at_least("ANALYZER_MAX_ATTEMPTS", 4, 1)?,
-                base_delay: Duration::from_millis(env.parse_at_least("ANALYZER_RETRY_BASE_MS", 500, 1)?),
-                max_delay: Duration::from_secs(env.parse_at_least("ANALYZER_RETRY_MAX_SECS", 20, 1)?),
-            },
-            max_image_bytes: env.parse_at_least("ANALYZER_MAX_IMAGE_MIB", 5u64, 1)? << 20,
-            max_tokens: env.parse_at_least("ANALYZER_MAX_TOKENS", 1024, 64)?,
-            base_url: match provider {
-                VisionProviderName::Anthropic => env.get("ANTHROPIC_BASE_URL"),
-                VisionProviderName::OpenAi => env.get("OPENAI_BASE_URL"),
-                VisionProviderName::Local => None,
-            },
-            provider,
+            vision,
+            concurrency: env.parse_at_least(&CONCURRENCY, 1)?,
+            retry: RETRY.read(env)?,
+            max_image_bytes: env.parse_at_least(&MAX_IMAGE_MIB, 1u64)? << 20,
         })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use vision::VisionProviderName;
+
     use super::*;
 
     #[test]
     fn defaults_and_overrides() {
         let c = AnalyzerConfig::from_env(&Env::from_pairs([])).unwrap();
-        assert_eq!((c.provider, c.concurrency, c.retry.max_attempts), (VisionProviderName::Local, 8, 4));
-        assert_eq!(c.timeout, Duration::from_secs(60));
+        assert_eq!((c.vision.provider, c.concurrency, c.retry.max_attempts), (VisionProviderName::Local, 8, 4));
+        assert_eq!((c.retry.base_delay, c.retry.max_delay), (Duration::from_millis(500), Duration::from_secs(20)));
         assert_eq!(c.max_image_bytes, 5 << 20);
         let c = AnalyzerConfig::from_env(&Env::from_pairs([
             ("ANALYZER_PROVIDER", "Anthropic"),
@@ -72,7 +75,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(
-            (c.provider, c.model.as_deref(), c.concurrency),
+            (c.vision.provider, c.vision.model.as_deref(), c.concurrency),
             (VisionProviderName::Anthropic, Some("claude-x"), 16)
         );
         let err = AnalyzerConfig::from_env(&Env::from_pairs([("ANALYZER_PROVIDER", "gemini")])).unwrap_err();

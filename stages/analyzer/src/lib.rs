@@ -6,7 +6,6 @@
 pub mod analyze;
 pub mod calls;
 pub mod config;
-pub mod providers;
 
 pub use analyze::Analyzer;
 pub use config::AnalyzerConfig;

@@ -8,18 +8,21 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use domain::analysis::Analysis;
+use domain::events::AnalysisComplete;
+use domain::stage::StageName;
+use domain::usage::apportion;
+use embedding::document::{document, request_batches};
+use embedding::{EmbeddingError, EmbeddingProvider, InputType, check_dimensions, check_finite};
+use remote::retry::retry;
+use runtime::batch::{BatchContext, Meter, until_deadline};
+use runtime::outcome::{Failure, Outcome};
+use runtime::stage::Stage;
 use serde_json::Value;
-use shared::db::Vector;
-use shared::db::analyses::{self, AnalysisRecord};
-use shared::db::embeddings::{self, EmbeddingBatch, NewEmbedding};
-use shared::embedding::{
-    EmbeddingError, EmbeddingProvider, InputType, check_dimensions, check_finite, document, request_batches,
-};
-use shared::events::AnalysisComplete;
-use shared::llm::Analysis;
-use shared::retry::retry;
-use shared::stage::{BatchContext, Failure, Outcome, Stage, StageName, until_deadline};
 use sqlx::PgPool;
+use store::Vector;
+use store::analyses::{self, AnalysisRecord};
+use store::embeddings::{self, EmbeddingBatch, NewEmbedding};
 use uuid::Uuid;
 
 use crate::config::EmbedderConfig;
@@ -96,8 +99,14 @@ impl Pass<'_> {
     /// Embeds documents, `concurrency` requests at a time; one result per
     /// document: its vector and its share of its request's tokens (when the
     /// provider counted them), or its failure. Requests still running at the
-    /// `deadline` are dropped and their documents fail as retriable.
-    async fn embed_all(&self, documents: &[String], deadline: Option<Instant>) -> Vec<Result<Document, Failure>> {
+    /// `deadline` are dropped and their documents fail as retriable. Each
+    /// request, and the tokens of each reply, count on `meter`.
+    async fn embed_all(
+        &self,
+        documents: &[String],
+        deadline: Option<Instant>,
+        meter: &Meter,
+    ) -> Vec<Result<Document, Failure>> {
         let mut limits = self.provider.limits();
         limits.max_texts = self.embedder.config.max_batch.map_or(limits.max_texts, |m| m.min(limits.max_texts));
         let batches = request_batches(documents, limits);
@@ -109,10 +118,16 @@ impl Pass<'_> {
             deadline,
             |b| async move {
                 let texts = &documents[batches_ref[b].clone()];
-                let embedded = retry(&self.embedder.config.retry, || self.provider.embed(texts, InputType::Document))
-                    .await
-                    .map_err(|(e, attempts)| self.failure(e, attempts))?;
-                let shares = embedded.tokens.map(|tokens| shared::usage::apportion(tokens, texts));
+                let embedded = retry(&self.embedder.config.retry, || {
+                    meter.call();
+                    self.provider.embed(texts, InputType::Document)
+                })
+                .await
+                .map_err(|(e, attempts)| self.failure(e, attempts))?;
+                if let Some(usage) = embedded.usage {
+                    meter.used(self.provider.model(), usage);
+                }
+                let shares = embedded.usage.map(|usage| apportion(usage.total(), texts));
                 Ok((self.check(texts.len(), embedded.vectors)?, shares))
             },
         )
@@ -287,7 +302,7 @@ impl Pass<'_> {
     ) {
         let texts: Vec<String> = documents.iter().map(|(text, _)| text.clone()).collect();
         let mut vectors: Vec<Option<_>> =
-            self.embed_all(&texts, context.deadline).await.into_iter().map(Some).collect();
+            self.embed_all(&texts, context.deadline, &context.meter).await.into_iter().map(Some).collect();
         for (event, step) in inputs.iter().zip(steps.iter_mut()) {
             let Step::Embed(n, item_id) = *step else { continue };
             *step = match vectors[n].take().expect("each document belongs to one event") {

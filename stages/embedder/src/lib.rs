@@ -4,7 +4,6 @@
 
 pub mod config;
 pub mod embed;
-pub mod providers;
 
 pub use config::EmbedderConfig;
 pub use embed::Embedder;

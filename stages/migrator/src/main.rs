@@ -1,14 +1,13 @@
 //! The migrator Lambda.
 
+use domain::settings::Env;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use serde_json::Value;
-use shared::config::Env;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    shared::telemetry::init_lambda();
+    runtime::telemetry::init_lambda();
     let env = Env::process();
-    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+    lambda_runtime::run(service_fn(|event: LambdaEvent<_>| {
         let env = &env;
         async move { migrator::handle(&event.payload, env).await }
     }))

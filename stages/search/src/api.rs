@@ -10,16 +10,18 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use domain::analysis::CATEGORIES;
+use domain::retry::Retriable;
+use embedding::{EmbeddingError, EmbeddingProvider};
 use serde::Serialize;
 use serde_json::{Value, json};
-use shared::db::search::{SearchError, SearchHit, search_text};
-use shared::db::{DbError, items, status};
-use shared::embedding::EmbeddingProvider;
-use shared::llm::CATEGORIES;
 use sqlx::PgPool;
+use store::search::SearchHit;
+use store::{DbError, items, status};
 use uuid::Uuid;
 
 use crate::links::{Thumbnail, ThumbnailLinks};
+use crate::query::{SearchError, search_text};
 
 /// Longest query, in characters.
 pub const MAX_QUERY_CHARS: usize = 1000;
@@ -117,7 +119,7 @@ impl From<SearchError> for ApiError {
             SearchError::Embedding(e) => {
                 tracing::warn!(error = %e, "embedding the query failed");
                 let retry_after = match &e {
-                    shared::embedding::EmbeddingError::Api(api) => api.retry_after(),
+                    EmbeddingError::Api(api) => api.retry_after(),
                     _ => None,
                 };
                 Self::unavailable("the embedding provider", retry_after)

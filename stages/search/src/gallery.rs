@@ -11,9 +11,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use shared::storage::ObjectStore;
+use runtime::storage::ObjectStore;
 
-use shared::db::items;
+use store::items;
 
 use crate::api::{ApiError, Caller, SearchService, router};
 

@@ -15,8 +15,10 @@
 //! carries an internal error's text.
 
 pub mod api;
+pub mod config;
 pub mod gallery;
 pub mod lambda;
 pub mod links;
+pub mod query;
 
 pub use api::{Caller, SearchService, router};

@@ -44,7 +44,7 @@ pub struct PresignedLinks {
 }
 
 impl PresignedLinks {
-    /// Links signed by `s3` (the client of [`shared::aws::s3::S3Store`]), valid for `ttl`.
+    /// Links signed by `s3` (the client of [`aws::s3::S3Store`]), valid for `ttl`.
     pub fn new(s3: aws_sdk_s3::Client, bucket: Option<String>, ttl: Duration) -> Self {
         Self { s3, bucket, ttl }
     }

@@ -4,21 +4,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use embedder::{EmbedderConfig, providers};
+use aws::StageClients;
+use domain::settings::Env;
+use embedding::EmbeddingSettings;
+use runtime::storage::BUCKET_NAME;
 use search::SearchService;
+use search::config::{URL_TTL_SECS, USER_CLAIM};
 use search::links::PresignedLinks;
-use shared::aws::StageClients;
-use shared::config::Env;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::telemetry::init_lambda();
+    runtime::telemetry::init_lambda();
     let env = Env::process();
     let clients = StageClients::build(&env).await?;
-    let embedding = providers::build(&EmbedderConfig::from_env(&env)?, &clients.secrets(&env)).await?;
-    let ttl = Duration::from_secs(env.parse_or("SEARCH_URL_TTL_SECS", 900)?);
-    let links = PresignedLinks::new(clients.store.client().clone(), env.get("BUCKET_NAME"), ttl);
+    let embedding = EmbeddingSettings::from_env(&env)?.build(&clients.secrets(&env)?).await?;
+    let ttl = Duration::from_secs(env.parse(&URL_TTL_SECS)?);
+    let links = PresignedLinks::new(clients.store.client().clone(), env.get(BUCKET_NAME.name), ttl);
     let service = Arc::new(SearchService { pool: clients.pool, embedding, links: Arc::new(links) });
-    let claim = env.string_or("SEARCH_USER_CLAIM", "sub");
-    lambda_http::run(search::lambda::app(service, &claim)).await
+    lambda_http::run(search::lambda::app(service, &env.text(&USER_CLAIM)?)).await
 }

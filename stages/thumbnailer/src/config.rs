@@ -1,49 +1,59 @@
 //! The thumbnail stage's settings, read once at start.
 
-use shared::config::{ConfigError, Env};
+use domain::settings::{ConfigError, Env, Setting};
+use runtime::storage::BUCKET_NAME;
 
 use crate::resize::{Limits, ThumbnailSpec};
 
 const MIB: u64 = 1 << 20;
 
+pub const MAX_SIZE: Setting = Setting::new("THUMBNAIL_MAX_SIZE", "800", "longest side of a thumbnail, px (the seed's)");
+pub const JPEG_QUALITY: Setting = Setting::new("THUMBNAIL_JPEG_QUALITY", "85", "1–100");
+pub const MAX_FILE_MIB: Setting = Setting::new("THUMBNAIL_MAX_FILE_MIB", "64", "largest original read, MiB");
+pub const MAX_MEGAPIXELS: Setting =
+    Setting::new("THUMBNAIL_MAX_MEGAPIXELS", "120", "largest declared image decoded, megapixels");
+pub const MAX_DECODE_MIB: Setting =
+    Setting::new("THUMBNAIL_MAX_DECODE_MIB", "256", "decoder memory one image may use, MiB");
+pub const THREADS: Setting = Setting::optional("THUMBNAIL_THREADS", "the CPUs available", "images decoded at once");
+
+/// The settings of this stage, for `docs/configuration.md`.
+pub const SETTINGS: &[Setting] = &[MAX_SIZE, JPEG_QUALITY, MAX_FILE_MIB, MAX_MEGAPIXELS, MAX_DECODE_MIB, THREADS];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThumbnailConfig {
-    /// `THUMBNAIL_MAX_SIZE`: longest side of a thumbnail, pixels (default 800, the seed's).
-    /// `THUMBNAIL_JPEG_QUALITY`: 1–100 (default 85).
-    /// `THUMBNAIL_MAX_MEGAPIXELS`: largest declared image accepted (default 120).
-    /// `THUMBNAIL_MAX_DECODE_MIB`: decoder memory one image may use (default 256).
+    /// [`MAX_SIZE`], [`JPEG_QUALITY`], [`MAX_MEGAPIXELS`], [`MAX_DECODE_MIB`].
     pub spec: ThumbnailSpec,
-    /// `THUMBNAIL_MAX_FILE_MIB`: largest original read, MiB (default 64).
+    /// [`MAX_FILE_MIB`], in bytes.
     pub max_file_bytes: u64,
-    /// `THUMBNAIL_THREADS`: images decoded at once (default: the CPUs available).
+    /// [`THREADS`].
     pub threads: usize,
-    /// `BUCKET_NAME` (the seed's): where thumbnails are written; default the original's bucket.
+    /// [`BUCKET_NAME`]: where thumbnails are written; `None`: the original's bucket.
     pub bucket: Option<String>,
 }
 
 impl ThumbnailConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let quality: u8 = env.parse_at_least("THUMBNAIL_JPEG_QUALITY", 85, 1)?;
+        let quality: u8 = env.parse_at_least(&JPEG_QUALITY, 1)?;
         if quality > 100 {
             return Err(ConfigError::Invalid {
-                name: "THUMBNAIL_JPEG_QUALITY",
+                name: JPEG_QUALITY.name,
                 value: quality.to_string(),
                 reason: "must be at most 100".into(),
             });
         }
+        let cpus = || std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Self {
             spec: ThumbnailSpec {
-                max_size: env.parse_at_least("THUMBNAIL_MAX_SIZE", 800, 1)?,
+                max_size: env.parse_at_least(&MAX_SIZE, 1)?,
                 jpeg_quality: quality,
                 limits: Limits {
-                    max_pixels: env.parse_at_least("THUMBNAIL_MAX_MEGAPIXELS", 120u64, 1)? * 1_000_000,
-                    max_decode_memory: env.parse_at_least("THUMBNAIL_MAX_DECODE_MIB", 256u64, 1)? * MIB,
+                    max_pixels: env.parse_at_least(&MAX_MEGAPIXELS, 1u64)? * 1_000_000,
+                    max_decode_memory: env.parse_at_least(&MAX_DECODE_MIB, 1u64)? * MIB,
                 },
             },
-            max_file_bytes: env.parse_at_least("THUMBNAIL_MAX_FILE_MIB", 64u64, 1)? * MIB,
-            threads: env.parse_at_least("THUMBNAIL_THREADS", cpus, 1)?,
-            bucket: env.get("BUCKET_NAME"),
+            max_file_bytes: env.parse_at_least(&MAX_FILE_MIB, 1u64)? * MIB,
+            threads: env.parse_optional_at_least(&THREADS, 1)?.unwrap_or_else(cpus),
+            bucket: env.get(BUCKET_NAME.name),
         })
     }
 }

@@ -5,7 +5,6 @@
 mod color;
 pub mod config;
 mod exif;
-pub mod handler;
 mod jpeg;
 pub mod pixels;
 mod png;

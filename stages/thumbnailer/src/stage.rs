@@ -7,14 +7,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use domain::events::{ImageInfo, ImageProcessed, ObjectRef, PipelineEvent, Upload, sequencer_order};
+use domain::keys::{ImageKey, KeyError, THUMBNAIL_TAG};
+use domain::retry::Retriable;
+use domain::stage::StageName;
+use runtime::batch::{BatchContext, until_deadline};
+use runtime::bus::{EventPublisher, publish_for};
+use runtime::outcome::{Failure, Outcome};
+use runtime::stage::Stage;
+use runtime::storage::{ObjectStore, StorageError};
 use sha2::{Digest, Sha256};
-use shared::bus::{EventPublisher, publish_for};
-use shared::db::items::{self, Deletion, ItemState, ThumbnailRecord};
-use shared::events::{ImageInfo, ImageProcessed, ObjectRef, PipelineEvent, Upload, sequencer_order};
-use shared::keys::{ImageKey, THUMBNAIL_TAG};
-use shared::stage::{BatchContext, Failure, Outcome, Retriable, Stage, StageName, until_deadline};
-use shared::storage::{ObjectStore, StorageError};
 use sqlx::PgPool;
+use store::items::{self, Deletion, ItemState, ThumbnailRecord};
 use tracing::{Instrument, info_span};
 
 use crate::config::ThumbnailConfig;
@@ -350,7 +354,7 @@ impl Thumbnailer {
     }
 }
 
-fn key_outcome(e: &shared::keys::KeyError) -> Outcome {
+fn key_outcome(e: &KeyError) -> Outcome {
     if e.is_skip() { Outcome::Skipped(e.to_string()) } else { Failure::permanent(e.to_string()).into() }
 }
 

@@ -1,0 +1,36 @@
+//! `collections serve --user U`: the search API and the gallery on
+//! 127.0.0.1, for one user (a development mode).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use domain::settings::Env;
+use search::SearchService;
+use search::links::LocalLinks;
+
+use crate::components::Components;
+
+/// Serve the search API and the gallery page on 127.0.0.1, for one user (a
+/// development mode: no token is checked).
+#[derive(Debug, clap::Args)]
+pub struct Serve {
+    #[arg(long)]
+    user: String,
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+}
+
+impl Serve {
+    pub async fn run(self, env: &Env) -> anyhow::Result<()> {
+        let c = Components::from_env(env).await?;
+        let service =
+            SearchService { pool: c.pool.clone(), embedding: c.embedding.clone(), links: Arc::new(LocalLinks) };
+        let app = search::gallery::local_app(Arc::new(service), c.store.clone(), None, &self.user);
+        let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, self.port))
+            .await
+            .with_context(|| format!("listening on 127.0.0.1:{}", self.port))?;
+        println!("serving {}'s images: open http://{}/ (Ctrl-C stops)", self.user, listener.local_addr()?);
+        axum::serve(listener, app).await?;
+        Ok(())
+    }
+}

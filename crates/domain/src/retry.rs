@@ -1,0 +1,17 @@
+//! Whether another attempt could succeed: the one question every error of
+//! the pipeline answers, beside its own definition (the database's in
+//! `store`, a provider's in `remote`, an object store's in `runtime`).
+
+use std::time::Duration;
+
+/// An error that knows whether trying again could help, and when.
+pub trait Retriable: std::fmt::Display {
+    /// A later attempt may succeed (timeouts, throttling, an unreachable
+    /// service); the same input would fail the same way otherwise.
+    fn is_retriable(&self) -> bool;
+
+    /// The wait the other side asked for, if it did (`retry-after`).
+    fn retry_after(&self) -> Option<Duration> {
+        None
+    }
+}

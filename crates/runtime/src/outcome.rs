@@ -1,0 +1,79 @@
+//! What became of each input of a batch ([`Outcome`]), and why an item
+//! failed ([`Failure`]: its reason, and whether another delivery could help).
+
+use domain::retry::Retriable;
+
+/// What became of one input of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored, and the next stage's event published (or, last stage, finished).
+    Done,
+    /// Deliberately not processed (a thumbnail key, another file type, work
+    /// already done for the same version), with why.
+    Skipped(String),
+    Failed(Failure),
+}
+
+/// Whether delivering an item again could help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// A later attempt may succeed (timeouts, throttling, an unreachable service).
+    Later,
+    /// The same input will fail the same way (a corrupt image, a refused value).
+    Never,
+}
+
+/// Why an item failed, and whether another delivery could help. The batch
+/// runner records every failure (on the item's row, or in the table of
+/// record failures) and has the retriable ones delivered again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Says what failed and for which item.
+    pub reason: String,
+    pub retry: Retry,
+}
+
+impl Failure {
+    /// A failure another attempt may cure.
+    pub fn transient(reason: impl Into<String>) -> Self {
+        Self { reason: reason.into(), retry: Retry::Later }
+    }
+
+    /// A failure the same input will meet again.
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        Self { reason: reason.into(), retry: Retry::Never }
+    }
+
+    /// `doing` (e.g. "reading the thumbnail") failed with `error`; retriable
+    /// when the error is.
+    pub fn of(doing: impl std::fmt::Display, error: &dyn Retriable) -> Self {
+        Self::caused_by(format!("{doing} failed: {error}"), error)
+    }
+
+    /// A failure told by an error that already says what failed (a
+    /// database error names its operation), retriable when it is.
+    pub fn from_error(error: &dyn Retriable) -> Self {
+        Self::caused_by(error.to_string(), error)
+    }
+
+    /// A failure told in `reason`, retriable when `error`, its cause, is.
+    pub fn caused_by(reason: String, error: &dyn Retriable) -> Self {
+        if error.is_retriable() { Self::transient(reason) } else { Self::permanent(reason) }
+    }
+
+    /// `work` (e.g. "analysing u/a.jpg with model") was still running when
+    /// the invocation's deadline came: worth another delivery.
+    pub fn cut_off(work: impl std::fmt::Display) -> Self {
+        Self::transient(format!("{work} was cut off: the invocation ran out of time"))
+    }
+
+    pub fn is_retriable(&self) -> bool {
+        self.retry == Retry::Later
+    }
+}
+
+impl From<Failure> for Outcome {
+    fn from(failure: Failure) -> Self {
+        Self::Failed(failure)
+    }
+}

@@ -1,0 +1,359 @@
+//! A local HTTP server that speaks the real request and response formats of
+//! the paid providers — Anthropic Messages, OpenAI chat completions and
+//! embeddings, Voyage embeddings — and can be told to fail: 429 with
+//! `retry-after`, 5xx, slow replies, malformed JSON, refusals, wrong
+//! dimensions. It records every request and the peak of requests in flight.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use embedding::local::LocalEmbedder;
+use serde_json::{Value, json};
+
+/// What the server does with the next request that reaches a route.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// The provider's normal answer, after the server's latency.
+    Ok,
+    /// An error status with the provider's error body and an optional `retry-after` (seconds).
+    Status { status: u16, retry_after: Option<u64> },
+    /// The normal answer, after this long.
+    Slow(Duration),
+    /// A 200 whose body is not JSON.
+    MalformedJson,
+    /// A 200 with the provider's refusal.
+    Refusal,
+    /// Embeddings with this many dimensions.
+    Dimensions(usize),
+    /// The normal answer, its analysis replaced by this one.
+    Analysis(Value),
+    /// The normal answer as JSON text, with each `(from, to)` replaced in
+    /// that text: how a reply carrying `\u0000` or an unpaired surrogate
+    /// escape (valid JSON text that Rust and PostgreSQL refuse) is made.
+    Tampered(Vec<(String, String)>),
+    /// Embeddings, the one at this index holding 1e39 (beyond `f32`).
+    Overflow(usize),
+    /// A 200 whose JSON body goes on for this many bytes, with no length
+    /// announced: a server that sends without end.
+    Endless(usize),
+}
+
+/// One request as the server received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub route: &'static str,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub at: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    script: Mutex<VecDeque<Reply>>,
+    requests: Mutex<Vec<Recorded>>,
+    in_flight: AtomicUsize,
+    peak: AtomicUsize,
+    latency: Mutex<Duration>,
+}
+
+/// A running mock server. Its base URLs go into the providers' settings.
+#[derive(Debug, Clone)]
+pub struct MockProviders {
+    pub addr: SocketAddr,
+    inner: Arc<Inner>,
+}
+
+impl MockProviders {
+    pub async fn start() -> Self {
+        let inner = Arc::new(Inner::default());
+        let app = Router::new()
+            .route("/anthropic/v1/messages", post(anthropic))
+            .route("/openai/v1/chat/completions", post(openai_chat))
+            .route("/openai/v1/embeddings", post(openai_embeddings))
+            .route("/voyage/v1/embeddings", post(voyage))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding the mock server");
+        let addr = listener.local_addr().expect("a bound address");
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("the mock server runs") });
+        Self { addr, inner }
+    }
+
+    pub fn anthropic_url(&self) -> String {
+        format!("http://{}/anthropic", self.addr)
+    }
+
+    pub fn openai_url(&self) -> String {
+        format!("http://{}/openai/v1", self.addr)
+    }
+
+    pub fn voyage_url(&self) -> String {
+        format!("http://{}/voyage/v1", self.addr)
+    }
+
+    /// Queues replies for the next requests (any route), in order; after them, `Ok`.
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.inner.script.lock().expect("script lock").extend(replies);
+    }
+
+    /// How long every `Ok` reply takes.
+    pub fn set_latency(&self, latency: Duration) {
+        *self.inner.latency.lock().expect("latency lock") = latency;
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.inner.requests.lock().expect("requests lock").clone()
+    }
+
+    /// The most requests that were being answered at once.
+    pub fn peak_in_flight(&self) -> usize {
+        self.inner.peak.load(Ordering::SeqCst)
+    }
+
+    pub fn reset(&self) {
+        self.inner.requests.lock().expect("requests lock").clear();
+        self.inner.peak.store(0, Ordering::SeqCst);
+        self.inner.script.lock().expect("script lock").clear();
+    }
+}
+
+/// Counts a request in flight until dropped.
+struct InFlight(Arc<Inner>);
+
+impl InFlight {
+    fn enter(inner: &Arc<Inner>) -> Self {
+        let now = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        inner.peak.fetch_max(now, Ordering::SeqCst);
+        Self(inner.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Records the request and decides the reply; `Ok` and `Slow` wait first.
+async fn begin(inner: &Arc<Inner>, route: &'static str, headers: HeaderMap, body: &Value) -> (InFlight, Reply) {
+    let guard = InFlight::enter(inner);
+    inner.requests.lock().expect("requests lock").push(Recorded {
+        route,
+        headers,
+        body: body.clone(),
+        at: Instant::now(),
+    });
+    let reply = inner.script.lock().expect("script lock").pop_front().unwrap_or(Reply::Ok);
+    let wait = match &reply {
+        Reply::Slow(d) => *d,
+        Reply::Ok
+        | Reply::Refusal
+        | Reply::Dimensions(_)
+        | Reply::Analysis(_)
+        | Reply::Tampered(_)
+        | Reply::Overflow(_) => *inner.latency.lock().expect("latency lock"),
+        _ => Duration::ZERO,
+    };
+    tokio::time::sleep(wait).await;
+    (guard, reply)
+}
+
+fn error(status: u16, retry_after: Option<u64>, body: Value) -> Response {
+    let mut response = (StatusCode::from_u16(status).expect("a valid status"), Json(body)).into_response();
+    if let Some(seconds) = retry_after {
+        response.headers_mut().insert("retry-after", seconds.to_string().parse().expect("a header value"));
+    }
+    response
+}
+
+/// A JSON string of `bytes` bytes, streamed in chunks with no content-length.
+fn endless(bytes: usize) -> Response {
+    let chunk = bytes::Bytes::from(vec![b'x'; 1 << 16]);
+    let chunks = std::iter::once(bytes::Bytes::from_static(b"{\"pad\": \""))
+        .chain(std::iter::repeat_n(chunk, bytes.div_ceil(1 << 16)))
+        .map(Ok::<_, std::convert::Infallible>);
+    let body = axum::body::Body::from_stream(futures::stream::iter(chunks));
+    (StatusCode::OK, [("content-type", "application/json")], body).into_response()
+}
+
+fn malformed() -> Response {
+    (StatusCode::OK, [("content-type", "application/json")], "{\"id\": \"broken").into_response()
+}
+
+/// A canned analysis that names the request, so stored rows can be told apart.
+fn analysis(n: usize) -> Value {
+    json!({
+        "category": "nature",
+        "summary": format!("A mountain lake at dawn, request {n}."),
+        "description": "Calm water reflecting pine trees and a snowy peak.",
+        "tags": ["lake", "mountain", "dawn"],
+        "objects": ["lake", "trees", "mountain"],
+        "colors": ["blue", "green"],
+        "text": [],
+        "scene": "outdoor lake",
+        "style": "photo",
+        "people_count": 0,
+    })
+}
+
+/// A 200 whose JSON text is `reply`'s with `replacements` made in it.
+fn tampered(reply: &Value, replacements: &[(String, String)], headers: [(&'static str, String); 1]) -> Response {
+    let mut text = reply.to_string();
+    for (from, to) in replacements {
+        text = text.replace(from.as_str(), to);
+    }
+    let mut response = (StatusCode::OK, [("content-type", "application/json")], text).into_response();
+    for (name, value) in headers {
+        response.headers_mut().insert(name, value.parse().expect("a header value"));
+    }
+    response
+}
+
+async fn anthropic(State(inner): State<Arc<Inner>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    let n = inner.requests.lock().expect("requests lock").len();
+    let (_guard, reply) = begin(&inner, "anthropic", headers, &body).await;
+    match reply {
+        Reply::Ok
+        | Reply::Slow(_)
+        | Reply::Dimensions(_)
+        | Reply::Overflow(_)
+        | Reply::Analysis(_)
+        | Reply::Tampered(_) => {
+            let tool = body["tool_choice"]["name"].as_str().unwrap_or("record_analysis");
+            let input = if let Reply::Analysis(a) = &reply { a.clone() } else { analysis(n) };
+            let message = json!({
+                "id": format!("msg_{n:04}"), "type": "message", "role": "assistant", "model": body["model"],
+                "content": [{"type": "tool_use", "id": format!("toolu_{n:04}"), "name": tool, "input": input}],
+                "stop_reason": "tool_use", "stop_sequence": null,
+                "usage": {"input_tokens": 1600, "output_tokens": 120}
+            });
+            let headers = [("request-id", format!("req_{n:04}"))];
+            match &reply {
+                Reply::Tampered(replacements) => tampered(&message, replacements, headers),
+                _ => (headers, Json(message)).into_response(),
+            }
+        }
+        Reply::Refusal => Json(json!({
+            "id": "msg_refused", "type": "message", "role": "assistant", "model": body["model"],
+            "content": [{"type": "text", "text": "I can't help with analysing this image."}],
+            "stop_reason": "refusal", "usage": {"input_tokens": 1600, "output_tokens": 12}
+        }))
+        .into_response(),
+        Reply::Status { status, retry_after } => {
+            let kind = match status {
+                429 => "rate_limit_error",
+                529 => "overloaded_error",
+                400 => "invalid_request_error",
+                _ => "api_error",
+            };
+            error(
+                status,
+                retry_after,
+                json!({"type": "error", "error": {"type": kind, "message": format!("mock {status}")}}),
+            )
+        }
+        Reply::MalformedJson => malformed(),
+        Reply::Endless(bytes) => endless(bytes),
+    }
+}
+
+async fn openai_chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    let n = inner.requests.lock().expect("requests lock").len();
+    let (_guard, reply) = begin(&inner, "openai-chat", headers, &body).await;
+    let message = match &reply {
+        Reply::Ok | Reply::Slow(_) | Reply::Dimensions(_) | Reply::Overflow(_) | Reply::Tampered(_) => {
+            json!({"role": "assistant", "content": analysis(n).to_string(), "refusal": null})
+        }
+        Reply::Analysis(a) => json!({"role": "assistant", "content": a.to_string(), "refusal": null}),
+        Reply::Refusal => {
+            json!({"role": "assistant", "content": null, "refusal": "I'm sorry, I can't help with that."})
+        }
+        Reply::Status { status, retry_after } => {
+            return error(
+                *status,
+                *retry_after,
+                json!({"error": {"message": format!("mock {status}"), "type": "server_error", "code": null}}),
+            );
+        }
+        Reply::MalformedJson => return malformed(),
+        Reply::Endless(bytes) => return endless(*bytes),
+    };
+    let completion = json!({
+        "id": format!("chatcmpl-{n:04}"), "object": "chat.completion", "model": body["model"],
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 900, "completion_tokens": 110, "total_tokens": 1010}
+    });
+    let headers = [("x-request-id", format!("req_{n:04}"))];
+    match &reply {
+        Reply::Tampered(replacements) => tampered(&completion, replacements, headers),
+        _ => (headers, Json(completion)).into_response(),
+    }
+}
+
+fn texts(body: &Value) -> Vec<String> {
+    match &body["input"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items.iter().map(|v| v.as_str().unwrap_or_default().to_owned()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Vectors as the offline embedder makes them, so ranking in tests means
+/// something: of the size the request asks for (Voyage's `output_dimension`,
+/// OpenAI's `dimensions`), else 1024; or, to test the checks, of `wrong` size.
+fn embeddings(body: &Value, wrong: Option<usize>) -> Vec<Value> {
+    let asked = body.get("output_dimension").or_else(|| body.get("dimensions")).and_then(Value::as_u64);
+    let size = asked.map_or(embedding::DEFAULT_DIMENSIONS, |d| d as usize);
+    texts(body)
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            let mut vector = LocalEmbedder::embed_text_in(text, size);
+            if let Some(d) = wrong {
+                vector.resize(d, 0.0);
+            }
+            json!({"object": "embedding", "index": index, "embedding": vector})
+        })
+        .collect()
+}
+
+async fn embeddings_reply(inner: Arc<Inner>, route: &'static str, headers: HeaderMap, body: Value) -> Response {
+    let (_guard, reply) = begin(&inner, route, headers, &body).await;
+    let data = match reply {
+        Reply::Ok | Reply::Slow(_) | Reply::Refusal | Reply::Analysis(_) | Reply::Tampered(_) => {
+            embeddings(&body, None)
+        }
+        Reply::Dimensions(d) => embeddings(&body, Some(d)),
+        Reply::Overflow(at) => {
+            let mut data = embeddings(&body, None);
+            data[at]["embedding"][0] = json!(1e39);
+            data
+        }
+        Reply::Status { status, retry_after } => {
+            let body = if route == "voyage" {
+                json!({"detail": format!("mock {status}")})
+            } else {
+                json!({"error": {"message": format!("mock {status}"), "type": "server_error"}})
+            };
+            return error(status, retry_after, body);
+        }
+        Reply::MalformedJson => return malformed(),
+        Reply::Endless(bytes) => return endless(bytes),
+    };
+    Json(json!({"object": "list", "data": data, "model": body["model"], "usage": {"total_tokens": 42}})).into_response()
+}
+
+async fn voyage(State(inner): State<Arc<Inner>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    embeddings_reply(inner, "voyage", headers, body).await
+}
+
+async fn openai_embeddings(State(inner): State<Arc<Inner>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    embeddings_reply(inner, "openai-embeddings", headers, body).await
+}

@@ -1,0 +1,258 @@
+//! The search API as both hosts serve it, on real PostgreSQL + pgvector:
+//! the Lambda's app fed API Gateway HTTP API requests (the caller is the JWT
+//! claim the authorizer passes on), and `collections serve`'s app over real
+//! HTTP (the caller is `--user`), with its bad-input and outage answers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use domain::settings::Env;
+use embedding::EmbeddingProvider;
+use runtime::storage::{FolderStore, ObjectStore};
+use search::SearchService;
+use search::links::{LocalLinks, PresignedLinks, ThumbnailLinks};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use test_support::providers::{MockProviders, Reply};
+use test_support::{FixedSecrets, analysis, images, seed_items};
+use tower::ServiceExt;
+use uuid::Uuid;
+
+fn local_embedder() -> Arc<dyn EmbeddingProvider> {
+    Arc::new(embedding::local::LocalEmbedder::default())
+}
+
+fn service(pool: &PgPool, embedding: Arc<dyn EmbeddingProvider>, links: Arc<dyn ThumbnailLinks>) -> Arc<SearchService> {
+    Arc::new(SearchService { pool: pool.clone(), embedding, links })
+}
+
+/// Alice's three images and Bob's two, embedded by the local model.
+async fn alice_and_bob(pool: &PgPool) {
+    let cat = || analysis("pets", "A ginger cat asleep on a sofa", &["cat", "sofa"]);
+    let alice = vec![
+        ("cat", cat()),
+        ("beach", analysis("landscape", "A sandy beach with palm trees", &["beach", "palm"])),
+        ("pasta", analysis("food", "A plate of pasta with basil", &["pasta", "dinner"])),
+    ];
+    seed_items(pool, "alice", local_embedder(), alice).await;
+    let bob = vec![("cat", cat()), ("boat", analysis("landscape", "A sailing boat at sea", &["boat", "sea"]))];
+    seed_items(pool, "bob", local_embedder(), bob).await;
+}
+
+async fn ids_of(pool: &PgPool, user: &str) -> Vec<Uuid> {
+    sqlx::query_scalar("SELECT id FROM items WHERE user_id = $1 ORDER BY file_path")
+        .bind(user)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+/// A GET as API Gateway's HTTP API (payload 2.0) hands it to the function,
+/// with the claims its JWT authorizer verified.
+fn gateway_get(path: &str, query: &str, claims: Option<Value>) -> lambda_http::Request {
+    let authorizer = claims.map(|claims| json!({ "jwt": { "claims": claims, "scopes": null } }));
+    let event = json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": query,
+        "headers": { "host": "abc123.execute-api.us-east-1.amazonaws.com", "authorization": "Bearer eyJ.x.y" },
+        "requestContext": {
+            "accountId": "123456789012", "apiId": "abc123", "authorizer": authorizer,
+            "domainName": "abc123.execute-api.us-east-1.amazonaws.com", "domainPrefix": "abc123",
+            "http": { "method": "GET", "path": path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.9",
+                      "userAgent": "curl/8" },
+            "requestId": "req-1", "routeKey": "$default", "stage": "$default",
+            "time": "30/Nov/2026:12:00:00 +0000", "timeEpoch": 1_796_040_000_000_i64
+        },
+        "isBase64Encoded": false
+    });
+    let request: lambda_http::request::LambdaRequest = serde_json::from_value(event).expect("an HTTP API event");
+    lambda_http::Request::from(request)
+}
+
+async fn answer<B>(app: &Router, request: Request<B>) -> (StatusCode, Value)
+where
+    B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let response = app.clone().oneshot(request.map(Body::new)).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn sub(user: &str) -> Option<Value> {
+    Some(json!({ "sub": user, "email": format!("{user}@example.com") }))
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_token_for_one_user_never_shows_another_users_items(pool: PgPool) {
+    alice_and_bob(&pool).await;
+    let aws = aws::load_config().await;
+    let links = PresignedLinks::new(aws::s3::S3Store::new(&aws).client().clone(), None, Duration::from_secs(900));
+    let app = search::lambda::app(service(&pool, local_embedder(), Arc::new(links)), "sub");
+
+    // Every query Alice can make finds only her items; the thumbnail links
+    // are presigned, short-lived and for her thumbnails.
+    for q in ["cat", "sofa", "boat", "sea", "pasta"] {
+        let (status, body) = answer(&app, gateway_get("/v1/search", &format!("q={q}&limit=100"), sub("alice"))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(!body.to_string().contains("bob"), "{q}: {body}");
+        for hit in body["hits"].as_array().unwrap() {
+            assert!(hit["key"].as_str().unwrap().starts_with("alice/"), "{hit}");
+            let url = hit["thumbnail_url"].as_str().unwrap();
+            assert!(url.contains("alice/thumbnails/"), "{url}");
+            assert!(url.contains("X-Amz-Expires=900") && url.contains("X-Amz-Signature="), "{url}");
+        }
+    }
+    let (_, body) = answer(&app, gateway_get("/v1/search", "q=cat", sub("alice"))).await;
+    assert_eq!(body["hits"][0]["key"], "alice/cat.jpg");
+
+    // Guessing (or knowing) Bob's item ids gives Alice what a random id gives.
+    let (bob, alice) = (ids_of(&pool, "bob").await, ids_of(&pool, "alice").await);
+    for id in bob.iter().chain([&Uuid::now_v7()]) {
+        let (status, body) = answer(&app, gateway_get(&format!("/v1/items/{id}"), "", sub("alice"))).await;
+        assert_eq!((status, body), (StatusCode::NOT_FOUND, json!({ "error": format!("no item {id}") })));
+    }
+    let (status, body) = answer(&app, gateway_get(&format!("/v1/items/{}", bob[0]), "", sub("bob"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["key"], "bob/boat.jpg");
+    assert_eq!(body["analysis"]["summary"], "A sailing boat at sea");
+    assert_eq!(body["status"], json!({ "thumbnail": "done", "analysis": "done", "embedding": "done" }));
+
+    // Failures: each sees their own.
+    for (id, reason) in [(bob[0], "bob's secret failure"), (alice[0], "alice's failure")] {
+        sqlx::query("UPDATE items SET failed_stage = 'analysis', last_error = $2 WHERE id = $1")
+            .bind(id)
+            .bind(reason)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let (_, body) = answer(&app, gateway_get("/v1/failures", "", sub("alice"))).await;
+    let reasons: Vec<&str> = body["items"].as_array().unwrap().iter().map(|f| f["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, ["alice's failure"]);
+
+    // No verified user, no answer; the user comes from the configured claim only.
+    let (status, body) = answer(&app, gateway_get("/v1/search", "q=cat&user=bob", None)).await;
+    assert_eq!((status, body), (StatusCode::UNAUTHORIZED, json!({ "error": "no user" })));
+    let by_email = search::lambda::app(service(&pool, local_embedder(), Arc::new(LocalLinks)), "email");
+    let (_, body) = answer(&by_email, gateway_get("/v1/search", "q=cat", sub("alice"))).await;
+    assert!(body["hits"].as_array().unwrap().is_empty(), "alice@example.com has no items: {body}");
+}
+
+/// Serves `app` on a free port of 127.0.0.1; its base URL.
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+async fn get(url: &str) -> (StatusCode, Option<String>, Value) {
+    let response = reqwest::get(url).await.unwrap();
+    let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+    let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+    (status, retry_after, response.json().await.unwrap_or(Value::Null))
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn collections_serve_answers_with_the_users_hits_page_and_thumbnails(pool: PgPool) {
+    alice_and_bob(&pool).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FolderStore::new(dir.path()));
+    for user in ["alice", "bob"] {
+        let thumbnail = images::jpeg(80, 60, images::BLUE);
+        store.put("local", &format!("{user}/thumbnails/cat.jpg"), thumbnail, "image/jpeg", &[]).await.unwrap();
+    }
+    let app = search::gallery::local_app(service(&pool, local_embedder(), Arc::new(LocalLinks)), store, None, "alice");
+    let base = serve(app).await;
+
+    let page = reqwest::get(format!("{base}/")).await.unwrap();
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    assert!(page.text().await.unwrap().contains("id=\"search\""));
+
+    let (status, _, body) = get(&format!("{base}/v1/search?q=sleeping+cat&limit=2")).await;
+    assert_eq!(status, StatusCode::OK);
+    let top = &body["hits"][0];
+    assert_eq!(top["key"], "alice/cat.jpg");
+    let id = top["item_id"].as_str().unwrap();
+    assert_eq!(top["thumbnail_url"], format!("/v1/items/{id}/thumbnail"));
+    let thumbnail = reqwest::get(format!("{base}/v1/items/{id}/thumbnail")).await.unwrap();
+    assert_eq!(thumbnail.headers()["content-type"], "image/jpeg");
+    assert_eq!(image::load_from_memory(&thumbnail.bytes().await.unwrap()).unwrap().width(), 80);
+
+    let bob_cat: Uuid =
+        sqlx::query_scalar("SELECT id FROM items WHERE file_path = 'bob/cat.jpg'").fetch_one(&pool).await.unwrap();
+    let (status, _, _) = get(&format!("{base}/v1/items/{bob_cat}/thumbnail")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "another user's thumbnail is not served");
+
+    let (_, _, categories) = get(&format!("{base}/v1/categories")).await;
+    assert!(categories["categories"].as_array().unwrap().contains(&json!("pets")));
+
+    let long = "a".repeat(1001);
+    for (path, error) in [
+        ("/v1/search".to_owned(), "q is required: the words to search for".to_owned()),
+        (format!("/v1/search?q={long}"), "q is longer than 1000 characters".to_owned()),
+        ("/v1/search?q=cat&limit=0".to_owned(), "limit must be a whole number from 1 to 100".to_owned()),
+        ("/v1/search?q=cat&limit=101".to_owned(), "limit must be a whole number from 1 to 100".to_owned()),
+        ("/v1/items/not-an-id".to_owned(), "\"not-an-id\" is not an item id (a UUID)".to_owned()),
+        ("/v1/failures?limit=x".to_owned(), "limit must be a whole number from 1 to 100".to_owned()),
+    ] {
+        let (status, _, body) = get(&format!("{base}{path}")).await;
+        assert_eq!((status, body), (StatusCode::BAD_REQUEST, json!({ "error": error })), "{path}");
+    }
+    let (status, _, body) = get(&format!("{base}/v1/search?q=cat&category=kittens")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"].as_str().unwrap().starts_with("unknown category \"kittens\"; one of: "), "{body}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_provider_or_database_that_is_down_is_a_503_with_retry_after_and_no_internals(pool: PgPool) {
+    alice_and_bob(&pool).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(FolderStore::new(dir.path()));
+    let mock = MockProviders::start().await;
+    let voyage = |url: &str| {
+        let config = embedder::EmbedderConfig::from_env(&Env::from_pairs([
+            ("EMBEDDING_PROVIDER", "voyage"),
+            ("VOYAGE_BASE_URL", url),
+        ]))
+        .unwrap();
+        let secrets = FixedSecrets([("VOYAGE_API_KEY".to_owned(), "pa-secret-key-123".to_owned())].into());
+        async move { config.active.build(&secrets).await.unwrap() }
+    };
+
+    // The provider throttles, then nothing listens where it was.
+    mock.script([Reply::Status { status: 503, retry_after: Some(7) }]);
+    let throttled = service(&pool, voyage(&mock.voyage_url()).await, Arc::new(LocalLinks));
+    let base = serve(search::gallery::local_app(throttled, store.clone(), None, "alice")).await;
+    let (status, retry_after, body) = get(&format!("{base}/v1/search?q=cat")).await;
+    assert_eq!((status, retry_after.as_deref()), (StatusCode::SERVICE_UNAVAILABLE, Some("7")));
+    assert_eq!(body, json!({ "error": "the embedding provider is unavailable; try again in 7 s" }));
+
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let gone = service(&pool, voyage(&format!("http://{closed}/v1")).await, Arc::new(LocalLinks));
+    let base = serve(search::gallery::local_app(gone, store.clone(), None, "alice")).await;
+    let (status, retry_after, body) = get(&format!("{base}/v1/search?q=cat")).await;
+    assert_eq!((status, retry_after.as_deref()), (StatusCode::SERVICE_UNAVAILABLE, Some("5")));
+    assert_eq!(body, json!({ "error": "the embedding provider is unavailable; try again in 5 s" }));
+
+    // A database nobody answers for.
+    let nowhere = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_lazy(&format!("postgres://postgres:hunter2@{closed}/collections"))
+        .unwrap();
+    let offline = service(&nowhere, local_embedder(), Arc::new(LocalLinks));
+    let base = serve(search::gallery::local_app(offline, store, None, "alice")).await;
+    let id = Uuid::now_v7();
+    for path in ["/v1/search?q=cat", &format!("/v1/items/{id}"), &format!("/v1/items/{id}/thumbnail"), "/v1/failures"] {
+        let (status, retry_after, body) = get(&format!("{base}{path}")).await;
+        assert_eq!((status, retry_after.as_deref()), (StatusCode::SERVICE_UNAVAILABLE, Some("5")), "{path}");
+        assert_eq!(body, json!({ "error": "the database is unavailable; try again in 5 s" }), "{path}");
+    }
+}
