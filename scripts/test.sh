@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# The full test suite: starts the services the tests need (PostgreSQL +
+# The full test suite: checks the formatting and lints (rustfmt, clippy with
+# warnings as errors), starts the services the tests need (PostgreSQL +
 # pgvector, and moto_server as the local AWS endpoint), checks the PostgreSQL
-# set-up in a clone its server user cannot reach, runs every Rust test
-# of the workspace, then the CDK app's tests (synthesis, assertions, cdk-nag,
-# cfn-lint). Fails when a test fails.
+# set-up in a clone its server user cannot reach, runs every Rust test of the
+# workspace, then the CDK app's tests (synthesis, assertions, cdk-nag,
+# cfn-lint). Fails when a check or a test fails.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
 ensure_build_tools
+
+log "cargo fmt --check"
+cargo fmt --all --check
+log "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --quiet --workspace --all-targets -- -D warnings
+
 ensure_venv "$ROOT/scripts/requirements.txt" "$ROOT/scripts/requirements-test.txt"
 # An assignment, not `eval "$(...)"`, so a failing set-up stops the script here.
 pg_env="$(bash scripts/postgres.sh env)"
