@@ -225,14 +225,7 @@ pub async fn delete_objects(pool: &PgPool, deletions: &[Deletion]) -> Result<Vec
     .map_err(DbError::during("deleting items"))?;
     // Items that shared a removed item's analysis (their duplicate_of is now
     // NULL) are analysed on their own.
-    sqlx::query(
-        "UPDATE items SET analysis_status = 'pending', embedding_status = 'pending', updated_at = now()
-         WHERE id = ANY($1) AND duplicate_of IS NULL",
-    )
-    .bind(&sharing)
-    .execute(&mut *tx)
-    .await
-    .map_err(DbError::during("sending items of the same bytes back to pending"))?;
+    status::analyse_again(&mut tx, &sharing).await?;
     tx.commit().await.map_err(DbError::during("deleting items"))?;
     Ok(removed)
 }

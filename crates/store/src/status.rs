@@ -106,6 +106,21 @@ pub async fn follow_canonical(pool: &PgPool, duplicates: &[Uuid]) -> Result<(), 
     Ok(())
 }
 
+/// Sends these items, no longer anyone's duplicates (the item whose
+/// analysis they shared was deleted), back to pending for analysis and
+/// embedding of their own.
+pub async fn analyse_again(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), DbError> {
+    sqlx::query(
+        "UPDATE items SET analysis_status = 'pending', embedding_status = 'pending', updated_at = now()
+         WHERE id = ANY($1) AND duplicate_of IS NULL",
+    )
+    .bind(ids)
+    .execute(conn)
+    .await
+    .map_err(DbError::during("sending items of the same bytes back to pending"))?;
+    Ok(())
+}
+
 fn cut(text: &str) -> String {
     clean(&text.chars().take(MAX_TEXT_CHARS).collect::<String>())
 }
