@@ -185,9 +185,10 @@ async fn main() -> anyhow::Result<()> {
     let service =
         search::SearchService { pool: pool.clone(), embedding: embedder, links: Arc::new(search::links::LocalLinks) };
     let store = Arc::new(runtime::storage::FolderStore::new(std::env::temp_dir()));
-    let app = search::gallery::local_app(Arc::new(service), store, None, user);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
+    let address = listener.local_addr()?;
+    let app = search::gallery::local_app(Arc::new(service), store, None, user, address.port());
+    let base = format!("http://{address}");
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     load(&base, 20, 2).await?; // warm the pool, the caches and the index pages

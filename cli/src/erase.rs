@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use aws::s3::S3Store;
 use domain::events::{ObjectRef, Upload};
+use domain::keys::{ImageKey, KeyError};
 use futures::StreamExt;
 use runtime::batch::BatchContext;
 use runtime::bus::LocalBus;
@@ -49,28 +50,42 @@ pub async fn delete_keys(c: &Components, keys: &[String]) -> anyhow::Result<Vec<
 
 /// Deletes these originals, then does at once what their "Object Deleted"
 /// events will (on AWS they come later, and find nothing left to do):
-/// each key with what became of it.
+/// each key with what became of it. Every key is parsed before anything is
+/// touched; a key that is not an original's (malformed, a thumbnail, a
+/// path leaving the bucket) is refused alone and nothing of it is deleted.
 pub async fn delete_keys_in(place: &Place, keys: &[String]) -> anyhow::Result<Vec<(String, String)>> {
-    for key in keys {
-        place.store.delete(&place.bucket, key).await.with_context(|| format!("deleting the original {key}"))?;
+    let parsed: Vec<Result<ImageKey, KeyError>> = keys.iter().map(|key| ImageKey::parse(key)).collect();
+    let originals: Vec<&ImageKey> = parsed.iter().flatten().collect();
+    for key in &originals {
+        place
+            .store
+            .delete(&place.bucket, key.as_str())
+            .await
+            .with_context(|| format!("deleting the original {key}"))?;
     }
     let thumbnailer =
         Thumbnailer::new(place.store.clone(), Arc::new(LocalBus::new()), place.pool.clone(), place.thumbnail.clone())?;
-    let uploads: Vec<Upload> = keys
+    let uploads: Vec<Upload> = originals
         .iter()
-        .map(|key| ObjectRef { bucket: place.bucket.clone(), key: key.clone(), deleted: true, ..ObjectRef::default() })
+        .map(|key| ObjectRef {
+            bucket: place.bucket.clone(),
+            key: key.to_string(),
+            deleted: true,
+            ..ObjectRef::default()
+        })
         .map(Upload::from)
         .collect();
-    let outcomes = thumbnailer.process(&uploads, &BatchContext::default()).await;
+    let mut outcomes = thumbnailer.process(&uploads, &BatchContext::default()).await.into_iter();
     Ok(keys
         .iter()
-        .zip(outcomes)
-        .map(|(key, outcome)| {
-            let said = match outcome {
-                ThumbnailOutcome::Deleted(what) => what,
-                ThumbnailOutcome::Skipped(why) => why,
-                ThumbnailOutcome::Failed(failure) => format!("failed: {}", failure.reason),
-                ThumbnailOutcome::Thumbnailed { .. } => unreachable!("a deletion makes no thumbnail"),
+        .zip(parsed)
+        .map(|(key, parsed)| {
+            let said = match parsed.map(|_| outcomes.next().expect("one outcome per upload")) {
+                Err(refused) => format!("refused, nothing deleted: {refused}"),
+                Ok(ThumbnailOutcome::Deleted(what)) => what,
+                Ok(ThumbnailOutcome::Skipped(why)) => why,
+                Ok(ThumbnailOutcome::Failed(failure)) => format!("failed: {}", failure.reason),
+                Ok(ThumbnailOutcome::Thumbnailed { .. }) => unreachable!("a deletion makes no thumbnail"),
             };
             (key.clone(), said)
         })
@@ -91,7 +106,7 @@ pub struct Erased {
 pub async fn erase_user(c: &Components, user: &str, originals: bool) -> anyhow::Result<Erased> {
     validate_user(user)?;
     let (items, record_failures) = store::items::erase_user(&c.pool, user).await?;
-    let folder = c.store.path_of(&c.local.bucket, user);
+    let folder = c.store.path_of(&c.local.bucket, user)?;
     let remove = if originals { folder } else { folder.join(domain::keys::THUMBNAILS_DIR) };
     match std::fs::remove_dir_all(&remove) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

@@ -24,10 +24,7 @@ use crate::report::{Report, Tracker};
 
 /// Checks a user id can be the first folder of a key.
 pub fn validate_user(user: &str) -> anyhow::Result<()> {
-    if user.is_empty() || user == "." || user == ".." || user.contains(['/', '\0']) || user.len() > 128 {
-        bail!("invalid user id {user:?}: it must be one non-empty path segment of at most 128 bytes");
-    }
-    Ok(())
+    Ok(domain::keys::check_user_id(user)?)
 }
 
 /// A file found under the folder of a run.
@@ -64,7 +61,7 @@ pub fn scan(dir: &Path, user: &str) -> anyhow::Result<Vec<ScannedFile>> {
 pub fn upload(c: &Components, file: &ScannedFile) -> anyhow::Result<ObjectRef> {
     let meta = std::fs::metadata(&file.path).with_context(|| format!("reading {}", file.path.display()))?;
     let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).unwrap_or_default();
-    let target = c.store.path_of(&c.local.bucket, &file.key);
+    let target = c.store.path_of(&c.local.bucket, &file.key)?;
     if let Some(parent) = target.parent() {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }

@@ -1,9 +1,11 @@
 //! What a local run did with each item, kept as it happens (with a progress
 //! bar) and printed as a summary at the end.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
+use domain::text::printable;
 use indicatif::{ProgressBar, ProgressStyle};
 use uuid::Uuid;
 
@@ -32,16 +34,16 @@ impl Report {
             reasons.entry(reason).or_default().push(key);
         }
         for (reason, keys) in reasons {
-            let shown: Vec<&str> = keys.iter().take(5).copied().collect();
+            let shown: Vec<Cow<str>> = keys.iter().take(5).map(|k| printable(k)).collect();
             let more = if keys.len() > shown.len() {
                 format!(", and {} more", keys.len() - shown.len())
             } else {
                 String::new()
             };
-            out.push_str(&format!("  skipped {} ({reason}): {}{more}\n", keys.len(), shown.join(", ")));
+            out.push_str(&format!("  skipped {} ({}): {}{more}\n", keys.len(), printable(reason), shown.join(", ")));
         }
         for (key, reason) in &self.failed {
-            out.push_str(&format!("  FAILED {key}: {reason}\n"));
+            out.push_str(&format!("  FAILED {}: {}\n", printable(key), printable(reason)));
         }
         out
     }

@@ -15,6 +15,9 @@ export type StreamModeName = 'ON_DEMAND' | 'PROVISIONED';
 
 export type EmbeddingProviderName = 'voyage' | 'openai' | 'local';
 export const EMBEDDING_PROVIDERS: readonly EmbeddingProviderName[] = ['voyage', 'openai', 'local'];
+/** The analyzer's vision providers (ANALYZER_PROVIDER; the Rust accepts exactly these, any case). */
+export type VisionProviderName = 'anthropic' | 'openai' | 'local';
+export const VISION_PROVIDERS: readonly VisionProviderName[] = ['anthropic', 'openai', 'local'];
 /** pgvector stores vectors of at most 16000 dimensions. */
 export const MAX_EMBEDDING_DIMENSIONS = 16000;
 
@@ -26,7 +29,7 @@ export interface StageBatching {
 
 export interface CollectionsConfig {
   readonly envName: EnvName;
-  /** true: no VPC/RDS; the functions read the URL from SSM `/collections/DATABASE_URL`. */
+  /** true: no VPC/RDS; the functions read the URL from SSM `/collections/<env>/DATABASE_URL`. */
   readonly existingDatabase: boolean;
   /**
    * Existing-database mode only: the full ARN of a Secrets Manager secret the
@@ -57,7 +60,7 @@ export interface CollectionsConfig {
 
   // Functions
   readonly rustLog: string;
-  readonly analyzerProvider: string;
+  readonly analyzerProvider: VisionProviderName;
   readonly analyzerModel?: string;
   readonly analyzerConcurrency: number;
   readonly embeddingProvider: EmbeddingProviderName;
@@ -137,12 +140,75 @@ export interface SearchConfig {
    * secret of the read-only role the search function connects as.
    */
   readonly databaseSecretArn?: string;
+  /**
+   * Reserved concurrency of the search function: at most this many
+   * instances, each with a pool of SEARCH_DATABASE_MAX_CONNECTIONS, so the
+   * API can hold at most their product of the database's connections.
+   */
+  readonly reservedConcurrency: number;
+  /** Per-user token bucket inside each search function instance: refill, requests per second (SEARCH_RATE_PER_USER). */
+  readonly ratePerUser: number;
+  /** Its capacity, requests (SEARCH_BURST_PER_USER). */
+  readonly burstPerUser: number;
 }
 
-/** The SSM parameter prefix every function reads its secrets under. */
-export const SSM_PARAMETER_PREFIX = '/collections';
-/** The SSM SecureString that holds the database URL in existing-database mode. */
-export const DATABASE_URL_PARAMETER = `${SSM_PARAMETER_PREFIX}/DATABASE_URL`;
+/**
+ * Where the SSM parameters of all environments live; each environment has
+ * its own folder under it (ssmParameterPrefix). The seed kept its
+ * parameters directly under it, shared by every environment of the account.
+ */
+export const SSM_PARAMETER_ROOT = '/collections';
+/** The API keys the functions may read from SSM (SecureString `{SSM_PARAMETER_PREFIX}/{name}`), as the Rust names them. */
+export type ApiKeyName = 'ANTHROPIC_API_KEY' | 'OPENAI_API_KEY' | 'VOYAGE_API_KEY';
+/** The parameter (relative to the environment's prefix) that holds the database URL in existing-database mode. */
+export const DATABASE_URL_NAME = 'DATABASE_URL';
+
+/**
+ * The SSM prefix of one environment, `/collections/<env>` (SSM_PARAMETER_PREFIX
+ * of its functions): one account may hold dev, test and prod, and none of
+ * them may read another's keys or database URL.
+ */
+export function ssmParameterPrefix(envName: EnvName): string {
+  return `${SSM_PARAMETER_ROOT}/${envName}`;
+}
+
+/** The full name of one of an environment's parameters, e.g. `/collections/dev/ANTHROPIC_API_KEY`. */
+export function ssmParameterName(envName: EnvName, name: ApiKeyName | typeof DATABASE_URL_NAME): string {
+  return `${ssmParameterPrefix(envName)}/${name}`;
+}
+
+/** The SSM SecureString that holds the database URL in existing-database mode: `/collections/<env>/DATABASE_URL`. */
+export function databaseUrlParameter(envName: EnvName): string {
+  return ssmParameterName(envName, DATABASE_URL_NAME);
+}
+
+/**
+ * The key each vision provider reads (crates/vision settings): `openai` reads
+ * OPENAI_API_KEY (optional only with an OPENAI_BASE_URL, which this stack
+ * does not set), `local` none.
+ */
+const VISION_PROVIDER_KEYS: Record<VisionProviderName, readonly ApiKeyName[]> = {
+  anthropic: ['ANTHROPIC_API_KEY'],
+  openai: ['OPENAI_API_KEY'],
+  local: [],
+};
+/** The key each embedding provider reads (crates/embedding settings). */
+const EMBEDDING_PROVIDER_KEYS: Record<EmbeddingProviderName, readonly ApiKeyName[]> = {
+  voyage: ['VOYAGE_API_KEY'],
+  openai: ['OPENAI_API_KEY'],
+  local: [],
+};
+
+/** The API keys the analyzer's vision provider reads (none for `local`). */
+export function visionProviderKeys(provider: VisionProviderName): readonly ApiKeyName[] {
+  return VISION_PROVIDER_KEYS[provider];
+}
+
+/** The API keys an embedding provider reads (none for `local`). */
+export function embeddingProviderKeys(provider: EmbeddingProviderName): readonly ApiKeyName[] {
+  return EMBEDDING_PROVIDER_KEYS[provider];
+}
+
 /** Object tag the thumbnailer sets on every thumbnail it writes; the lifecycle rule matches it. */
 export const THUMBNAIL_TAG_KEY = 'collections:kind';
 export const THUMBNAIL_TAG_VALUE = 'thumbnail';
@@ -150,6 +216,26 @@ export const DATABASE_NAME = 'collections';
 export const DATABASE_PORT = 5432;
 /** Lifetime of the presigned thumbnail URLs the search API answers with, seconds. */
 export const SEARCH_URL_TTL_SECONDS = 900;
+/**
+ * DATABASE_MAX_CONNECTIONS of the search function: the pool of one instance.
+ * A Lambda instance serves one request at a time and a request runs its
+ * queries one after another, so one connection would do; the second is
+ * spare (a connection being replaced does not hold up the next request).
+ * The Rust default (5) is sized for the stages' batches.
+ */
+export const SEARCH_DATABASE_MAX_CONNECTIONS = 2;
+/**
+ * Default reserved concurrency of the search function. The default database
+ * (db.t4g.micro, 1 GiB) allows roughly 80-110 connections (RDS:
+ * DBInstanceClassMemory / 9531392, minus 3 reserved for superusers), shared
+ * with the three stage functions (pools of 5 per instance), the migrator and
+ * the rotations: 10 instances x 2 connections keep the API to 20 of them, so
+ * a flood of searches cannot starve the pipeline of connections.
+ */
+export const DEFAULT_SEARCH_RESERVED_CONCURRENCY = 10;
+/** Defaults of the per-user token bucket of each search function instance. */
+export const DEFAULT_SEARCH_RATE_PER_USER = 5;
+export const DEFAULT_SEARCH_BURST_PER_USER = 20;
 /** RDS for PostgreSQL version created by default (pgvector 0.8.x ships with every 17.x from 17.1). */
 export const DEFAULT_POSTGRES_VERSION = '17.9';
 
@@ -234,6 +320,19 @@ function embeddingProviderOf(scope: IConstruct, key: string, fallback?: Embeddin
     throw new Error(`context ${key}: expected one of ${EMBEDDING_PROVIDERS.join(', ')}, got ${JSON.stringify(p)}`);
   }
   return p as EmbeddingProviderName | undefined;
+}
+
+/**
+ * The analyzer's provider, any case, lowercased. The stack grants the
+ * analyzer exactly that provider's key, so a name the Rust would refuse at
+ * cold start is refused here, at synth.
+ */
+function visionProviderOf(scope: IConstruct): VisionProviderName {
+  const p = str(scope, 'analyzerProvider', 'anthropic').trim().toLowerCase();
+  if (!(VISION_PROVIDERS as readonly string[]).includes(p)) {
+    throw new Error(`context analyzerProvider: expected one of ${VISION_PROVIDERS.join(', ')}, got ${JSON.stringify(p)}`);
+  }
+  return p as VisionProviderName;
 }
 
 /**
@@ -389,6 +488,12 @@ function searchConfig(scope: IConstruct, existingDatabase: boolean): SearchConfi
     latencyAlarmMs: int(scope, 'searchLatencyAlarmMs', 1000, 1, 30000),
     serverErrorAlarmThreshold: int(scope, 'searchServerErrorAlarmThreshold', 5, 1, 1_000_000),
     databaseSecretArn,
+    // 0 would switch the function off; 1000 instances (2000 connections)
+    // is past what an instance holds without a connection proxy (not built).
+    reservedConcurrency: int(scope, 'searchReservedConcurrency', DEFAULT_SEARCH_RESERVED_CONCURRENCY, 1, 1000),
+    // Whole numbers, as the function parses them; no more than the stage allows.
+    ratePerUser: int(scope, 'searchRatePerUser', DEFAULT_SEARCH_RATE_PER_USER, 1, 10000),
+    burstPerUser: int(scope, 'searchBurstPerUser', DEFAULT_SEARCH_BURST_PER_USER, 1, 5000),
   };
 }
 
@@ -429,7 +534,7 @@ export function loadConfig(scope: IConstruct): CollectionsConfig {
     maxRecordAge,
 
     rustLog: str(scope, 'rustLog', 'info'),
-    analyzerProvider: str(scope, 'analyzerProvider', 'anthropic'),
+    analyzerProvider: visionProviderOf(scope),
     analyzerModel,
     analyzerConcurrency: int(scope, 'analyzerConcurrency', 16, 1, 256),
     embeddingProvider: embeddingProviderOf(scope, 'embeddingProvider', 'voyage'),

@@ -12,7 +12,7 @@ import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import { IConstruct } from 'constructs';
 
 import { acknowledge } from './acknowledgements';
-import { CollectionsConfig, DATABASE_NAME, DATABASE_PORT, DATABASE_URL_PARAMETER, dataRemovalPolicy } from './config';
+import { CollectionsConfig, DATABASE_NAME, DATABASE_PORT, databaseUrlParameter, dataRemovalPolicy } from './config';
 
 /** The PostgreSQL role the stage functions log in as (created by the migrator). */
 export const APP_DATABASE_USER = 'collections_app';
@@ -72,6 +72,9 @@ export function createDatabase(stack: Stack, cfg: CollectionsConfig): Database {
 }
 
 function existingDatabase(stack: Stack, cfg: CollectionsConfig): Database {
+  // This environment's own URL, /collections/<env>/DATABASE_URL: another
+  // environment in the same account keeps its URL under its own prefix.
+  const DATABASE_URL_PARAMETER = databaseUrlParameter(cfg.envName);
   const parameterArn = stack.formatArn({
     service: 'ssm',
     resource: 'parameter',
@@ -86,9 +89,9 @@ function existingDatabase(stack: Stack, cfg: CollectionsConfig): Database {
       }),
     );
   const owner: DatabaseAccess = { environment: { DATABASE_URL_PARAMETER }, grantRead: readUrl };
-  // The analyzer, embedder and search functions may read
-  // parameter/collections/* (their API keys), which covers the owner's URL:
-  // a function given a role's secret is denied the URL explicitly.
+  // A function given a role's secret is denied the owner's URL explicitly.
+  // Its API-key grants name exact parameters and do not cover the URL; the
+  // deny keeps it so should a broader grant ever be added to its role.
   const denyUrl = (role: iam.Role) =>
     role.addToPrincipalPolicy(
       new iam.PolicyStatement({

@@ -16,7 +16,15 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 
 import { acknowledge } from './acknowledgements';
-import { CollectionsConfig, dataRemovalPolicy, SSM_PARAMETER_PREFIX } from './config';
+import {
+  ApiKeyName,
+  CollectionsConfig,
+  dataRemovalPolicy,
+  embeddingProviderKeys,
+  ssmParameterName,
+  ssmParameterPrefix,
+  visionProviderKeys,
+} from './config';
 import { ANALYSIS_COMPLETE, IMAGE_PROCESSED } from './contracts';
 import { Database } from './database';
 import { RDS_CA_FILE } from './rds-ca';
@@ -35,6 +43,15 @@ export const FUNCTIONS = {
 export type FunctionName = keyof typeof FUNCTIONS;
 /** The functions every stack has; `search` comes with the search API only. */
 export type PipelineFunctionName = Exclude<FunctionName, 'search'>;
+
+/** What a function may have beside its environment. */
+export interface FunctionOptions {
+  /**
+   * Reserved concurrency: at most this many instances at once (and as many
+   * kept from the account's pool). Undefined: none, the account's pool.
+   */
+  readonly reservedConcurrentExecutions?: number;
+}
 
 export interface RustFunctionFactoryProps {
   readonly config: CollectionsConfig;
@@ -61,7 +78,7 @@ export class RustFunctionFactory {
    * database access of its kind, `environment` on top. Further permissions
    * are the caller's to add.
    */
-  create(name: FunctionName, environment: Record<string, string>): RustFunction {
+  create(name: FunctionName, environment: Record<string, string>, options: FunctionOptions = {}): RustFunction {
     const { config: cfg, database: db } = this.props;
     const spec = FUNCTIONS[name];
     const id = name.charAt(0).toUpperCase() + name.slice(1);
@@ -131,6 +148,7 @@ export class RustFunctionFactory {
       memorySize: spec.memoryMiB,
       timeout: spec.timeout,
       tracing: lambda.Tracing.ACTIVE,
+      reservedConcurrentExecutions: options.reservedConcurrentExecutions,
       logGroup,
       role,
       // Every function here connects to the database: the RDS CA bundle, with
@@ -211,6 +229,16 @@ export function createPipelineFunctions(stack: Stack, props: PipelineFunctionsPr
     }),
   );
   acknowledgeThumbnailsWildcard(thumbnailer, bucket);
+  thumbnailer.role!.addToPrincipalPolicy(
+    new iam.PolicyStatement({
+      sid: 'ConfirmDeletions',
+      // A deletion is acted on only once HeadObject says the original is
+      // gone; without s3:ListBucket S3 answers 403, not 404, for a missing
+      // key, and "gone" could not be told from "not allowed".
+      actions: ['s3:ListBucket'],
+      resources: [bucket.bucketArn],
+    }),
+  );
   thumbnailer.role!.addToPrincipalPolicy(putEvents(IMAGE_PROCESSED.source));
 
   const analyzerEnv: Record<string, string> = {
@@ -218,22 +246,25 @@ export function createPipelineFunctions(stack: Stack, props: PipelineFunctionsPr
     EVENT_BUS_NAME: bus.eventBusName,
     ANALYZER_PROVIDER: cfg.analyzerProvider,
     ANALYZER_CONCURRENCY: String(cfg.analyzerConcurrency),
-    SSM_PARAMETER_PREFIX,
+    SSM_PARAMETER_PREFIX: ssmParameterPrefix(cfg.envName),
   };
   if (cfg.analyzerModel) analyzerEnv.ANALYZER_MODEL = cfg.analyzerModel;
   const analyzer = factory.create('analyzer', analyzerEnv);
   grantReadThumbnails(analyzer, bucket);
   analyzer.role!.addToPrincipalPolicy(putEvents(ANALYSIS_COMPLETE.source));
-  grantReadParameters(analyzer);
+  grantReadApiKeys(analyzer, cfg, visionProviderKeys(cfg.analyzerProvider));
 
   // The second model of a model change: the embedder embeds re-embedding
   // records with it, the migrator registers and indexes it; the search
   // function keeps to the active model.
   const reembedModel = reembedEnvironment(cfg);
   const embedder = factory.create('embedder', { ...embeddingEnvironment(cfg), ...reembedModel });
-  grantReadParameters(embedder);
+  grantReadApiKeys(embedder, cfg, [
+    ...embeddingProviderKeys(cfg.embeddingProvider),
+    ...(cfg.reembed === undefined ? [] : embeddingProviderKeys(cfg.reembed.provider)),
+  ]);
 
-  // No SSM_PARAMETER_PREFIX and no parameter access: the migrator never
+  // No SSM_PARAMETER_PREFIX and no API-key access: the migrator never
   // calls a provider, so it reads no API key.
   const embeddingModels = { ...embeddingModelEnvironment(cfg), ...reembedModel };
   const migrator = factory.create('migrator', embeddingModels);
@@ -258,7 +289,7 @@ function embeddingModelEnvironment(cfg: CollectionsConfig): Record<string, strin
 
 /** The environment of a function that embeds with the active model: the model, and where its API key is. */
 export function embeddingEnvironment(cfg: CollectionsConfig): Record<string, string> {
-  return { ...embeddingModelEnvironment(cfg), SSM_PARAMETER_PREFIX };
+  return { ...embeddingModelEnvironment(cfg), SSM_PARAMETER_PREFIX: ssmParameterPrefix(cfg.envName) };
 }
 
 /** The re-embedding model's environment (REEMBED_*): empty unless reembedProvider is set. */
@@ -288,25 +319,30 @@ function acknowledgeThumbnailsWildcard(fn: RustFunction, bucket: s3.Bucket): voi
   );
 }
 
-/** Lets a function read the parameters under SSM_PARAMETER_PREFIX: the providers' API keys. */
-export function grantReadParameters(fn: RustFunction): void {
-  const parameters = Stack.of(fn).formatArn({
-    service: 'ssm',
-    resource: 'parameter',
-    resourceName: `${SSM_PARAMETER_PREFIX.replace(/^\//, '')}/*`,
-  });
+/**
+ * Lets a function read exactly the API-key parameters `names` of its own
+ * environment (`/collections/<env>/<name>`, SecureStrings with the AWS-managed
+ * aws/ssm key: no KMS grant needed), and nothing else of SSM: no other
+ * environment's keys, no key of a provider it is not configured for, not the
+ * database URL. No names (a `local` provider): no statement at all.
+ */
+export function grantReadApiKeys(fn: RustFunction, cfg: CollectionsConfig, names: readonly ApiKeyName[]): void {
+  const unique = [...new Set(names)].sort();
+  if (unique.length === 0) return;
+  const stack = Stack.of(fn);
   fn.role!.addToPrincipalPolicy(
     new iam.PolicyStatement({
-      sid: 'ReadCollectionsParameters',
-      actions: ['ssm:GetParameter', 'ssm:GetParameters'],
-      resources: [parameters],
+      sid: 'ReadProviderApiKeys',
+      // GetParameter only: the functions read one key at a time, with decryption.
+      actions: ['ssm:GetParameter'],
+      resources: unique.map((name) => parameterArn(stack, ssmParameterName(cfg.envName, name))),
     }),
   );
-  acknowledge(
-    fn.role!,
-    'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ssm:<AWS::Region>:<AWS::AccountId>:parameter/collections/*]',
-    'The stage reads its provider API keys (SecureString) under /collections/ once per cold start; the set of keys depends on the configured provider, so the prefix is granted.',
-  );
+}
+
+/** The ARN of the SSM parameter `name` (a full name, `/collections/...`) in the stack's account and region. */
+export function parameterArn(stack: Stack, name: string): string {
+  return stack.formatArn({ service: 'ssm', resource: 'parameter', resourceName: name.replace(/^\//, '') });
 }
 
 /**

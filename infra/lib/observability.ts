@@ -2,7 +2,7 @@
 // it is encrypted with), every alarm on the functions, streams and stages, the
 // stage metrics the functions log, and the dashboard.
 
-import { CfnOutput, Duration, Stack } from 'aws-cdk-lib';
+import { ArnFormat, CfnOutput, Duration, Stack } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as cwActions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -21,6 +21,11 @@ import { Streams } from './streams';
 /** The stage counts an alarm or graph singles out (each checked against the contract). */
 const FAILED = stageCountMetric('Failed');
 const API_CALLS = stageCountMetric('ApiCalls');
+
+/** Every alarm of an environment is named collections-<env>-<name> (Alarms.add). */
+export function alarmName(envName: string, name: string): string {
+  return `collections-${envName}-${name}`;
+}
 
 /**
  * A customer-managed key for the alarm topic: CloudWatch alarms cannot
@@ -42,9 +47,32 @@ export function createAlarmTopicKey(stack: Stack, cfg: CollectionsConfig): kms.K
       principals: [new iam.ServicePrincipal('cloudwatch.amazonaws.com')],
       actions: ['kms:Decrypt', 'kms:GenerateDataKey*'],
       resources: ['*'],
+      conditions: cloudWatchAlarmSourceConditions(stack, env),
     }),
   );
   return key;
+}
+
+/**
+ * Confused-deputy guard of the key's CloudWatch grant: CloudWatch may use
+ * the key only on behalf of this account's alarms of this environment
+ * (collections-<env>-*, in this region), not for an alarm someone else (or
+ * another environment) points at the topic. CloudWatch sets both keys when
+ * it publishes an alarm to an encrypted topic (EventBridge, for one, does
+ * not, but nothing of EventBridge publishes to this topic).
+ */
+export function cloudWatchAlarmSourceConditions(stack: Stack, envName: string): Record<string, Record<string, string>> {
+  return {
+    StringEquals: { 'aws:SourceAccount': stack.account },
+    ArnLike: {
+      'aws:SourceArn': stack.formatArn({
+        service: 'cloudwatch',
+        resource: 'alarm',
+        resourceName: alarmName(envName, '*'),
+        arnFormat: ArnFormat.COLON_RESOURCE_NAME,
+      }),
+    },
+  };
 }
 
 export interface AlarmsProps {
@@ -82,7 +110,8 @@ export class Alarms {
   add(name: string, props: Omit<cloudwatch.AlarmProps, 'alarmName'>): cloudwatch.Alarm {
     const id = 'Alarm' + name.replace(/(^|-)([a-z0-9])/g, (_m, _d, c: string) => c.toUpperCase());
     const a = new cloudwatch.Alarm(this.stack, id, {
-      alarmName: `collections-${this.envName}-${name}`,
+      // The key's CloudWatch grant admits alarms of exactly this pattern.
+      alarmName: alarmName(this.envName, name),
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
       ...props,
     });

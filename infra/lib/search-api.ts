@@ -12,8 +12,15 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import { RustFunction } from 'cargo-lambda-cdk';
 
-import { CollectionsConfig, dataRemovalPolicy, SEARCH_URL_TTL_SECONDS, SearchConfig } from './config';
-import { embeddingEnvironment, grantReadParameters, grantReadThumbnails, RustFunctionFactory } from './functions';
+import {
+  CollectionsConfig,
+  dataRemovalPolicy,
+  embeddingProviderKeys,
+  SEARCH_DATABASE_MAX_CONNECTIONS,
+  SEARCH_URL_TTL_SECONDS,
+  SearchConfig,
+} from './config';
+import { embeddingEnvironment, grantReadApiKeys, grantReadThumbnails, RustFunctionFactory } from './functions';
 import type { Alarms } from './observability';
 
 /** The search API's routes, all GET, all behind the JWT authorizer. */
@@ -59,17 +66,27 @@ export interface SearchApiProps {
  */
 export function createSearchApi(stack: Stack, props: SearchApiProps): SearchApi {
   const { config: cfg, search, bucket } = props;
-  const fn = props.factory.create('search', {
-    ...embeddingEnvironment(cfg),
-    BUCKET_NAME: bucket.bucketName,
-    SEARCH_USER_CLAIM: search.userClaim,
-    SEARCH_URL_TTL_SECS: String(SEARCH_URL_TTL_SECONDS),
-  });
+  const fn = props.factory.create(
+    'search',
+    {
+      ...embeddingEnvironment(cfg),
+      BUCKET_NAME: bucket.bucketName,
+      SEARCH_USER_CLAIM: search.userClaim,
+      SEARCH_URL_TTL_SECS: String(SEARCH_URL_TTL_SECONDS),
+      ...searchLimitsEnvironment(search),
+    },
+    // Bounds what the API can take of the database: at most this many
+    // instances, each with a pool of SEARCH_DATABASE_MAX_CONNECTIONS.
+    { reservedConcurrentExecutions: search.reservedConcurrency },
+  );
   // Its presigned thumbnail URLs are signed with its own credentials, so
   // it may read thumbnails (the bucket is SSE-S3: no KMS grant) and
-  // nothing else of the bucket, and write nothing.
+  // nothing else of the bucket, and write nothing. Which user's thumbnail
+  // it presigns is decided by the database rows, which are scoped to the
+  // caller: one role serves every user, so IAM cannot tell them apart.
   grantReadThumbnails(fn, bucket);
-  grantReadParameters(fn);
+  // The active model's key only: searches never use the re-embedding model.
+  grantReadApiKeys(fn, cfg, embeddingProviderKeys(cfg.embeddingProvider));
 
   const name = `collections-${cfg.envName}-search`;
   // Under /aws/vendedlogs/: API Gateway delivers access logs as vended
@@ -117,6 +134,19 @@ export function createSearchApi(stack: Stack, props: SearchApiProps): SearchApi 
     description: 'The search API: GET /v1/search?q=..., /v1/items/{id}, /v1/failures with Authorization: Bearer <JWT>',
   });
   return { fn, api, stage, accessLogs };
+}
+
+/**
+ * The search function's own limits: its database pool, and the per-user
+ * token bucket each instance keeps (the function refuses a caller over it;
+ * the stage's throttle bounds all callers together).
+ */
+function searchLimitsEnvironment(search: SearchConfig): Record<string, string> {
+  return {
+    DATABASE_MAX_CONNECTIONS: String(SEARCH_DATABASE_MAX_CONNECTIONS),
+    SEARCH_RATE_PER_USER: String(search.ratePerUser),
+    SEARCH_BURST_PER_USER: String(search.burstPerUser),
+  };
 }
 
 /** The API's own alarms: 5xx answers, and p95 latency. (The search function's come with the others'.) */

@@ -8,7 +8,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
-import { loadConfig, minStreamRetentionHours } from '../lib/config';
+import {
+  databaseUrlParameter,
+  embeddingProviderKeys,
+  loadConfig,
+  minStreamRetentionHours,
+  ssmParameterName,
+  ssmParameterPrefix,
+  visionProviderKeys,
+} from '../lib/config';
 import { fingerprintMigrations } from '../lib/migrations';
 
 const cfg = (context: Record<string, unknown>) => loadConfig(new App({ context }));
@@ -104,7 +112,7 @@ describe('configuration from context', () => {
     assert.throws(() => cfg({ appDatabaseSecretArn: arn }), /appDatabaseSecretArn: only used with existingDatabase=true/);
     assert.throws(() => cfg({ existingDatabase: true, appDatabaseSecretArn: 'collections/app' }), /appDatabaseSecretArn: expected the full ARN/);
     assert.throws(
-      () => cfg({ existingDatabase: true, appDatabaseSecretArn: 'arn:aws:ssm:eu-west-1:123456789012:parameter/collections/DATABASE_URL' }),
+      () => cfg({ existingDatabase: true, appDatabaseSecretArn: 'arn:aws:ssm:eu-west-1:123456789012:parameter/collections/dev/DATABASE_URL' }),
       /appDatabaseSecretArn/,
     );
   });
@@ -148,6 +156,32 @@ describe('embedding settings', () => {
   });
 });
 
+describe('providers and their SSM parameters', () => {
+  it('analyzerProvider: anthropic by default; anthropic, openai or local in any case, lowercased; anything else refused', () => {
+    assert.equal(cfg({}).analyzerProvider, 'anthropic');
+    assert.equal(cfg({ analyzerProvider: 'OpenAI' }).analyzerProvider, 'openai');
+    assert.equal(cfg({ analyzerProvider: ' local ' }).analyzerProvider, 'local');
+    assert.throws(() => cfg({ analyzerProvider: 'gemini' }), /context analyzerProvider: expected one of anthropic, openai, local, got "gemini"/);
+    assert.throws(() => cfg({ analyzerProvider: 'openai-compatible' }), /context analyzerProvider/);
+  });
+
+  it('each provider reads its own key; local none', () => {
+    assert.deepEqual(visionProviderKeys('anthropic'), ['ANTHROPIC_API_KEY']);
+    assert.deepEqual(visionProviderKeys('openai'), ['OPENAI_API_KEY']);
+    assert.deepEqual(visionProviderKeys('local'), []);
+    assert.deepEqual(embeddingProviderKeys('voyage'), ['VOYAGE_API_KEY']);
+    assert.deepEqual(embeddingProviderKeys('openai'), ['OPENAI_API_KEY']);
+    assert.deepEqual(embeddingProviderKeys('local'), []);
+  });
+
+  it('parameter names are per environment: /collections/<env>/<NAME>', () => {
+    assert.equal(ssmParameterPrefix('dev'), '/collections/dev');
+    assert.equal(ssmParameterPrefix('prod'), '/collections/prod');
+    assert.equal(ssmParameterName('test', 'VOYAGE_API_KEY'), '/collections/test/VOYAGE_API_KEY');
+    assert.equal(databaseUrlParameter('prod'), '/collections/prod/DATABASE_URL');
+  });
+});
+
 describe('search API settings', () => {
   const issuer = 'https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC';
   const secret = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:collections/search-AbC123';
@@ -157,7 +191,7 @@ describe('search API settings', () => {
     assert.equal(cfg({ env: 'prod', searchUserClaim: 'email', searchThrottleRateLimit: '10' }).search, undefined);
   });
 
-  it('with an issuer: its audiences, claim sub, 50 rps / burst 100, p95 alarm at 1000 ms, 5xx alarm at 5', () => {
+  it('with an issuer: its audiences, claim sub, 50 rps / burst 100, p95 alarm at 1000 ms, 5xx alarm at 5, 10 instances, 5 rps / burst 20 per user', () => {
     const s = cfg({ searchJwtIssuer: issuer, searchJwtAudience: 'web, cli ,' })!.search!;
     assert.deepEqual(s, {
       jwtIssuer: issuer,
@@ -168,6 +202,9 @@ describe('search API settings', () => {
       latencyAlarmMs: 1000,
       serverErrorAlarmThreshold: 5,
       databaseSecretArn: undefined,
+      reservedConcurrency: 10,
+      ratePerUser: 5,
+      burstPerUser: 20,
     });
   });
 
@@ -216,6 +253,28 @@ describe('search API settings', () => {
     assert.throws(() => cfg({ ...on, searchThrottleBurstLimit: '5001' }), /searchThrottleBurstLimit/);
     assert.throws(() => cfg({ ...on, searchLatencyAlarmMs: '30001' }), /searchLatencyAlarmMs/);
     assert.throws(() => cfg({ ...on, searchServerErrorAlarmThreshold: '0' }), /searchServerErrorAlarmThreshold/);
+  });
+
+  it('limits of the search function from context: reserved concurrency and the per-user bucket (CLI strings or numbers)', () => {
+    const on = { searchJwtIssuer: issuer, searchJwtAudience: 'web' };
+    const s = cfg({ ...on, searchReservedConcurrency: '40', searchRatePerUser: 1, searchBurstPerUser: '100' }).search!;
+    assert.deepEqual([s.reservedConcurrency, s.ratePerUser, s.burstPerUser], [40, 1, 100]);
+    assert.equal(cfg({ ...on, searchReservedConcurrency: 1000 }).search!.reservedConcurrency, 1000);
+    // Without the issuer there is no search function to limit.
+    assert.equal(cfg({ searchReservedConcurrency: '40' }).search, undefined);
+  });
+
+  it('refuses limits that are not positive whole numbers in range (0 reserved instances would switch the function off)', () => {
+    const on = { searchJwtIssuer: issuer, searchJwtAudience: 'web' };
+    for (const bad of ['0', '-1', '2.5', 'ten', '1001', true]) {
+      assert.throws(() => cfg({ ...on, searchReservedConcurrency: bad }), /context searchReservedConcurrency: expected an integer in \[1, 1000\]/, String(bad));
+    }
+    for (const bad of ['0', '0.5', 'fast', '10001']) {
+      assert.throws(() => cfg({ ...on, searchRatePerUser: bad }), /context searchRatePerUser: expected an integer in \[1, 10000\]/, String(bad));
+    }
+    for (const bad of ['0', '1.5', 'big', '5001']) {
+      assert.throws(() => cfg({ ...on, searchBurstPerUser: bad }), /context searchBurstPerUser: expected an integer in \[1, 5000\]/, String(bad));
+    }
   });
 });
 

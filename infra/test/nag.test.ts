@@ -28,6 +28,7 @@ const VARIANTS: Array<[string, string, Ctx]> = [
   ['dev, search API', 'dev', SEARCH_CONTEXT],
   ['prod, search API', 'prod', SEARCH_CONTEXT],
   ['test, existing database, search API', 'test', { ...SEARCH_CONTEXT, existingDatabase: 'true', searchDatabaseSecretArn: SEARCH_SECRET_ARN }],
+  ['dev, search API, local providers (no API keys)', 'dev', { ...SEARCH_CONTEXT, analyzerProvider: 'local', embeddingProvider: 'local' }],
   [
     'dev, search API, re-embedding model',
     'dev',

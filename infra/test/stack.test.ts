@@ -25,6 +25,7 @@ import {
   resourcesOfType,
   roleStatements,
   SEARCH_CONTEXT,
+  Statement,
   SEARCH_ISSUER,
   SEARCH_SECRET_ARN,
 } from './helpers';
@@ -46,6 +47,10 @@ function queueArnRef(t: CfnTemplate, queuePath: string) {
 }
 function envOf(t: CfnTemplate, name: FunctionName): Record<string, unknown> {
   return t.Resources[fnLogicalId(t, name)].Properties!.Environment.Variables;
+}
+/** The rendered ARN of an SSM parameter of an environment, as the roles' statements name it. */
+function parameterArn(env: string, name: string): string {
+  return `arn:\${AWS::Partition}:ssm:\${AWS::Region}:\${AWS::AccountId}:parameter/collections/${env}/${name}`;
 }
 function rolePerms(t: CfnTemplate, name: FunctionName): Map<string, string[]> {
   const m = allowed(t, functionRoleId(t, fnLogicalId(t, name)));
@@ -570,14 +575,14 @@ describe('Lambda functions', () => {
       EVENT_BUS_NAME: bus,
       ANALYZER_PROVIDER: 'anthropic',
       ANALYZER_CONCURRENCY: '16',
-      SSM_PARAMETER_PREFIX: '/collections',
+      SSM_PARAMETER_PREFIX: '/collections/dev',
     });
     const embeddingModel = { EMBEDDING_PROVIDER: 'voyage', VOYAGE_EMBEDDING_MODEL: 'voyage-3.5', EMBEDDING_DIMENSIONS: '1024' };
     assert.deepEqual(envOf(json, 'embedder'), {
       ...db,
       FUNCTION_TIMEOUT_SECS: '60',
       ...embeddingModel,
-      SSM_PARAMETER_PREFIX: '/collections',
+      SSM_PARAMETER_PREFIX: '/collections/dev',
     });
     assert.deepEqual(envOf(json, 'migrator'), {
       ...location,
@@ -639,9 +644,10 @@ describe('IAM: each function its own least-privilege role', () => {
     for (const r of roles) assert.equal(json.Resources[r].Properties!.ManagedPolicyArns, undefined, r);
   });
 
-  it('thumbnailer: read originals, write, tag and delete thumbnails only, PutEvents as collections.imageprocessor', () => {
+  it('thumbnailer: read originals, list the bucket (to confirm deletions), write, tag and delete thumbnails only, PutEvents as collections.imageprocessor', () => {
     const p = perms.thumbnailer;
     assert.deepEqual(p.get('s3:GetObject'), [`${b}/*`]);
+    assert.deepEqual(p.get('s3:ListBucket'), [b], 'HeadObject of a missing key answers 404, not 403');
     assert.deepEqual(p.get('s3:PutObject'), [`${b}/*/thumbnails/*`]);
     assert.deepEqual(p.get('s3:PutObjectTagging'), [`${b}/*/thumbnails/*`]);
     assert.deepEqual(p.get('s3:DeleteObject'), [`${b}/*/thumbnails/*`], 'an original deleted takes its thumbnail');
@@ -650,17 +656,18 @@ describe('IAM: each function its own least-privilege role', () => {
     assert.ok(!p.has('ssm:GetParameter'), 'thumbnailer reads no API keys');
   });
 
-  it('analyzer: read thumbnails only, PutEvents as collections.analyzer, SSM /collections/*', () => {
+  it('analyzer: read thumbnails only, PutEvents as collections.analyzer, SSM /collections/dev/ANTHROPIC_API_KEY only', () => {
     const p = perms.analyzer;
     assert.deepEqual(p.get('s3:GetObject'), [`${b}/*/thumbnails/*`]);
     assert.ok(!p.has('s3:PutObject'));
     assertPutEvents(json, 'analyzer', 'collections.analyzer');
-    assert.deepEqual(p.get('ssm:GetParameter'), ['arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/collections/*']);
+    assert.deepEqual(p.get('ssm:GetParameter'), [parameterArn('dev', 'ANTHROPIC_API_KEY')]);
+    assert.ok(!p.has('ssm:GetParameters'));
   });
 
-  it('embedder: SSM /collections/* only — no S3, no events', () => {
+  it('embedder: SSM /collections/dev/VOYAGE_API_KEY only — no S3, no events', () => {
     const p = perms.embedder;
-    assert.deepEqual(p.get('ssm:GetParameter'), ['arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/collections/*']);
+    assert.deepEqual(p.get('ssm:GetParameter'), [parameterArn('dev', 'VOYAGE_API_KEY')]);
     for (const a of p.keys()) assert.ok(!a.startsWith('s3:') && !a.startsWith('events:'), `embedder has ${a}`);
   });
 
@@ -707,6 +714,137 @@ describe('IAM: each function its own least-privilege role', () => {
     assert.equal(fwd[0][1].Properties!.EventBusName, undefined, 'from the default bus');
     const m = allowed(json, fwd[0][1].Properties!.Targets[0].RoleArn['Fn::GetAtt'][0]);
     assert.deepEqual(m.get('events:PutEvents')?.map(render), [`\${${bus}.Arn}`]);
+  });
+});
+
+/** Every IAM statement of the template (roles' inline policies and AWS::IAM::Policy resources), with where it is. */
+function iamStatements(t: CfnTemplate): Array<{ where: string; st: Statement }> {
+  const out: Array<{ where: string; st: Statement }> = [];
+  for (const [id, r] of resourcesOfType(t, 'AWS::IAM::Role')) {
+    for (const p of r.Properties?.Policies ?? []) for (const st of p.PolicyDocument.Statement) out.push({ where: id, st });
+  }
+  for (const [id, r] of resourcesOfType(t, 'AWS::IAM::Policy')) {
+    for (const st of r.Properties!.PolicyDocument.Statement) out.push({ where: id, st });
+  }
+  return out;
+}
+
+/** The resources (rendered) of every statement that names an SSM action. */
+function ssmGrants(t: CfnTemplate): Array<{ where: string; effect: string; actions: string[]; resource: string }> {
+  return iamStatements(t)
+    .filter(({ st }) => actionsOf(st).some((a) => a.toLowerCase().startsWith('ssm:') || a === '*'))
+    .flatMap(({ where, st }) => resourcesOf(st).map((r) => ({ where, effect: st.Effect, actions: actionsOf(st), resource: render(r) })));
+}
+
+/** The SSM parameters (rendered ARNs) one function's role is allowed to read. */
+function ssmOf(t: CfnTemplate, name: FunctionName): string[] {
+  return rolePerms(t, name).get('ssm:GetParameter') ?? [];
+}
+
+describe('SSM parameters: each environment its own prefix, each function its exact keys', () => {
+  /** Contexts under which every kind of SSM grant exists: API keys of all three providers, the URL parameter, the search function. */
+  const MODES: Array<[string, Ctx]> = [
+    ['RDS, search API, re-embedding with openai', { ...SEARCH_CONTEXT, reembedProvider: 'openai' }],
+    [
+      'existing database, search API, openai analyzer',
+      { ...SEARCH_CONTEXT, existingDatabase: 'true', searchDatabaseSecretArn: SEARCH_SECRET_ARN, analyzerProvider: 'openai' },
+    ],
+  ];
+  const PAIRS = [
+    ['dev', 'prod'],
+    ['prod', 'dev'],
+    ['test', 'prod'],
+    ['dev', 'test'],
+  ] as const;
+
+  for (const [label, ctx] of MODES) {
+    it(`${label}: no statement of one environment names a parameter of another, and none ends in *`, () => {
+      for (const [env, other] of PAIRS) {
+        const grants = ssmGrants(build(env, ctx).json);
+        assert.ok(grants.some((g) => g.effect === 'Allow'), `${env}: no SSM grant at all, the test proves nothing`);
+        for (const g of grants) {
+          const what = `${env} ${g.where} ${g.effect} ${g.actions} ${g.resource}`;
+          assert.ok(g.resource.startsWith('arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/collections/'), what);
+          assert.ok(g.resource.startsWith(parameterArn(env, '')), `${what}: not under /collections/${env}/`);
+          assert.ok(!g.resource.includes(`/collections/${other}/`), `${what}: names ${other}'s parameter`);
+          assert.ok(!g.resource.endsWith('*') && !g.resource.includes('*'), `${what}: wildcard`);
+          assert.ok(g.actions.every((a) => a !== '*' && a !== 'ssm:*'), what);
+          assert.ok(/^[A-Z_]+$/.test(g.resource.slice(parameterArn(env, '').length)), `${what}: one parameter, exactly`);
+        }
+      }
+    });
+  }
+
+  it('the same contexts in dev and prod grant the same parameter names, each under its own prefix', () => {
+    for (const [, ctx] of MODES) {
+      const names = (env: string) =>
+        ssmGrants(build(env, ctx).json)
+          .map((g) => `${g.effect} ${g.resource.slice(parameterArn(env, '').length)}`)
+          .sort();
+      assert.deepEqual(names('prod'), names('dev'));
+    }
+  });
+
+  it('functions get SSM_PARAMETER_PREFIX=/collections/<env> (analyzer, embedder, search; not the thumbnailer or migrator)', () => {
+    for (const env of ['dev', 'test', 'prod']) {
+      const { json } = build(env, SEARCH_CONTEXT);
+      for (const n of ['analyzer', 'embedder', 'search'] as const) assert.equal(envOf(json, n).SSM_PARAMETER_PREFIX, `/collections/${env}`, `${env} ${n}`);
+      for (const n of ['thumbnailer', 'migrator'] as const) assert.equal(envOf(json, n).SSM_PARAMETER_PREFIX, undefined, `${env} ${n}`);
+    }
+  });
+
+  it('analyzer: the key of its vision provider only (anthropic, openai), none and no SSM statement for local', () => {
+    const cases: Array<[string, string[]]> = [
+      ['anthropic', ['ANTHROPIC_API_KEY']],
+      ['Anthropic', ['ANTHROPIC_API_KEY']],
+      ['openai', ['OPENAI_API_KEY']],
+      ['local', []],
+    ];
+    for (const [provider, keys] of cases) {
+      const { json } = build('prod', { analyzerProvider: provider });
+      assert.equal(envOf(json, 'analyzer').ANALYZER_PROVIDER, provider.toLowerCase());
+      assert.deepEqual(ssmOf(json, 'analyzer'), keys.map((k) => parameterArn('prod', k)), provider);
+      const statements = roleStatements(json, functionRoleId(json, fnLogicalId(json, 'analyzer')));
+      assert.equal(statements.filter((st) => actionsOf(st).some((a) => a.startsWith('ssm:'))).length, keys.length === 0 ? 0 : 1, provider);
+    }
+  });
+
+  it('embedder: the key of its embedding provider, plus the re-embedding provider\'s when one is configured; none for local', () => {
+    const cases: Array<[Ctx, string[]]> = [
+      [{}, ['VOYAGE_API_KEY']],
+      [{ embeddingProvider: 'openai' }, ['OPENAI_API_KEY']],
+      [{ embeddingProvider: 'local' }, []],
+      [{ embeddingProvider: 'local', reembedProvider: 'voyage' }, ['VOYAGE_API_KEY']],
+      [{ reembedProvider: 'openai' }, ['OPENAI_API_KEY', 'VOYAGE_API_KEY']],
+      [{ embeddingProvider: 'openai', reembedProvider: 'openai', reembedModel: 'text-embedding-3-large' }, ['OPENAI_API_KEY']],
+      [{ reembedProvider: 'local' }, ['VOYAGE_API_KEY']],
+    ];
+    for (const [ctx, keys] of cases) {
+      const { json } = build('dev', ctx);
+      assert.deepEqual(ssmOf(json, 'embedder'), keys.map((k) => parameterArn('dev', k)), JSON.stringify(ctx));
+    }
+  });
+
+  it('search: exactly its active embedding model\'s key parameter (never the re-embedding one), none for local', () => {
+    const cases: Array<[Ctx, string[]]> = [
+      [{}, ['VOYAGE_API_KEY']],
+      [{ reembedProvider: 'openai' }, ['VOYAGE_API_KEY']],
+      [{ embeddingProvider: 'openai' }, ['OPENAI_API_KEY']],
+      [{ embeddingProvider: 'local', reembedProvider: 'voyage' }, []],
+      [{ existingDatabase: 'true', searchDatabaseSecretArn: SEARCH_SECRET_ARN }, ['VOYAGE_API_KEY']],
+    ];
+    for (const [ctx, keys] of cases) {
+      const { json } = build('test', { ...SEARCH_CONTEXT, ...ctx });
+      const statements = roleStatements(json, functionRoleId(json, fnLogicalId(json, 'search')));
+      const allowed = statements
+        .filter((st) => st.Effect === 'Allow' && actionsOf(st).some((a) => a.startsWith('ssm:')))
+        .flatMap((st) => resourcesOf(st).map(render));
+      assert.deepEqual(allowed, keys.map((k) => parameterArn('test', k)), JSON.stringify(ctx));
+    }
+  });
+
+  it('refuses an analyzer provider the functions do not know (it would get no key)', () => {
+    assert.throws(() => build('dev', { analyzerProvider: 'gemini' }, { noCache: true }), /context analyzerProvider: expected one of anthropic, openai, local/);
   });
 });
 
@@ -942,7 +1080,7 @@ describe('database roles (RDS mode): the stages connect as collections_app, the 
 describe('existing database with an application secret (context appDatabaseSecretArn)', () => {
   const arn = 'arn:aws:secretsmanager:us-east-1:123456789012:secret:collections/app-AbC123';
   const { template, json } = build('dev', { existingDatabase: 'true', appDatabaseSecretArn: arn });
-  const urlArn = 'arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/collections/DATABASE_URL';
+  const urlArn = parameterArn('dev', 'DATABASE_URL');
 
   it('creates no secret; the stages get DATABASE_SECRET_ARN = that secret and no URL parameter', () => {
     template.resourceCountIs('AWS::SecretsManager::Secret', 0);
@@ -955,18 +1093,18 @@ describe('existing database with an application secret (context appDatabaseSecre
     }
   });
 
-  it('no stage may read the owner\'s URL parameter, even through parameter/collections/*', () => {
+  it('no stage may read the owner\'s URL parameter: explicitly denied, and no grant covers it', () => {
     for (const n of STAGES) {
       const statements = roleStatements(json, functionRoleId(json, fnLogicalId(json, n)));
       const deny = statements.filter((st) => st.Effect === 'Deny' && actionsOf(st).includes('ssm:GetParameter'));
       assert.deepEqual(deny.flatMap((st) => resourcesOf(st).map(render)), [urlArn], n);
-      assert.ok(!(rolePerms(json, n).get('ssm:GetParameter') ?? []).includes(urlArn), n);
+      assert.ok(!(rolePerms(json, n).get('ssm:GetParameter') ?? []).some((r) => r === urlArn || r.endsWith('*')), n);
     }
   });
 
   it('the migrator keeps the URL parameter and gets APP_DATABASE_SECRET_ARN', () => {
     const e = envOf(json, 'migrator');
-    assert.equal(e.DATABASE_URL_PARAMETER, '/collections/DATABASE_URL');
+    assert.equal(e.DATABASE_URL_PARAMETER, '/collections/dev/DATABASE_URL');
     assert.equal(e.APP_DATABASE_SECRET_ARN, arn);
     assert.equal(e.DATABASE_SECRET_ARN, undefined);
     const p = rolePerms(json, 'migrator');
@@ -985,25 +1123,30 @@ describe('existing database (context existingDatabase=true)', () => {
     for (const n of ALL) assert.equal(json.Resources[fnLogicalId(json, n)].Properties!.VpcConfig, undefined);
   });
 
-  it('functions get DATABASE_URL_PARAMETER=/collections/DATABASE_URL instead of the secret/host vars', () => {
+  it('functions get DATABASE_URL_PARAMETER=/collections/<env>/DATABASE_URL instead of the secret/host vars', () => {
     for (const n of ALL) {
       const e = envOf(json, n);
-      assert.equal(e.DATABASE_URL_PARAMETER, '/collections/DATABASE_URL', n);
+      assert.equal(e.DATABASE_URL_PARAMETER, '/collections/dev/DATABASE_URL', n);
       for (const k of ['DATABASE_HOST', 'DATABASE_PORT', 'DATABASE_NAME', 'DATABASE_SECRET_ARN', 'APP_DATABASE_SECRET_ARN']) {
         assert.equal(e[k], undefined, `${n} ${k}`);
       }
     }
   });
 
-  it('every function may read the URL parameter; none reads a secret', () => {
-    const urlArn = 'arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/collections/DATABASE_URL';
+  it('every function may read the URL parameter of its environment; none reads a secret', () => {
+    const urlArn = parameterArn('dev', 'DATABASE_URL');
     for (const n of ALL) {
       const p = rolePerms(json, n);
-      assert.ok(p.get('ssm:GetParameter')!.some((r) => r === urlArn || r.endsWith(':parameter/collections/*')), n);
+      assert.ok(p.get('ssm:GetParameter')!.includes(urlArn), n);
       assert.ok(!p.has('secretsmanager:GetSecretValue'), n);
     }
     assert.deepEqual(rolePerms(json, 'thumbnailer').get('ssm:GetParameter'), [urlArn]);
     assert.deepEqual(rolePerms(json, 'migrator').get('ssm:GetParameter'), [urlArn]);
+    assert.deepEqual(rolePerms(json, 'analyzer').get('ssm:GetParameter'), [urlArn, parameterArn('dev', 'ANTHROPIC_API_KEY')]);
+    assert.deepEqual(rolePerms(json, 'embedder').get('ssm:GetParameter'), [urlArn, parameterArn('dev', 'VOYAGE_API_KEY')]);
+    const prod = build('prod', { existingDatabase: 'true' }).json;
+    for (const n of ALL) assert.equal(envOf(prod, n).DATABASE_URL_PARAMETER, '/collections/prod/DATABASE_URL', n);
+    assert.deepEqual(rolePerms(prod, 'migrator').get('ssm:GetParameter'), [parameterArn('prod', 'DATABASE_URL')]);
   });
 });
 
@@ -1099,7 +1242,7 @@ describe('embedding models (context embedding*, reembed*)', () => {
       assert.equal(envOf(changing, 'migrator').SSM_PARAMETER_PREFIX, undefined);
       assert.deepEqual([...rolePerms(changing, 'migrator')], [...rolePerms(plain, 'migrator')], JSON.stringify(mode));
       const ssm = rolePerms(changing, 'migrator').get('ssm:GetParameter') ?? [];
-      assert.ok(ssm.every((r) => r.endsWith(':parameter/collections/DATABASE_URL')), `the migrator reads no API key: ${ssm}`);
+      assert.ok(ssm.every((r) => r.endsWith(':parameter/collections/dev/DATABASE_URL')), `the migrator reads no API key: ${ssm}`);
     }
   });
 
@@ -1161,7 +1304,11 @@ describe('alarms', () => {
       EnableKeyRotation: true,
       KeyPolicy: {
         Statement: Match.arrayWith([
-          Match.objectLike({ Principal: { Service: 'cloudwatch.amazonaws.com' }, Action: ['kms:Decrypt', 'kms:GenerateDataKey*'] }),
+          Match.objectLike({
+            Principal: { Service: 'cloudwatch.amazonaws.com' },
+            Action: ['kms:Decrypt', 'kms:GenerateDataKey*'],
+            Condition: Match.objectLike({ StringEquals: { 'aws:SourceAccount': { Ref: 'AWS::AccountId' } } }),
+          }),
         ]),
       },
     });
@@ -1170,6 +1317,25 @@ describe('alarms', () => {
         Statement: Match.arrayWith([Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } })]),
       },
     });
+  });
+
+  it('the key lets CloudWatch use it only for this account\'s alarms of this environment (aws:SourceAccount, aws:SourceArn)', () => {
+    for (const env of ['dev', 'prod']) {
+      const t = build(env).json;
+      const [[, key]] = resourcesOfType(t, 'AWS::KMS::Key');
+      const services = (key.Properties!.KeyPolicy.Statement as any[]).filter((st) => st.Principal?.Service !== undefined);
+      assert.equal(services.length, 1, 'CloudWatch is the only service principal of the key');
+      const [st] = services;
+      assert.equal(st.Principal.Service, 'cloudwatch.amazonaws.com');
+      assert.deepEqual(st.Condition.StringEquals, { 'aws:SourceAccount': { Ref: 'AWS::AccountId' } });
+      assert.deepEqual(Object.keys(st.Condition).sort(), ['ArnLike', 'StringEquals']);
+      const pattern = render(st.Condition.ArnLike['aws:SourceArn']);
+      assert.equal(pattern, `arn:\${AWS::Partition}:cloudwatch:\${AWS::Region}:\${AWS::AccountId}:alarm:collections-${env}-*`);
+      // The pattern must admit every alarm of the stack (with the search API too), or its notifications are dropped.
+      for (const [, a] of resourcesOfType(build(env, SEARCH_CONTEXT).json, 'AWS::CloudWatch::Alarm')) {
+        assert.ok(String(a.Properties!.AlarmName).startsWith(`collections-${env}-`), a.Properties!.AlarmName);
+      }
+    }
   });
 
   it('every alarm notifies the topic on ALARM and OK; missing data is not breaching', () => {
@@ -1496,6 +1662,9 @@ describe('search API (context searchJwtIssuer)', () => {
       SEARCH_USER_CLAIM: 'sub',
       SEARCH_URL_TTL_SECS: '900',
       FUNCTION_TIMEOUT_SECS: '29',
+      DATABASE_MAX_CONNECTIONS: '2',
+      SEARCH_RATE_PER_USER: '5',
+      SEARCH_BURST_PER_USER: '20',
     });
     for (const k of ['EMBEDDING_PROVIDER', 'VOYAGE_EMBEDDING_MODEL', 'SSM_PARAMETER_PREFIX', 'DATABASE_HOST', 'DATABASE_PORT', 'DATABASE_NAME']) {
       assert.ok(k in e, k);
@@ -1506,7 +1675,7 @@ describe('search API (context searchJwtIssuer)', () => {
     assert.equal(envOf(custom, 'search').VOYAGE_EMBEDDING_MODEL, 'voyage-3.5-lite');
   });
 
-  it('IAM: GetObject on thumbnails only, nothing written or deleted, only the search secret, the API-key parameters', () => {
+  it('IAM: GetObject on thumbnails only, nothing written or deleted, only the search secret, its embedding key parameter', () => {
     const p = rolePerms(json, 'search');
     const b = `\${${bucketId(json)}.Arn}`;
     assert.deepEqual(p.get('s3:GetObject'), [`${b}/*/thumbnails/*`]);
@@ -1518,7 +1687,7 @@ describe('search API (context searchJwtIssuer)', () => {
     const statements = roleStatements(json, functionRoleId(json, fnLogicalId(json, 'search')));
     assert.deepEqual(statements.filter((st) => readsSecret(st, MASTER_SECRET)), [], 'master');
     assert.deepEqual(statements.filter((st) => readsSecret(st, appSecret)), [], 'application');
-    assert.deepEqual(p.get('ssm:GetParameter'), ['arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/collections/*']);
+    assert.deepEqual(p.get('ssm:GetParameter'), [parameterArn('dev', 'VOYAGE_API_KEY')], 'its embedding key only');
     const lg = json.Resources[fnLogicalId(json, 'search')].Properties!.LoggingConfig.LogGroup.Ref;
     assert.deepEqual(p.get('logs:PutLogEvents'), [`\${${lg}.Arn}`]);
     const roles = [...STAGES, 'migrator', 'search'].map((n) => functionRoleId(json, fnLogicalId(json, n)));
@@ -1560,6 +1729,34 @@ describe('search API (context searchJwtIssuer)', () => {
       render(appSecret),
       render(searchSecret),
     ]);
+  });
+
+  it('limits: reserved concurrency 10, a pool of 2 connections an instance, a per-user bucket of 5 requests/s with bursts of 20', () => {
+    const p = json.Resources[fnLogicalId(json, 'search')].Properties!;
+    assert.equal(p.ReservedConcurrentExecutions, 10);
+    const e = envOf(json, 'search');
+    assert.equal(e.DATABASE_MAX_CONNECTIONS, '2');
+    assert.equal(e.SEARCH_RATE_PER_USER, '5');
+    assert.equal(e.SEARCH_BURST_PER_USER, '20');
+    // At most 20 connections for the API, well within a db.t4g.micro's, shared with the stages.
+    assert.ok(p.ReservedConcurrentExecutions * Number(e.DATABASE_MAX_CONNECTIONS) <= 20);
+    // The pipeline functions keep the account's pool and the Rust default pool size.
+    for (const n of ALL) {
+      assert.equal(json.Resources[fnLogicalId(json, n)].Properties!.ReservedConcurrentExecutions, undefined, n);
+      assert.equal(envOf(json, n).DATABASE_MAX_CONNECTIONS, undefined, n);
+      assert.equal(envOf(json, n).SEARCH_RATE_PER_USER, undefined, n);
+    }
+  });
+
+  it('limits from context: searchReservedConcurrency, searchRatePerUser, searchBurstPerUser; invalid values refused at synth', () => {
+    const custom = build('prod', { ...SEARCH_CONTEXT, searchReservedConcurrency: '25', searchRatePerUser: 2, searchBurstPerUser: '8' }).json;
+    assert.equal(custom.Resources[fnLogicalId(custom, 'search')].Properties!.ReservedConcurrentExecutions, 25);
+    assert.equal(envOf(custom, 'search').SEARCH_RATE_PER_USER, '2');
+    assert.equal(envOf(custom, 'search').SEARCH_BURST_PER_USER, '8');
+    assert.equal(envOf(custom, 'search').DATABASE_MAX_CONNECTIONS, '2');
+    assert.throws(() => build('dev', { ...SEARCH_CONTEXT, searchReservedConcurrency: '0' }, { noCache: true }), /context searchReservedConcurrency/);
+    assert.throws(() => build('dev', { ...SEARCH_CONTEXT, searchRatePerUser: '1.5' }, { noCache: true }), /context searchRatePerUser/);
+    assert.throws(() => build('dev', { ...SEARCH_CONTEXT, searchBurstPerUser: '-1' }, { noCache: true }), /context searchBurstPerUser/);
   });
 
   it('alarms: 5xx of the stage (Sum within 5 min >= 5) and its p95 Latency (>= 1000 ms for 15 min), to the alarm topic', () => {
@@ -1629,7 +1826,7 @@ describe('search API (context searchJwtIssuer)', () => {
 
   describe('existing database (context searchDatabaseSecretArn)', () => {
     const ex = build('dev', { ...SEARCH_CONTEXT, existingDatabase: 'true', searchDatabaseSecretArn: SEARCH_SECRET_ARN }).json;
-    const urlArn = 'arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/collections/DATABASE_URL';
+    const urlArn = parameterArn('dev', 'DATABASE_URL');
 
     it('the search function runs outside a VPC and connects with that secret, never the owner\'s URL', () => {
       const p = ex.Resources[fnLogicalId(ex, 'search')].Properties!;
@@ -1647,11 +1844,11 @@ describe('search API (context searchJwtIssuer)', () => {
 
     it('the migrator keeps the URL and gets SEARCH_DATABASE_SECRET_ARN; the stages keep the URL', () => {
       const e = envOf(ex, 'migrator');
-      assert.equal(e.DATABASE_URL_PARAMETER, '/collections/DATABASE_URL');
+      assert.equal(e.DATABASE_URL_PARAMETER, '/collections/dev/DATABASE_URL');
       assert.equal(e.SEARCH_DATABASE_SECRET_ARN, SEARCH_SECRET_ARN);
       assert.equal(e.APP_DATABASE_SECRET_ARN, undefined);
       assert.deepEqual(rolePerms(ex, 'migrator').get('secretsmanager:GetSecretValue'), [SEARCH_SECRET_ARN]);
-      for (const n of STAGES) assert.equal(envOf(ex, n).DATABASE_URL_PARAMETER, '/collections/DATABASE_URL', n);
+      for (const n of STAGES) assert.equal(envOf(ex, n).DATABASE_URL_PARAMETER, '/collections/dev/DATABASE_URL', n);
       const both = build('test', {
         ...SEARCH_CONTEXT,
         existingDatabase: 'true',

@@ -400,6 +400,7 @@ async fn an_item_with_a_success_and_a_failure_in_one_batch_is_recorded_failed(po
     let failed = store::status::FailedInput {
         subject: domain::subject::Subject { key: None, user_id: Some("u".into()), item_id: Some(item) },
         reason: "re-analysis refused".to_owned(),
+        public: "the image could not be analysed".to_owned(),
         input: None,
         raw: None,
         source: "test".to_owned(),

@@ -110,7 +110,8 @@ async fn the_migrator_makes_the_roles_its_secrets_name(pool: PgPool) {
     let expected: Vec<String> =
         tables.iter().flat_map(|t| ["DELETE", "INSERT", "SELECT", "UPDATE"].map(|p| format!("{t}:{p}"))).collect();
     assert_eq!(grants_of(&pool, &app).await, expected, "row access to the application's tables, nothing else");
-    let expected: Vec<String> = tables.iter().map(|t| format!("{t}:SELECT")).collect();
+    let expected: Vec<String> =
+        ["analyses", "embedding_models", "embeddings", "items"].iter().map(|t| format!("{t}:SELECT")).collect();
     assert_eq!(grants_of(&pool, &reader).await, expected, "the search role reads, nothing else");
 
     // Connected as the search role: it reads, and every write is refused.
@@ -128,9 +129,16 @@ async fn the_migrator_makes_the_roles_its_secrets_name(pool: PgPool) {
              VALUES (gen_random_uuid(), 'analysis', 'r', 's', 'f')",
             "TRUNCATE analyses",
             "DROP TABLE items",
+            // The record as received and the operator's detail are not the API's to read.
+            "SELECT input FROM record_failures",
+            "SELECT raw FROM record_failures",
+            "SELECT reason FROM record_failures",
+            "SELECT count(*) FROM deleted_objects",
         ],
     )
     .await;
+    let shown = store::status::public_record_failures(&search, "u", 10).await.unwrap();
+    assert!(shown.is_empty(), "what the API lists, it may read");
     search.close().await;
     for role in [app, reader] {
         sqlx::query(&format!("DROP OWNED BY {role}")).execute(&pool).await.unwrap();

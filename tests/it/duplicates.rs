@@ -58,7 +58,7 @@ async fn one_photo_under_a_hundred_keys_is_analysed_and_embedded_once(pool: PgPo
     .await
     .unwrap();
     assert_eq!(statuses, [("done".into(), "done".into(), "done".into(), 101)]);
-    let thumbnails = std::fs::read_dir(c.store.path_of("local", "u/thumbnails/trip")).unwrap().count();
+    let thumbnails = std::fs::read_dir(c.store.path_of("local", "u/thumbnails/trip").unwrap()).unwrap().count();
     assert_eq!(thumbnails, 100, "each key still has its thumbnail");
 
     // Search shows the photo once, with its other 99 keys.

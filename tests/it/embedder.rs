@@ -235,3 +235,29 @@ async fn a_replayed_event_of_an_older_analysis_never_marks_the_item_embedded(poo
     assert_eq!(stage.run_batch(&[current], &BatchContext::default()).await, [Outcome::Done]);
     assert_eq!(status().await, "done");
 }
+
+/// A forged `AnalysisComplete` naming another user's item with an analysis
+/// id that does not exist (or is not a UUID) is refused, and the refusal is
+/// the record's: the item it names keeps its status, and no user sees it.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_forged_analysis_complete_fails_alone_and_is_written_on_no_item(pool: PgPool) {
+    let mock = MockProviders::start().await;
+    let mut events = seeded(&pool, 2).await;
+    let victim = events[0].clone();
+    events.push(AnalysisComplete { analysis_id: Uuid::now_v7().to_string(), ..victim.clone() });
+    events.push(AnalysisComplete { analysis_id: "not-an-id".into(), ..victim.clone() });
+    let stage = embedder(&pool, &mock, "voyage", &[]).await;
+    let entries = events.into_iter().map(|e| Entry::readable("", e)).collect();
+    let ran = runner::run(&stage, &pool, entries, BatchContext::default()).await;
+    let fates: Vec<bool> = ran.settled.iter().map(|(_, s)| matches!(s, Settled::Done)).collect();
+    assert_eq!(fates, [true, true, false, false]);
+
+    let statuses: Vec<String> =
+        sqlx::query_scalar("SELECT embedding_status FROM items ORDER BY file_path").fetch_all(&pool).await.unwrap();
+    assert_eq!(statuses, ["done", "done"], "the named item is not marked failed");
+    assert!(store::items::failures(&pool, Some("u"), 10).await.unwrap().is_empty());
+    assert!(store::status::record_failure_list(&pool, Some("u"), 10).await.unwrap().is_empty());
+    let records = store::status::record_failure_list(&pool, None, 10).await.unwrap();
+    assert_eq!(records.len(), 2);
+    assert!(records.iter().all(|r| r.user_id.is_none() && r.item_id.is_none() && r.input.is_some()));
+}

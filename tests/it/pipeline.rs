@@ -76,7 +76,7 @@ async fn every_good_image_gets_one_item_analysis_and_embedding(pool: PgPool) {
         ]
     );
 
-    let thumbnail = image::open(c.store.path_of("local", "alice/thumbnails/blue.jpg")).unwrap();
+    let thumbnail = image::open(c.store.path_of("local", "alice/thumbnails/blue.jpg").unwrap()).unwrap();
     assert_eq!((thumbnail.width(), thumbnail.height()), (800, 600));
     let summary: String = sqlx::query_scalar(
         "SELECT summary FROM analyses a JOIN items i ON i.id = a.item_id WHERE i.file_path = 'alice/blue.jpg'",

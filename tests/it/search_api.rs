@@ -94,7 +94,7 @@ async fn a_token_for_one_user_never_shows_another_users_items(pool: PgPool) {
     alice_and_bob(&pool).await;
     let aws = aws::load_config().await;
     let links = PresignedLinks::new(aws::s3::S3Store::new(&aws).client().clone(), None, Duration::from_secs(900));
-    let app = search::lambda::app(service(&pool, local_embedder(), Arc::new(links)), "sub");
+    let app = search::lambda::app(service(&pool, local_embedder(), Arc::new(links)), "sub", generous());
 
     // Every query Alice can make finds only her items; the thumbnail links
     // are presigned, short-lived and for her thumbnails.
@@ -124,31 +124,64 @@ async fn a_token_for_one_user_never_shows_another_users_items(pool: PgPool) {
     assert_eq!(body["analysis"]["summary"], "A sailing boat at sea");
     assert_eq!(body["status"], json!({ "thumbnail": "done", "analysis": "done", "embedding": "done" }));
 
-    // Failures: each sees their own.
-    for (id, reason) in [(bob[0], "bob's secret failure"), (alice[0], "alice's failure")] {
-        sqlx::query("UPDATE items SET failed_stage = 'analysis', last_error = $2 WHERE id = $1")
-            .bind(id)
-            .bind(reason)
-            .execute(&pool)
-            .await
-            .unwrap();
+    // Failures: each sees their own, in public words; the operator's
+    // detail (a provider's error body, a bucket's name) is never sent.
+    for (id, public) in [(bob[0], Some("bob's failure")), (alice[0], None)] {
+        sqlx::query(
+            "UPDATE items SET failed_stage = 'analysis', last_error = 'anthropic answered: sk-ant-... bucket-x', \
+             public_error = $2 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(public)
+        .execute(&pool)
+        .await
+        .unwrap();
     }
     let (_, body) = answer(&app, gateway_get("/v1/failures", "", sub("alice"))).await;
     let reasons: Vec<&str> = body["items"].as_array().unwrap().iter().map(|f| f["reason"].as_str().unwrap()).collect();
-    assert_eq!(reasons, ["alice's failure"]);
+    assert_eq!(reasons, ["the image could not be analysed"], "a failure from before public reasons: the stage");
+    let (_, body) = answer(&app, gateway_get("/v1/failures", "", sub("bob"))).await;
+    assert_eq!(body["items"][0]["reason"], "bob's failure");
+    let (_, body) = answer(&app, gateway_get(&format!("/v1/items/{}", bob[0]), "", sub("bob"))).await;
+    assert_eq!(body["failure"]["reason"], "bob's failure");
+    assert!(!body.to_string().contains("bucket-x"), "{body}");
 
     // No verified user, no answer; the user comes from the configured claim only.
     let (status, body) = answer(&app, gateway_get("/v1/search", "q=cat&user=bob", None)).await;
     assert_eq!((status, body), (StatusCode::UNAUTHORIZED, json!({ "error": "no user" })));
-    let by_email = search::lambda::app(service(&pool, local_embedder(), Arc::new(LocalLinks)), "email");
+    let by_email = search::lambda::app(service(&pool, local_embedder(), Arc::new(LocalLinks)), "email", generous());
     let (_, body) = answer(&by_email, gateway_get("/v1/search", "q=cat", sub("alice"))).await;
     assert!(body["hits"].as_array().unwrap().is_empty(), "alice@example.com has no items: {body}");
 }
 
-/// Serves `app` on a free port of 127.0.0.1; its base URL.
-async fn serve(app: Router) -> String {
+/// A per-user limit no test reaches.
+fn generous() -> Arc<search::limit::UserLimit> {
+    Arc::new(search::limit::UserLimit::new(1000.0, 1000.0))
+}
+
+/// One user past their rate is answered 429 with `retry-after`, and the
+/// next user is served: a token holder cannot spend everyone's capacity.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_user_past_their_rate_is_refused_and_others_are_served(pool: PgPool) {
+    alice_and_bob(&pool).await;
+    let limit = Arc::new(search::limit::UserLimit::new(1.0, 3.0));
+    let app = search::lambda::app(service(&pool, local_embedder(), Arc::new(LocalLinks)), "sub", limit);
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(answer(&app, gateway_get("/v1/search", "q=cat", sub("mallory"))).await.0);
+    }
+    assert_eq!(statuses[..3], [StatusCode::OK; 3]);
+    assert_eq!(statuses[3..], [StatusCode::TOO_MANY_REQUESTS; 2]);
+    let (status, body) = answer(&app, gateway_get("/v1/search", "q=cat", sub("alice"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["hits"][0]["key"], "alice/cat.jpg");
+}
+
+/// `collections serve`'s app for `user`, on a port of its own: its base URL.
+async fn serve_local(service: Arc<SearchService>, store: Arc<dyn ObjectStore>, user: &str) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let app = search::gallery::local_app(service, store, None, user, addr.port());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     format!("http://{addr}")
 }
@@ -169,11 +202,16 @@ async fn collections_serve_answers_with_the_users_hits_page_and_thumbnails(pool:
         let thumbnail = images::jpeg(80, 60, images::BLUE);
         store.put("local", &format!("{user}/thumbnails/cat.jpg"), thumbnail, "image/jpeg", &[]).await.unwrap();
     }
-    let app = search::gallery::local_app(service(&pool, local_embedder(), Arc::new(LocalLinks)), store, None, "alice");
-    let base = serve(app).await;
+    let base = serve_local(service(&pool, local_embedder(), Arc::new(LocalLinks)), store, "alice").await;
 
     let page = reqwest::get(format!("{base}/")).await.unwrap();
     assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    let policy = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(policy.starts_with("default-src 'none'; script-src 'sha256-"), "{policy}");
+    assert!(policy.contains("frame-ancestors 'none'") && !policy.contains("unsafe-inline"), "{policy}");
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    assert_eq!(page.headers()["referrer-policy"], "no-referrer");
     assert!(page.text().await.unwrap().contains("id=\"search\""));
 
     let (status, _, body) = get(&format!("{base}/v1/search?q=sleeping+cat&limit=2")).await;
@@ -190,6 +228,31 @@ async fn collections_serve_answers_with_the_users_hits_page_and_thumbnails(pool:
         sqlx::query_scalar("SELECT id FROM items WHERE file_path = 'bob/cat.jpg'").fetch_one(&pool).await.unwrap();
     let (status, _, _) = get(&format!("{base}/v1/items/{bob_cat}/thumbnail")).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "another user's thumbnail is not served");
+
+    // DNS rebinding: a page of another name that now resolves to 127.0.0.1
+    // is refused, whatever it asks for; this machine's names are answered.
+    let port = base.rsplit(':').next().unwrap();
+    let client = reqwest::Client::new();
+    for (host, expected) in [
+        (format!("rebind.attacker.example:{port}"), StatusCode::MISDIRECTED_REQUEST),
+        ("127.0.0.1:1".to_owned(), StatusCode::MISDIRECTED_REQUEST),
+        ("localhost".to_owned(), StatusCode::MISDIRECTED_REQUEST),
+        (format!("localhost:{port}"), StatusCode::OK),
+        (format!("[::1]:{port}"), StatusCode::OK),
+    ] {
+        for path in ["/", "/v1/search?q=cat", &format!("/v1/items/{id}/thumbnail"), "/v1/failures"] {
+            let response = client.get(format!("{base}{path}")).header("host", &host).send().await.unwrap();
+            assert_eq!(response.status().as_u16(), expected.as_u16(), "{host} {path}");
+            assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+        }
+    }
+
+    // A page elsewhere cannot make it search (each search is an embedding call).
+    for (site, expected) in [("cross-site", 403), ("same-site", 403), ("same-origin", 200), ("none", 200)] {
+        let response =
+            client.get(format!("{base}/v1/search?q=cat")).header("sec-fetch-site", site).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), expected, "{site}");
+    }
 
     let (_, _, categories) = get(&format!("{base}/v1/categories")).await;
     assert!(categories["categories"].as_array().unwrap().contains(&json!("pets")));
@@ -230,14 +293,14 @@ async fn a_provider_or_database_that_is_down_is_a_503_with_retry_after_and_no_in
     // The provider throttles, then nothing listens where it was.
     mock.script([Reply::Status { status: 503, retry_after: Some(7) }]);
     let throttled = service(&pool, voyage(&mock.voyage_url()).await, Arc::new(LocalLinks));
-    let base = serve(search::gallery::local_app(throttled, store.clone(), None, "alice")).await;
+    let base = serve_local(throttled, store.clone(), "alice").await;
     let (status, retry_after, body) = get(&format!("{base}/v1/search?q=cat")).await;
     assert_eq!((status, retry_after.as_deref()), (StatusCode::SERVICE_UNAVAILABLE, Some("7")));
     assert_eq!(body, json!({ "error": "the embedding provider is unavailable; try again in 7 s" }));
 
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
     let gone = service(&pool, voyage(&format!("http://{closed}/v1")).await, Arc::new(LocalLinks));
-    let base = serve(search::gallery::local_app(gone, store.clone(), None, "alice")).await;
+    let base = serve_local(gone, store.clone(), "alice").await;
     let (status, retry_after, body) = get(&format!("{base}/v1/search?q=cat")).await;
     assert_eq!((status, retry_after.as_deref()), (StatusCode::SERVICE_UNAVAILABLE, Some("5")));
     assert_eq!(body, json!({ "error": "the embedding provider is unavailable; try again in 5 s" }));
@@ -248,7 +311,7 @@ async fn a_provider_or_database_that_is_down_is_a_503_with_retry_after_and_no_in
         .connect_lazy(&format!("postgres://postgres:hunter2@{closed}/collections"))
         .unwrap();
     let offline = service(&nowhere, local_embedder(), Arc::new(LocalLinks));
-    let base = serve(search::gallery::local_app(offline, store, None, "alice")).await;
+    let base = serve_local(offline, store, "alice").await;
     let id = Uuid::now_v7();
     for path in ["/v1/search?q=cat", &format!("/v1/items/{id}"), &format!("/v1/items/{id}/thumbnail"), "/v1/failures"] {
         let (status, retry_after, body) = get(&format!("{base}{path}")).await;

@@ -114,7 +114,7 @@ async fn a_batch_with_bad_files_thumbnails_the_good_ones_and_reports_the_rest(po
     // The same batch again (a replay): the thumbnails of this version are
     // not made again, but, the later stages having work left, they are
     // sent on again; the bad files fail again.
-    let thumbnail = store.path_of("b", "u/thumbnails/photo.jpg");
+    let thumbnail = store.path_of("b", "u/thumbnails/photo.jpg").unwrap();
     let first = (std::fs::read(&thumbnail).unwrap(), std::fs::metadata(&thumbnail).unwrap().modified().unwrap());
     assert_eq!(run(&stage, &pool, &objects).await, expected);
     let again = (std::fs::read(&thumbnail).unwrap(), std::fs::metadata(&thumbnail).unwrap().modified().unwrap());

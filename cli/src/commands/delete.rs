@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use domain::settings::Env;
+use domain::text::printable;
 use store::config::DatabaseConfig;
 use thumbnailer::ThumbnailConfig;
 
@@ -32,7 +33,7 @@ impl Delete {
             None => Place::local(&Components::from_env(env).await?),
         };
         for (key, what) in delete_keys_in(&place, &self.keys).await? {
-            println!("{key}: {what}");
+            println!("{}: {}", printable(&key), printable(&what));
         }
         Ok(())
     }

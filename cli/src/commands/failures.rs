@@ -1,6 +1,7 @@
 //! `collections failures`: what failed, with the stage and reason.
 
 use domain::settings::Env;
+use domain::text::printable;
 use store::{items, status};
 
 use crate::components::Components;
@@ -27,20 +28,20 @@ impl Failures {
             println!(
                 "{}  {}  stage={} attempts={}  {}",
                 f.updated_at.format("%F %T"),
-                f.file_path,
+                printable(&f.file_path),
                 f.failed_stage,
                 f.attempts,
-                f.last_error
+                printable(&f.last_error)
             );
         }
         for r in records {
             println!(
                 "{}  {}  stage={} attempts={}  {}{}",
                 r.updated_at.format("%F %T"),
-                r.object_key.as_deref().unwrap_or("(no item)"),
+                printable(r.object_key.as_deref().unwrap_or("(no item)")),
                 r.stage,
                 r.attempts,
-                r.reason,
+                printable(&r.reason),
                 if r.input.is_some() { "" } else { "  [unreadable: cannot be retried]" }
             );
         }

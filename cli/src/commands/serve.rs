@@ -25,11 +25,12 @@ impl Serve {
         let c = Components::from_env(env).await?;
         let service =
             SearchService { pool: c.pool.clone(), embedding: c.embedding.clone(), links: Arc::new(LocalLinks) };
-        let app = search::gallery::local_app(Arc::new(service), c.store.clone(), None, &self.user);
         let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, self.port))
             .await
             .with_context(|| format!("listening on 127.0.0.1:{}", self.port))?;
-        println!("serving {}'s images: open http://{}/ (Ctrl-C stops)", self.user, listener.local_addr()?);
+        let address = listener.local_addr()?;
+        let app = search::gallery::local_app(Arc::new(service), c.store.clone(), None, &self.user, address.port());
+        println!("serving {}'s images: open http://{address}/ (Ctrl-C stops)", self.user);
         axum::serve(listener, app).await?;
         Ok(())
     }

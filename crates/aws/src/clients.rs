@@ -18,8 +18,11 @@ pub const EVENT_BUS_NAME: Setting = Setting::new(
     "default",
     "the EventBridge bus the Lambdas publish to (the CDK app sets `collections-<env>`)",
 );
-pub const SSM_PARAMETER_PREFIX: Setting =
-    Setting::new("SSM_PARAMETER_PREFIX", "/collections", "on Lambda: where the API-key parameters are");
+pub const SSM_PARAMETER_PREFIX: Setting = Setting::new(
+    "SSM_PARAMETER_PREFIX",
+    "/collections",
+    "on Lambda: where the API-key parameters are (the CDK app sets `/collections/<env>`)",
+);
 
 /// What every stage's Lambda builds once per cold start.
 #[derive(Debug, Clone)]

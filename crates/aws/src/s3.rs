@@ -153,6 +153,16 @@ impl ObjectStore for S3Store {
         self.client.delete_object().bucket(bucket).key(key).send().await.map_err(|e| remote_error(bucket, key, &e))?;
         Ok(())
     }
+
+    async fn exists(&self, bucket: &str, key: &str) -> Result<bool, StorageError> {
+        match self.client.head_object().bucket(bucket).key(key).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(false),
+            // Without s3:ListBucket a missing key is a 403 too: the
+            // thumbnailer, which asks, is granted it on its bucket.
+            Err(e) => Err(remote_error(bucket, key, &e)),
+        }
+    }
 }
 
 /// A failed S3 call on an object, retriable when the SDK error is.

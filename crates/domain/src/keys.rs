@@ -25,6 +25,10 @@ pub enum KeyError {
     NoUser(String),
     #[error("key {0:?} has an empty, '.' or '..' path segment")]
     BadSegment(String),
+    #[error("key {0:?} holds a control character")]
+    ControlCharacter(String),
+    #[error("invalid user id {0:?}: it must be one path segment of 1 to 128 bytes without control characters")]
+    BadUser(String),
     #[error("key {0:?} has no file extension")]
     NoExtension(String),
     #[error("key {key:?} has extension {extension:?}; accepted: jpg, jpeg, png")]
@@ -79,6 +83,16 @@ pub fn item_uuid(key: &str) -> uuid::Uuid {
     uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
+/// Checks that `user` can be the first folder of a key.
+pub fn check_user_id(user: &str) -> Result<(), KeyError> {
+    let plain = !(user.is_empty() || user == "." || user == ".." || user.contains('/'));
+    if plain && user.len() <= 128 && !user.chars().any(char::is_control) {
+        Ok(())
+    } else {
+        Err(KeyError::BadUser(user.to_owned()))
+    }
+}
+
 /// A valid key of an original image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageKey {
@@ -96,7 +110,10 @@ impl ImageKey {
         let Some(user_end) = key.find('/') else {
             return Err(KeyError::NoUser(key.to_owned()));
         };
-        if key.split('/').any(|s| s.is_empty() || s == "." || s == ".." || s.contains('\0')) {
+        if key.chars().any(char::is_control) {
+            return Err(KeyError::ControlCharacter(key.to_owned()));
+        }
+        if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
             return Err(if user_end == 0 {
                 KeyError::NoUser(key.to_owned())
             } else {
@@ -185,6 +202,17 @@ mod tests {
         assert_eq!(key.extension(), "jpeg");
         assert_eq!(key.thumbnail_key(), "u/thumbnails/Photo.JPEG");
         assert_eq!(ImageKey::parse("u/a.PnG").unwrap().mime_type(), "image/png");
+    }
+
+    #[test]
+    fn control_characters_are_refused_and_shown_escaped() {
+        let err = ImageKey::parse("u/a\u{1b}]0;x\u{7}\u{1b}[2Jb.jpg").unwrap_err();
+        assert!(matches!(err, KeyError::ControlCharacter(_)));
+        let said = err.to_string();
+        assert!(!said.chars().any(char::is_control), "the reason prints no escape: {said:?}");
+        assert!(said.contains(r"\u{1b}"), "{said}");
+        assert!(matches!(ImageKey::parse("u/a\0.jpg"), Err(KeyError::ControlCharacter(_))));
+        assert!(matches!(ImageKey::parse("u/line\nbreak.jpg"), Err(KeyError::ControlCharacter(_))));
     }
 
     #[test]

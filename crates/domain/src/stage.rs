@@ -21,6 +21,21 @@ impl StageName {
             Self::Embedding => "embedding",
         }
     }
+
+    /// What a tenant is told when this stage failed an item and nothing
+    /// more specific was said: no provider's, bucket's or database's words.
+    pub fn public_failure(self) -> &'static str {
+        match self {
+            Self::Thumbnail => "the image could not be thumbnailed",
+            Self::Analysis => "the image could not be analysed",
+            Self::Embedding => "the image could not be indexed for search",
+        }
+    }
+
+    /// The stage named `name` (as [`StageName::as_str`] writes it).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
 }
 
 impl std::fmt::Display for StageName {

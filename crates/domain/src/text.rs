@@ -16,6 +16,18 @@ pub fn clean(text: &str) -> String {
     if text.chars().any(is_unwanted) { text.chars().filter(|&c| !is_unwanted(c)).collect() } else { text.to_owned() }
 }
 
+/// `text` for a terminal: every control character (escape sequences, line
+/// breaks, NUL) written as Rust writes it in a debug string (`\u{1b}`,
+/// `\n`), so a key or a reason can neither move the cursor nor retitle the
+/// window, nor break a one-line listing.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        text.chars().map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() }).collect()
+    } else {
+        text.into()
+    }
+}
+
 /// Cleans, in place, every string and object key of a JSON value; returns
 /// how many strings changed.
 pub fn clean_json(value: &mut Value) -> usize {
@@ -101,6 +113,8 @@ mod tests {
     #[test]
     fn nul_and_control_characters_go_tabs_and_newlines_stay() {
         assert_eq!(clean("a\0b\u{7}c\td\ne"), "abc\td\ne");
+        assert_eq!(printable("a\u{1b}]0;x\u{7}b\nc"), r"a\u{1b}]0;x\u{7}b\nc");
+        assert_eq!(printable("café.jpg"), "café.jpg");
         assert_eq!(clean("plain"), "plain");
     }
 

@@ -31,17 +31,32 @@ pub struct Failure {
     /// Says what failed and for which item.
     pub reason: String,
     pub retry: Retry,
+    /// The input's claims about whose it is did not check out (an analysis
+    /// that is not the user's, a key that is not the item's): the failure is
+    /// the record's alone, never written on the item or user it names.
+    pub refutes_subject: bool,
+    /// What the item's user is told, when there is more to say than which
+    /// stage failed ([`domain::stage::StageName::public_failure`]): never
+    /// a provider's or the database's words, which stay in `reason`.
+    pub public: Option<&'static str>,
 }
 
 impl Failure {
     /// A failure another attempt may cure.
     pub fn transient(reason: impl Into<String>) -> Self {
-        Self { reason: reason.into(), retry: Retry::Later }
+        Self { reason: reason.into(), retry: Retry::Later, refutes_subject: false, public: None }
     }
 
     /// A failure the same input will meet again.
     pub fn permanent(reason: impl Into<String>) -> Self {
-        Self { reason: reason.into(), retry: Retry::Never }
+        Self { reason: reason.into(), retry: Retry::Never, refutes_subject: false, public: None }
+    }
+
+    /// The input names a user or item that its own content, or the
+    /// database, contradicts: permanent, and recorded as the record's
+    /// failure only (see [`Failure::refutes_subject`]).
+    pub fn refused(reason: impl Into<String>) -> Self {
+        Self { refutes_subject: true, ..Self::permanent(reason) }
     }
 
     /// `doing` (e.g. "reading the thumbnail") failed with `error`; retriable
@@ -65,6 +80,11 @@ impl Failure {
     /// the invocation's deadline came: worth another delivery.
     pub fn cut_off(work: impl std::fmt::Display) -> Self {
         Self::transient(format!("{work} was cut off: the invocation ran out of time"))
+    }
+
+    /// The same failure, told to the item's user as `public`.
+    pub fn told(self, public: &'static str) -> Self {
+        Self { public: Some(public), ..self }
     }
 
     pub fn is_retriable(&self) -> bool {

@@ -133,7 +133,7 @@ pub async fn run<S: Stage>(
         .iter()
         .map(|slot| match slot {
             Ok(i) => outcomes[*i].clone(),
-            Err(unreadable) => Failure::permanent(unreadable.reason.clone()).into(),
+            Err(unreadable) => Failure::refused(unreadable.reason.clone()).into(),
         })
         .collect();
 
@@ -146,9 +146,16 @@ pub async fn run<S: Stage>(
                 Ok(i) => (serde_json::to_value(&inputs[*i]).ok(), None),
                 Err(unreadable) => (None, Some(unreadable.raw.clone())),
             };
+            // Only a subject the stage did not refute is written on its item.
+            let subject = if failure.refutes_subject {
+                Subject { key: subjects[n].key.clone(), ..Subject::default() }
+            } else {
+                subjects[n].clone()
+            };
             Some(FailedInput {
-                subject: subjects[n].clone(),
+                subject,
                 reason: failure.reason.clone(),
+                public: failure.public.unwrap_or(name.public_failure()).to_owned(),
                 input,
                 raw,
                 source: sources[n].clone(),

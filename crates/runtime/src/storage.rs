@@ -26,6 +26,8 @@ pub enum StorageError {
     TooLarge { bucket: String, key: String, size: u64, limit: u64 },
     #[error("s3://{bucket}/{key}: {message}")]
     Remote { bucket: String, key: String, message: String, retriable: bool },
+    #[error("s3://{bucket}/{key}: the key would leave the bucket's folder")]
+    OutsideBucket { bucket: String, key: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }
@@ -34,7 +36,7 @@ impl Retriable for StorageError {
     /// Whether trying again later may succeed.
     fn is_retriable(&self) -> bool {
         match self {
-            Self::NotFound { .. } | Self::TooLarge { .. } => false,
+            Self::NotFound { .. } | Self::TooLarge { .. } | Self::OutsideBucket { .. } => false,
             Self::Remote { retriable, .. } => *retriable,
             Self::Io { .. } => true,
         }
@@ -59,12 +61,16 @@ pub trait ObjectStore: Send + Sync {
 
     /// Removes an object; one that is not there is no error.
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StorageError>;
+
+    /// Whether the object is there now (S3's `HeadObject`).
+    async fn exists(&self, bucket: &str, key: &str) -> Result<bool, StorageError>;
 }
 
 /// A folder standing in for S3: `{root}/{bucket}/{key}`.
 ///
-/// Keys reaching it have been parsed by [`domain::keys`], which refuses `..`
-/// and empty segments, so a key cannot leave the bucket's folder.
+/// It does not trust its callers to have parsed keys: every path it
+/// touches is checked to stay inside the bucket's folder (see
+/// [`FolderStore::path_of`]).
 #[derive(Debug, Clone)]
 pub struct FolderStore {
     root: PathBuf,
@@ -75,9 +81,31 @@ impl FolderStore {
         Self { root: root.into() }
     }
 
-    pub fn path_of(&self, bucket: &str, key: &str) -> PathBuf {
-        self.root.join(bucket).join(key)
+    /// The file of `key` in `bucket`, refused when it would leave the
+    /// bucket's folder: the bucket must be one plain folder name and every
+    /// segment of the key a plain name (no empty, `.` or `..` segment, no
+    /// NUL), and the deepest folder of the path that exists must resolve,
+    /// symbolic links followed, inside the bucket's folder as resolved.
+    pub fn path_of(&self, bucket: &str, key: &str) -> Result<PathBuf, StorageError> {
+        let outside = || StorageError::OutsideBucket { bucket: bucket.to_owned(), key: key.to_owned() };
+        let plain =
+            |segment: &str| !(segment.is_empty() || segment == "." || segment == ".." || segment.contains('\0'));
+        if !plain(bucket) || bucket.contains('/') || !key.split('/').all(plain) {
+            return Err(outside());
+        }
+        let folder = self.root.join(bucket);
+        let path = folder.join(key);
+        let resolved = |p: &Path| deepest_existing(p).canonicalize().map_err(io_error(p));
+        if !resolved(&path)?.starts_with(resolved(&folder)?) {
+            return Err(outside());
+        }
+        Ok(path)
     }
+}
+
+/// `path` itself, or its nearest ancestor that exists.
+fn deepest_existing(path: &Path) -> &Path {
+    path.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"))
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
@@ -87,7 +115,7 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
 #[async_trait]
 impl ObjectStore for FolderStore {
     async fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<Vec<u8>, StorageError> {
-        let path = self.path_of(bucket, key);
+        let path = self.path_of(bucket, key)?;
         let not_found = || StorageError::NotFound { bucket: bucket.to_owned(), key: key.to_owned() };
         let meta = match tokio::fs::metadata(&path).await {
             Ok(meta) if meta.is_file() => meta,
@@ -114,7 +142,7 @@ impl ObjectStore for FolderStore {
         _content_type: &str,
         _tags: &[(&str, &str)],
     ) -> Result<(), StorageError> {
-        let path = self.path_of(bucket, key);
+        let path = self.path_of(bucket, key)?;
         if let Some(parent) = path.parent() {
             tokio::fs::create_dir_all(parent).await.map_err(io_error(parent))?;
         }
@@ -125,11 +153,19 @@ impl ObjectStore for FolderStore {
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), StorageError> {
-        let path = self.path_of(bucket, key);
+        let path = self.path_of(bucket, key)?;
         match tokio::fs::remove_file(&path).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error(&path)(e)),
             _ => Ok(()),
         }
+    }
+
+    async fn exists(&self, bucket: &str, key: &str) -> Result<bool, StorageError> {
+        let path = self.path_of(bucket, key)?;
+        tokio::fs::metadata(&path).await.map(|m| m.is_file()).or_else(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Ok(false),
+            _ => Err(io_error(&path)(e)),
+        })
     }
 }
 
@@ -149,5 +185,28 @@ mod tests {
         assert_eq!(missing.to_string(), "s3://b/u/none.jpg does not exist");
         let folder = store.get("b", "u", 10).await.unwrap_err();
         assert!(matches!(folder, StorageError::NotFound { .. }));
+    }
+
+    #[tokio::test]
+    async fn no_key_leaves_the_bucket_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim.txt");
+        std::fs::write(&victim, "keep me").unwrap();
+        let store = FolderStore::new(dir.path().join("data"));
+        for key in ["../victim.txt", "../../victim.txt", "u/../../victim.txt", "/victim.txt", "u//a.jpg", "u/./a.jpg"] {
+            let err = store.delete("b", key).await.unwrap_err();
+            assert!(matches!(err, StorageError::OutsideBucket { .. }), "{key}: {err}");
+        }
+        assert!(matches!(store.delete("..", "victim.txt").await, Err(StorageError::OutsideBucket { .. })));
+        assert!(matches!(store.put("b/..", "x.jpg", vec![], "", &[]).await, Err(StorageError::OutsideBucket { .. })));
+        // A symbolic link inside the bucket that points out of it is refused too.
+        std::fs::create_dir_all(dir.path().join("data/b/u")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("data/b/u/out")).unwrap();
+        let err = store.delete("b", "u/out/victim.txt").await.unwrap_err();
+        assert!(matches!(err, StorageError::OutsideBucket { .. }), "{err}");
+        assert!(matches!(store.get("b", "u/out/victim.txt", 100).await, Err(StorageError::OutsideBucket { .. })));
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+        store.put("b", "u/a.jpg", b"x".to_vec(), "", &[]).await.unwrap();
+        store.delete("b", "u/a.jpg").await.unwrap();
     }
 }

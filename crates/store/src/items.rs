@@ -362,7 +362,8 @@ pub struct ItemDetail {
     pub analysis_status: String,
     pub embedding_status: String,
     pub failed_stage: Option<String>,
-    pub last_error: Option<String>,
+    /// What the item's user is told of its failure (not the operator's detail).
+    pub public_error: Option<String>,
     pub attempts: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -383,7 +384,7 @@ pub async fn of_user(pool: &PgPool, user_id: &str, id: Uuid) -> Result<Option<It
     sqlx::query_as(
         r#"
         SELECT i.id, i.file_path, i.bucket, i.thumbnail_key, i.width, i.height, i.mime_type,
-               i.thumbnail_status, i.analysis_status, i.embedding_status, i.failed_stage, i.last_error,
+               i.thumbnail_status, i.analysis_status, i.embedding_status, i.failed_stage, i.public_error,
                i.attempts, i.created_at, i.updated_at, i.duplicate_of,
                a.id AS analysis_id, a.version, a.category, a.summary, a.analysis, a.provider_used,
                a.model_used, a.created_at AS analysed_at
@@ -409,7 +410,10 @@ pub struct FailedItem {
     pub file_path: String,
     pub thumbnail_key: Option<String>,
     pub failed_stage: String,
+    /// The operator's detail.
     pub last_error: String,
+    /// What the item's user is told.
+    pub public_error: Option<String>,
     pub attempts: i32,
     pub updated_at: DateTime<Utc>,
 }
@@ -418,7 +422,8 @@ pub struct FailedItem {
 pub async fn failures(pool: &PgPool, user_id: Option<&str>, limit: i64) -> Result<Vec<FailedItem>, DbError> {
     sqlx::query_as(
         r#"
-        SELECT id, user_id, bucket, file_path, thumbnail_key, failed_stage, last_error, attempts, updated_at
+        SELECT id, user_id, bucket, file_path, thumbnail_key, failed_stage, last_error, public_error, attempts,
+               updated_at
         FROM items
         WHERE failed_stage IS NOT NULL AND ($1::text IS NULL OR user_id = $1)
         ORDER BY updated_at DESC, file_path

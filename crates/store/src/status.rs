@@ -21,7 +21,10 @@ use crate::{DbError, status_column};
 #[derive(Debug, Clone, PartialEq)]
 pub struct FailedInput {
     pub subject: Subject,
+    /// The operator's detail (logs, `collections failures`).
     pub reason: String,
+    /// What the item's user may read (the search API).
+    pub public: String,
     /// The input as the stage takes it (to run it again), when it could be read.
     pub input: Option<serde_json::Value>,
     /// The record as received, when it could not be read.
@@ -148,6 +151,7 @@ pub async fn record_failures(pool: &PgPool, stage: StageName, failures: &[Failed
     let users: Vec<Option<String>> = failures.iter().map(|f| f.subject.user_id.as_deref().map(cut)).collect();
     let keys: Vec<Option<String>> = failures.iter().map(|f| f.subject.key.as_deref().map(cut)).collect();
     let reasons: Vec<String> = failures.iter().map(|f| cut(&f.reason)).collect();
+    let publics: Vec<String> = failures.iter().map(|f| cut(&f.public)).collect();
     let inputs: Vec<Option<sqlx::types::Json<serde_json::Value>>> = failures
         .iter()
         .map(|f| {
@@ -166,8 +170,9 @@ pub async fn record_failures(pool: &PgPool, stage: StageName, failures: &[Failed
         r#"
         WITH f AS (
             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::jsonb[],
-                                 $7::text[], $8::text[], $9::text[])
-                 WITH ORDINALITY AS t(id, item_id, user_id, object_key, reason, input, raw, source, fingerprint, ord)
+                                 $7::text[], $8::text[], $9::text[], $12::text[])
+                 WITH ORDINALITY AS t(id, item_id, user_id, object_key, reason, input, raw, source, fingerprint,
+                                      public_reason, ord)
         ),
         last AS (
             SELECT DISTINCT ON (item_id) * FROM f WHERE item_id IS NOT NULL ORDER BY item_id, ord DESC
@@ -181,6 +186,9 @@ pub async fn record_failures(pool: &PgPool, stage: StageName, failures: &[Failed
                 last_error = CASE
                     WHEN array_position($11::text[], i.failed_stage) < array_position($11::text[], $10)
                     THEN i.last_error ELSE last.reason END,
+                public_error = CASE
+                    WHEN array_position($11::text[], i.failed_stage) < array_position($11::text[], $10)
+                    THEN i.public_error ELSE last.public_reason END,
                 attempts = i.attempts + 1,
                 updated_at = now()
             FROM last
@@ -188,14 +196,15 @@ pub async fn record_failures(pool: &PgPool, stage: StageName, failures: &[Failed
             RETURNING i.id
         )
         INSERT INTO record_failures AS r (id, stage, user_id, item_id, object_key, reason, input, raw, source,
-                                          fingerprint)
+                                          fingerprint, public_reason)
         SELECT DISTINCT ON (fingerprint) id, $10, user_id, item_id, object_key, reason, input, raw, source,
-               fingerprint
+               fingerprint, public_reason
         FROM f
         WHERE item_id IS NULL OR item_id NOT IN (SELECT id FROM updated)
         ORDER BY fingerprint, ord DESC
         ON CONFLICT (fingerprint) DO UPDATE SET
             reason = EXCLUDED.reason,
+            public_reason = EXCLUDED.public_reason,
             source = EXCLUDED.source,
             attempts = r.attempts + 1,
             updated_at = now()
@@ -213,6 +222,7 @@ pub async fn record_failures(pool: &PgPool, stage: StageName, failures: &[Failed
         .bind(&fingerprints)
         .bind(stage.as_str())
         .bind(StageName::ALL.map(StageName::as_str))
+        .bind(&publics)
         .execute(pool)
         .await
         .map_err(DbError::during("recording failures"))?;
@@ -232,6 +242,41 @@ pub struct RecordFailure {
     pub source: String,
     pub attempts: i32,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A record failure as its user may see it: no operator's detail, no input.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PublicRecordFailure {
+    pub id: Uuid,
+    pub stage: String,
+    pub item_id: Option<Uuid>,
+    pub object_key: Option<String>,
+    pub public_reason: Option<String>,
+    pub attempts: i32,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `user_id`'s record failures, newest first, reading only the columns the
+/// search API's role may read.
+pub async fn public_record_failures(
+    pool: &PgPool,
+    user_id: &str,
+    limit: i64,
+) -> Result<Vec<PublicRecordFailure>, DbError> {
+    sqlx::query_as(
+        r#"
+        SELECT id, stage, item_id, object_key, public_reason, attempts, updated_at
+        FROM record_failures
+        WHERE user_id = $1
+        ORDER BY updated_at DESC, id
+        LIMIT $2
+        "#,
+    )
+    .bind(user_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+    .map_err(DbError::during("listing record failures"))
 }
 
 /// Record failures, newest first, of one user or of everyone.

@@ -163,8 +163,8 @@ pub fn describe(m: &Measurements, info: Option<&domain::events::ImageInfo>) -> A
         join_words(&dominant),
         if m.has_transparency { ", with transparent areas" } else { "" },
     );
-    let camera = info.and_then(|i| i.camera.as_deref());
-    let date = info.and_then(|i| i.taken_at.as_deref()).and_then(|t| t.get(..10));
+    let camera = info.and_then(domain::events::ImageInfo::checked_camera);
+    let date = info.and_then(domain::events::ImageInfo::checked_taken_at).and_then(|t| t.get(..10));
     match (camera, date) {
         (Some(c), Some(d)) => summary.push_str(&format!(" Taken with {c} on {d}.")),
         (Some(c), None) => summary.push_str(&format!(" Taken with {c}.")),

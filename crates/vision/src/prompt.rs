@@ -12,10 +12,10 @@ pub fn instructions(info: Option<&ImageInfo>) -> String {
     );
     if let Some(info) = info {
         text.push_str(&format!("\nThe original is {}×{} pixels", info.width, info.height));
-        if let Some(camera) = &info.camera {
+        if let Some(camera) = info.checked_camera() {
             text.push_str(&format!(", taken with {camera}"));
         }
-        if let Some(date) = &info.taken_at {
+        if let Some(date) = info.checked_taken_at() {
             text.push_str(&format!(" on {date}"));
         }
         text.push('.');

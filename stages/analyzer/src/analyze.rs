@@ -92,17 +92,19 @@ impl Analyzer {
     /// The event's keys must be its own user's and item's: a stream anyone
     /// in the account can write to is not a trust boundary, and a key of
     /// another user's would store an analysis of their image as this item's.
+    /// A refusal is the record's failure, never written on the item or
+    /// user the event names.
     fn check_keys(event: &ImageProcessed) -> Result<(), Failure> {
         let original = ImageKey::parse(&event.original_key)
-            .map_err(|e| Failure::permanent(format!("the event's original_key is not an original's: {e}")))?;
+            .map_err(|e| Failure::refused(format!("the event's original_key is not an original's: {e}")))?;
         if original.user_id() != event.user_id || original.item_id() != event.item_id {
-            return Err(Failure::permanent(format!(
+            return Err(Failure::refused(format!(
                 "original_key {:?} is not user {:?}'s item {:?}",
                 event.original_key, event.user_id, event.item_id
             )));
         }
         if event.item_uuid.is_some_and(|id| id != original.item_uuid()) {
-            return Err(Failure::permanent(format!(
+            return Err(Failure::refused(format!(
                 "item_uuid {} is not the id of {:?} ({})",
                 event.item_uuid(),
                 event.original_key,
@@ -110,7 +112,7 @@ impl Analyzer {
             )));
         }
         if event.thumbnail_key != original.thumbnail_key() {
-            return Err(Failure::permanent(format!(
+            return Err(Failure::refused(format!(
                 "thumbnail_key {:?} is not the thumbnail of {:?} (expected {:?})",
                 event.thumbnail_key,
                 event.original_key,

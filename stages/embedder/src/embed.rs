@@ -247,15 +247,17 @@ impl Pass<'_> {
         for (event, id) in inputs.iter().zip(&ids) {
             let Some(id) = id else {
                 let reason = format!("analysis_id {:?} is not a UUID", event.analysis_id);
-                steps.push(Step::Finished(Failure::permanent(reason).into()));
+                steps.push(Step::Finished(Failure::refused(reason).into()));
                 continue;
             };
             let Some(record) = loaded
                 .get(id)
                 .filter(|r| r.user_id == event.user_id && event.item_uuid.is_none_or(|item| item == r.item_id))
             else {
+                // Nothing the event names is verified: its failure is the
+                // record's, not written on the item it claims.
                 let reason = format!("analysis {id} of item {} (user {}) not found", event.item_id, event.user_id);
-                steps.push(Step::Finished(Failure::permanent(reason).into()));
+                steps.push(Step::Finished(Failure::refused(reason).into()));
                 continue;
             };
             if record.version < record.latest_version {

@@ -12,6 +12,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use domain::analysis::CATEGORIES;
 use domain::retry::Retriable;
+use domain::stage::StageName;
 use embedding::{EmbeddingError, EmbeddingProvider};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -245,10 +246,9 @@ async fn item(
         Some(key) => s.links.url(Thumbnail { item_id: row.id, bucket: &row.bucket, key }).await,
         None => None,
     };
-    let failure = row
-        .failed_stage
-        .as_ref()
-        .map(|stage| json!({ "stage": stage, "reason": row.last_error, "attempts": row.attempts }));
+    let failure = row.failed_stage.as_ref().map(|stage| {
+        json!({ "stage": stage, "reason": public_reason(stage, row.public_error.as_deref()), "attempts": row.attempts })
+    });
     let analysis = row.analysis_id.map(|analysis_id| {
         json!({
             "analysis_id": analysis_id,
@@ -296,23 +296,33 @@ async fn failures(
             .ok_or_else(|| ApiError::bad_request(format!("limit must be a whole number from 1 to {MAX_LIMIT}")))?,
     };
     let failed = items::failures(&s.pool, Some(&caller.0), limit).await.map_err(|e| ApiError::of_db(&e))?;
-    let records =
-        status::record_failure_list(&s.pool, Some(&caller.0), limit).await.map_err(|e| ApiError::of_db(&e))?;
+    let records = status::public_record_failures(&s.pool, &caller.0, limit).await.map_err(|e| ApiError::of_db(&e))?;
     let items: Vec<Value> = failed
         .into_iter()
         .map(|f| {
-            json!({ "item_id": f.id, "key": f.file_path, "stage": f.failed_stage, "reason": f.last_error,
+            json!({ "item_id": f.id, "key": f.file_path, "stage": f.failed_stage,
+                    "reason": public_reason(&f.failed_stage, f.public_error.as_deref()),
                     "attempts": f.attempts, "updated_at": f.updated_at })
         })
         .collect();
     let records: Vec<Value> = records
         .into_iter()
         .map(|r| {
-            json!({ "id": r.id, "item_id": r.item_id, "key": r.object_key, "stage": r.stage, "reason": r.reason,
+            json!({ "id": r.id, "item_id": r.item_id, "key": r.object_key, "stage": r.stage,
+                    "reason": public_reason(&r.stage, r.public_reason.as_deref()),
                     "attempts": r.attempts, "updated_at": r.updated_at })
         })
         .collect();
     Ok(Json(json!({ "items": items, "records": records })).into_response())
+}
+
+/// What a tenant is told of a failure at `stage`: the public text stored
+/// with it, or (for failures recorded before there was one) which stage
+/// failed. Never the operator's detail.
+fn public_reason<'a>(stage: &str, public: Option<&'a str>) -> &'a str {
+    public.unwrap_or_else(|| {
+        StageName::parse(stage).map_or("the image could not be processed", StageName::public_failure)
+    })
 }
 
 async fn categories() -> Json<Value> {

@@ -10,14 +10,18 @@
 //! - `GET /v1/categories`: the categories an analysis can have.
 //!
 //! Errors are JSON `{"error": "..."}`: 400 for bad input, 401 without a
-//! user, 404 for an item that is not the caller's, 503 (with `retry-after`)
-//! when the embedding provider or the database is unavailable. No reply
-//! carries an internal error's text.
+//! user, 404 for an item that is not the caller's, 429 (with `retry-after`)
+//! past the caller's rate on Lambda, 503 (with `retry-after`) when the
+//! embedding provider or the database is unavailable. No reply carries an
+//! internal error's text: failures are told in their public words
+//! (`public_error`, `public_reason`), the operator's detail stays in the
+//! database and the logs.
 
 pub mod api;
 pub mod config;
 pub mod gallery;
 pub mod lambda;
+pub mod limit;
 pub mod links;
 pub mod query;
 

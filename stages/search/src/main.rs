@@ -21,5 +21,6 @@ async fn main() -> Result<(), lambda_http::Error> {
     let ttl = Duration::from_secs(env.parse(&URL_TTL_SECS)?);
     let links = PresignedLinks::new(clients.store.client().clone(), env.get(BUCKET_NAME.name), ttl);
     let service = Arc::new(SearchService { pool: clients.pool, embedding, links: Arc::new(links) });
-    lambda_http::run(search::lambda::app(service, &env.text(&USER_CLAIM)?)).await
+    let limit = Arc::new(search::limit::UserLimit::from_env(&env)?);
+    lambda_http::run(search::lambda::app(service, &env.text(&USER_CLAIM)?, limit)).await
 }

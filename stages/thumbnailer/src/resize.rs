@@ -27,6 +27,18 @@ pub enum ThumbnailError {
     Encode(String),
 }
 
+impl ThumbnailError {
+    /// What the image's owner is told (no limits, no decoder messages).
+    pub fn public(&self) -> &'static str {
+        match self {
+            Self::Empty | Self::UnknownFormat(_) => "the file is not a JPEG or PNG image",
+            Self::TooManyPixels { .. } | Self::TooMuchMemory { .. } => "the image is too large to process",
+            Self::Truncated { .. } | Self::Corrupt { .. } => "the image file is damaged",
+            Self::Encode(_) => "the image could not be thumbnailed",
+        }
+    }
+}
+
 fn megapixels(pixels: u64) -> String {
     format!("{:.1}", pixels as f64 / 1e6)
 }

@@ -50,6 +50,19 @@ enum ItemError {
     Panicked(String),
 }
 
+impl ItemError {
+    /// What the image's owner is told: what is wrong with their file, never
+    /// the decoder's or the bucket's words.
+    fn public(&self) -> Option<&'static str> {
+        match self {
+            Self::Storage(StorageError::TooLarge { .. }) => Some("the file is too large"),
+            Self::Storage(StorageError::NotFound { .. }) => Some("the file was not found"),
+            Self::Storage(_) | Self::Panicked(_) => None,
+            Self::Image(e) => Some(e.public()),
+        }
+    }
+}
+
 impl Retriable for ItemError {
     fn is_retriable(&self) -> bool {
         match self {
@@ -160,7 +173,13 @@ impl Thumbnailer {
                     let event = self.event(&upload.object, key, Some(&t.thumbnail));
                     ThumbnailOutcome::Thumbnailed { thumbnail_key: key.thumbnail_key(), event: Box::new(event) }
                 }
-                Step::Made { result: Err(e), .. } => ThumbnailOutcome::Failed(Failure::caused_by(e.to_string(), &e)),
+                Step::Made { result: Err(e), .. } => {
+                    let failure = Failure::caused_by(e.to_string(), &e);
+                    ThumbnailOutcome::Failed(match e.public() {
+                        Some(public) => failure.told(public),
+                        None => failure,
+                    })
+                }
                 Step::Finished(Outcome::Done) | Step::Make { .. } => {
                     unreachable!("every made object is recorded, and Done is only reached by recording")
                 }
@@ -174,11 +193,23 @@ impl Thumbnailer {
     async fn delete(&self, uploads: &[Upload]) -> HashMap<usize, ThumbnailOutcome> {
         let mut outcomes = HashMap::new();
         let mut deletions = Vec::new();
+        let mut claimed = Vec::new();
         for (i, upload) in uploads.iter().enumerate().filter(|(_, u)| u.object.deleted) {
             match &upload.key {
-                Ok(key) => deletions.push((i, key)),
+                Ok(key) => claimed.push((i, key)),
                 Err(e) => {
                     outcomes.insert(i, ThumbnailOutcome::Skipped(format!("deleted: {e}")));
+                }
+            }
+        }
+        let confirmed =
+            futures::future::join_all(claimed.iter().map(|&(i, key)| self.confirm_deleted(&uploads[i].object, key)))
+                .await;
+        for ((i, key), confirmed) in claimed.into_iter().zip(confirmed) {
+            match confirmed {
+                Ok(()) => deletions.push((i, key)),
+                Err(outcome) => {
+                    outcomes.insert(i, outcome);
                 }
             }
         }
@@ -217,6 +248,24 @@ impl Thumbnailer {
             outcomes.insert(i, outcome);
         }
         outcomes
+    }
+
+    /// A deletion is acted on only for the pipeline's bucket and only once
+    /// the object is really gone: the uploads stream is not a trust
+    /// boundary, and a forged "Object Deleted" must not remove an item.
+    async fn confirm_deleted(&self, object: &ObjectRef, key: &ImageKey) -> Result<(), ThumbnailOutcome> {
+        if let Some(ours) = self.config.bucket.as_deref().filter(|&ours| ours != object.bucket) {
+            let reason =
+                format!("a deletion in bucket {:?}, not the pipeline's ({ours:?}): nothing removed", object.bucket);
+            return Err(ThumbnailOutcome::Failed(Failure::refused(reason)));
+        }
+        match self.store.exists(&object.bucket, key.as_str()).await {
+            Ok(false) => Ok(()),
+            Ok(true) => {
+                Err(ThumbnailOutcome::Skipped(format!("deleted: {key} is still there, so nothing was removed")))
+            }
+            Err(e) => Err(ThumbnailOutcome::Failed(Failure::of(format!("checking that {key} is gone"), &e))),
+        }
     }
 
     /// Phase 1: keys that are no originals, ids of another user, and

@@ -144,7 +144,9 @@ impl EventInput for AnalysisComplete {
 }
 
 /// What can still be told of a record that does not read as the stage's
-/// input: the user, item and key its detail names, when it names them.
+/// input: the user, item and key its detail claims, when it names them.
+/// They go into the logs; the failure is the record's alone, written on no
+/// item (the runner refuses an unreadable record's subject).
 pub fn recover_subject(data: &[u8]) -> Subject {
     let Ok(event) = serde_json::from_slice::<Value>(data) else { return Subject::default() };
     let detail = event.get("detail").unwrap_or(&Value::Null);
