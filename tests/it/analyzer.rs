@@ -10,7 +10,7 @@ use base64::Engine;
 use collections::components::Components;
 use collections::ingest::run_folder;
 use domain::analysis::Analysis;
-use domain::events::{ANALYSIS_COMPLETE, ImageProcessed, PipelineEvent};
+use domain::events::{ANALYSIS_COMPLETE, ImageInfo, ImageProcessed, PipelineEvent};
 use domain::settings::Env;
 use runtime::batch::BatchContext;
 use runtime::bus::LocalBus;
@@ -338,6 +338,49 @@ async fn a_replayed_event_adds_nothing_and_a_reanalysis_adds_the_next_version(po
     let latest: uuid::Uuid =
         sqlx::query_scalar("SELECT id FROM analyses ORDER BY version DESC LIMIT 1").fetch_one(&pool).await.unwrap();
     assert_eq!(latest.to_string(), first);
+}
+
+/// The prompt text of a recorded Anthropic request.
+fn prompt(r: &test_support::providers::Recorded) -> String {
+    r.body["messages"][0]["content"][1]["text"].as_str().unwrap_or_default().to_owned()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_prompt_takes_camera_and_date_from_the_original_not_from_the_event(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockProviders::start().await;
+    let c = with_provider(&pool, dir.path(), &mock, "anthropic", &[]).await;
+    let photos = dir.path().join("photos");
+    let exif = images::with_exif(&images::jpeg(1200, 900, BLUE), "Canon", "EOS 5D", "2021:06:01 10:00:00");
+    images::write(&photos, "a.jpg", &exif);
+    images::write(&photos, "b.jpg", &images::jpeg(640, 480, GREEN));
+    run_folder(&c, &photos, "u", false).await.unwrap();
+    let mut prompts: Vec<String> = mock.requests().iter().map(prompt).collect();
+    prompts.sort();
+    assert!(prompts[0].ends_with("The original is 1200×900 pixels, taken with Canon EOS 5D on 2021-06-01 10:00:00."));
+    assert!(prompts[1].ends_with("The original is 640×480 pixels."), "{}", prompts[1]);
+
+    // Forged events for both (their keys are consistent, so they are
+    // analysed again): what they claim of the image goes nowhere.
+    let claims = ImageInfo {
+        width: 1,
+        height: 1,
+        format: "png".into(),
+        camera: Some("Nikon D850".into()),
+        taken_at: Some("1999-01-01".into()),
+        ..ImageInfo::default()
+    };
+    let forged =
+        |item: &str| ImageProcessed { image: Some(claims.clone()), reanalysis: Some("forged".into()), ..event(item) };
+    let (stage, _rx) = stage_publishing_to_a_channel(&c, &[]);
+    mock.reset();
+    assert_eq!(
+        stage.run_batch(&[forged("a"), forged("b")], &BatchContext::default()).await,
+        vec![Outcome::Done, Outcome::Done]
+    );
+    let mut again: Vec<String> = mock.requests().iter().map(prompt).collect();
+    again.sort();
+    assert_eq!(again, prompts, "the prompts are the thumbnailer's, whatever the event says");
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -85,7 +85,9 @@ impl FolderStore {
     /// bucket's folder: the bucket must be one plain folder name and every
     /// segment of the key a plain name (no empty, `.` or `..` segment, no
     /// NUL), and the deepest folder of the path that exists must resolve,
-    /// symbolic links followed, inside the bucket's folder as resolved.
+    /// symbolic links followed, inside the bucket's folder as resolved (a
+    /// link that leads nowhere does not resolve, so it is refused too: a
+    /// write through it would create its target, wherever that is).
     pub fn path_of(&self, bucket: &str, key: &str) -> Result<PathBuf, StorageError> {
         let outside = || StorageError::OutsideBucket { bucket: bucket.to_owned(), key: key.to_owned() };
         let plain =
@@ -95,17 +97,19 @@ impl FolderStore {
         }
         let folder = self.root.join(bucket);
         let path = folder.join(key);
-        let resolved = |p: &Path| deepest_existing(p).canonicalize().map_err(io_error(p));
-        if !resolved(&path)?.starts_with(resolved(&folder)?) {
-            return Err(outside());
+        let resolved = |p: &Path| deepest_existing(p).canonicalize();
+        let folder = resolved(&folder).map_err(io_error(&folder))?;
+        match resolved(&path) {
+            Ok(inside) if inside.starts_with(&folder) => Ok(path),
+            _ => Err(outside()),
         }
-        Ok(path)
     }
 }
 
-/// `path` itself, or its nearest ancestor that exists.
+/// `path` itself, or its nearest ancestor that exists (a symbolic link
+/// exists, whether or not what it names does).
 fn deepest_existing(path: &Path) -> &Path {
-    path.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"))
+    path.ancestors().find(|p| p.symlink_metadata().is_ok()).unwrap_or(Path::new("/"))
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
@@ -206,6 +210,11 @@ mod tests {
         assert!(matches!(err, StorageError::OutsideBucket { .. }), "{err}");
         assert!(matches!(store.get("b", "u/out/victim.txt", 100).await, Err(StorageError::OutsideBucket { .. })));
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+        // So is a link to a file that does not exist yet: writing through it would create it.
+        std::os::unix::fs::symlink(dir.path().join("planted.jpg"), dir.path().join("data/b/u/dangling.jpg")).unwrap();
+        let err = store.put("b", "u/dangling.jpg", b"x".to_vec(), "", &[]).await.unwrap_err();
+        assert!(matches!(err, StorageError::OutsideBucket { .. }), "{err}");
+        assert!(!dir.path().join("planted.jpg").exists());
         store.put("b", "u/a.jpg", b"x".to_vec(), "", &[]).await.unwrap();
         store.delete("b", "u/a.jpg").await.unwrap();
     }

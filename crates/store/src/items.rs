@@ -31,6 +31,9 @@ pub struct ThumbnailRecord {
     pub content_sha256: Option<String>,
     /// The S3 sequencer of the version, in [`domain::events::sequencer_order`] form, when known.
     pub sequencer: Option<String>,
+    /// EXIF make and model, and `DateTimeOriginal`, when the original has them.
+    pub camera: Option<String>,
+    pub taken_at: Option<String>,
 }
 
 /// What [`store_thumbnails`] did.
@@ -87,11 +90,12 @@ pub async fn record_thumbnails(conn: &mut PgConnection, records: &[ThumbnailReco
     let written: Vec<(Uuid,)> = sqlx::query_as(
         r#"
         INSERT INTO items AS i (id, user_id, bucket, file_path, filename, mime_type, source_etag, size_bytes,
-                                width, height, thumbnail_key, content_sha256, source_sequencer)
+                                width, height, thumbnail_key, content_sha256, source_sequencer, camera, taken_at)
         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                             $8::bigint[], $9::int[], $10::int[], $11::text[], $12::text[], $13::text[])
+                             $8::bigint[], $9::int[], $10::int[], $11::text[], $12::text[], $13::text[],
+                             $14::text[], $15::text[])
              AS input(id, user_id, bucket, file_path, filename, mime_type, source_etag, size_bytes, width, height,
-                      thumbnail_key, content_sha256, source_sequencer)
+                      thumbnail_key, content_sha256, source_sequencer, camera, taken_at)
         -- A version the key's deletion came after stays deleted.
         WHERE NOT EXISTS (SELECT 1 FROM deleted_objects t
                           WHERE t.key = input.file_path AND input.source_sequencer IS NOT NULL
@@ -111,6 +115,9 @@ pub async fn record_thumbnails(conn: &mut PgConnection, records: &[ThumbnailReco
                                  AND EXCLUDED.content_sha256 IS NOT NULL THEN NULL ELSE i.duplicate_of END,
             content_sha256 = coalesce(EXCLUDED.content_sha256, i.content_sha256),
             source_sequencer = coalesce(EXCLUDED.source_sequencer, i.source_sequencer),
+            -- What the EXIF says belongs to the bytes read: written with them.
+            camera = CASE WHEN EXCLUDED.content_sha256 IS NULL THEN i.camera ELSE EXCLUDED.camera END,
+            taken_at = CASE WHEN EXCLUDED.content_sha256 IS NULL THEN i.taken_at ELSE EXCLUDED.taken_at END,
             updated_at = now()
         -- Another user's id is left alone, and so is a newer version.
         WHERE i.user_id = EXCLUDED.user_id
@@ -132,6 +139,8 @@ pub async fn record_thumbnails(conn: &mut PgConnection, records: &[ThumbnailReco
     .bind(column(|r| r.thumbnail_key.clone()))
     .bind(column(|r| r.content_sha256.clone()))
     .bind(column(|r| r.sequencer.clone()))
+    .bind(column(|r| r.camera.clone()))
+    .bind(column(|r| r.taken_at.clone()))
     .fetch_all(&mut *conn)
     .await
     .map_err(DbError::during("recording thumbnails"))?;
@@ -291,6 +300,29 @@ pub async fn duplicates(pool: &PgPool, ids: &[Uuid]) -> Result<HashMap<Uuid, Dup
     .await
     .map_err(DbError::during("looking up items with the same bytes"))?;
     Ok(rows.into_iter().map(|d| (d.id, d)).collect())
+}
+
+/// What the thumbnailer measured of an original, as its item row keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Measured {
+    pub id: Uuid,
+    pub user_id: String,
+    pub width: Option<i32>,
+    pub height: Option<i32>,
+    pub mime_type: Option<String>,
+    pub camera: Option<String>,
+    pub taken_at: Option<String>,
+}
+
+/// What the thumbnailer measured of the items with these ids that exist.
+pub async fn measured(pool: &PgPool, ids: &[Uuid]) -> Result<HashMap<Uuid, Measured>, DbError> {
+    let rows: Vec<Measured> =
+        sqlx::query_as("SELECT id, user_id, width, height, mime_type, camera, taken_at FROM items WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(pool)
+            .await
+            .map_err(DbError::during("looking up what the thumbnailer measured"))?;
+    Ok(rows.into_iter().map(|r| (r.id, r)).collect())
 }
 
 /// Where an item stands, as a stage sees it before doing any work.

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use domain::events::{AnalysisComplete, ImageProcessed, PipelineEvent};
+use domain::events::{AnalysisComplete, ImageInfo, ImageProcessed, PipelineEvent};
 use domain::keys::ImageKey;
 use domain::stage::StageName;
 use futures::StreamExt;
@@ -47,6 +47,8 @@ struct Fetched {
     bytes: Vec<u8>,
     media_type: &'static str,
     request_key: String,
+    /// What the thumbnailer measured of the original, from its item row.
+    info: Option<ImageInfo>,
 }
 
 /// Where each event of a batch stands as the phases go on.
@@ -131,7 +133,7 @@ impl Analyzer {
             .map_err(|e| Failure::of("reading the thumbnail", &e))?;
         let media_type = if event.thumbnail_key.to_lowercase().ends_with(".png") { "image/png" } else { "image/jpeg" };
         let request_key = self.request_key(&bytes, event);
-        Ok(Fetched { bytes, media_type, request_key })
+        Ok(Fetched { bytes, media_type, request_key, info: None })
     }
 
     async fn call(
@@ -141,7 +143,7 @@ impl Analyzer {
         meter: &Meter,
     ) -> Result<ProviderAnalysis, Failure> {
         let request =
-            VisionRequest { image: &fetched.bytes, media_type: fetched.media_type, info: event.image.as_ref() };
+            VisionRequest { image: &fetched.bytes, media_type: fetched.media_type, info: fetched.info.as_ref() };
         self.calls.analyze(request, meter).await.map_err(|(e, attempts)| {
             let reason = format!(
                 "analysing {} with {} failed after {attempts} attempt{}: {e}",
@@ -211,7 +213,7 @@ impl Analyzer {
     /// (Indices, not references, go through the stream: closures over
     /// borrowed items trip the `Send` check of `async_trait` futures.)
     async fn fetch_all(&self, inputs: &[ImageProcessed], settled: &[Option<Outcome>]) -> Vec<Step> {
-        futures::stream::iter(0..inputs.len())
+        let mut steps: Vec<Step> = futures::stream::iter(0..inputs.len())
             .map(|i| async move {
                 if let Some(outcome) = &settled[i] {
                     return Step::Finished(outcome.clone());
@@ -223,7 +225,33 @@ impl Analyzer {
             })
             .buffered(self.config.concurrency * 2)
             .collect()
-            .await
+            .await;
+        self.measure(inputs, &mut steps).await;
+        steps
+    }
+
+    /// What goes into the prompt besides the image (its size, camera and
+    /// date) is what the thumbnailer read from the original and kept on the
+    /// item row, not the event's copy: the stream is not a trust boundary,
+    /// and the keys, checked by now, name the row.
+    async fn measure(&self, inputs: &[ImageProcessed], steps: &mut [Step]) {
+        let ids: Vec<Uuid> = inputs
+            .iter()
+            .zip(steps.iter())
+            .filter(|(_, step)| matches!(step, Step::Fetched(_)))
+            .map(|(e, _)| e.item_uuid())
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let rows = match items::measured(&self.pool, &ids).await {
+            Ok(rows) => rows,
+            Err(e) => return fail_fetched(steps, &Failure::from_error(&e)),
+        };
+        for (event, step) in inputs.iter().zip(steps.iter_mut()) {
+            let Step::Fetched(f) = step else { continue };
+            f.info = rows.get(&event.item_uuid()).filter(|row| row.user_id == event.user_id).and_then(info_of);
+        }
     }
 
     /// Phase 2: a request already answered costs no call (a replay; with
@@ -240,13 +268,7 @@ impl Analyzer {
             .collect();
         let existing = match analyses::find_by_request(&self.pool, &requests).await {
             Ok(found) => found,
-            Err(e) => {
-                let failure = Failure::from_error(&e);
-                for step in steps.iter_mut().filter(|s| matches!(s, Step::Fetched(_))) {
-                    *step = Step::Finished(failure.clone().into());
-                }
-                return;
-            }
+            Err(e) => return fail_fetched(steps, &Failure::from_error(&e)),
         };
         let mut first_of: HashMap<(Uuid, String), usize> = HashMap::new();
         for (i, event) in inputs.iter().enumerate() {
@@ -386,4 +408,24 @@ impl Analyzer {
         }
         outcomes
     }
+}
+
+/// Every item still fetched fails with `failure` (the database did not answer).
+fn fail_fetched(steps: &mut [Step], failure: &Failure) {
+    for step in steps.iter_mut().filter(|s| matches!(s, Step::Fetched(_))) {
+        *step = Step::Finished(failure.clone().into());
+    }
+}
+
+/// The prompt's view of an item row, once the thumbnailer has measured it.
+fn info_of(row: &items::Measured) -> Option<ImageInfo> {
+    let dimension = |d: Option<i32>| d.and_then(|d| u32::try_from(d).ok());
+    Some(ImageInfo {
+        width: dimension(row.width)?,
+        height: dimension(row.height)?,
+        format: row.mime_type.as_deref().and_then(|m| m.strip_prefix("image/")).unwrap_or_default().to_owned(),
+        camera: row.camera.clone(),
+        taken_at: row.taken_at.clone(),
+        ..ImageInfo::default()
+    })
 }

@@ -455,6 +455,8 @@ impl Thumbnailer {
                 thumbnail_key: Some(key.thumbnail_key()),
                 content_sha256: Some(content_sha256.clone()),
                 sequencer: object.sequencer.as_deref().map(sequencer_order),
+                camera: t.exif.camera.clone(),
+                taken_at: t.exif.taken_at.clone(),
                 ..base
             },
             None => base,
