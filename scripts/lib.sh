@@ -56,6 +56,23 @@ ensure_build_tools() {
     [[ ${#missing[@]} -eq 0 ]] || apt_install "${missing[@]}"
 }
 
+# What the comparison scripts share: the build tools, Pillow in the venv
+# (to generate photos), GNU time (for peak RSS), and the release binary;
+# prints the binary's path.
+ensure_bench_binary() {
+    {
+        ensure_build_tools
+        ensure_venv
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check "pillow==12.3.0"
+        [[ -x /usr/bin/time ]] || apt_install time
+        log "building collections (release)"
+        cargo build --quiet --release -p collections
+    } >&2
+    local target
+    target="$(cargo metadata --format-version 1 --no-deps | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+    echo "$target/release/collections"
+}
+
 # PostgreSQL + pgvector (scripts/postgres.sh, started if stopped), unless
 # DATABASE_URL names a server of your own; exports DATABASE_URL.
 ensure_database() {

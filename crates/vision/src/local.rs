@@ -3,8 +3,12 @@
 //! EXIF camera and date passed on by the thumbnailer) and writes an honest
 //! summary of them. It recognises no content, and says so.
 
+use std::sync::OnceLock;
+
 use async_trait::async_trait;
-use image::{DynamicImage, GenericImageView, imageops::FilterType};
+use fast_image_resize::images::Image;
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use image::{DynamicImage, GenericImageView, RgbImage};
 use serde_json::json;
 
 use super::{Analysis, ProviderAnalysis, VisionError, VisionProvider, VisionRequest};
@@ -46,26 +50,32 @@ pub struct Measurements {
     pub has_transparency: bool,
 }
 
-/// Measures an image's properties.
+/// Longest side of the copy every measure is taken on: bounded, so the
+/// cost is and sharpness values are comparable between images.
+const WORK_SIZE: u32 = 512;
+
+/// Measures an image's properties. Each pixel of the working copy is read
+/// once, with integer colour lookups: the offline analyzer must not cost
+/// more than the thumbnail it reads.
 pub fn measure(image: &DynamicImage) -> Measurements {
     let (width, height) = image.dimensions();
     let has_transparency = image.color().has_alpha() && image.to_rgba8().pixels().any(|p| p.0[3] < 250);
-    // A bounded working size keeps this cheap and sharpness comparable between images.
-    let work =
-        if width.max(height) > 512 { image.resize(512, 512, FilterType::Triangle) } else { image.clone() }.to_rgb8();
-    let pixels: Vec<[f32; 3]> = work.pixels().map(|p| p.0.map(f32::from)).collect();
-    let count = pixels.len().max(1) as f32;
+    let work = working_copy(image.to_rgb8());
+    let (w, h) = (work.width() as usize, work.height() as usize);
 
     let mut votes = [0usize; PALETTE.len()];
-    let palette_lab: Vec<[f32; 3]> = PALETTE.iter().map(|(_, rgb)| lab(rgb.map(f32::from))).collect();
-    for p in pixels.iter().step_by(4) {
-        let l = lab(*p);
-        let nearest = palette_lab
-            .iter()
-            .enumerate()
-            .min_by(|(_, a), (_, b)| distance(a, &l).total_cmp(&distance(b, &l)))
-            .map_or(0, |(i, _)| i);
-        votes[nearest] += 1;
+    let mut luma = Vec::with_capacity(w * h);
+    // Sums (and sums of squares) of the opponent channels, for colourfulness.
+    let (mut rg, mut yb) = (Moments::default(), Moments::default());
+    for (i, p) in work.pixels().enumerate() {
+        let [r, g, b] = p.0;
+        if i % 4 == 0 {
+            votes[nearest_named(p.0)] += 1;
+        }
+        let (r, g, b) = (f32::from(r), f32::from(g), f32::from(b));
+        luma.push(0.299 * r + 0.587 * g + 0.114 * b);
+        rg.add(r - g);
+        yb.add(0.5 * (r + g) - b);
     }
     let voted = votes.iter().sum::<usize>().max(1) as f32;
     let mut colors: Vec<(String, f32)> = PALETTE
@@ -76,37 +86,92 @@ pub fn measure(image: &DynamicImage) -> Measurements {
         .collect();
     colors.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
 
-    let luma: Vec<f32> = pixels.iter().map(|[r, g, b]| 0.299 * r + 0.587 * g + 0.114 * b).collect();
-    let brightness = luma.iter().sum::<f32>() / count / 255.0;
-    let sharpness = laplacian_variance(&luma, work.width() as usize, work.height() as usize);
-
-    let (rg, yb): (Vec<f32>, Vec<f32>) = pixels.iter().map(|[r, g, b]| (r - g, 0.5 * (r + g) - b)).unzip();
-    let colorfulness = (variance(&rg) + variance(&yb)).sqrt() + 0.3 * (mean(&rg).powi(2) + mean(&yb).powi(2)).sqrt();
+    let brightness = luma.iter().sum::<f32>() / luma.len().max(1) as f32 / 255.0;
+    let sharpness = laplacian_variance(&luma, w, h);
+    let colorfulness = (rg.variance() + yb.variance()).sqrt() + 0.3 * (rg.mean().powi(2) + yb.mean().powi(2)).sqrt();
 
     Measurements { width, height, colors, brightness, sharpness, colorfulness, has_transparency }
 }
 
-fn mean(xs: &[f32]) -> f32 {
-    xs.iter().sum::<f32>() / xs.len().max(1) as f32
+/// `image` fitted within [`WORK_SIZE`] (a triangle filter, as a bilinear
+/// convolution), or as it is when it fits.
+fn working_copy(image: RgbImage) -> RgbImage {
+    let (width, height) = image.dimensions();
+    if width.max(height) <= WORK_SIZE {
+        return image;
+    }
+    let scale = f64::from(WORK_SIZE) / f64::from(width.max(height));
+    let fit = |side: u32| ((f64::from(side) * scale).round() as u32).clamp(1, WORK_SIZE);
+    let (w, h) = (fit(width), fit(height));
+    let resized = (|| {
+        let source = Image::from_vec_u8(width, height, image.into_raw(), PixelType::U8x3).ok()?;
+        let mut target = Image::new(w, h, PixelType::U8x3);
+        let bilinear = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+        Resizer::new().resize(&source, &mut target, &bilinear).ok()?;
+        RgbImage::from_raw(w, h, target.into_vec())
+    })();
+    resized.unwrap_or_else(|| unreachable!("a {width}×{height} RGB buffer resizes to {w}×{h}"))
 }
 
-fn variance(xs: &[f32]) -> f32 {
-    let m = mean(xs);
-    xs.iter().map(|x| (x - m).powi(2)).sum::<f32>() / xs.len().max(1) as f32
+/// Running sums of one quantity, for its mean and variance.
+#[derive(Default)]
+struct Moments {
+    n: f64,
+    sum: f64,
+    squares: f64,
+}
+
+impl Moments {
+    fn add(&mut self, x: f32) {
+        let x = f64::from(x);
+        self.n += 1.0;
+        self.sum += x;
+        self.squares += x * x;
+    }
+
+    fn mean(&self) -> f32 {
+        (self.sum / self.n.max(1.0)) as f32
+    }
+
+    fn variance(&self) -> f32 {
+        let mean = self.sum / self.n.max(1.0);
+        (self.squares / self.n.max(1.0) - mean * mean).max(0.0) as f32
+    }
 }
 
 fn laplacian_variance(luma: &[f32], w: usize, h: usize) -> f32 {
     if w < 3 || h < 3 {
         return 0.0;
     }
-    let mut response = Vec::with_capacity((w - 2) * (h - 2));
+    let mut response = Moments::default();
     for y in 1..h - 1 {
+        let (above, row, below) =
+            (&luma[(y - 1) * w..y * w], &luma[y * w..(y + 1) * w], &luma[(y + 1) * w..(y + 2) * w]);
         for x in 1..w - 1 {
-            let at = |dx: usize, dy: usize| luma[(y + dy - 1) * w + (x + dx - 1)];
-            response.push(at(1, 0) + at(1, 2) + at(0, 1) + at(2, 1) - 4.0 * at(1, 1));
+            response.add(above[x] + below[x] + row[x - 1] + row[x + 1] - 4.0 * row[x]);
         }
     }
-    variance(&response)
+    response.variance()
+}
+
+/// The named colour nearest (in L*a*b*) to an sRGB pixel, by a table over
+/// 32 levels a channel, made once: the conversion to L*a*b* (a power and a
+/// cube root per channel) is paid 32 768 times in all, not per pixel.
+fn nearest_named([r, g, b]: [u8; 3]) -> usize {
+    static TABLE: OnceLock<Vec<u8>> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let palette: Vec<[f32; 3]> = PALETTE.iter().map(|(_, rgb)| lab(rgb.map(f32::from))).collect();
+        let centre = |level: usize| (level * 8 + 4) as f32;
+        (0..32 * 32 * 32)
+            .map(|cell| {
+                let l = lab([centre(cell >> 10), centre((cell >> 5) & 31), centre(cell & 31)]);
+                let nearest =
+                    (0..palette.len()).min_by(|&a, &b| distance(&palette[a], &l).total_cmp(&distance(&palette[b], &l)));
+                nearest.and_then(|i| u8::try_from(i).ok()).unwrap_or(0)
+            })
+            .collect()
+    });
+    usize::from(table[(usize::from(r >> 3) << 10) | (usize::from(g >> 3) << 5) | usize::from(b >> 3)])
 }
 
 /// sRGB (0..255) to CIE L*a*b* (D65).
@@ -290,6 +355,25 @@ mod tests {
         assert!(a.tags.contains(&"landscape".to_owned()));
         assert!(a.description.contains("does not recognise"));
         assert!(result.raw_response["measurements"]["brightness"].as_f64().unwrap() > 0.3);
+    }
+
+    #[test]
+    fn the_colour_table_names_each_palette_colour_and_agrees_with_the_exact_search() {
+        let exact = |rgb: [u8; 3]| {
+            let l = lab(rgb.map(f32::from));
+            let palette: Vec<[f32; 3]> = PALETTE.iter().map(|(_, c)| lab(c.map(f32::from))).collect();
+            (0..palette.len()).min_by(|&a, &b| distance(&palette[a], &l).total_cmp(&distance(&palette[b], &l))).unwrap()
+        };
+        for (i, (name, rgb)) in PALETTE.iter().enumerate() {
+            assert_eq!(PALETTE[nearest_named(*rgb)].0, *name, "{rgb:?}");
+            assert_eq!(exact(*rgb), i);
+        }
+        // Off the table's cell centres, it may differ only near a border
+        // between two colours: rarely.
+        let samples: Vec<[u8; 3]> =
+            (0..20_000u32).map(|i| [(i * 37 % 256) as u8, (i * 101 % 256) as u8, (i * 211 % 256) as u8]).collect();
+        let differ = samples.iter().filter(|&&p| nearest_named(p) != exact(p)).count();
+        assert!(differ < samples.len() / 20, "{differ} of {} differ", samples.len());
     }
 
     #[test]
