@@ -119,13 +119,16 @@ pub async fn run_folder(c: &Components, dir: &Path, user: &str, force: bool) -> 
     }
     let pipeline = Pipeline::start(c, c.store.clone(), tracker.clone())?;
     for object in objects {
+        if tracker.halted().is_some() {
+            break;
+        }
         if !force && processed.get(&object.key).is_some_and(|etag| *etag == object.etag) {
             tracker.skipped(object.key, "already processed".to_owned());
         } else {
             pipeline.submit_object(ObjectRef { reprocess: force, ..object }).await?;
         }
     }
-    pipeline.finish().await?;
+    pipeline.finish(&tracker).await?;
     Ok(tracker.finish())
 }
 
@@ -221,7 +224,7 @@ pub async fn retry_failures(c: &Components, user: Option<&str>, limit: i64) -> a
             Resend::Event(event) => pipeline.submit_event(event).await?,
         }
     }
-    pipeline.finish().await?;
+    pipeline.finish(&tracker).await?;
     Ok(tracker.finish())
 }
 
@@ -243,6 +246,9 @@ impl DirectSink {
 impl Sink for DirectSink {
     async fn send(&self, objects: Vec<(ObjectRef, Uuid)>) -> Result<(), SinkError> {
         for (object, item) in objects {
+            if let Some(reason) = self.tracker.halted() {
+                return Err(SinkError::from(format!("stopped by a configuration fault: {reason}")));
+            }
             self.tracker.register(item, &object.key);
             self.pipeline.submit_object(object).await.map_err(|e| SinkError::from(e.to_string()))?;
         }
@@ -251,11 +257,11 @@ impl Sink for DirectSink {
 
     /// Once every one of them has an outcome from the stages.
     fn through(&self, keys: &[String]) -> bool {
-        self.tracker.settle(keys)
+        self.tracker.halted().is_some() || self.tracker.settle(keys)
     }
 
     async fn finish(self: Box<Self>) -> Result<Vec<(String, String)>, SinkError> {
-        self.pipeline.finish().await.map_err(|e| SinkError::from(e.to_string()))?;
+        self.pipeline.finish(&self.tracker).await.map_err(|e| SinkError::from(e.to_string()))?;
         Ok(self.tracker.finish().failed)
     }
 }

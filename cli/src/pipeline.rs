@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use crate::components::Components;
 use crate::report::{Report, Tracker};
+use domain::text::printable;
 
 /// How records are grouped into batches, per stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,14 +126,22 @@ impl Pipeline {
         }
     }
 
-    /// Stops taking input and waits until every stage has drained.
-    pub async fn finish(self) -> anyhow::Result<()> {
+    /// Stops taking input and waits until every stage has drained; an
+    /// error when a configuration fault stopped the run.
+    pub async fn finish(self, tracker: &Tracker) -> anyhow::Result<()> {
         let Self { objects, bus, tasks } = self;
         drop((objects, bus));
         for task in tasks {
             task.await?;
         }
-        Ok(())
+        match tracker.halted() {
+            Some(reason) => Err(anyhow::anyhow!(
+                "stopped by a configuration fault, not the images': {}\n\
+                 nothing was marked failed; mend the key or the model and run again (what is done is skipped)",
+                printable(reason)
+            )),
+            None => Ok(()),
+        }
     }
 }
 
@@ -157,7 +166,8 @@ async fn run_stage<S: Stage, M: Send + 'static>(
                 Ok(None) | Err(_) => break,
             }
         }
-        if batch.is_empty() {
+        // After a configuration fault, what is still queued stays pending.
+        if batch.is_empty() || tracker.halted().is_some() {
             continue;
         }
         let entries: Vec<Entry<S::Input>> = batch.into_iter().map(Entry::local).collect();
@@ -172,6 +182,7 @@ async fn run_stage<S: Stage, M: Send + 'static>(
                 Settled::Failed(reason) | Settled::Redeliver(reason) => {
                     tracker.failed_item(subject.item_id, name(), reason)
                 }
+                Settled::Halted(reason) => tracker.halt(reason),
             }
         }
     }
@@ -191,6 +202,9 @@ pub async fn run_events<T>(
     let pipeline = Pipeline::start(c, c.store.clone(), tracker.clone())?;
     let mut submitted = Vec::with_capacity(items.len());
     for (item, key, data) in items {
+        if tracker.halted().is_some() {
+            break;
+        }
         let parsed = match ImageKey::parse(&key) {
             Ok(parsed) => parsed,
             Err(e) => {
@@ -205,6 +219,6 @@ pub async fn run_events<T>(
             tokio::time::sleep(pause).await;
         }
     }
-    pipeline.finish().await?;
+    pipeline.finish(&tracker).await?;
     Ok((tracker.finish(), submitted))
 }

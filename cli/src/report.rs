@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use domain::text::printable;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -58,6 +58,8 @@ pub struct Tracker {
     finished: Mutex<HashSet<String>>,
     /// Items a stage did work on that have not reached the end yet.
     worked: Mutex<HashSet<Uuid>>,
+    /// The first configuration fault a stage met: the run stops.
+    halted: OnceLock<String>,
     progress: ProgressBar,
 }
 
@@ -83,6 +85,7 @@ impl Tracker {
             report: Mutex::default(),
             finished: Mutex::default(),
             worked: Mutex::default(),
+            halted: OnceLock::new(),
             progress,
         }
     }
@@ -159,6 +162,18 @@ impl Tracker {
             });
         }
         all
+    }
+
+    /// A stage met a configuration fault: the run stops at the first.
+    pub fn halt(&self, reason: String) {
+        if self.halted.set(reason.clone()).is_ok() {
+            self.progress.suspend(|| eprintln!("stopping: {}", printable(&reason)));
+        }
+    }
+
+    /// The configuration fault that stopped the run, if one did.
+    pub fn halted(&self) -> Option<&str> {
+        self.halted.get().map(String::as_str)
     }
 
     pub fn finish(&self) -> Report {

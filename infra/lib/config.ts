@@ -105,6 +105,8 @@ export interface CollectionsConfig {
   readonly permanentFailureAlarmThreshold: number;
   /** Period of that alarm, minutes. */
   readonly permanentFailureAlarmMinutes: number;
+  /** Records held back by a configuration fault (metric Collections/ConfigurationFault) per stage in 5 min that raise the alarm. */
+  readonly configurationFaultAlarmThreshold: number;
 
   /** The search API; undefined (no API, no search function or role) unless `searchJwtIssuer` is set. */
   readonly search?: SearchConfig;
@@ -564,6 +566,7 @@ export function loadConfig(scope: IConstruct): CollectionsConfig {
     permanentFailureAlarmThreshold: int(scope, 'permanentFailureAlarmThreshold', 10, 1, 1_000_000),
     // One evaluation period; CloudWatch allows at most a day for it.
     permanentFailureAlarmMinutes: int(scope, 'permanentFailureAlarmMinutes', 15, 1, 1440),
+    configurationFaultAlarmThreshold: int(scope, 'configurationFaultAlarmThreshold', 1, 1, 1_000_000),
 
     search: searchConfig(scope, existingDatabase),
   };

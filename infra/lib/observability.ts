@@ -21,6 +21,7 @@ import { Streams } from './streams';
 /** The stage counts an alarm or graph singles out (each checked against the contract). */
 const FAILED = stageCountMetric('Failed');
 const API_CALLS = stageCountMetric('ApiCalls');
+const CONFIGURATION_FAULT = stageCountMetric('ConfigurationFault');
 
 /** Every alarm of an environment is named collections-<env>-<name> (Alarms.add). */
 export function alarmName(envName: string, name: string): string {
@@ -165,6 +166,7 @@ export function createPipelineAlarms(alarms: Alarms, props: PipelineAlarmsProps)
     });
   }
   for (const name of STAGE_FUNCTIONS) permanentFailureAlarm(alarms, name, cfg);
+  for (const name of STAGE_FUNCTIONS) configurationFaultAlarm(alarms, name, cfg);
 }
 
 function functionAlarms(alarms: Alarms, name: FunctionName, fn: RustFunction, cfg: CollectionsConfig): void {
@@ -205,6 +207,25 @@ function permanentFailureAlarm(alarms: Alarms, name: StageFunctionName, cfg: Col
     alarmDescription:
       `${n} or more items failed permanently in the ${stage} stage (${name}) within ${minutes} min; they are recorded with their reason and not redelivered. ` +
       '`collections failures` (with DATABASE_URL) lists the items with their reasons; once the cause is fixed, `collections backfill` sends every item not yet done through again.',
+  });
+}
+
+/**
+ * A provider answered 401/403 (the key), 404 (the model or route) or a 400
+ * naming the model: the stage redelivers its batch without failing items,
+ * so nothing else would tell that the line has stopped.
+ */
+function configurationFaultAlarm(alarms: Alarms, name: StageFunctionName, cfg: CollectionsConfig): void {
+  const stage = STAGE_DIMENSIONS[name];
+  const n = cfg.configurationFaultAlarmThreshold;
+  alarms.add(`${name}-configuration-faults`, {
+    metric: stageMetric(name, CONFIGURATION_FAULT, Duration.minutes(5)),
+    threshold: n,
+    comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+    evaluationPeriods: 1,
+    alarmDescription:
+      `${n} or more records of the ${stage} stage (${name}) were held back within 5 min by a configuration fault (a rejected API key, an unknown model or route); ` +
+      'they are redelivered, not failed, until the key or model parameter is mended. The function logs name the provider and its answer.',
   });
 }
 

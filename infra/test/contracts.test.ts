@@ -57,7 +57,8 @@ describe('contracts/pipeline.json', () => {
     const stageAlarms = resourcesOfType(t, 'AWS::CloudWatch::Alarm')
       .map(([, a]) => a.Properties!)
       .filter((a) => a.Namespace === json.metrics.namespace);
-    assert.equal(stageAlarms.length, Object.keys(json.stages).length);
+    // Per stage: permanent failures and configuration faults.
+    assert.equal(stageAlarms.length, 2 * Object.keys(json.stages).length);
     for (const a of stageAlarms) {
       assert.ok(json.metrics.stageCounts.includes(a.MetricName), a.MetricName);
       assert.equal(a.Dimensions.length, 1);

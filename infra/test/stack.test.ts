@@ -1339,8 +1339,8 @@ describe('alarms', () => {
   });
 
   it('every alarm notifies the topic on ALARM and OK; missing data is not breaching', () => {
-    // 4 functions × (Errors, Throttles, Duration) + 3 streams + 7 DLQs + 3 stages' permanent failures
-    assert.equal(alarms.length, 4 * 3 + 3 + 7 + 3);
+    // 4 functions × (Errors, Throttles, Duration) + 3 streams + 7 DLQs + 3 stages × (permanent failures, configuration faults)
+    assert.equal(alarms.length, 4 * 3 + 3 + 7 + 3 * 2);
     for (const a of alarms) {
       assert.deepEqual(a.AlarmActions, [topic], a.AlarmName);
       assert.deepEqual(a.OKActions, [topic], a.AlarmName);
@@ -1425,6 +1425,25 @@ describe('alarms', () => {
       }
     }
     assert.throws(() => build('dev', { permanentFailureAlarmThreshold: '0' }, { noCache: true }), /permanentFailureAlarmThreshold/);
+  });
+
+  it('per stage, a configuration-fault alarm on ConfigurationFault, its threshold from context', () => {
+    for (const [ctx, threshold] of [[{}, 1], [{ configurationFaultAlarmThreshold: '4' }, 4]] as const) {
+      const alarms = resourcesOfType(build('dev', ctx).json, 'AWS::CloudWatch::Alarm')
+        .map(([, a]) => a.Properties!)
+        .filter((a) => a.MetricName === 'ConfigurationFault');
+      assert.deepEqual(
+        alarms.map((a) => a.AlarmName).sort(),
+        ['collections-dev-analyzer-configuration-faults', 'collections-dev-embedder-configuration-faults', 'collections-dev-thumbnailer-configuration-faults'],
+      );
+      for (const a of alarms) {
+        assert.equal(a.Namespace, 'Collections');
+        assert.equal(a.Threshold, threshold, a.AlarmName);
+        assert.equal(a.Statistic, 'Sum');
+        assert.match(a.AlarmDescription, /redelivered, not failed/);
+      }
+    }
+    assert.throws(() => build('dev', { configurationFaultAlarmThreshold: '0' }, { noCache: true }), /configurationFaultAlarmThreshold/);
   });
 
   it('an alarm e-mail subscription is added when context alarmEmail is set', () => {
@@ -1789,7 +1808,7 @@ describe('search API (context searchJwtIssuer)', () => {
     for (const m of ['Errors', 'Throttles', 'Duration']) {
       assert.equal(alarms.filter(([, a]) => a.MetricName === m && a.Dimensions?.[0]?.Value?.Ref === fn).length, 1, m);
     }
-    assert.equal(alarms.length, 4 * 3 + 3 + 7 + 3 + 3 + 2);
+    assert.equal(alarms.length, 4 * 3 + 3 + 7 + 3 * 2 + 3 + 2);
   });
 
   it('alarm thresholds come from context', () => {

@@ -18,7 +18,7 @@ use runtime::outcome::Outcome;
 use runtime::stage::Stage;
 use serde_json::Value;
 use sqlx::PgPool;
-use test_support::images::{self, BLUE, GREEN, ORANGE};
+use test_support::images::{self, BLUE, GREEN, ORANGE, PINK};
 use test_support::providers::{MockProviders, Reply};
 use test_support::{components, counts};
 
@@ -511,4 +511,55 @@ async fn a_reply_without_end_fails_its_item_and_the_batch_goes_on(pool: PgPool) 
         remote::client::MAX_REPLY_BYTES
     );
     assert!(report.failed[0].1.contains(&expected), "{:?}", report.failed);
+}
+
+/// Four photos whose analyses meet `reply` every time, two calls in flight.
+async fn run_meeting(pool: &PgPool, reply: Reply) -> (anyhow::Result<collections::report::Report>, MockProviders) {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    for (name, colour) in [("a.jpg", BLUE), ("b.jpg", GREEN), ("c.jpg", ORANGE), ("d.jpg", PINK)] {
+        images::write(&photos, name, &images::jpeg(320, 240, colour));
+    }
+    let mock = MockProviders::start().await;
+    mock.script(std::iter::repeat_n(reply, 20));
+    let c = with_provider(pool, dir.path(), &mock, "anthropic", &[("ANALYZER_CONCURRENCY", "2")]).await;
+    (run_folder(&c, &photos, "u", false).await, mock)
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_configuration_fault_stops_the_run_and_fails_no_item(pool: PgPool) {
+    let faults = [
+        (Reply::Status { status: 401, retry_after: None }, "HTTP 401"),
+        (Reply::Status { status: 403, retry_after: None }, "HTTP 403"),
+        (Reply::StatusSaying(404, "model: vision-test-1".into()), "HTTP 404"),
+        (Reply::StatusSaying(400, "model: vision-test-1 does not accept images".into()), "HTTP 400"),
+    ];
+    for (reply, told) in faults {
+        sqlx::query("TRUNCATE items CASCADE").execute(&pool).await.unwrap();
+        let (ran, mock) = run_meeting(&pool, reply).await;
+        let err = format!("{:#}", ran.expect_err("the run stops with an error"));
+        assert!(err.contains("stopped by a configuration fault") && err.contains(told), "{err}");
+        assert!(err.contains("nothing was marked failed"), "{err}");
+        let calls = mock.requests().len();
+        assert!((1..=2).contains(&calls), "{told}: at most the calls in flight, not one per item: {calls}");
+        let statuses: Vec<(String, String)> =
+            sqlx::query_as("SELECT analysis_status, coalesce(last_error, '') FROM items ORDER BY file_path")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(statuses.len(), 4, "{told}: every item thumbnailed");
+        assert!(statuses.iter().all(|(s, e)| s == "pending" && e.is_empty()), "{told}: {statuses:?}");
+        let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM record_failures").fetch_one(&pool).await.unwrap();
+        assert_eq!(recorded, 0, "{told}");
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_400_about_the_image_fails_its_item_and_the_run_goes_on(pool: PgPool) {
+    let (ran, mock) =
+        run_meeting(&pool, Reply::StatusSaying(400, "image exceeds 5 MB maximum: 5242881 bytes".into())).await;
+    let report = ran.expect("an input's fault does not stop the run");
+    assert_eq!(report.failed.len(), 4, "{report:?}");
+    assert!(report.failed.iter().all(|(_, reason)| reason.contains("HTTP 400")), "{report:?}");
+    assert_eq!(mock.requests().len(), 4, "one call each: not retried");
 }

@@ -29,6 +29,7 @@ async fn run(stage: &Thumbnailer, pool: &PgPool, uploads: &[Upload]) -> Vec<Stri
             Settled::Skipped(reason) => format!("skipped: {reason}"),
             Settled::Failed(reason) => format!("failed (recorded): {reason}"),
             Settled::Redeliver(reason) => format!("failed (to deliver again): {reason}"),
+            Settled::Halted(reason) => format!("held back (configuration fault): {reason}"),
         })
         .collect()
 }

@@ -14,4 +14,11 @@ pub trait Retriable: std::fmt::Display {
     fn retry_after(&self) -> Option<Duration> {
         None
     }
+
+    /// The deployment, not the input, is at fault (a rejected key, an
+    /// unknown model or route): no item is to blame, and every other item
+    /// would meet the same answer, so the line stops instead.
+    fn is_configuration_fault(&self) -> bool {
+        false
+    }
 }

@@ -65,6 +65,10 @@ impl Retriable for EmbeddingError {
             _ => None,
         }
     }
+
+    fn is_configuration_fault(&self) -> bool {
+        matches!(self, Self::Api(e) if e.is_configuration_fault())
+    }
 }
 
 /// How many texts, and roughly how many tokens, one request may carry.

@@ -41,6 +41,17 @@ impl Retriable for ApiError {
             _ => None,
         }
     }
+
+    /// 401 and 403 (the key), 404 (the model or the route), and a 400 that
+    /// names the model. Other 400s may be one input's fault (an image the
+    /// provider cannot read) and stay the item's.
+    fn is_configuration_fault(&self) -> bool {
+        match self {
+            Self::Status { status: 401 | 403 | 404, .. } => true,
+            Self::Status { status: 400, message, .. } => message.to_lowercase().contains("model"),
+            _ => false,
+        }
+    }
 }
 
 /// A JSON API over HTTPS with one timeout per call.
@@ -238,5 +249,31 @@ mod tests {
         assert_eq!(error_message(r#"{"error":{"message":"Rate limit reached","type":null}}"#), "Rate limit reached");
         assert_eq!(error_message(r#"{"detail":"Invalid model"}"#), "Invalid model");
         assert_eq!(error_message("<html>bad gateway</html>"), "<html>bad gateway</html>");
+    }
+
+    #[test]
+    fn the_key_the_model_and_the_route_are_configuration_faults_and_nothing_else() {
+        let status = |status: u16, message: &str| ApiError::Status {
+            provider: "anthropic",
+            status,
+            message: message.to_owned(),
+            retry_after: None,
+        };
+        for fault in [
+            status(401, "authentication_error: invalid x-api-key"),
+            status(403, "permission_error"),
+            status(404, "not_found_error: model: claude-nope"),
+            status(400, "invalid_request_error: Model 'x' does not support images"),
+        ] {
+            assert!(fault.is_configuration_fault() && !fault.is_retriable(), "{fault}");
+        }
+        for item_or_outage in [
+            status(400, "invalid_request_error: image exceeds 5 MB maximum"),
+            status(429, "rate_limit_error"),
+            status(529, "overloaded_error"),
+            ApiError::Timeout { provider: "voyage", timeout: Duration::from_secs(1) },
+        ] {
+            assert!(!item_or_outage.is_configuration_fault(), "{item_or_outage}");
+        }
     }
 }

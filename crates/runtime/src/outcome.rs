@@ -21,6 +21,10 @@ pub enum Retry {
     Later,
     /// The same input will fail the same way (a corrupt image, a refused value).
     Never,
+    /// Not the input's fault but the deployment's (a rejected key, an
+    /// unknown model): nothing is recorded on the item, the input is
+    /// delivered again, and a local run stops.
+    Configuration,
 }
 
 /// Why an item failed, and whether another delivery could help. The batch
@@ -71,9 +75,21 @@ impl Failure {
         Self::caused_by(error.to_string(), error)
     }
 
-    /// A failure told in `reason`, retriable when `error`, its cause, is.
+    /// A failure told in `reason`, retriable when `error`, its cause, is;
+    /// a configuration fault when the cause is one.
     pub fn caused_by(reason: String, error: &dyn Retriable) -> Self {
-        if error.is_retriable() { Self::transient(reason) } else { Self::permanent(reason) }
+        if error.is_configuration_fault() {
+            Self::configuration(reason)
+        } else if error.is_retriable() {
+            Self::transient(reason)
+        } else {
+            Self::permanent(reason)
+        }
+    }
+
+    /// The deployment is at fault, not the input ([`Retry::Configuration`]).
+    pub fn configuration(reason: impl Into<String>) -> Self {
+        Self { retry: Retry::Configuration, ..Self::permanent(reason) }
     }
 
     /// `work` (e.g. "analysing u/a.jpg with model") was still running when
@@ -89,6 +105,10 @@ impl Failure {
 
     pub fn is_retriable(&self) -> bool {
         self.retry == Retry::Later
+    }
+
+    pub fn is_configuration_fault(&self) -> bool {
+        self.retry == Retry::Configuration
     }
 }
 

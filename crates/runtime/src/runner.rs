@@ -63,6 +63,10 @@ pub enum Settled {
     Failed(String),
     /// To be delivered again (retriable, or its failure could not be recorded).
     Redeliver(String),
+    /// Not attempted to the end because the deployment is at fault (a
+    /// rejected key, an unknown model): nothing recorded on the item, to be
+    /// delivered again once the configuration is mended; a local run stops.
+    Halted(String),
 }
 
 /// A batch, settled: one entry per input entry, in order, and its metrics.
@@ -78,7 +82,7 @@ impl Ran {
         self.settled
             .iter()
             .filter_map(|(_, s)| match s {
-                Settled::Redeliver(reason) => Some(reason.as_str()),
+                Settled::Redeliver(reason) | Settled::Halted(reason) => Some(reason.as_str()),
                 _ => None,
             })
             .collect()
@@ -142,6 +146,9 @@ pub async fn run<S: Stage>(
         .enumerate()
         .filter_map(|(n, outcome)| {
             let Outcome::Failed(failure) = outcome else { return None };
+            if failure.is_configuration_fault() {
+                return None;
+            }
             let (input, raw) = match &slots[n] {
                 Ok(i) => (serde_json::to_value(&inputs[*i]).ok(), None),
                 Err(unreadable) => (None, Some(unreadable.raw.clone())),
@@ -192,6 +199,10 @@ pub async fn run<S: Stage>(
                 info!(%reason, "skipped");
                 Settled::Skipped(reason)
             }
+            Outcome::Failed(failure) if failure.is_configuration_fault() => {
+                error!(reason = %failure.reason, "configuration fault: not the item's; left to be delivered again");
+                Settled::Halted(failure.reason)
+            }
             Outcome::Failed(failure) => {
                 let retriable = failure.is_retriable();
                 warn!(reason = %failure.reason, retriable, recorded, "item failed");
@@ -212,7 +223,8 @@ pub async fn run<S: Stage>(
         done: count(|s| matches!(s, Settled::Done)),
         skipped: count(|s| matches!(s, Settled::Skipped(_))),
         failed: count(|s| matches!(s, Settled::Failed(_))),
-        redelivered: count(|s| matches!(s, Settled::Redeliver(_))),
+        redelivered: count(|s| matches!(s, Settled::Redeliver(_) | Settled::Halted(_))),
+        configuration_faults: count(|s| matches!(s, Settled::Halted(_))),
         duration_ms: start.elapsed().as_millis() as u64,
         api_calls: context.meter.calls(),
         tokens: context.meter.tokens(),
@@ -259,6 +271,7 @@ mod tests {
                     n if n.starts_with("bad") => Failure::permanent(format!("{n} is bad")).into(),
                     n if n.starts_with("slow") => Failure::transient(format!("{n} timed out")).into(),
                     n if n.starts_with("old") => Outcome::Skipped("already done".into()),
+                    n if n.starts_with("keyless") => Failure::configuration(format!("{n}: HTTP 401")).into(),
                     _ => Outcome::Done,
                 })
                 .collect()
@@ -329,6 +342,20 @@ mod tests {
         assert!(kept.iter().all(|(stage, _)| *stage == StageName::Analysis));
         let m = ran.metrics;
         assert_eq!((m.records_in, m.done, m.skipped, m.failed, m.redelivered), (5, 1, 1, 2, 1));
+    }
+
+    #[tokio::test]
+    async fn a_configuration_fault_is_recorded_nowhere_and_delivered_again() {
+        let log = Log::default();
+        let entries = ["a", "keyless-1", "bad-1"].iter().map(|n| Entry::local(Job((*n).into()))).collect();
+        let ran = run(&Judge, &log, entries, BatchContext::default()).await;
+        assert_eq!(ran.settled[1].1, Settled::Halted("keyless-1: HTTP 401".into()));
+        assert_eq!(ran.redelivered(), ["keyless-1: HTTP 401"]);
+        let kept = log.kept.lock().unwrap();
+        assert_eq!(kept.iter().map(|(_, f)| f.reason.as_str()).collect::<Vec<_>>(), ["bad-1 is bad"]);
+        let m = ran.metrics;
+        assert_eq!((m.failed, m.redelivered, m.configuration_faults), (1, 1, 1));
+        assert_eq!(m.emf(0)["ConfigurationFault"], 1);
     }
 
     #[tokio::test]

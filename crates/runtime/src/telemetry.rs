@@ -51,6 +51,9 @@ pub struct BatchMetrics {
     /// Reported back to the stream (or, for a direct invocation, the whole
     /// invocation failed) for another delivery.
     pub redelivered: usize,
+    /// Of those, the ones a configuration fault held back (see
+    /// [`crate::runner::Settled::Halted`]): the `ConfigurationFault` metric.
+    pub configuration_faults: usize,
     pub duration_ms: u64,
     /// Provider API requests made during the batch.
     pub api_calls: u64,
@@ -66,7 +69,7 @@ const TOKENS: [&str; 4] = ["InputTokens", "OutputTokens", "CacheReadTokens", "Ca
 
 /// The metrics of [`BatchMetrics`], in CloudWatch's names; the CDK app's
 /// alarms and dashboard use the same names.
-const COUNTS: [&str; 6] = ["RecordsIn", "Done", "Skipped", "Failed", "Redelivered", "ApiCalls"];
+const COUNTS: [&str; 7] = ["RecordsIn", "Done", "Skipped", "Failed", "Redelivered", "ConfigurationFault", "ApiCalls"];
 
 impl BatchMetrics {
     /// The embedded-metric-format document (namespace `Collections`, dimension `Stage`).
@@ -89,6 +92,7 @@ impl BatchMetrics {
             "Skipped": self.skipped,
             "Failed": self.failed,
             "Redelivered": self.redelivered,
+            "ConfigurationFault": self.configuration_faults,
             "DurationMs": self.duration_ms,
             "ApiCalls": self.api_calls,
         })
@@ -146,6 +150,7 @@ mod tests {
             skipped: 1,
             failed: 1,
             redelivered: 1,
+            configuration_faults: 0,
             duration_ms: 812,
             api_calls: 6,
             tokens: vec![(
@@ -161,7 +166,10 @@ mod tests {
             .iter()
             .map(|m| m["Name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["RecordsIn", "Done", "Skipped", "Failed", "Redelivered", "ApiCalls", "DurationMs"]);
+        assert_eq!(
+            names,
+            ["RecordsIn", "Done", "Skipped", "Failed", "Redelivered", "ConfigurationFault", "ApiCalls", "DurationMs"]
+        );
         for name in &names {
             assert!(doc.get(*name).is_some(), "{name} has a value");
         }

@@ -25,6 +25,8 @@ pub enum Reply {
     Ok,
     /// An error status with the provider's error body and an optional `retry-after` (seconds).
     Status { status: u16, retry_after: Option<u64> },
+    /// An error status whose error body says `message`.
+    StatusSaying(u16, String),
     /// The normal answer, after this long.
     Slow(Duration),
     /// A 200 whose body is not JSON.
@@ -165,6 +167,15 @@ async fn begin(inner: &Arc<Inner>, route: &'static str, headers: HeaderMap, body
     (guard, reply)
 }
 
+/// The status, `retry-after` and message of an error reply.
+fn status_of(reply: &Reply) -> (u16, Option<u64>, String) {
+    match reply {
+        Reply::Status { status, retry_after } => (*status, *retry_after, format!("mock {status}")),
+        Reply::StatusSaying(status, message) => (*status, None, message.clone()),
+        other => unreachable!("{other:?} is not an error reply"),
+    }
+}
+
 fn error(status: u16, retry_after: Option<u64>, body: Value) -> Response {
     let mut response = (StatusCode::from_u16(status).expect("a valid status"), Json(body)).into_response();
     if let Some(seconds) = retry_after {
@@ -246,18 +257,19 @@ async fn anthropic(State(inner): State<Arc<Inner>>, headers: HeaderMap, Json(bod
             "stop_reason": "refusal", "usage": {"input_tokens": 1600, "output_tokens": 12}
         }))
         .into_response(),
-        Reply::Status { status, retry_after } => {
+        Reply::Status { .. } | Reply::StatusSaying(..) => {
+            let (status, retry_after, message) = status_of(&reply);
+            // Anthropic's error types, by status.
             let kind = match status {
+                400 => "invalid_request_error",
+                401 => "authentication_error",
+                403 => "permission_error",
+                404 => "not_found_error",
                 429 => "rate_limit_error",
                 529 => "overloaded_error",
-                400 => "invalid_request_error",
                 _ => "api_error",
             };
-            error(
-                status,
-                retry_after,
-                json!({"type": "error", "error": {"type": kind, "message": format!("mock {status}")}}),
-            )
+            error(status, retry_after, json!({"type": "error", "error": {"type": kind, "message": message}}))
         }
         Reply::MalformedJson => malformed(),
         Reply::Endless(bytes) => endless(bytes),
@@ -275,11 +287,12 @@ async fn openai_chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, Json(b
         Reply::Refusal => {
             json!({"role": "assistant", "content": null, "refusal": "I'm sorry, I can't help with that."})
         }
-        Reply::Status { status, retry_after } => {
+        Reply::Status { .. } | Reply::StatusSaying(..) => {
+            let (status, retry_after, message) = status_of(&reply);
             return error(
-                *status,
-                *retry_after,
-                json!({"error": {"message": format!("mock {status}"), "type": "server_error", "code": null}}),
+                status,
+                retry_after,
+                json!({"error": {"message": message, "type": "server_error", "code": null}}),
             );
         }
         Reply::MalformedJson => return malformed(),
@@ -336,11 +349,12 @@ async fn embeddings_reply(inner: Arc<Inner>, route: &'static str, headers: Heade
             data[at]["embedding"][0] = json!(1e39);
             data
         }
-        Reply::Status { status, retry_after } => {
+        Reply::Status { .. } | Reply::StatusSaying(..) => {
+            let (status, retry_after, message) = status_of(&reply);
             let body = if route == "voyage" {
-                json!({"detail": format!("mock {status}")})
+                json!({"detail": message})
             } else {
-                json!({"error": {"message": format!("mock {status}"), "type": "server_error"}})
+                json!({"error": {"message": message, "type": "server_error"}})
             };
             return error(status, retry_after, body);
         }

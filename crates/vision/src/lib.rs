@@ -67,6 +67,10 @@ impl Retriable for VisionError {
             _ => None,
         }
     }
+
+    fn is_configuration_fault(&self) -> bool {
+        matches!(self, Self::Api(e) if e.is_configuration_fault())
+    }
 }
 
 /// A vision model behind one interface, chosen by configuration.

@@ -5,7 +5,7 @@
 //! the results in one statement, publish `AnalysisComplete`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use domain::events::{AnalysisComplete, ImageInfo, ImageProcessed, PipelineEvent};
@@ -295,10 +295,25 @@ impl Analyzer {
     async fn call_all(&self, inputs: &[ImageProcessed], steps: &mut [Step], context: &BatchContext) {
         let to_call: Vec<usize> = (0..steps.len()).filter(|&i| matches!(steps[i], Step::Fetched(_))).collect();
         let fetched: &[Step] = steps;
+        // After a configuration fault (a rejected key, an unknown model) no
+        // further call is made: each would cost a call and meet the same answer.
+        let fault = &OnceLock::<Failure>::new();
         let mut called = until_deadline(to_call.iter().copied(), inputs.len(), self.config.concurrency, context.deadline, |i| {
             let (event, Step::Fetched(f)) = (&inputs[i], &fetched[i]) else { unreachable!("only fetched items are called") };
             let span = info_span!("item", key = %event.original_key, user_id = %event.user_id, item_id = %event.item_uuid());
-            self.call(event, f, &context.meter).instrument(span)
+            async move {
+                if let Some(failure) = fault.get() {
+                    return Err(failure.clone());
+                }
+                let called = self.call(event, f, &context.meter).await;
+                if let Err(failure) = &called
+                    && failure.is_configuration_fault()
+                {
+                    let _ = fault.set(failure.clone());
+                }
+                called
+            }
+            .instrument(span)
         })
         .await;
         for i in to_call {

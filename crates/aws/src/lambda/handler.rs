@@ -120,7 +120,7 @@ where
             .settled
             .iter()
             .zip(&owner)
-            .filter(|((_, settled), _)| matches!(settled, Settled::Redeliver(_)))
+            .filter(|((_, settled), _)| matches!(settled, Settled::Redeliver(_) | Settled::Halted(_)))
             .map(|(_, &record)| record)
             .collect();
         again.dedup();
