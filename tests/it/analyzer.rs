@@ -563,3 +563,52 @@ async fn a_400_about_the_image_fails_its_item_and_the_run_goes_on(pool: PgPool) 
     assert!(report.failed.iter().all(|(_, reason)| reason.contains("HTTP 400")), "{report:?}");
     assert_eq!(mock.requests().len(), 4, "one call each: not retried");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_batch_cut_short_keeps_every_answer_it_paid_for(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    let names: Vec<String> = (0..8).map(|i| format!("p{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        let colour = [40 + 25 * i as u8, 200 - 20 * i as u8, 90];
+        images::write(&photos, &format!("{name}.jpg"), &images::jpeg(320, 240, colour));
+    }
+    let mock = MockProviders::start().await;
+    let c = with_provider(&pool, dir.path(), &mock, "anthropic", &[]).await;
+    run_folder(&c, &photos, "u", false).await.unwrap();
+
+    // A re-analysis of all eight (each a new paid call), two at a time at
+    // 300 ms a call, killed after a second (about three rounds answered,
+    // one in flight).
+    mock.reset();
+    mock.set_latency(Duration::from_millis(300));
+    let events: Vec<ImageProcessed> =
+        names.iter().map(|n| ImageProcessed { reanalysis: Some("again".into()), ..event(n) }).collect();
+    let settings = [("ANALYZER_CONCURRENCY", "2")];
+    let (stage, _rx) = stage_publishing_to_a_channel(&c, &settings);
+    let batch = events.clone();
+    let killed = tokio::spawn(async move { stage.run_batch(&batch, &BatchContext::default()).await });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    killed.abort();
+    let _ = killed.await;
+    let stored = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM analyses WHERE version = 2").fetch_one(&pool).await.unwrap()
+    };
+    let paid = mock.requests().len() as i64;
+    let kept = stored().await;
+    assert!(kept >= 2, "rounds were answered before the kill: {kept} stored");
+    assert!(paid - kept <= 2, "every answer that came back is stored: {paid} paid, {kept} stored");
+
+    // Delivered again: only what was not stored is paid for again.
+    let (stage, mut rx) = stage_publishing_to_a_channel(&c, &settings);
+    assert!(stage.run_batch(&events, &BatchContext::default()).await.iter().all(|o| *o == Outcome::Done));
+    let total = mock.requests().len() as i64;
+    assert_eq!(total, paid + (8 - kept), "one call for each analysis not stored");
+    assert!(total <= 8 + 2, "images + the calls that were in flight: {total}");
+    assert_eq!(stored().await, 8);
+    let mut published = 0;
+    while let Ok(PipelineEvent::AnalysisComplete(_)) = rx.try_recv() {
+        published += 1;
+    }
+    assert_eq!(published, 8, "each stored analysis is published once it is delivered again");
+}

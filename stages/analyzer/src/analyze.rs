@@ -1,8 +1,9 @@
 //! The analyzer stage's batch, in named phases over each event's [`Step`]:
 //! fetch the thumbnails, find the analyses already stored for the same
 //! image, model and request, call the provider for the rest (at most
-//! `concurrency` calls in flight, each retried, until the deadline), store
-//! the results in one statement, publish `AnalysisComplete`.
+//! `concurrency` calls in flight, each retried, until the deadline) and
+//! store each answer as it comes, mark reused analyses, publish
+//! `AnalysisComplete`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -21,12 +22,16 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use store::analyses::{self, ExistingAnalysis, NewAnalysis};
 use store::{items, status};
+use tokio::sync::mpsc;
 use tracing::{Instrument, info_span};
 use uuid::Uuid;
 use vision::{ProviderAnalysis, VisionProvider, VisionRequest};
 
 use crate::calls::VisionCalls;
 use crate::config::AnalyzerConfig;
+
+/// Most answers stored in one transaction.
+const STORE_GROUP: usize = 32;
 
 pub struct Analyzer {
     store: Arc<dyn ObjectStore>,
@@ -60,8 +65,6 @@ enum Step {
     Existing(ExistingAnalysis),
     /// The same request as the event at this position of the batch.
     SameAs(usize),
-    /// The provider's answer (boxed: it is by far the largest state) and the request key.
-    Analysed(Box<ProviderAnalysis>, String),
     /// Stored; `AnalysisComplete` is to be published.
     Stored(Uuid),
 }
@@ -169,7 +172,7 @@ impl Stage for Analyzer {
         let mut steps = self.fetch_all(inputs, &duplicates).await;
         self.find_existing(inputs, &mut steps).await;
         self.call_all(inputs, &mut steps, context).await;
-        self.store(inputs, &mut steps, context).await;
+        self.store(&mut steps).await;
         self.publish(inputs, steps).await
     }
 }
@@ -289,39 +292,70 @@ impl Analyzer {
         }
     }
 
-    /// Phase 3: the provider calls. They finish in any order; those still
-    /// running at the deadline are dropped, so what did finish is stored
-    /// before Lambda ends the invocation, and the rest are delivered again.
+    /// Phase 3: the provider calls. They finish in any order, and each
+    /// answer is stored as it comes, with those that came while the last
+    /// group was being stored (a crash loses the calls in flight, not the
+    /// batch's paid answers). Calls still running at the deadline are dropped, so
+    /// what did finish is stored before Lambda ends the invocation, and the
+    /// rest are delivered again.
     async fn call_all(&self, inputs: &[ImageProcessed], steps: &mut [Step], context: &BatchContext) {
         let to_call: Vec<usize> = (0..steps.len()).filter(|&i| matches!(steps[i], Step::Fetched(_))).collect();
         let fetched: &[Step] = steps;
         // After a configuration fault (a rejected key, an unknown model) no
         // further call is made: each would cost a call and meet the same answer.
         let fault = &OnceLock::<Failure>::new();
-        let mut called = until_deadline(to_call.iter().copied(), inputs.len(), self.config.concurrency, context.deadline, |i| {
-            let (event, Step::Fetched(f)) = (&inputs[i], &fetched[i]) else { unreachable!("only fetched items are called") };
-            let span = info_span!("item", key = %event.original_key, user_id = %event.user_id, item_id = %event.item_uuid());
-            async move {
-                if let Some(failure) = fault.get() {
-                    return Err(failure.clone());
+        let (answered, mut answers) = mpsc::unbounded_channel::<(usize, ProviderAnalysis)>();
+        let calls = async {
+            let answered = answered;
+            until_deadline(to_call.iter().copied(), inputs.len(), self.config.concurrency, context.deadline, |i| {
+                let (event, Step::Fetched(f)) = (&inputs[i], &fetched[i]) else {
+                    unreachable!("only fetched items are called")
+                };
+                let span = info_span!("item", key = %event.original_key, user_id = %event.user_id, item_id = %event.item_uuid());
+                let answered = answered.clone();
+                async move {
+                    if let Some(failure) = fault.get() {
+                        return Err(failure.clone());
+                    }
+                    let called = self.call(event, f, &context.meter).await;
+                    match &called {
+                        Ok(analysis) => {
+                            let _ = answered.send((i, analysis.clone()));
+                        }
+                        Err(failure) if failure.is_configuration_fault() => {
+                            let _ = fault.set(failure.clone());
+                        }
+                        Err(_) => {}
+                    }
+                    called.map(|_| ())
                 }
-                let called = self.call(event, f, &context.meter).await;
-                if let Err(failure) = &called
-                    && failure.is_configuration_fault()
-                {
-                    let _ = fault.set(failure.clone());
+                .instrument(span)
+            })
+            .await
+        };
+        let store = async {
+            let mut stored = HashMap::new();
+            while let Some(first) = answers.recv().await {
+                // With what else has come meanwhile: answers arriving while a
+                // group is being stored make the next group.
+                let mut group = vec![first];
+                while group.len() < STORE_GROUP {
+                    match answers.try_recv() {
+                        Ok(answer) => group.push(answer),
+                        Err(_) => break,
+                    }
                 }
-                called
+                stored.extend(self.store_answers(inputs, fetched, group, context).await);
             }
-            .instrument(span)
-        })
-        .await;
+            stored
+        };
+        let (mut called, mut stored) = tokio::join!(calls, store);
         for i in to_call {
-            let Step::Fetched(f) = &steps[i] else { continue };
-            steps[i] = match called[i].take() {
-                Some(Ok(analysis)) => Step::Analysed(Box::new(analysis), f.request_key.clone()),
-                Some(Err(failure)) => Step::Finished(failure.into()),
-                None => {
+            steps[i] = match (stored.remove(&i), called[i].take()) {
+                (Some(step), _) => step,
+                (None, Some(Err(failure))) => Step::Finished(failure.into()),
+                (None, Some(Ok(()))) => unreachable!("every answer is stored or failed"),
+                (None, None) => {
                     let work = format!("analysing {} with {}", inputs[i].original_key, self.calls.provider().model());
                     Step::Finished(Failure::cut_off(work).into())
                 }
@@ -329,68 +363,90 @@ impl Analyzer {
         }
     }
 
-    /// Phase 4: new analyses and reused ones stored, and their items marked
-    /// done, in one transaction; an analysis the database refuses fails
-    /// its item alone.
-    async fn store(&self, inputs: &[ImageProcessed], steps: &mut [Step], context: &BatchContext) {
+    /// Stores a group of answers (each the next version of its item, the
+    /// item marked analysed) in one transaction; an analysis the database
+    /// refuses fails its item alone. `AnalysisComplete` waits for phase 5.
+    async fn store_answers(
+        &self,
+        inputs: &[ImageProcessed],
+        fetched: &[Step],
+        answers: Vec<(usize, ProviderAnalysis)>,
+        context: &BatchContext,
+    ) -> Vec<(usize, Step)> {
         let provider = self.calls.provider();
-        let mut new = Vec::new();
-        let mut reused = Vec::new();
-        for (event, step) in inputs.iter().zip(steps.iter()) {
-            match step {
-                Step::Analysed(analysis, request_key) => new.push(NewAnalysis {
-                    item_id: event.item_uuid(),
-                    user_id: event.user_id.clone(),
-                    category: analysis.analysis.category.clone(),
-                    summary: analysis.analysis.summary.clone(),
-                    analysis: serde_json::to_value(&analysis.analysis).expect("analyses serialise"),
-                    raw_response: analysis.raw_response.clone(),
+        let new: Vec<NewAnalysis> = answers
+            .iter()
+            .map(|(i, answer)| {
+                let Step::Fetched(f) = &fetched[*i] else { unreachable!("only fetched items are called") };
+                NewAnalysis {
+                    item_id: inputs[*i].item_uuid(),
+                    user_id: inputs[*i].user_id.clone(),
+                    category: answer.analysis.category.clone(),
+                    summary: answer.analysis.summary.clone(),
+                    analysis: serde_json::to_value(&answer.analysis).expect("analyses serialise"),
+                    raw_response: answer.raw_response.clone(),
                     provider_used: provider.provider().to_owned(),
                     model_used: provider.model().to_owned(),
-                    trace_id: context.trace_id.clone().or_else(|| analysis.request_id.clone()),
-                    request_key: request_key.clone(),
-                    usage: analysis.usage,
-                }),
-                Step::Existing(found) => reused.push(found.id),
-                _ => {}
-            }
-        }
-        if new.is_empty() && reused.is_empty() {
-            return;
-        }
-        let batch = match analyses::store_batch(&self.pool, &new, &reused).await {
+                    trace_id: context.trace_id.clone().or_else(|| answer.request_id.clone()),
+                    request_key: f.request_key.clone(),
+                    usage: answer.usage,
+                }
+            })
+            .collect();
+        let batch = match analyses::store_batch(&self.pool, &new, &[]).await {
             Ok(batch) => batch,
             Err(e) => {
                 let failure = Failure::from_error(&e);
-                for step in steps.iter_mut().filter(|s| matches!(s, Step::Analysed(..) | Step::Existing(_))) {
-                    *step = Step::Finished(failure.clone().into());
-                }
-                return;
+                return answers.iter().map(|(i, _)| (*i, Step::Finished(failure.clone().into()))).collect();
             }
         };
         let stored: HashMap<(Uuid, String), Uuid> =
             batch.stored.into_iter().map(|s| ((s.item_id, s.request_key), s.analysis_id)).collect();
         let refused: HashMap<(Uuid, String), String> =
             batch.refused.into_iter().map(|(item, key, reason)| ((item, key), reason)).collect();
-        for (event, step) in inputs.iter().zip(steps.iter_mut()) {
-            *step = match &*step {
-                Step::Existing(found) => Step::Stored(found.id),
-                Step::Analysed(_, request_key) => {
-                    let request = (event.item_uuid(), request_key.clone());
-                    match (stored.get(&request), refused.get(&request)) {
-                        (_, Some(reason)) => Step::Finished(Failure::permanent(reason.clone()).into()),
-                        (Some(id), None) => Step::Stored(*id),
-                        (None, None) => Step::Finished(
-                            Failure::permanent(format!(
-                                "the analysis of {} was not stored: {} has no item {} (was the thumbnail stage skipped?)",
-                                event.original_key, event.user_id, event.item_id
-                            ))
-                            .into(),
-                        ),
-                    }
-                }
-                _ => continue,
-            };
+        answers
+            .iter()
+            .zip(new)
+            .map(|((i, _), row)| {
+                let event = &inputs[*i];
+                let request = (row.item_id, row.request_key);
+                let step = match (stored.get(&request), refused.get(&request)) {
+                    (_, Some(reason)) => Step::Finished(Failure::permanent(reason.clone()).into()),
+                    (Some(id), None) => Step::Stored(*id),
+                    (None, None) => Step::Finished(
+                        Failure::permanent(format!(
+                            "the analysis of {} was not stored: {} has no item {} (was the thumbnail stage skipped?)",
+                            event.original_key, event.user_id, event.item_id
+                        ))
+                        .into(),
+                    ),
+                };
+                (*i, step)
+            })
+            .collect()
+    }
+
+    /// Phase 4: analyses reused (a replay, or an image analysed before put
+    /// back) marked their items' latest and the items done, in one transaction.
+    async fn store(&self, steps: &mut [Step]) {
+        let reused: Vec<Uuid> = steps
+            .iter()
+            .filter_map(|step| match step {
+                Step::Existing(found) => Some(found.id),
+                _ => None,
+            })
+            .collect();
+        if reused.is_empty() {
+            return;
+        }
+        let outcome = analyses::store_batch(&self.pool, &[], &reused).await.map_err(|e| Failure::from_error(&e));
+        for step in steps.iter_mut() {
+            if let Step::Existing(found) = step {
+                *step = match &outcome {
+                    Ok(_) => Step::Stored(found.id),
+                    Err(failure) => Step::Finished(failure.clone().into()),
+                };
+            }
         }
     }
 
@@ -407,7 +463,7 @@ impl Analyzer {
                     Outcome::Done
                 }
                 Step::SameAs(_) => Outcome::Done, // settled below
-                Step::Fetched(_) | Step::Existing(_) | Step::Analysed(..) => {
+                Step::Fetched(_) | Step::Existing(_) => {
                     unreachable!("every fetched item is called, and every answer stored or failed")
                 }
             });
