@@ -26,6 +26,7 @@ use sqlx::PgPool;
 use test_support::aws::{World, invoke};
 use test_support::faulty_aws::FaultyAws;
 use test_support::images::{self, BLUE, GREEN, ORANGE};
+use test_support::providers::{MockProviders, Reply};
 use test_support::{counts, redelivered};
 use thumbnailer::{ThumbnailConfig, Thumbnailer};
 
@@ -138,6 +139,44 @@ async fn an_upload_flows_through_every_lambda_into_postgres_and_a_replay_adds_no
     let statuses: Vec<String> =
         sqlx::query_scalar("SELECT DISTINCT embedding_status FROM items").fetch_all(&pool).await.unwrap();
     assert_eq!(statuses, vec!["done"]);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_revoked_key_hands_the_analyzer_batch_back_and_fails_no_item(pool: PgPool) {
+    let world = World::create("revoked").await;
+    let s = stages(&world, &pool);
+    world.upload("revoked-u1/a.jpg", images::jpeg(640, 480, BLUE)).await;
+    world.upload("revoked-u1/b.jpg", images::jpeg(640, 480, ORANGE)).await;
+    world.forward(&world.uploads, &world.published("Object Created", 2).await).await;
+    assert!(redelivered(&thumbnail(&s, &world.batch(&world.uploads).await).await).is_empty());
+    world.forward(&world.processed, &world.published("ImageProcessed", 2).await).await;
+    let processed = world.batch(&world.processed).await;
+
+    // The analyzer as its Lambda builds it, its provider answering 401.
+    let mock = MockProviders::start().await;
+    mock.script(std::iter::repeat_n(Reply::Status { status: 401, retry_after: None }, 10));
+    let dir = tempfile::tempdir().unwrap();
+    let anthropic = mock.anthropic_url();
+    let vars = [
+        ("ANALYZER_PROVIDER", "anthropic"),
+        ("ANTHROPIC_BASE_URL", anthropic.as_str()),
+        ("ANTHROPIC_API_KEY", "sk-ant-revoked"),
+        ("ANALYZER_CONCURRENCY", "1"),
+    ];
+    let c = test_support::components(pool.clone(), dir.path(), &vars).await;
+    let bus = Arc::new(EventBridgePublisher::new(&world.config, "default", Default::default()));
+    let config = AnalyzerConfig::from_env(&Env::from_pairs(vars)).unwrap();
+    let revoked = Analyzer::new(Arc::new(S3Store::new(&world.config)), bus, pool.clone(), c.vision.clone(), config);
+    let handler = Handler::new(&revoked, &pool, TIMEOUT);
+    let reply = invoke(&handler, serde_json::to_value(&processed).unwrap(), "req-revoked").await.unwrap();
+
+    assert_eq!(redelivered(&reply).len(), 2, "both records handed back to the stream: {reply}");
+    assert_eq!(mock.requests().len(), 1, "one call, then none: the others would meet the same answer");
+    let statuses: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT analysis_status, last_error FROM items").fetch_all(&pool).await.unwrap();
+    assert_eq!(statuses, vec![("pending".to_owned(), None); 2], "no item failed for the key");
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM record_failures").fetch_one(&pool).await.unwrap();
+    assert_eq!(recorded, 0);
 }
 
 #[sqlx::test(migrations = "../migrations")]
