@@ -172,7 +172,7 @@ impl Stage for Analyzer {
         let mut steps = self.fetch_all(inputs, &duplicates).await;
         self.find_existing(inputs, &mut steps).await;
         self.call_all(inputs, &mut steps, context).await;
-        self.store(&mut steps).await;
+        self.store_reused(&mut steps).await;
         self.publish(inputs, steps).await
     }
 }
@@ -295,9 +295,9 @@ impl Analyzer {
     /// Phase 3: the provider calls. They finish in any order, and each
     /// answer is stored as it comes, with those that came while the last
     /// group was being stored (a crash loses the calls in flight, not the
-    /// batch's paid answers). Calls still running at the deadline are dropped, so
-    /// what did finish is stored before Lambda ends the invocation, and the
-    /// rest are delivered again.
+    /// batch's paid answers). Calls still running at the deadline are
+    /// dropped, so what did finish is stored before Lambda ends the
+    /// invocation, and the rest are delivered again.
     async fn call_all(&self, inputs: &[ImageProcessed], steps: &mut [Step], context: &BatchContext) {
         let to_call: Vec<usize> = (0..steps.len()).filter(|&i| matches!(steps[i], Step::Fetched(_))).collect();
         let fetched: &[Step] = steps;
@@ -317,17 +317,14 @@ impl Analyzer {
                     if let Some(failure) = fault.get() {
                         return Err(failure.clone());
                     }
-                    let called = self.call(event, f, &context.meter).await;
-                    match &called {
-                        Ok(analysis) => {
-                            let _ = answered.send((i, analysis.clone()));
-                        }
-                        Err(failure) if failure.is_configuration_fault() => {
+                    let analysis = self.call(event, f, &context.meter).await.inspect_err(|failure| {
+                        if failure.is_configuration_fault() {
                             let _ = fault.set(failure.clone());
                         }
-                        Err(_) => {}
-                    }
-                    called.map(|_| ())
+                    })?;
+                    // To the store below; the receiver outlives every call.
+                    let _ = answered.send((i, analysis));
+                    Ok(())
                 }
                 .instrument(span)
             })
@@ -428,7 +425,7 @@ impl Analyzer {
 
     /// Phase 4: analyses reused (a replay, or an image analysed before put
     /// back) marked their items' latest and the items done, in one transaction.
-    async fn store(&self, steps: &mut [Step]) {
+    async fn store_reused(&self, steps: &mut [Step]) {
         let reused: Vec<Uuid> = steps
             .iter()
             .filter_map(|step| match step {
