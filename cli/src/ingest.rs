@@ -128,7 +128,7 @@ pub async fn run_folder(c: &Components, dir: &Path, user: &str, force: bool) -> 
             pipeline.submit_object(ObjectRef { reprocess: force, ..object }).await?;
         }
     }
-    pipeline.finish(&tracker).await?;
+    pipeline.finish().await?;
     Ok(tracker.finish())
 }
 
@@ -224,7 +224,7 @@ pub async fn retry_failures(c: &Components, user: Option<&str>, limit: i64) -> a
             Resend::Event(event) => pipeline.submit_event(event).await?,
         }
     }
-    pipeline.finish(&tracker).await?;
+    pipeline.finish().await?;
     Ok(tracker.finish())
 }
 
@@ -261,7 +261,7 @@ impl Sink for DirectSink {
     }
 
     async fn finish(self: Box<Self>) -> Result<Vec<(String, String)>, SinkError> {
-        self.pipeline.finish(&self.tracker).await.map_err(|e| SinkError::from(e.to_string()))?;
+        self.pipeline.finish().await.map_err(|e| SinkError::from(e.to_string()))?;
         Ok(self.tracker.finish().failed)
     }
 }

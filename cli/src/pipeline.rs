@@ -9,6 +9,7 @@ use std::time::Duration;
 use analyzer::Analyzer;
 use domain::events::{ANALYSIS_COMPLETE, IMAGE_PROCESSED, ObjectRef, PipelineEvent, Upload};
 use domain::keys::ImageKey;
+use domain::text::printable;
 use embedder::Embedder;
 use runtime::batch::BatchContext;
 use runtime::bus::{EventPublisher, LocalBus};
@@ -23,7 +24,6 @@ use uuid::Uuid;
 
 use crate::components::Components;
 use crate::report::{Report, Tracker};
-use domain::text::printable;
 
 /// How records are grouped into batches, per stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +39,8 @@ pub struct Pipeline {
     objects: mpsc::Sender<ObjectRef>,
     bus: LocalBus,
     tasks: Vec<JoinHandle<()>>,
+    /// Where the stages report; it says whether a configuration fault stopped the run.
+    tracker: Arc<Tracker>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -104,12 +106,12 @@ impl Pipeline {
                     PipelineEvent::ImageProcessed(_) => None,
                 },
                 batching,
-                tracker,
+                tracker.clone(),
                 true,
             )),
         ];
         let bus = LocalBus::new().route(IMAGE_PROCESSED, processed).route(ANALYSIS_COMPLETE, analyzed);
-        Ok(Self { objects, bus, tasks })
+        Ok(Self { objects, bus, tasks, tracker })
     }
 
     /// Sends an original to the thumbnail stage.
@@ -128,8 +130,8 @@ impl Pipeline {
 
     /// Stops taking input and waits until every stage has drained; an
     /// error when a configuration fault stopped the run.
-    pub async fn finish(self, tracker: &Tracker) -> anyhow::Result<()> {
-        let Self { objects, bus, tasks } = self;
+    pub async fn finish(self) -> anyhow::Result<()> {
+        let Self { objects, bus, tasks, tracker } = self;
         drop((objects, bus));
         for task in tasks {
             task.await?;
@@ -219,6 +221,6 @@ pub async fn run_events<T>(
             tokio::time::sleep(pause).await;
         }
     }
-    pipeline.finish(&tracker).await?;
+    pipeline.finish().await?;
     Ok((tracker.finish(), submitted))
 }
