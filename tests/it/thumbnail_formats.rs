@@ -5,6 +5,7 @@
 use image::GenericImageView;
 use mozjpeg::{ColorSpace, Compress, Marker};
 use test_support::icc;
+use test_support::images::{self, ExifValue};
 use thumbnailer::{Limits, OutputFormat, ThumbnailError, ThumbnailSpec, make_thumbnail};
 
 const RED: [u8; 3] = [220, 30, 30];
@@ -38,16 +39,9 @@ fn jpeg(w: u32, h: u32, space: ColorSpace, pixels: &[u8], progressive: bool, app
     c.finish().unwrap()
 }
 
-/// An `Exif` APP1 payload holding only an orientation tag (little-endian TIFF).
+/// An `Exif` APP1 payload holding only an orientation tag.
 fn exif_orientation(orientation: u16) -> Vec<u8> {
-    let mut e = b"Exif\0\0II\x2a\0\x08\0\0\0".to_vec();
-    e.extend_from_slice(&1u16.to_le_bytes());
-    e.extend_from_slice(&0x0112u16.to_le_bytes());
-    e.extend_from_slice(&3u16.to_le_bytes());
-    e.extend_from_slice(&1u32.to_le_bytes());
-    e.extend_from_slice(&orientation.to_le_bytes());
-    e.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
-    e
+    images::exif(&[(0x0112, ExifValue::Short(orientation))])
 }
 
 fn png(w: u32, h: u32, color: png::ColorType, depth: png::BitDepth, data: &[u8], palette: Option<&[u8]>) -> Vec<u8> {

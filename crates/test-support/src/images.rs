@@ -28,36 +28,56 @@ pub fn png(width: u32, height: u32, color: [u8; 3]) -> Vec<u8> {
     encode(&DynamicImage::ImageRgb8(textured(width, height, color)), ImageFormat::Png)
 }
 
+/// A value of an EXIF tag, as [`exif`] writes it.
+#[derive(Debug, Clone, Copy)]
+pub enum ExifValue<'a> {
+    Short(u16),
+    Ascii(&'a str),
+}
+
+/// An `Exif` APP1 payload: a little-endian TIFF with one IFD of `entries`
+/// (tag and value, in ascending tag order), no next IFD, then the strings
+/// the ASCII entries point at.
+pub fn exif(entries: &[(u16, ExifValue)]) -> Vec<u8> {
+    let mut tiff = b"II\x2a\0\x08\0\0\0".to_vec();
+    tiff.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    let mut strings = Vec::new();
+    let strings_start = 8 + 2 + 12 * entries.len() + 4;
+    for (tag, value) in entries {
+        tiff.extend_from_slice(&tag.to_le_bytes());
+        match value {
+            ExifValue::Short(v) => {
+                tiff.extend_from_slice(&3u16.to_le_bytes());
+                tiff.extend_from_slice(&1u32.to_le_bytes());
+                tiff.extend_from_slice(&v.to_le_bytes());
+                tiff.extend_from_slice(&[0, 0]);
+            }
+            ExifValue::Ascii(text) => {
+                let offset = (strings_start + strings.len()) as u32;
+                strings.extend_from_slice(text.as_bytes());
+                strings.push(0);
+                tiff.extend_from_slice(&2u16.to_le_bytes());
+                tiff.extend_from_slice(&((text.len() + 1) as u32).to_le_bytes());
+                tiff.extend_from_slice(&offset.to_le_bytes());
+            }
+        }
+    }
+    tiff.extend_from_slice(&0u32.to_le_bytes());
+    tiff.extend_from_slice(&strings);
+    [b"Exif\0\0".as_slice(), &tiff].concat()
+}
+
 /// `jpeg` with an EXIF block (APP1, right after the start marker) naming
 /// the camera's `make` and `model` and the `DateTime` it was taken, in
 /// EXIF's `YYYY:MM:DD HH:MM:SS`.
 pub fn with_exif(jpeg: &[u8], make: &str, model: &str, date_time: &str) -> Vec<u8> {
-    // Little-endian TIFF: header, one IFD of three ASCII entries (sorted by
-    // tag), no next IFD, then the strings the entries point at.
-    let entries = [(0x010f_u16, make), (0x0110, model), (0x0132, date_time)];
-    let mut tiff = b"II\x2a\0\x08\0\0\0".to_vec();
-    tiff.extend_from_slice(&(entries.len() as u16).to_le_bytes());
-    let mut data = Vec::new();
-    let data_start = 8 + 2 + 12 * entries.len() + 4;
-    for (tag, text) in entries {
-        let offset = (data_start + data.len()) as u32;
-        data.extend_from_slice(text.as_bytes());
-        data.push(0);
-        tiff.extend_from_slice(&tag.to_le_bytes());
-        tiff.extend_from_slice(&2u16.to_le_bytes());
-        tiff.extend_from_slice(&((text.len() + 1) as u32).to_le_bytes());
-        tiff.extend_from_slice(&offset.to_le_bytes());
-    }
-    tiff.extend_from_slice(&0u32.to_le_bytes());
-    tiff.extend_from_slice(&data);
-    let segment_length = u16::try_from(2 + 6 + tiff.len()).expect("a small EXIF block");
-    let mut out = jpeg[..2].to_vec();
-    out.extend_from_slice(&[0xff, 0xe1]);
-    out.extend_from_slice(&segment_length.to_be_bytes());
-    out.extend_from_slice(b"Exif\0\0");
-    out.extend_from_slice(&tiff);
-    out.extend_from_slice(&jpeg[2..]);
-    out
+    let app1 = exif(&[
+        (0x010f, ExifValue::Ascii(make)),
+        (0x0110, ExifValue::Ascii(model)),
+        (0x0132, ExifValue::Ascii(date_time)),
+    ]);
+    let segment_length = u16::try_from(2 + app1.len()).expect("a small EXIF block");
+    [&jpeg[..2], &[0xff, 0xe1], &segment_length.to_be_bytes(), &app1, &jpeg[2..]].concat()
 }
 
 pub fn write(dir: &Path, name: &str, bytes: &[u8]) {
