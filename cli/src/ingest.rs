@@ -260,9 +260,15 @@ impl Sink for DirectSink {
         self.tracker.halted().is_some() || self.tracker.settle(keys)
     }
 
+    /// The failures, and the items left pending (a provider out past the
+    /// retries' budget; the next backfill, which skips what is processed,
+    /// takes them up).
     async fn finish(self: Box<Self>) -> Result<Vec<(String, String)>, SinkError> {
         self.pipeline.finish().await.map_err(|e| SinkError::from(e.to_string()))?;
-        Ok(self.tracker.finish().failed)
+        let report = self.tracker.finish();
+        let pending =
+            report.pending.into_iter().map(|(key, reason)| (key, format!("left pending, not failed: {reason}")));
+        Ok(report.failed.into_iter().chain(pending).collect())
     }
 }
 

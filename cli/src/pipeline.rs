@@ -41,6 +41,8 @@ pub struct Pipeline {
     tasks: Vec<JoinHandle<()>>,
     /// Where the stages report; it says whether a configuration fault stopped the run.
     tracker: Arc<Tracker>,
+    /// Tells the progress bar when a provider is out.
+    watcher: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -74,6 +76,7 @@ impl Pipeline {
             c.analyzer.clone(),
         );
         let embedder = Embedder::new(c.pool.clone(), c.embedding.clone(), c.embedder.clone());
+        let watcher = tracker.watch(vec![analyzer.limit(), embedder.limit()]);
 
         let tasks = vec![
             tokio::spawn(run_stage(
@@ -111,7 +114,7 @@ impl Pipeline {
             )),
         ];
         let bus = LocalBus::new().route(IMAGE_PROCESSED, processed).route(ANALYSIS_COMPLETE, analyzed);
-        Ok(Self { objects, bus, tasks, tracker })
+        Ok(Self { objects, bus, tasks, tracker, watcher })
     }
 
     /// Sends an original to the thumbnail stage.
@@ -131,11 +134,12 @@ impl Pipeline {
     /// Stops taking input and waits until every stage has drained; an
     /// error when a configuration fault stopped the run.
     pub async fn finish(self) -> anyhow::Result<()> {
-        let Self { objects, bus, tasks, tracker } = self;
+        let Self { objects, bus, tasks, tracker, watcher } = self;
         drop((objects, bus));
         for task in tasks {
             task.await?;
         }
+        watcher.abort();
         match tracker.halted() {
             Some(reason) => Err(anyhow::anyhow!(
                 "stopped by a configuration fault, not the images': {}\n\
@@ -185,6 +189,7 @@ async fn run_stage<S: Stage, M: Send + 'static>(
                     tracker.failed_item(subject.item_id, name(), reason)
                 }
                 Settled::Halted(reason) => tracker.halt(reason),
+                Settled::Postponed(reason) => tracker.postponed(subject.item_id, name(), reason),
             }
         }
     }

@@ -3,10 +3,13 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use domain::text::printable;
 use indicatif::{ProgressBar, ProgressStyle};
+use remote::limit::AdaptiveLimit;
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 /// The fate of every item a run was given.
@@ -18,17 +21,20 @@ pub struct Report {
     pub skipped: Vec<(String, String)>,
     /// Keys that failed, with the reason.
     pub failed: Vec<(String, String)>,
+    /// Keys left pending (a provider out past the retries' budget), with
+    /// the reason: not failed, and the next run takes them up.
+    pub pending: Vec<(String, String)>,
 }
 
 impl Report {
     /// The summary a user reads at the end of a run.
     pub fn summary(&self) -> String {
-        let mut out = format!(
-            "processed {}, skipped {}, failed {}\n",
-            self.processed.len(),
-            self.skipped.len(),
-            self.failed.len()
-        );
+        let mut out =
+            format!("processed {}, skipped {}, failed {}", self.processed.len(), self.skipped.len(), self.failed.len());
+        if !self.pending.is_empty() {
+            out.push_str(&format!(", left pending {}", self.pending.len()));
+        }
+        out.push('\n');
         let mut reasons: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for (key, reason) in &self.skipped {
             reasons.entry(reason).or_default().push(key);
@@ -45,7 +51,28 @@ impl Report {
         for (key, reason) in &self.failed {
             out.push_str(&format!("  FAILED {}: {}\n", printable(key), printable(reason)));
         }
+        if let Some((_, reason)) = self.pending.first() {
+            out.push_str(&format!(
+                "  left pending {}, not failed: the provider was out for longer than the retries' budget \
+                 (the last: {}); run the same command again to finish them\n",
+                self.pending.len(),
+                printable(reason)
+            ));
+        }
         out
+    }
+
+    /// Whether every item came to an end (processed, skipped or failed).
+    pub fn is_complete(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Prints the summary; an error (a non-zero exit) when items were left
+    /// pending, so that a script knows to run the command again.
+    pub fn print(&self) -> anyhow::Result<()> {
+        print!("{}", self.summary());
+        anyhow::ensure!(self.is_complete(), "{} items left pending; run the command again", self.pending.len());
+        Ok(())
     }
 }
 
@@ -68,8 +95,10 @@ impl Tracker {
     pub fn new(total: u64) -> Self {
         let progress = ProgressBar::new(total);
         progress.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} ETA {eta}")
-                .expect("the template is valid"),
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} ETA {eta}\n{wide_msg}",
+            )
+            .expect("the template is valid"),
         );
         Self::with_progress(progress)
     }
@@ -145,6 +174,51 @@ impl Tracker {
         self.failed(key, reason);
     }
 
+    /// A stage could not finish the item (its provider was out past the
+    /// retries' budget): it stays pending, for the next run.
+    pub fn postponed(&self, item: Option<Uuid>, key: String, reason: String) {
+        self.take_worked(item);
+        self.finished.lock().expect("tracker lock").insert(key.clone());
+        self.report.lock().expect("tracker lock").pending.push((key, reason));
+        self.progress.inc(1);
+    }
+
+    /// Says on the progress bar (and once on stderr) when a provider is
+    /// out: what it answered, how many calls go at once, when the next try
+    /// is. Runs until aborted.
+    pub fn watch(self: &Arc<Self>, limits: Vec<Arc<AdaptiveLimit>>) -> JoinHandle<()> {
+        let tracker = self.clone();
+        tokio::spawn(async move {
+            let mut out = vec![false; limits.len()];
+            loop {
+                let mut message = Vec::new();
+                for (limit, was_out) in limits.iter().zip(out.iter_mut()) {
+                    let outage = limit.outage();
+                    if let Some(outage) = &outage {
+                        let next = outage.retry_at.saturating_duration_since(tokio::time::Instant::now());
+                        let line = format!(
+                            "{} is out ({}); {} of {} calls at once, next try in {} s",
+                            limit.provider(),
+                            printable(&outage.reason),
+                            limit.current(),
+                            limit.ceiling(),
+                            next.as_secs_f64().ceil()
+                        );
+                        if !*was_out {
+                            tracker.progress.suspend(|| eprintln!("waiting: {line}"));
+                        }
+                        message.push(line);
+                    } else if *was_out {
+                        tracker.progress.suspend(|| eprintln!("{} answers again", limit.provider()));
+                    }
+                    *was_out = outage.is_some();
+                }
+                tracker.progress.set_message(message.join("; "));
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    }
+
     pub fn skipped(&self, key: String, reason: String) {
         self.finished.lock().expect("tracker lock").insert(key.clone());
         self.report.lock().expect("tracker lock").skipped.push((key, reason));
@@ -182,6 +256,7 @@ impl Tracker {
         report.processed.sort();
         report.skipped.sort();
         report.failed.sort();
+        report.pending.sort();
         report
     }
 }
@@ -196,10 +271,42 @@ mod tests {
             processed: vec!["u/a.jpg".into()],
             skipped: (0..7).map(|i| (format!("u/{i}.txt"), "not an image".to_owned())).collect(),
             failed: vec![("u/bad.jpg".into(), "corrupt JPEG: bad".into())],
+            pending: vec![],
         };
         assert_eq!(
             report.summary(),
             "processed 1, skipped 7, failed 1\n  skipped 7 (not an image): u/0.txt, u/1.txt, u/2.txt, u/3.txt, u/4.txt, and 2 more\n  FAILED u/bad.jpg: corrupt JPEG: bad\n"
         );
+        let waiting = Report {
+            pending: vec![
+                ("u/c.jpg".into(), "HTTP 529".into()),
+                ("u/d.jpg".into(), "anthropic answered HTTP 529: overloaded".into()),
+            ],
+            ..Report::default()
+        };
+        assert_eq!(
+            waiting.summary(),
+            "processed 0, skipped 0, failed 0, left pending 2\n  left pending 2, not failed: the provider was out for \
+             longer than the retries' budget (the last: HTTP 529); run the same command again to finish them\n"
+        );
+        assert!(!waiting.is_complete() && report.is_complete());
+    }
+
+    #[tokio::test]
+    async fn the_progress_bar_says_which_provider_is_out_and_when_it_tries_again() {
+        let tracker = Arc::new(Tracker::hidden());
+        let limit = Arc::new(AdaptiveLimit::new("anthropic", 4));
+        let watcher = tracker.watch(vec![limit.clone()]);
+        limit.acquire().await.met_outage("anthropic answered HTTP 529".into(), Duration::from_secs(8));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let shown = tracker.progress.message();
+        assert!(
+            shown.starts_with("anthropic is out (anthropic answered HTTP 529); 2 of 4 calls at once, next try in"),
+            "{shown}"
+        );
+        limit.acquire().await.succeeded();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(tracker.progress.message(), "", "nothing said once it answers again");
+        watcher.abort();
     }
 }

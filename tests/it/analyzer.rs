@@ -564,6 +564,65 @@ async fn a_400_about_the_image_fails_its_item_and_the_run_goes_on(pool: PgPool) 
     assert_eq!(mock.requests().len(), 4, "one call each: not retried");
 }
 
+/// `n` photos whose bytes differ (so none is another's duplicate).
+fn distinct_photos(dir: &std::path::Path, n: u8) -> std::path::PathBuf {
+    let photos = dir.join("photos");
+    for i in 0..n {
+        let colour = [40 + 12 * i, 200 - 10 * i, 90];
+        images::write(&photos, &format!("p{i}.jpg"), &images::jpeg(320, 240, colour));
+    }
+    photos
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_outage_shorter_than_the_budget_is_waited_out_and_fails_nothing(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = distinct_photos(dir.path(), 12);
+    let mock = MockProviders::start().await;
+    let outage = Duration::from_secs(3);
+    mock.outage(Reply::Status { status: 529, retry_after: None }, outage);
+    let began = std::time::Instant::now();
+    let settings = [("ANALYZER_CONCURRENCY", "4"), ("ANALYZER_MAX_ATTEMPTS", "2"), ("ANALYZER_RETRY_MAX_SECS", "1")];
+    let c = with_provider(&pool, dir.path(), &mock, "anthropic", &settings).await;
+    let report = run_folder(&c, &photos, "u", false).await.unwrap();
+    assert_eq!((report.processed.len(), report.failed.len(), report.pending.len()), (12, 0, 0), "{report:?}");
+
+    let requests = mock.requests();
+    let met_it = requests.iter().filter(|r| r.at < began + outage).count();
+    assert!(met_it > 4 * 2, "each of the 4 calls in flight retried past its 2 attempts: {met_it} calls met the outage");
+    assert_eq!(requests.len() - met_it, 12, "one call each once it was over");
+    assert!(store::items::failures(&pool, Some("u"), 10).await.unwrap().is_empty());
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_outage_past_the_budget_leaves_items_pending_and_the_next_run_finishes_them(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = distinct_photos(dir.path(), 4);
+    let mock = MockProviders::start().await;
+    mock.outage(Reply::Status { status: 529, retry_after: None }, Duration::from_secs(600));
+    let settings = [("ANALYZER_CONCURRENCY", "2"), ("ANALYZER_RETRY_BUDGET_SECS", "1")];
+    let c = with_provider(&pool, dir.path(), &mock, "anthropic", &settings).await;
+    let report = run_folder(&c, &photos, "u", false).await.unwrap();
+    assert_eq!((report.processed.len(), report.failed.len(), report.pending.len()), (0, 0, 4), "{report:?}");
+    assert!(report.pending.iter().all(|(_, reason)| reason.contains("HTTP 529")), "{report:?}");
+    assert!(report.summary().contains("left pending 4, not failed"), "{}", report.summary());
+    assert!(report.print().is_err(), "a run that left items pending exits non-zero");
+    let statuses: Vec<(String, String, Option<String>)> =
+        sqlx::query_as("SELECT thumbnail_status, analysis_status, last_error FROM items")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(statuses, vec![("done".to_owned(), "pending".to_owned(), None); 4]);
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM record_failures").fetch_one(&pool).await.unwrap();
+    assert_eq!(recorded, 0);
+
+    // The provider is back: the same command finishes them, one call each.
+    mock.reset();
+    let report = run_folder(&c, &photos, "u", false).await.unwrap();
+    assert_eq!((report.processed.len(), report.pending.len()), (4, 0), "{report:?}");
+    assert_eq!(mock.requests().len(), 4);
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn a_batch_cut_short_keeps_every_answer_it_paid_for(pool: PgPool) {
     let dir = tempfile::tempdir().unwrap();

@@ -144,38 +144,68 @@ async fn an_upload_flows_through_every_lambda_into_postgres_and_a_replay_adds_no
 #[sqlx::test(migrations = "../migrations")]
 async fn a_revoked_key_hands_the_analyzer_batch_back_and_fails_no_item(pool: PgPool) {
     let world = World::create("revoked").await;
-    let s = stages(&world, &pool);
-    world.upload("revoked-u1/a.jpg", images::jpeg(640, 480, BLUE)).await;
-    world.upload("revoked-u1/b.jpg", images::jpeg(640, 480, ORANGE)).await;
-    world.forward(&world.uploads, &world.published("Object Created", 2).await).await;
-    assert!(redelivered(&thumbnail(&s, &world.batch(&world.uploads).await).await).is_empty());
-    world.forward(&world.processed, &world.published("ImageProcessed", 2).await).await;
-    let processed = world.batch(&world.processed).await;
-
-    // The analyzer as its Lambda builds it, its provider answering 401.
+    let processed = two_images_thumbnailed(&world, &pool, "revoked-u1").await;
     let mock = MockProviders::start().await;
     mock.script(std::iter::repeat_n(Reply::Status { status: 401, retry_after: None }, 10));
-    let dir = tempfile::tempdir().unwrap();
-    let anthropic = mock.anthropic_url();
-    let vars = [
-        ("ANALYZER_PROVIDER", "anthropic"),
-        ("ANTHROPIC_BASE_URL", anthropic.as_str()),
-        ("ANTHROPIC_API_KEY", "sk-ant-revoked"),
-        ("ANALYZER_CONCURRENCY", "1"),
-    ];
-    let c = test_support::components(pool.clone(), dir.path(), &vars).await;
-    let bus = Arc::new(EventBridgePublisher::new(&world.config, "default", Default::default()));
-    let config = AnalyzerConfig::from_env(&Env::from_pairs(vars)).unwrap();
-    let revoked = Analyzer::new(Arc::new(S3Store::new(&world.config)), bus, pool.clone(), c.vision.clone(), config);
+    let revoked = lambda_analyzer(&world, &pool, &mock, &[("ANALYZER_CONCURRENCY", "1")]).await;
     let handler = Handler::new(&revoked, &pool, TIMEOUT);
-    let reply = invoke(&handler, serde_json::to_value(&processed).unwrap(), "req-revoked").await.unwrap();
+    let reply = invoke(&handler, processed, "req-revoked").await.unwrap();
 
     assert_eq!(redelivered(&reply).len(), 2, "both records handed back to the stream: {reply}");
     assert_eq!(mock.requests().len(), 1, "one call, then none: the others would meet the same answer");
+    assert_nothing_recorded(&pool).await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_provider_out_past_the_budget_hands_the_analyzer_batch_back_and_fails_no_item(pool: PgPool) {
+    let world = World::create("overloaded").await;
+    let processed = two_images_thumbnailed(&world, &pool, "overloaded-u1").await;
+    let mock = MockProviders::start().await;
+    mock.outage(Reply::Status { status: 529, retry_after: None }, Duration::from_secs(600));
+    let budget = [("ANALYZER_RETRY_BUDGET_SECS", "1"), ("ANALYZER_RETRY_BASE_MS", "20")];
+    let analyzer = lambda_analyzer(&world, &pool, &mock, &budget).await;
+    let handler = Handler::new(&analyzer, &pool, TIMEOUT);
+    let reply = invoke(&handler, processed, "req-overloaded").await.unwrap();
+
+    assert_eq!(redelivered(&reply).len(), 2, "both records handed back to the stream: {reply}");
+    assert!(mock.requests().len() > 2, "retried while the budget lasted");
+    assert_nothing_recorded(&pool).await;
+}
+
+/// Two images of `user` uploaded and thumbnailed as the Lambdas do; the
+/// analyzer's batch of their `ImageProcessed` events.
+async fn two_images_thumbnailed(world: &World, pool: &PgPool, user: &str) -> Value {
+    let s = stages(world, pool);
+    world.upload(&format!("{user}/a.jpg"), images::jpeg(640, 480, BLUE)).await;
+    world.upload(&format!("{user}/b.jpg"), images::jpeg(640, 480, ORANGE)).await;
+    world.forward(&world.uploads, &world.published("Object Created", 2).await).await;
+    assert!(redelivered(&thumbnail(&s, &world.batch(&world.uploads).await).await).is_empty());
+    world.forward(&world.processed, &world.published("ImageProcessed", 2).await).await;
+    serde_json::to_value(world.batch(&world.processed).await).unwrap()
+}
+
+/// The analyzer as its Lambda builds it, calling Anthropic's format on `mock`.
+async fn lambda_analyzer(world: &World, pool: &PgPool, mock: &MockProviders, extra: &[(&str, &str)]) -> Analyzer {
+    let dir = tempfile::tempdir().unwrap();
+    let anthropic = mock.anthropic_url();
+    let mut vars = vec![
+        ("ANALYZER_PROVIDER", "anthropic"),
+        ("ANTHROPIC_BASE_URL", anthropic.as_str()),
+        ("ANTHROPIC_API_KEY", "sk-ant"),
+    ];
+    vars.extend_from_slice(extra);
+    let c = test_support::components(pool.clone(), dir.path(), &vars).await;
+    let bus = Arc::new(EventBridgePublisher::new(&world.config, "default", Default::default()));
+    let config = AnalyzerConfig::from_env(&Env::from_pairs(vars)).unwrap();
+    Analyzer::new(Arc::new(S3Store::new(&world.config)), bus, pool.clone(), c.vision.clone(), config)
+}
+
+/// No item failed and no record failure kept: what was handed back stays pending.
+async fn assert_nothing_recorded(pool: &PgPool) {
     let statuses: Vec<(String, Option<String>)> =
-        sqlx::query_as("SELECT analysis_status, last_error FROM items").fetch_all(&pool).await.unwrap();
-    assert_eq!(statuses, vec![("pending".to_owned(), None); 2], "no item failed for the key");
-    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM record_failures").fetch_one(&pool).await.unwrap();
+        sqlx::query_as("SELECT analysis_status, last_error FROM items").fetch_all(pool).await.unwrap();
+    assert_eq!(statuses, vec![("pending".to_owned(), None); 2], "no item failed");
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM record_failures").fetch_one(pool).await.unwrap();
     assert_eq!(recorded, 0);
 }
 
@@ -547,7 +577,12 @@ fn processed_events(n: usize, bucket: &str) -> Vec<domain::events::PipelineEvent
 }
 
 fn quick_retries() -> RetryPolicy {
-    RetryPolicy { max_attempts: 3, base_delay: Duration::from_millis(5), max_delay: Duration::from_millis(50) }
+    RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(50),
+        ..RetryPolicy::default()
+    }
 }
 
 fn markers(range: std::ops::Range<usize>, prefix: &str) -> Vec<String> {

@@ -138,6 +138,31 @@ async fn throttling_is_retried_and_wrong_dimensions_fail_naming_the_model(pool: 
 }
 
 #[sqlx::test(migrations = "../migrations")]
+async fn a_provider_out_past_the_budget_leaves_the_items_pending_and_records_nothing(pool: PgPool) {
+    let mock = MockProviders::start().await;
+    let events = seeded(&pool, 3).await;
+    let stage =
+        embedder(&pool, &mock, "voyage", &[("EMBEDDING_MAX_BATCH", "1"), ("EMBEDDING_RETRY_BUDGET_SECS", "1")]).await;
+    mock.outage(Reply::Status { status: 503, retry_after: None }, std::time::Duration::from_secs(600));
+    let entries = || events.iter().map(|e| Entry::readable(e.item_id.clone(), e.clone())).collect();
+    let ran = runner::run(&stage, &pool, entries(), BatchContext::default()).await;
+    for (_, settled) in &ran.settled {
+        assert!(matches!(settled, Settled::Postponed(reason) if reason.contains("HTTP 503")), "{settled:?}");
+    }
+    assert!(mock.requests().len() > 3, "retried while the budget lasted");
+    assert!(store::items::failures(&pool, Some("u"), 10).await.unwrap().is_empty(), "nothing recorded");
+    let statuses: Vec<String> =
+        sqlx::query_scalar("SELECT embedding_status FROM items").fetch_all(&pool).await.unwrap();
+    assert_eq!(statuses, ["pending"; 3]);
+
+    // Delivered again once the provider is back: done.
+    mock.reset();
+    let ran = runner::run(&stage, &pool, entries(), BatchContext::default()).await;
+    assert!(ran.settled.iter().all(|(_, s)| *s == Settled::Done), "{:?}", ran.settled);
+    assert_eq!(stored(&pool).await.len(), 3);
+}
+
+#[sqlx::test(migrations = "../migrations")]
 async fn a_replay_adds_nothing_and_calls_nobody_and_missing_analyses_fail_alone(pool: PgPool) {
     let mock = MockProviders::start().await;
     let mut events = seeded(&pool, 2).await;

@@ -30,6 +30,7 @@ async fn run(stage: &Thumbnailer, pool: &PgPool, uploads: &[Upload]) -> Vec<Stri
             Settled::Failed(reason) => format!("failed (recorded): {reason}"),
             Settled::Redeliver(reason) => format!("failed (to deliver again): {reason}"),
             Settled::Halted(reason) => format!("held back (configuration fault): {reason}"),
+            Settled::Postponed(reason) => format!("held back (outage): {reason}"),
         })
         .collect()
 }

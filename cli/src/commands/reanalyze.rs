@@ -64,7 +64,6 @@ impl Reanalyze {
         let c = Components::connect(env, choices).await?;
         c.prepare_database(true).await?;
         let report = reanalyze(&c, selection, self.prune).await?;
-        print!("{}", report.summary());
-        Ok(())
+        report.print()
     }
 }

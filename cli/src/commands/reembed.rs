@@ -66,8 +66,7 @@ impl Reembed {
         // ready at the switch.
         c.prepare_database(true).await?;
         let report = reembed(&c, self.user.as_deref(), self.rate).await?;
-        print!("{}", report.summary());
-        Ok(())
+        report.print()
     }
 }
 

@@ -18,7 +18,6 @@ impl Retry {
     pub async fn run(self, env: &Env) -> anyhow::Result<()> {
         let c = Components::from_env(env).await?;
         let report = ingest::retry_failures(&c, self.user.as_deref(), self.limit).await?;
-        print!("{}", report.summary());
-        Ok(())
+        report.print()
     }
 }

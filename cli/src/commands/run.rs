@@ -37,7 +37,6 @@ impl Run {
             eprintln!("building the vector indexes ...");
             models::build_indexes(&c.pool, INDEX_BUILD_MEMORY_MIB).await?;
         }
-        print!("{}", report?.summary());
-        Ok(())
+        report?.print()
     }
 }

@@ -26,7 +26,6 @@ impl Thumbnail {
         let jobs = thumbnail::plan(&self.inputs, &self.out)?;
         let overwrite = self.overwrite;
         let report = tokio::task::spawn_blocking(move || thumbnail::run(&jobs, &config, overwrite)).await??;
-        print!("{}", report.summary());
-        Ok(())
+        report.print()
     }
 }

@@ -15,6 +15,14 @@ pub trait Retriable: std::fmt::Display {
         None
     }
 
+    /// The other side, not the request, is unwell: overloaded, not
+    /// answering in time, or out of reach. Worth waiting out (within a
+    /// budget), with fewer requests in flight meanwhile; never the input's
+    /// fault, so when the wait runs out the input stays pending, not failed.
+    fn is_outage(&self) -> bool {
+        false
+    }
+
     /// The deployment, not the input, is at fault (a rejected key, an
     /// unknown model or route): no item is to blame, and every other item
     /// would meet the same answer, so the line stops instead.

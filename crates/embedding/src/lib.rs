@@ -69,6 +69,10 @@ impl Retriable for EmbeddingError {
     fn is_configuration_fault(&self) -> bool {
         matches!(self, Self::Api(e) if e.is_configuration_fault())
     }
+
+    fn is_outage(&self) -> bool {
+        matches!(self, Self::Api(e) if e.is_outage())
+    }
 }
 
 /// How many texts, and roughly how many tokens, one request may carry.

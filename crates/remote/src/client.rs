@@ -42,6 +42,18 @@ impl Retriable for ApiError {
         }
     }
 
+    /// Overloaded or rate-limited (429, Anthropic's 529, 503), a gateway
+    /// that lost the provider (502, 504), no answer in time, no connection.
+    /// A 500 is not among them: it may be the request's, and its retries
+    /// are counted.
+    fn is_outage(&self) -> bool {
+        match self {
+            Self::Status { status, .. } => matches!(status, 429 | 502 | 503 | 504 | 529),
+            Self::Timeout { .. } | Self::Transport { .. } => true,
+            Self::Malformed { .. } | Self::Request { .. } => false,
+        }
+    }
+
     /// 401 and 403 (the key), 404 (the model or the route), and a 400 that
     /// names the model. Other 400s may be one input's fault (an image the
     /// provider cannot read) and stay the item's.
@@ -219,6 +231,25 @@ mod tests {
         assert!(!status(400).is_retriable() && !status(401).is_retriable() && !status(404).is_retriable());
         assert!(!ApiError::Malformed { provider: "p", reason: "x".into() }.is_retriable());
         assert!(ApiError::Timeout { provider: "p", timeout: Duration::from_secs(1) }.is_retriable());
+    }
+
+    #[test]
+    fn overloads_timeouts_and_lost_connections_are_outages_and_a_500_is_not() {
+        let status = |status| ApiError::Status { provider: "p", status, message: String::new(), retry_after: None };
+        for outage in [
+            status(429),
+            status(502),
+            status(503),
+            status(504),
+            status(529),
+            ApiError::Timeout { provider: "p", timeout: Duration::from_secs(1) },
+            ApiError::Transport { provider: "p", message: "connection refused".into() },
+        ] {
+            assert!(outage.is_outage() && outage.is_retriable(), "{outage}");
+        }
+        for not in [status(500), status(400), status(401), ApiError::Malformed { provider: "p", reason: "x".into() }] {
+            assert!(!not.is_outage(), "{not}");
+        }
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Calling remote provider APIs: the JSON client and its errors, API keys
-//! and where they come from, and retries with backoff. The vision and
+//! and where they come from, retries with backoff within a time budget,
+//! and the adaptive limit of calls in flight per provider. The vision and
 //! embedding providers are built on it.
 
 pub mod client;
+pub mod limit;
 pub mod retry;
 pub mod secrets;
 

@@ -25,6 +25,11 @@ pub enum Retry {
     /// unknown model): nothing is recorded on the item, the input is
     /// delivered again, and a local run stops.
     Configuration,
+    /// Not the input's fault but the provider's, out (overloaded, not
+    /// answering) for longer than the retries' budget: nothing is recorded
+    /// on the item, which stays pending; the input is delivered again (a
+    /// local run leaves it for the next run).
+    Outage,
 }
 
 /// Why an item failed, and whether another delivery could help. The batch
@@ -76,10 +81,12 @@ impl Failure {
     }
 
     /// A failure told in `reason`, retriable when `error`, its cause, is;
-    /// a configuration fault when the cause is one.
+    /// a configuration fault or an outage when the cause is one.
     pub fn caused_by(reason: String, error: &dyn Retriable) -> Self {
         if error.is_configuration_fault() {
             Self::configuration(reason)
+        } else if error.is_outage() && error.is_retriable() {
+            Self::outage(reason)
         } else if error.is_retriable() {
             Self::transient(reason)
         } else {
@@ -90,6 +97,11 @@ impl Failure {
     /// The deployment is at fault, not the input ([`Retry::Configuration`]).
     pub fn configuration(reason: impl Into<String>) -> Self {
         Self { retry: Retry::Configuration, ..Self::permanent(reason) }
+    }
+
+    /// The provider was out past the retries' budget ([`Retry::Outage`]).
+    pub fn outage(reason: impl Into<String>) -> Self {
+        Self { retry: Retry::Outage, ..Self::permanent(reason) }
     }
 
     /// `work` (e.g. "analysing u/a.jpg with model") was still running when
@@ -109,6 +121,12 @@ impl Failure {
 
     pub fn is_configuration_fault(&self) -> bool {
         self.retry == Retry::Configuration
+    }
+
+    /// Neither the input's fault nor final: nothing is recorded on the
+    /// item (a configuration fault or an outage).
+    pub fn is_not_the_inputs(&self) -> bool {
+        matches!(self.retry, Retry::Configuration | Retry::Outage)
     }
 }
 

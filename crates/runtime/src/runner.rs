@@ -10,7 +10,10 @@
 //! - a retriable failure is delivered again; a permanent one is not, once
 //!   recorded;
 //! - a failure that could not be recorded is delivered again, whatever it
-//!   was, so it is never lost.
+//!   was, so it is never lost;
+//! - a failure that is not the input's (a configuration fault, a provider
+//!   out past the retries' budget) is not recorded on the item, which stays
+//!   pending, and is delivered again.
 
 use std::time::Instant;
 
@@ -21,7 +24,7 @@ use store::status::FailedInput;
 
 use crate::batch::BatchContext;
 use crate::failures::FailureLog;
-use crate::outcome::{Failure, Outcome};
+use crate::outcome::{Failure, Outcome, Retry};
 use crate::stage::{Stage, StageInput};
 use crate::telemetry::BatchMetrics;
 
@@ -67,6 +70,10 @@ pub enum Settled {
     /// rejected key, an unknown model): nothing recorded on the item, to be
     /// delivered again once the configuration is mended; a local run stops.
     Halted(String),
+    /// Not attempted to the end because the provider was out past the
+    /// retries' budget: nothing recorded on the item, which stays pending;
+    /// to be delivered again (a local run leaves it for the next).
+    Postponed(String),
 }
 
 /// A batch, settled: one entry per input entry, in order, and its metrics.
@@ -82,7 +89,9 @@ impl Ran {
         self.settled
             .iter()
             .filter_map(|(_, s)| match s {
-                Settled::Redeliver(reason) | Settled::Halted(reason) => Some(reason.as_str()),
+                Settled::Redeliver(reason) | Settled::Halted(reason) | Settled::Postponed(reason) => {
+                    Some(reason.as_str())
+                }
                 _ => None,
             })
             .collect()
@@ -146,7 +155,7 @@ pub async fn run<S: Stage>(
         .enumerate()
         .filter_map(|(n, outcome)| {
             let Outcome::Failed(failure) = outcome else { return None };
-            if failure.is_configuration_fault() {
+            if failure.is_not_the_inputs() {
                 return None;
             }
             let (input, raw) = match &slots[n] {
@@ -203,6 +212,10 @@ pub async fn run<S: Stage>(
                 error!(reason = %failure.reason, "configuration fault: not the item's; left to be delivered again");
                 Settled::Halted(failure.reason)
             }
+            Outcome::Failed(failure) if failure.retry == Retry::Outage => {
+                warn!(reason = %failure.reason, "the provider is out: the item stays pending, to be delivered again");
+                Settled::Postponed(failure.reason)
+            }
             Outcome::Failed(failure) => {
                 let retriable = failure.is_retriable();
                 warn!(reason = %failure.reason, retriable, recorded, "item failed");
@@ -223,7 +236,7 @@ pub async fn run<S: Stage>(
         done: count(|s| matches!(s, Settled::Done)),
         skipped: count(|s| matches!(s, Settled::Skipped(_))),
         failed: count(|s| matches!(s, Settled::Failed(_))),
-        redelivered: count(|s| matches!(s, Settled::Redeliver(_) | Settled::Halted(_))),
+        redelivered: count(|s| matches!(s, Settled::Redeliver(_) | Settled::Halted(_) | Settled::Postponed(_))),
         configuration_faults: count(|s| matches!(s, Settled::Halted(_))),
         duration_ms: start.elapsed().as_millis() as u64,
         api_calls: context.meter.calls(),
@@ -272,6 +285,7 @@ mod tests {
                     n if n.starts_with("slow") => Failure::transient(format!("{n} timed out")).into(),
                     n if n.starts_with("old") => Outcome::Skipped("already done".into()),
                     n if n.starts_with("keyless") => Failure::configuration(format!("{n}: HTTP 401")).into(),
+                    n if n.starts_with("overloaded") => Failure::outage(format!("{n}: HTTP 529")).into(),
                     _ => Outcome::Done,
                 })
                 .collect()
@@ -345,16 +359,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_configuration_fault_is_recorded_nowhere_and_delivered_again() {
+    async fn a_configuration_fault_or_an_outage_is_recorded_nowhere_and_delivered_again() {
         let log = Log::default();
-        let entries = ["a", "keyless-1", "bad-1"].iter().map(|n| Entry::local(Job((*n).into()))).collect();
+        let entries =
+            ["a", "keyless-1", "bad-1", "overloaded-1"].iter().map(|n| Entry::local(Job((*n).into()))).collect();
         let ran = run(&Judge, &log, entries, BatchContext::default()).await;
         assert_eq!(ran.settled[1].1, Settled::Halted("keyless-1: HTTP 401".into()));
-        assert_eq!(ran.redelivered(), ["keyless-1: HTTP 401"]);
+        assert_eq!(ran.settled[3].1, Settled::Postponed("overloaded-1: HTTP 529".into()));
+        assert_eq!(ran.redelivered(), ["keyless-1: HTTP 401", "overloaded-1: HTTP 529"]);
         let kept = log.kept.lock().unwrap();
         assert_eq!(kept.iter().map(|(_, f)| f.reason.as_str()).collect::<Vec<_>>(), ["bad-1 is bad"]);
         let m = ran.metrics;
-        assert_eq!((m.failed, m.redelivered, m.configuration_faults), (1, 1, 1));
+        assert_eq!((m.failed, m.redelivered, m.configuration_faults), (1, 2, 1));
         assert_eq!(m.emf(0)["ConfigurationFault"], 1);
     }
 

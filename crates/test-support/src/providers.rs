@@ -64,6 +64,8 @@ struct Inner {
     in_flight: AtomicUsize,
     peak: AtomicUsize,
     latency: Mutex<Duration>,
+    /// Until when every request gets this reply, whatever the script says.
+    outage: Mutex<Option<(Instant, Reply)>>,
 }
 
 /// A running mock server. Its base URLs go into the providers' settings.
@@ -105,6 +107,13 @@ impl MockProviders {
         self.inner.script.lock().expect("script lock").extend(replies);
     }
 
+    /// Every request (any route) gets `reply` for the next `lasting`: an
+    /// outage, e.g. `529 overloaded_error` for a minute. Then the script
+    /// goes on.
+    pub fn outage(&self, reply: Reply, lasting: Duration) {
+        *self.inner.outage.lock().expect("outage lock") = Some((Instant::now() + lasting, reply));
+    }
+
     /// How long every `Ok` reply takes.
     pub fn set_latency(&self, latency: Duration) {
         *self.inner.latency.lock().expect("latency lock") = latency;
@@ -123,6 +132,7 @@ impl MockProviders {
         self.inner.requests.lock().expect("requests lock").clear();
         self.inner.peak.store(0, Ordering::SeqCst);
         self.inner.script.lock().expect("script lock").clear();
+        *self.inner.outage.lock().expect("outage lock") = None;
     }
 }
 
@@ -152,7 +162,11 @@ async fn begin(inner: &Arc<Inner>, route: &'static str, headers: HeaderMap, body
         body: body.clone(),
         at: Instant::now(),
     });
-    let reply = inner.script.lock().expect("script lock").pop_front().unwrap_or(Reply::Ok);
+    let out = inner.outage.lock().expect("outage lock").clone().filter(|(until, _)| Instant::now() < *until);
+    let reply = match out {
+        Some((_, reply)) => reply,
+        None => inner.script.lock().expect("script lock").pop_front().unwrap_or(Reply::Ok),
+    };
     let wait = match &reply {
         Reply::Slow(d) => *d,
         Reply::Ok

@@ -71,6 +71,10 @@ impl Retriable for VisionError {
     fn is_configuration_fault(&self) -> bool {
         matches!(self, Self::Api(e) if e.is_configuration_fault())
     }
+
+    fn is_outage(&self) -> bool {
+        matches!(self, Self::Api(e) if e.is_outage())
+    }
 }
 
 /// A vision model behind one interface, chosen by configuration.

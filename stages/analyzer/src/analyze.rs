@@ -1,9 +1,9 @@
 //! The analyzer stage's batch, in named phases over each event's [`Step`]:
 //! fetch the thumbnails, find the analyses already stored for the same
-//! image, model and request, call the provider for the rest (at most
-//! `concurrency` calls in flight, each retried, until the deadline) and
-//! store each answer as it comes, mark reused analyses, publish
-//! `AnalysisComplete`.
+//! image, model and request, call the provider for the rest (as many calls
+//! in flight as its adaptive limit allows, each retried within the budget,
+//! until the deadline) and store each answer as it comes, mark reused
+//! analyses, publish `AnalysisComplete`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -13,7 +13,7 @@ use domain::events::{AnalysisComplete, ImageInfo, ImageProcessed, PipelineEvent}
 use domain::keys::ImageKey;
 use domain::stage::StageName;
 use futures::StreamExt;
-use runtime::batch::{BatchContext, Meter, until_deadline};
+use runtime::batch::{BatchContext, until_deadline};
 use runtime::bus::{EventPublisher, publish_for};
 use runtime::outcome::{Failure, Outcome};
 use runtime::stage::Stage;
@@ -81,6 +81,11 @@ impl Analyzer {
         Self { store, publisher, pool, calls, config }
     }
 
+    /// The vision provider's limit of calls in flight, and whether it is out.
+    pub fn limit(&self) -> Arc<remote::limit::AdaptiveLimit> {
+        self.calls.limit()
+    }
+
     /// The idempotency key: the same image, provider, model and re-analysis
     /// request make the same key, so the same row.
     fn request_key(&self, image: &[u8], event: &ImageProcessed) -> String {
@@ -143,11 +148,11 @@ impl Analyzer {
         &self,
         event: &ImageProcessed,
         fetched: &Fetched,
-        meter: &Meter,
+        context: &BatchContext,
     ) -> Result<ProviderAnalysis, Failure> {
         let request =
             VisionRequest { image: &fetched.bytes, media_type: fetched.media_type, info: fetched.info.as_ref() };
-        self.calls.analyze(request, meter).await.map_err(|(e, attempts)| {
+        self.calls.analyze(request, &context.meter, context.deadline).await.map_err(|(e, attempts)| {
             let reason = format!(
                 "analysing {} with {} failed after {attempts} attempt{}: {e}",
                 event.original_key,
@@ -317,7 +322,7 @@ impl Analyzer {
                     if let Some(failure) = fault.get() {
                         return Err(failure.clone());
                     }
-                    let analysis = self.call(event, f, &context.meter).await.inspect_err(|failure| {
+                    let analysis = self.call(event, f, context).await.inspect_err(|failure| {
                         if failure.is_configuration_fault() {
                             let _ = fault.set(failure.clone());
                         }

@@ -1,19 +1,21 @@
-//! Calls to the vision provider: at most `concurrency` in flight in this
-//! process (a semaphore shared by every batch), each retried with backoff.
+//! Calls to the vision provider: as many in flight in this process as its
+//! adaptive limit allows (shared by every batch; at most `concurrency`),
+//! each retried with backoff within the retries' budget.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures::StreamExt;
+use remote::limit::AdaptiveLimit;
 use remote::retry::{RetryPolicy, retry};
 use runtime::batch::Meter;
-use tokio::sync::Semaphore;
 use vision::{ProviderAnalysis, VisionError, VisionProvider, VisionRequest};
 
 pub struct VisionCalls {
     provider: Arc<dyn VisionProvider>,
     retry: RetryPolicy,
     concurrency: usize,
-    in_flight: Arc<Semaphore>,
+    limit: Arc<AdaptiveLimit>,
 }
 
 impl std::fmt::Debug for VisionCalls {
@@ -29,26 +31,32 @@ impl std::fmt::Debug for VisionCalls {
 impl VisionCalls {
     pub fn new(provider: Arc<dyn VisionProvider>, concurrency: usize, retry: RetryPolicy) -> Self {
         let concurrency = concurrency.max(1);
-        Self { provider, retry, concurrency, in_flight: Arc::new(Semaphore::new(concurrency)) }
+        let limit = Arc::new(AdaptiveLimit::new(provider.provider(), concurrency));
+        Self { provider, retry, concurrency, limit }
+    }
+
+    /// The provider's limit of calls in flight, and whether it is out.
+    pub fn limit(&self) -> Arc<AdaptiveLimit> {
+        self.limit.clone()
     }
 
     pub fn provider(&self) -> &dyn VisionProvider {
         self.provider.as_ref()
     }
 
-    /// One analysis, retried; a permit is held only while a request is in
-    /// flight, not while backing off. A reply that fails validation is asked
-    /// for once more (models are not deterministic). Each request, and the
-    /// tokens of the reply kept, count on `meter`. The error comes with the
-    /// attempts made.
+    /// One analysis, retried until `until` at the latest; leave from the
+    /// limit is held only while a request is in flight, not while backing
+    /// off. A reply that fails validation is asked for once more (models are
+    /// not deterministic). Each request, and the tokens of the reply kept,
+    /// count on `meter`. The error comes with the attempts made.
     pub async fn analyze(
         &self,
         request: VisionRequest<'_>,
         meter: &Meter,
+        until: Option<Instant>,
     ) -> Result<ProviderAnalysis, (VisionError, u32)> {
         let attempt = || {
-            retry(&self.retry, || async {
-                let _permit = self.in_flight.acquire().await.expect("the semaphore is never closed");
+            retry(&self.retry, &self.limit, until, || async {
                 meter.call();
                 self.provider.analyze(request).await
             })
@@ -73,7 +81,7 @@ impl VisionCalls {
         meter: &Meter,
     ) -> Vec<Result<ProviderAnalysis, (VisionError, u32)>> {
         futures::stream::iter(requests.iter().copied())
-            .map(|r| self.analyze(r, meter))
+            .map(|r| self.analyze(r, meter, None))
             .buffered(self.concurrency)
             .collect()
             .await

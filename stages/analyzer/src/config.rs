@@ -13,7 +13,13 @@ pub const RETRY: RetrySettings = RetrySettings {
     max_secs: Setting::new(
         "ANALYZER_RETRY_MAX_SECS",
         "20",
-        "the longest wait, seconds (a longer `retry-after` ends the retries)",
+        "the longest backoff, seconds (a longer `retry-after` is honoured within the budget)",
+    ),
+    budget_secs: Setting::new(
+        "ANALYZER_RETRY_BUDGET_SECS",
+        "300",
+        "how long one call may be retried while the provider is out (overloaded, throttling, not answering); \
+         past it the item stays pending, not failed (on Lambda: no later than the invocation's deadline)",
     ),
 };
 pub const MAX_IMAGE_MIB: Setting =

@@ -12,7 +12,16 @@ pub const MAX_BATCH: Setting =
 pub const RETRY: RetrySettings = RetrySettings {
     max_attempts: Setting::new("EMBEDDING_MAX_ATTEMPTS", "4", "attempts per request, the first included"),
     base_ms: Setting::new("EMBEDDING_RETRY_BASE_MS", "500", "the first backoff's ceiling, ms (doubling each retry)"),
-    max_secs: Setting::new("EMBEDDING_RETRY_MAX_SECS", "20", "the longest wait, seconds"),
+    max_secs: Setting::new(
+        "EMBEDDING_RETRY_MAX_SECS",
+        "20",
+        "the longest backoff, seconds (a longer `retry-after` is honoured within the budget)",
+    ),
+    budget_secs: Setting::new(
+        "EMBEDDING_RETRY_BUDGET_SECS",
+        "300",
+        "how long one request may be retried while the provider is out; past it the items stay pending, not failed",
+    ),
 };
 
 /// The settings of this stage, for `docs/configuration.md` (the models'

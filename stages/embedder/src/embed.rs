@@ -14,6 +14,7 @@ use domain::stage::StageName;
 use domain::usage::apportion;
 use embedding::document::{document, request_batches};
 use embedding::{EmbeddingError, EmbeddingProvider, InputType, check_dimensions, check_finite};
+use remote::limit::AdaptiveLimit;
 use remote::retry::retry;
 use runtime::batch::{BatchContext, Meter, until_deadline};
 use runtime::outcome::{Failure, Outcome};
@@ -30,15 +31,18 @@ use crate::config::EmbedderConfig;
 pub struct Embedder {
     pool: PgPool,
     provider: Arc<dyn EmbeddingProvider>,
+    /// The active provider's limit of requests in flight.
+    limit: Arc<AdaptiveLimit>,
     config: EmbedderConfig,
-    /// The model of a change of model, for the records that ask for it.
-    reembed: Option<Arc<dyn EmbeddingProvider>>,
+    /// The model of a change of model, for the records that ask for it, and its limit.
+    reembed: Option<(Arc<dyn EmbeddingProvider>, Arc<AdaptiveLimit>)>,
 }
 
 /// One model's pass over the records of a batch that it embeds.
 struct Pass<'a> {
     embedder: &'a Embedder,
     provider: &'a dyn EmbeddingProvider,
+    limit: &'a AdaptiveLimit,
 }
 
 impl std::fmt::Debug for Embedder {
@@ -64,28 +68,35 @@ enum Step {
 
 impl Embedder {
     pub fn new(pool: PgPool, provider: Arc<dyn EmbeddingProvider>, config: EmbedderConfig) -> Self {
-        Self { pool, provider, config, reembed: None }
+        let limit = Arc::new(AdaptiveLimit::new(provider.provider(), config.concurrency));
+        Self { pool, provider, limit, config, reembed: None }
     }
 
     /// Also embeds, with `provider`, the records that name its model in
     /// `reembed_model` (and only those).
     pub fn with_reembed(mut self, provider: Option<Arc<dyn EmbeddingProvider>>) -> Self {
-        self.reembed = provider;
+        self.reembed =
+            provider.map(|p| (p.clone(), Arc::new(AdaptiveLimit::new(p.provider(), self.config.concurrency))));
         self
+    }
+
+    /// The active provider's limit of requests in flight, and whether it is out.
+    pub fn limit(&self) -> Arc<AdaptiveLimit> {
+        self.limit.clone()
     }
 
     /// The provider a record asks for: the active model's, or the re-embed
     /// model's when it names that; an error when it names another.
-    fn provider_for(&self, event: &AnalysisComplete) -> Result<&dyn EmbeddingProvider, String> {
+    fn provider_for(&self, event: &AnalysisComplete) -> Result<(&dyn EmbeddingProvider, &AdaptiveLimit), String> {
         let asked = match &event.reembed_model {
             // After the switch, the stragglers of a change of model ask for
             // what is now the active model.
             Some(asked) if asked != self.provider.model() => asked,
-            _ => return Ok(self.provider.as_ref()),
+            _ => return Ok((self.provider.as_ref(), &self.limit)),
         };
         match &self.reembed {
-            Some(next) if next.model() == asked => Ok(next.as_ref()),
-            Some(next) => {
+            Some((next, limit)) if next.model() == asked => Ok((next.as_ref(), limit)),
+            Some((next, _)) => {
                 Err(format!("the record asks to re-embed with {asked}; this embedder re-embeds with {}", next.model()))
             }
             None => Err(format!(
@@ -96,7 +107,8 @@ impl Embedder {
 }
 
 impl Pass<'_> {
-    /// Embeds documents, `concurrency` requests at a time; one result per
+    /// Embeds documents, as many requests at a time as the model's limit
+    /// allows (at most `concurrency`); one result per
     /// document: its vector and its share of its request's tokens (when the
     /// provider counted them), or its failure. Requests still running at the
     /// `deadline` are dropped and their documents fail as retriable. Each
@@ -118,7 +130,7 @@ impl Pass<'_> {
             deadline,
             |b| async move {
                 let texts = &documents[batches_ref[b].clone()];
-                let embedded = retry(&self.embedder.config.retry, || {
+                let embedded = retry(&self.embedder.config.retry, self.limit, deadline, || {
                     meter.call();
                     self.provider.embed(texts, InputType::Document)
                 })
@@ -185,19 +197,19 @@ impl Stage for Embedder {
     /// unless it names the re-embed model), one pass per model.
     async fn run_batch(&self, inputs: &[AnalysisComplete], context: &BatchContext) -> Vec<Outcome> {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; inputs.len()];
-        let mut passes: Vec<(&dyn EmbeddingProvider, Vec<usize>)> = Vec::new();
+        let mut passes: Vec<(&dyn EmbeddingProvider, &AdaptiveLimit, Vec<usize>)> = Vec::new();
         for (i, event) in inputs.iter().enumerate() {
             match self.provider_for(event) {
-                Ok(provider) => match passes.iter_mut().find(|(p, _)| p.model() == provider.model()) {
-                    Some((_, members)) => members.push(i),
-                    None => passes.push((provider, vec![i])),
+                Ok((provider, limit)) => match passes.iter_mut().find(|(p, _, _)| p.model() == provider.model()) {
+                    Some((_, _, members)) => members.push(i),
+                    None => passes.push((provider, limit, vec![i])),
                 },
                 Err(reason) => outcomes[i] = Some(Failure::permanent(reason).into()),
             }
         }
-        for (provider, members) in passes {
+        for (provider, limit, members) in passes {
             let events: Vec<AnalysisComplete> = members.iter().map(|&i| inputs[i].clone()).collect();
-            let pass = Pass { embedder: self, provider };
+            let pass = Pass { embedder: self, provider, limit };
             for (i, outcome) in members.into_iter().zip(pass.run(&events, context).await) {
                 outcomes[i] = Some(outcome);
             }

@@ -120,7 +120,9 @@ where
             .settled
             .iter()
             .zip(&owner)
-            .filter(|((_, settled), _)| matches!(settled, Settled::Redeliver(_) | Settled::Halted(_)))
+            .filter(|((_, settled), _)| {
+                matches!(settled, Settled::Redeliver(_) | Settled::Halted(_) | Settled::Postponed(_))
+            })
             .map(|(_, &record)| record)
             .collect();
         again.dedup();
