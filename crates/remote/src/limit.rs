@@ -18,6 +18,9 @@ pub struct AdaptiveLimit {
     ceiling: usize,
     state: Mutex<State>,
     freed: Notify,
+    /// Told when a call succeeds after an outage: the calls backing off from
+    /// it need not sleep out their backoff.
+    answering: Notify,
 }
 
 #[derive(Debug)]
@@ -58,6 +61,7 @@ impl AdaptiveLimit {
             ceiling,
             state: Mutex::new(State { limit: ceiling as f64, in_flight: 0, cuts: 0, outage: None }),
             freed: Notify::new(),
+            answering: Notify::new(),
         }
     }
 
@@ -98,6 +102,12 @@ impl AdaptiveLimit {
         }
     }
 
+    /// Waits until a call succeeds after an outage (for a call backing off
+    /// from it: once the provider answers again, it need not wait longer).
+    pub async fn answering_again(&self) {
+        self.answering.notified().await;
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -109,7 +119,9 @@ impl Permit<'_> {
     pub fn succeeded(self) {
         let mut state = self.of.lock();
         state.limit = (state.limit + 1.0 / state.limit).min(self.of.ceiling as f64);
-        state.outage = None;
+        if state.outage.take().is_some() {
+            self.of.answering.notify_waiters();
+        }
     }
 
     /// The call met an outage (`reason`) and is tried again in `retry_in`:
@@ -190,5 +202,18 @@ mod tests {
             call.await.unwrap();
         }
         assert_eq!(peak.load(Ordering::SeqCst), 1, "one call at a time while cut to one");
+    }
+
+    #[tokio::test]
+    async fn a_success_after_an_outage_wakes_the_calls_backing_off() {
+        let limit = Arc::new(AdaptiveLimit::new("p", 2));
+        limit.acquire().await.met_outage("529".into(), Duration::from_secs(60));
+        let waiting = tokio::spawn({
+            let limit = limit.clone();
+            async move { limit.answering_again().await }
+        });
+        tokio::task::yield_now().await;
+        limit.acquire().await.succeeded();
+        tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("woken").unwrap();
     }
 }

@@ -3,7 +3,8 @@
 //! throttling, no answer, no connection) is retried until the budget runs
 //! out; another retriable error (a 500) for a bounded number of attempts.
 //! Each attempt waits for leave from the provider's [`AdaptiveLimit`] and
-//! tells it how the call went.
+//! tells it how the call went; a call backing off from an outage tries
+//! again as soon as another call gets an answer.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -124,7 +125,16 @@ where
         }
         let Some(wait) = wait else { return Err((error, attempt)) };
         tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, error = %error, "retrying");
-        tokio::time::sleep(wait).await;
+        if error.is_outage() {
+            // Once another call gets an answer, the outage is over: no
+            // need to sleep out a backoff grown long while it lasted.
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = limit.answering_again() => {}
+            }
+        } else {
+            tokio::time::sleep(wait).await;
+        }
         attempt += 1;
     }
 }
