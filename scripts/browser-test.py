@@ -201,6 +201,24 @@ def check_escape_closes(page, args):
     return "focus is back on the card"
 
 
+def check_more_like_this(page, args):
+    first = page.hits()[0]
+    item_id = first.get_attribute("data-item-id")
+    first.click()
+    page.wait_for(lambda d: page.detail_is_open(), "#detail to open on a click")
+    detail = page.driver.find_element(By.ID, "detail")
+    page.wait_for(lambda d: detail.find_elements(By.CSS_SELECTOR, "button.similar"), "a 'More like this' button")
+    detail.find_element(By.CSS_SELECTOR, "button.similar").click()
+    page.wait_for(lambda d: not page.detail_is_open(), "#detail to close")
+    page.wait_for(lambda d: " like " in page.status(), "#status to say what the items are like")
+    hits = page.wait_for_hits(1)
+    ids = [hit.get_attribute("data-item-id") for hit in hits]
+    if item_id in ids:
+        raise CheckFailed("the item itself is among the items like it")
+    assert_no_errors(page)
+    return f"{len(hits)} item(s) like {item_id}: {page.status()!r}"
+
+
 def check_link_restores(page, args):
     page.open(args.query)
     hits = page.wait_for_hits(args.expect_min)
@@ -235,6 +253,7 @@ CHECKS = [
     ("every thumbnail loads", check_thumbnails),
     ("Enter on a focused card opens its detail", check_keyboard_opens_detail),
     ("Escape closes the detail", check_escape_closes),
+    ("'More like this' shows the item's neighbours, not itself", check_more_like_this),
     ("a ?q= link restores the search", check_link_restores),
     ("an over-long query shows the API's error", check_error_shown),
 ]

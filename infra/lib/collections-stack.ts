@@ -14,7 +14,7 @@
 //                                                  → Kinesis analyzed (partition key: item_uuid)
 //                                                     → embedder Lambda → PostgreSQL (RDS, pgvector)
 //
-// With context searchJwtIssuer: an HTTP API (GET /v1/search, /v1/items/{id},
+// With context searchJwtIssuer: an HTTP API (GET /v1/search, /v1/items/{id}[/similar],
 // /v1/failures behind a JWT authorizer) → search Lambda → PostgreSQL as the
 // read-only role collections_search; thumbnails come back as presigned URLs.
 //

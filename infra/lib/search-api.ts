@@ -24,7 +24,7 @@ import { embeddingEnvironment, grantReadApiKeys, grantReadThumbnails, RustFuncti
 import type { Alarms } from './observability';
 
 /** The search API's routes, all GET, all behind the JWT authorizer. */
-export const SEARCH_ROUTES = ['/v1/search', '/v1/items/{id}', '/v1/failures', '/v1/categories'] as const;
+export const SEARCH_ROUTES = ['/v1/search', '/v1/items/{id}', '/v1/items/{id}/similar', '/v1/failures', '/v1/categories'] as const;
 /** Where API Gateway puts the token the JWT authorizer checks. */
 export const SEARCH_IDENTITY_SOURCE = '$request.header.Authorization';
 /** One JSON object per request in the search API's access log. */
@@ -131,7 +131,7 @@ export function createSearchApi(stack: Stack, props: SearchApiProps): SearchApi 
   // the trailing slash of the stage's URL: "$SEARCH_API_URL/v1/search".
   new CfnOutput(stack, 'SearchApiUrl', {
     value: api.apiEndpoint,
-    description: 'The search API: GET /v1/search?q=..., /v1/items/{id}, /v1/failures with Authorization: Bearer <JWT>',
+    description: 'The search API: GET /v1/search?q=..., /v1/items/{id}, /v1/items/{id}/similar, /v1/failures with Authorization: Bearer <JWT>',
   });
   return { fn, api, stage, accessLogs };
 }

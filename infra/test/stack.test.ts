@@ -1550,14 +1550,20 @@ describe('search API (context searchJwtIssuer)', () => {
     assert.equal(resourcesOfType(build('dev').json, 'AWS::SecretsManager::Secret').length, 1, 'the application secret only');
   });
 
-  it('routes GET /v1/search, /v1/items/{id}, /v1/failures and /v1/categories, each behind the JWT authorizer', () => {
+  it('routes GET /v1/search, /v1/items/{id}, /v1/items/{id}/similar, /v1/failures and /v1/categories, each behind the JWT authorizer', () => {
     template.resourceCountIs('AWS::ApiGatewayV2::Api', 1);
     template.hasResourceProperties('AWS::ApiGatewayV2::Api', { Name: 'collections-dev-search', ProtocolType: 'HTTP' });
     const authorizers = resourcesOfType(json, 'AWS::ApiGatewayV2::Authorizer');
     assert.equal(authorizers.length, 1);
     const [authId] = authorizers[0];
     const routes = resourcesOfType(json, 'AWS::ApiGatewayV2::Route').map(([, r]) => r.Properties!);
-    assert.deepEqual(routes.map((r) => r.RouteKey).sort(), ['GET /v1/categories', 'GET /v1/failures', 'GET /v1/items/{id}', 'GET /v1/search']);
+    assert.deepEqual(routes.map((r) => r.RouteKey).sort(), [
+      'GET /v1/categories',
+      'GET /v1/failures',
+      'GET /v1/items/{id}',
+      'GET /v1/items/{id}/similar',
+      'GET /v1/search',
+    ]);
     for (const r of routes) {
       assert.deepEqual(r.ApiId, { Ref: apiId }, r.RouteKey);
       assert.equal(r.AuthorizationType, 'JWT', r.RouteKey);

@@ -154,6 +154,113 @@ async fn a_token_for_one_user_never_shows_another_users_items(pool: PgPool) {
     assert!(body["hits"].as_array().unwrap().is_empty(), "alice@example.com has no items: {body}");
 }
 
+#[sqlx::test(migrations = "../migrations")]
+async fn similar_items_are_the_callers_own_nearest_first_with_duplicates_folded(pool: PgPool) {
+    alice_and_bob(&pool).await;
+    let kitten = analysis("pets", "A small ginger kitten asleep on a sofa cushion", &["cat", "kitten", "sofa"]);
+    seed_items(&pool, "alice", local_embedder(), vec![("kitten", kitten)]).await;
+    // A copy of Alice's cat: the same bytes, analysed and embedded with it.
+    let (copy, _) = test_support::seed_analysis(&pool, "alice/cat-copy.jpg", &analysis("pets", "x", &["x"])).await;
+    let id_of = |key: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Uuid>("SELECT id FROM items WHERE file_path = $1")
+                .bind(key)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let (cat, kitten, pasta, bobs_cat) = (
+        id_of("alice/cat.jpg").await,
+        id_of("alice/kitten.jpg").await,
+        id_of("alice/pasta.jpg").await,
+        id_of("bob/cat.jpg").await,
+    );
+    sqlx::query("DELETE FROM analyses WHERE item_id = $1").bind(copy).execute(&pool).await.unwrap();
+    sqlx::query("UPDATE items SET duplicate_of = $1 WHERE id = $2").bind(cat).bind(copy).execute(&pool).await.unwrap();
+    let app = search::lambda::app(service(&pool, local_embedder(), Arc::new(LocalLinks)), "sub", generous());
+    let similar = |id: Uuid, query: &'static str| {
+        let app = app.clone();
+        async move { answer(&app, gateway_get(&format!("/v1/items/{id}/similar"), query, sub("alice"))).await }
+    };
+
+    // The kitten is nearest the cat; the cat itself, and Bob's, are not there.
+    let (status, body) = similar(cat, "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let keys: Vec<&str> = body["hits"].as_array().unwrap().iter().map(|h| h["key"].as_str().unwrap()).collect();
+    assert_eq!(keys.len(), 3, "{body}");
+    assert_eq!(keys[0], "alice/kitten.jpg", "{body}");
+    assert!(keys.iter().all(|k| k.starts_with("alice/") && *k != "alice/cat.jpg"), "{keys:?}");
+    let scores: Vec<f64> = body["hits"].as_array().unwrap().iter().map(|h| h["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]) && scores[0] <= 1.0, "nearest first: {scores:?}");
+    let ranks: Vec<i64> =
+        body["hits"].as_array().unwrap().iter().map(|h| h["semantic_rank"].as_i64().unwrap()).collect();
+    assert_eq!(ranks, [1, 2, 3]);
+    assert_eq!(similar(cat, "limit=1").await.1["hits"].as_array().unwrap().len(), 1);
+
+    // The copy asks with the cat's vector, and the cat carries its key as search does.
+    let (_, body) = similar(copy, "").await;
+    assert_eq!(body["hits"][0]["key"], "alice/kitten.jpg", "{body}");
+    assert!(!body.to_string().contains("\"alice/cat.jpg\""), "the copy's own bytes are not similar to it: {body}");
+    let (_, body) = similar(kitten, "").await;
+    assert_eq!(body["hits"][0]["key"], "alice/cat.jpg", "{body}");
+    assert_eq!(body["hits"][0]["also_keys"], json!(["alice/cat-copy.jpg"]));
+
+    // Bob's item, a random id: the same 404. A malformed id, a bad limit: 400.
+    for id in [bobs_cat, Uuid::now_v7()] {
+        assert_eq!(similar(id, "").await, (StatusCode::NOT_FOUND, json!({ "error": format!("no item {id}") })));
+    }
+    let (status, body) = answer(&app, gateway_get("/v1/items/not-an-id/similar", "", sub("alice"))).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("\"not-an-id\" is not an item id (a UUID)"))
+    );
+    assert_eq!(similar(cat, "limit=0").await.0, StatusCode::BAD_REQUEST);
+
+    // An item without a vector yet says so.
+    sqlx::query("DELETE FROM embeddings WHERE item_id = $1").bind(pasta).execute(&pool).await.unwrap();
+    let (status, body) = similar(pasta, "").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("not embedded yet"), "{body}");
+}
+
+/// Voyage's embeddings at `url`.
+async fn voyage(url: &str) -> Arc<dyn EmbeddingProvider> {
+    let config = embedder::EmbedderConfig::from_env(&Env::from_pairs([
+        ("EMBEDDING_PROVIDER", "voyage"),
+        ("VOYAGE_BASE_URL", url),
+    ]))
+    .unwrap();
+    let secrets = FixedSecrets([("VOYAGE_API_KEY".to_owned(), "pa-secret-key-123".to_owned())].into());
+    config.active.build(&secrets).await.unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_repeated_query_does_not_wait_for_the_provider_again(pool: PgPool) {
+    alice_and_bob(&pool).await;
+    let mock = MockProviders::start().await;
+    mock.set_latency(Duration::from_millis(100));
+    let cached = Arc::new(search::query::CachedQueries::new(voyage(&mock.voyage_url()).await, 16));
+    let app = search::lambda::app(service(&pool, cached, Arc::new(LocalLinks)), "sub", generous());
+    let timed = |query: &'static str| {
+        let app = app.clone();
+        async move {
+            let began = std::time::Instant::now();
+            let (status, body) = answer(&app, gateway_get("/v1/search", query, sub("alice"))).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            began.elapsed()
+        }
+    };
+    let first = timed("q=red%20boat").await;
+    assert!(first >= Duration::from_millis(100), "the first pays the provider's 100 ms: {first:?}");
+    let again = timed("q=Red++Boat").await;
+    assert!(again < Duration::from_millis(100), "the same query, normalised, does not: {again:?}");
+    let requests = mock.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].body["input"], json!(["red boat"]), "what is embedded is the normalised query");
+}
+
 /// A per-user limit no test reaches.
 fn generous() -> Arc<search::limit::UserLimit> {
     Arc::new(search::limit::UserLimit::new(1000.0, 1000.0))
@@ -280,15 +387,6 @@ async fn a_provider_or_database_that_is_down_is_a_503_with_retry_after_and_no_in
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn ObjectStore> = Arc::new(FolderStore::new(dir.path()));
     let mock = MockProviders::start().await;
-    let voyage = |url: &str| {
-        let config = embedder::EmbedderConfig::from_env(&Env::from_pairs([
-            ("EMBEDDING_PROVIDER", "voyage"),
-            ("VOYAGE_BASE_URL", url),
-        ]))
-        .unwrap();
-        let secrets = FixedSecrets([("VOYAGE_API_KEY".to_owned(), "pa-secret-key-123".to_owned())].into());
-        async move { config.active.build(&secrets).await.unwrap() }
-    };
 
     // The provider throttles, then nothing listens where it was.
     mock.script([Reply::Status { status: 503, retry_after: Some(7) }]);

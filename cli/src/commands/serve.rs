@@ -7,6 +7,7 @@ use anyhow::Context;
 use domain::settings::Env;
 use search::SearchService;
 use search::links::LocalLinks;
+use search::query::{CachedQueries, QUERY_CACHE_ENTRIES};
 
 use crate::components::Components;
 
@@ -23,8 +24,8 @@ pub struct Serve {
 impl Serve {
     pub async fn run(self, env: &Env) -> anyhow::Result<()> {
         let c = Components::from_env(env).await?;
-        let service =
-            SearchService { pool: c.pool.clone(), embedding: c.embedding.clone(), links: Arc::new(LocalLinks) };
+        let embedding = Arc::new(CachedQueries::new(c.embedding.clone(), env.parse(&QUERY_CACHE_ENTRIES)?));
+        let service = SearchService { pool: c.pool.clone(), embedding, links: Arc::new(LocalLinks) };
         let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, self.port))
             .await
             .with_context(|| format!("listening on 127.0.0.1:{}", self.port))?;

@@ -158,28 +158,7 @@ pub fn search_queries(model: &EmbeddingModel) -> [String; 2] {
 pub async fn search(pool: &PgPool, query: &SearchQuery<'_>) -> Result<Vec<SearchHit>, DbError> {
     let candidates = (query.limit * 4).clamp(20, 400);
     let mut tx = pool.begin().await.map_err(DbError::during("starting search"))?;
-    let rows: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT 1 FROM embeddings WHERE user_id = $1 AND embedding_model = $2 LIMIT $3) s",
-    )
-    .bind(query.user_id)
-    .bind(query.model)
-    .bind(EXACT_SEARCH_MAX_ROWS + 1)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(DbError::during("sizing the search"))?;
-    let nearest = if rows <= EXACT_SEARCH_MAX_ROWS {
-        EXACT_NEAREST.to_owned()
-    } else {
-        // Iterative scans go on past ef_search rows until the user's rows
-        // fill the candidates. `enable_sort = off` keeps the planner on the
-        // index: costed on a partition's statistics, it would sort the whole
-        // partition instead (the sorts the query needs still run).
-        let ef_search = format!("SET LOCAL hnsw.ef_search = {HNSW_EF_SEARCH}");
-        for setting in ["SET LOCAL hnsw.iterative_scan = relaxed_order", &ef_search, "SET LOCAL enable_sort = off"] {
-            sqlx::query(setting).execute(&mut *tx).await.map_err(DbError::during("configuring search"))?;
-        }
-        indexed_nearest(&EmbeddingModel::new(query.model, query.vector.as_slice().len()))
-    };
+    let nearest = nearest_path(&mut tx, query.user_id, query.model, query.vector).await?;
     let sql = search_sql(&nearest);
     let hits = sqlx::query_as(&sql)
         .bind(query.user_id)
@@ -196,6 +175,119 @@ pub async fn search(pool: &PgPool, query: &SearchQuery<'_>) -> Result<Vec<Search
         .map_err(DbError::during("searching"))?;
     tx.commit().await.map_err(DbError::during("finishing search"))?;
     Ok(hits)
+}
+
+/// The `nearest` part of a query for this user and model: exact for a user
+/// of at most [`EXACT_SEARCH_MAX_ROWS`] vectors, else through the HNSW
+/// index (with the transaction's settings that path needs).
+async fn nearest_path(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    user_id: &str,
+    model: &str,
+    vector: &Vector,
+) -> Result<String, DbError> {
+    let rows: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT 1 FROM embeddings WHERE user_id = $1 AND embedding_model = $2 LIMIT $3) s",
+    )
+    .bind(user_id)
+    .bind(model)
+    .bind(EXACT_SEARCH_MAX_ROWS + 1)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(DbError::during("sizing the search"))?;
+    if rows <= EXACT_SEARCH_MAX_ROWS {
+        return Ok(EXACT_NEAREST.to_owned());
+    }
+    // Iterative scans go on past ef_search rows until the user's rows
+    // fill the candidates. `enable_sort = off` keeps the planner on the
+    // index: costed on a partition's statistics, it would sort the whole
+    // partition instead (the sorts the query needs still run).
+    let ef_search = format!("SET LOCAL hnsw.ef_search = {HNSW_EF_SEARCH}");
+    for setting in ["SET LOCAL hnsw.iterative_scan = relaxed_order", &ef_search, "SET LOCAL enable_sort = off"] {
+        sqlx::query(setting).execute(&mut **tx).await.map_err(DbError::during("configuring search"))?;
+    }
+    Ok(indexed_nearest(&EmbeddingModel::new(model, vector.as_slice().len())))
+}
+
+/// What "more like this" answers for an item.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Similar {
+    /// The user has no such item (or it is another user's).
+    NoItem,
+    /// The item (or the item whose bytes it shares) has no vector of the
+    /// model for its latest analysis yet.
+    NotEmbedded,
+    /// The user's other items, nearest first; `score` is the cosine
+    /// similarity (1 − distance) and `semantic_rank` the rank.
+    Hits(Vec<SearchHit>),
+}
+
+/// The vector of an item's latest analysis by `model`: of the item whose
+/// bytes it shares, if it is a duplicate (analysed and embedded with it).
+/// `None` inside: the item is the user's but not embedded yet.
+const ITEM_VECTOR: &str = r#"
+    SELECT i.id AS item_id, (
+        SELECT e.vector FROM embeddings e
+        WHERE e.item_id = coalesce(i.duplicate_of, i.id) AND e.user_id = $1 AND e.embedding_model = $3
+          AND e.analysis_id = (SELECT a.id FROM analyses a WHERE a.item_id = e.item_id
+                               ORDER BY a.version DESC LIMIT 1)
+    ) AS vector, coalesce(i.duplicate_of, i.id) AS canonical
+    FROM items i WHERE i.user_id = $1 AND i.id = $2
+"#;
+
+/// The rest of "more like this", after `WITH nearest AS MATERIALIZED (...)`:
+/// the item itself (`$5`, its canonical item) left out, duplicates folded
+/// as search folds them.
+const SIMILAR_OUTPUT: &str = r#"
+    SELECT n.item_id, i.file_path AS key, i.bucket, i.thumbnail_key, a.category, a.summary,
+           (1 - n.distance)::float8 AS score,
+           row_number() OVER (ORDER BY n.distance, n.item_id) AS semantic_rank,
+           NULL::int8 AS lexical_rank,
+           ARRAY(SELECT d.file_path FROM items d WHERE d.duplicate_of = n.item_id AND d.user_id = $1
+                 ORDER BY d.file_path) AS also_keys
+    FROM nearest n
+    JOIN items i ON i.id = n.item_id AND i.user_id = $1
+    JOIN LATERAL (SELECT category, summary FROM analyses WHERE item_id = n.item_id
+                  ORDER BY version DESC LIMIT 1) a ON true
+    WHERE n.item_id <> $5
+    ORDER BY n.distance, n.item_id
+    LIMIT $8
+"#;
+
+/// "More like this": the user's items nearest to the vector `model` made of
+/// `item_id`'s latest analysis, by the same exact or indexed path as
+/// [`search`], without a provider call. Another user's item is as absent
+/// as one that does not exist.
+pub async fn similar(pool: &PgPool, user_id: &str, item_id: Uuid, model: &str, limit: i64) -> Result<Similar, DbError> {
+    let mut tx = pool.begin().await.map_err(DbError::during("starting a similar-items search"))?;
+    let found: Option<(Uuid, Option<Vector>, Uuid)> = sqlx::query_as(ITEM_VECTOR)
+        .bind(user_id)
+        .bind(item_id)
+        .bind(model)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(DbError::during("reading the item's vector"))?;
+    let (vector, canonical) = match found {
+        None => return Ok(Similar::NoItem),
+        Some((_, None, _)) => return Ok(Similar::NotEmbedded),
+        Some((_, Some(vector), canonical)) => (vector, canonical),
+    };
+    let nearest = nearest_path(&mut tx, user_id, model, &vector).await?;
+    let sql = format!("WITH nearest AS MATERIALIZED ({nearest}) {SIMILAR_OUTPUT}");
+    let hits = sqlx::query_as(&sql)
+        .bind(user_id)
+        .bind(&vector)
+        .bind(model)
+        .bind(vector.as_slice().len() as i32)
+        .bind(canonical)
+        .bind(None::<&str>)
+        .bind(limit + 1)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(DbError::during("searching similar items"))?;
+    tx.commit().await.map_err(DbError::during("finishing a similar-items search"))?;
+    Ok(Similar::Hits(hits))
 }
 
 #[cfg(test)]

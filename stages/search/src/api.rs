@@ -17,7 +17,7 @@ use embedding::{EmbeddingError, EmbeddingProvider};
 use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use store::search::SearchHit;
+use store::search::{self, SearchHit, Similar};
 use store::{DbError, items, status};
 use uuid::Uuid;
 
@@ -59,6 +59,7 @@ pub fn router(service: Arc<SearchService>) -> Router {
     Router::new()
         .route("/v1/search", get(search))
         .route("/v1/items/{id}", get(item))
+        .route("/v1/items/{id}/similar", get(similar))
         .route("/v1/failures", get(failures))
         .route("/v1/categories", get(categories))
         .with_state(service)
@@ -153,13 +154,7 @@ impl SearchParams {
         if q.chars().count() > MAX_QUERY_CHARS {
             return Err(ApiError::bad_request(format!("q is longer than {MAX_QUERY_CHARS} characters")));
         }
-        let limit =
-            match params.get("limit") {
-                None => DEFAULT_LIMIT,
-                Some(text) => text.parse().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
-                    ApiError::bad_request(format!("limit must be a whole number from 1 to {MAX_LIMIT}"))
-                })?,
-            };
+        let limit = limit(params, DEFAULT_LIMIT)?;
         let category = match params.get("category").map(|c| c.trim()).filter(|c| !c.is_empty()) {
             None => None,
             Some(c) if CATEGORIES.contains(&c) => Some(c.to_owned()),
@@ -172,6 +167,18 @@ impl SearchParams {
             }
         };
         Ok(Self { q: q.to_owned(), limit, category })
+    }
+}
+
+/// The `limit` parameter: from 1 to [`MAX_LIMIT`], `default` when absent.
+fn limit(params: &HashMap<String, String>, default: i64) -> Result<i64, ApiError> {
+    match params.get("limit") {
+        None => Ok(default),
+        Some(text) => text
+            .parse()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| ApiError::bad_request(format!("limit must be a whole number from 1 to {MAX_LIMIT}"))),
     }
 }
 
@@ -204,14 +211,41 @@ async fn search(
     let hits =
         search_text(&s.pool, s.embedding.as_ref(), &caller.0, &params.q, params.limit, params.category.as_deref())
             .await?;
-    let mut out = Vec::with_capacity(hits.len());
-    for hit in hits {
-        out.push(s.hit(hit).await);
+    Ok(Json(json!({ "query": params.q, "hits": s.hits(hits).await })).into_response())
+}
+
+/// "More like this": the caller's items nearest to this one's stored
+/// vector, with no provider call.
+async fn similar(
+    State(s): State<Arc<SearchService>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(params): Params,
+) -> Result<Response, ApiError> {
+    let id = item_id(&id)?;
+    let limit = limit(&params, DEFAULT_LIMIT)?;
+    let found =
+        search::similar(&s.pool, &caller.0, id, s.embedding.model(), limit).await.map_err(|e| ApiError::of_db(&e))?;
+    match found {
+        // Another user's item is as absent as one that does not exist.
+        Similar::NoItem => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no item {id}"))),
+        Similar::NotEmbedded => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("item {id} is not embedded yet; its similar items can be asked for once it is"),
+        )),
+        Similar::Hits(hits) => Ok(Json(json!({ "item_id": id, "hits": s.hits(hits).await })).into_response()),
     }
-    Ok(Json(json!({ "query": params.q, "hits": out })).into_response())
 }
 
 impl SearchService {
+    async fn hits(&self, hits: Vec<SearchHit>) -> Vec<Hit> {
+        let mut out = Vec::with_capacity(hits.len());
+        for hit in hits {
+            out.push(self.hit(hit).await);
+        }
+        out
+    }
+
     async fn hit(&self, hit: SearchHit) -> Hit {
         let thumbnail_url = match &hit.thumbnail_key {
             Some(key) => self.links.url(Thumbnail { item_id: hit.item_id, bucket: &hit.bucket, key }).await,
@@ -287,14 +321,7 @@ async fn failures(
     caller: Caller,
     Query(params): Params,
 ) -> Result<Response, ApiError> {
-    let limit = match params.get("limit") {
-        None => MAX_LIMIT,
-        Some(text) => text
-            .parse()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| ApiError::bad_request(format!("limit must be a whole number from 1 to {MAX_LIMIT}")))?,
-    };
+    let limit = limit(&params, MAX_LIMIT)?;
     let failed = items::failures(&s.pool, Some(&caller.0), limit).await.map_err(|e| ApiError::of_db(&e))?;
     let records = status::public_record_failures(&s.pool, &caller.0, limit).await.map_err(|e| ApiError::of_db(&e))?;
     let items: Vec<Value> = failed

@@ -15,4 +15,10 @@ pub const URL_TTL_SECS: Setting = Setting::new(
 );
 
 /// The settings of this crate, for `docs/configuration.md`.
-pub const SETTINGS: &[Setting] = &[USER_CLAIM, URL_TTL_SECS, crate::limit::RATE_PER_USER, crate::limit::BURST_PER_USER];
+pub const SETTINGS: &[Setting] = &[
+    USER_CLAIM,
+    URL_TTL_SECS,
+    crate::limit::RATE_PER_USER,
+    crate::limit::BURST_PER_USER,
+    crate::query::QUERY_CACHE_ENTRIES,
+];

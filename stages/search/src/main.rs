@@ -11,6 +11,7 @@ use runtime::storage::BUCKET_NAME;
 use search::SearchService;
 use search::config::{URL_TTL_SECS, USER_CLAIM};
 use search::links::PresignedLinks;
+use search::query::{CachedQueries, QUERY_CACHE_ENTRIES};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
@@ -18,6 +19,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let env = Env::process();
     let clients = StageClients::build(&env).await?;
     let embedding = EmbeddingSettings::from_env(&env)?.build(&clients.secrets(&env)?).await?;
+    let embedding = Arc::new(CachedQueries::new(embedding, env.parse(&QUERY_CACHE_ENTRIES)?));
     let ttl = Duration::from_secs(env.parse(&URL_TTL_SECS)?);
     let links = PresignedLinks::new(clients.store.client().clone(), env.get(BUCKET_NAME.name), ttl);
     let service = Arc::new(SearchService { pool: clients.pool, embedding, links: Arc::new(links) });
