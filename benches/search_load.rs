@@ -52,10 +52,22 @@ struct Args {
     users: usize,
     requests: usize,
     concurrency: Vec<usize>,
+    /// How long embedding a query takes (0: the local embedder's own time);
+    /// a network provider takes ~100 ms.
+    provider_latency: Duration,
+    /// Query vectors kept ([`search::query::CachedQueries`]; 0: none).
+    cache: usize,
 }
 
 fn args() -> anyhow::Result<Args> {
-    let mut args = Args { vectors: 100_000, users: 20, requests: 400, concurrency: vec![1, 10, 50] };
+    let mut args = Args {
+        vectors: 100_000,
+        users: 20,
+        requests: 400,
+        concurrency: vec![1, 10, 50],
+        provider_latency: Duration::ZERO,
+        cache: 1024,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -66,6 +78,8 @@ fn args() -> anyhow::Result<Args> {
             "--concurrency" => {
                 args.concurrency = value.split(',').map(str::parse).collect::<Result<_, _>>()?;
             }
+            "--provider-latency-ms" => args.provider_latency = Duration::from_millis(value.parse()?),
+            "--query-cache" => args.cache = value.parse()?,
             other => anyhow::bail!("unknown flag {other}"),
         }
     }
@@ -167,6 +181,57 @@ async fn load(base: &str, requests: usize, concurrency: usize) -> anyhow::Result
     Ok(times)
 }
 
+/// The local embedder, answering after `latency` as a network provider would.
+struct Distant {
+    inner: embedding::local::LocalEmbedder,
+    latency: Duration,
+}
+
+#[async_trait::async_trait]
+impl EmbeddingProvider for Distant {
+    fn provider(&self) -> &'static str {
+        self.inner.provider()
+    }
+    fn model(&self) -> &str {
+        self.inner.model()
+    }
+    fn dimensions(&self) -> usize {
+        self.inner.dimensions()
+    }
+    fn limits(&self) -> embedding::BatchLimits {
+        self.inner.limits()
+    }
+    async fn embed(
+        &self,
+        texts: &[String],
+        input_type: InputType,
+    ) -> Result<embedding::Embedded, embedding::EmbeddingError> {
+        tokio::time::sleep(self.latency).await;
+        self.inner.embed(texts, input_type).await
+    }
+}
+
+/// The CPU time PostgreSQL's client backends of this database have used,
+/// by process id, in seconds (from `/proc`, so the server must run on this
+/// machine; its ticks are `USER_HZ`, 100 a second on Linux).
+async fn backend_cpu(pool: &PgPool) -> anyhow::Result<std::collections::HashMap<i32, f64>> {
+    let pids: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut cpu = std::collections::HashMap::new();
+    for pid in pids {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // The fields after the command's closing parenthesis; utime and stime are the 14th and 15th.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        cpu.insert(pid, (ticks(14) + ticks(15)) / 100.0);
+    }
+    Ok(cpu)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i].as_secs_f64() * 1000.0
@@ -182,8 +247,13 @@ async fn main() -> anyhow::Result<()> {
     let user = "load-0";
     let rows: i64 =
         sqlx::query_scalar("SELECT count(*) FROM embeddings WHERE user_id = $1").bind(user).fetch_one(&pool).await?;
-    let service =
-        search::SearchService { pool: pool.clone(), embedding: embedder, links: Arc::new(search::links::LocalLinks) };
+    let queries: Arc<dyn EmbeddingProvider> = if args.provider_latency.is_zero() {
+        embedder
+    } else {
+        Arc::new(Distant { inner: embedding::local::LocalEmbedder::default(), latency: args.provider_latency })
+    };
+    let embedding = Arc::new(search::query::CachedQueries::new(queries, args.cache));
+    let service = search::SearchService { pool: pool.clone(), embedding, links: Arc::new(search::links::LocalLinks) };
     let store = Arc::new(runtime::storage::FolderStore::new(std::env::temp_dir()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
@@ -193,19 +263,29 @@ async fn main() -> anyhow::Result<()> {
 
     load(&base, 20, 2).await?; // warm the pool, the caches and the index pages
     println!("{} vectors over {} users; searched as {user} ({rows} of them), limit 20", args.vectors, args.users);
-    println!("| concurrent clients | requests | p50 (ms) | p95 (ms) | requests/s |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "query embedding: {} ms a call, {} query vectors kept; {} build",
+        args.provider_latency.as_millis(),
+        args.cache,
+        if cfg!(debug_assertions) { "a debug" } else { "an optimised" }
+    );
+    println!("| concurrent clients | requests | p50 (ms) | p95 (ms) | requests/s | database CPU per search (ms) |");
+    println!("|---|---|---|---|---|---|");
     for &concurrency in &args.concurrency {
+        let before = backend_cpu(&pool).await?;
         let started = Instant::now();
         let mut times = load(&base, args.requests, concurrency).await?;
         let elapsed = started.elapsed();
+        let after = backend_cpu(&pool).await?;
+        let database: f64 = after.iter().map(|(pid, cpu)| cpu - before.get(pid).copied().unwrap_or(0.0)).sum();
         times.sort();
         println!(
-            "| {concurrency} | {} | {:.1} | {:.1} | {:.0} |",
+            "| {concurrency} | {} | {:.1} | {:.1} | {:.0} | {:.2} |",
             times.len(),
             percentile(&times, 0.50),
             percentile(&times, 0.95),
-            times.len() as f64 / elapsed.as_secs_f64()
+            times.len() as f64 / elapsed.as_secs_f64(),
+            database * 1000.0 / times.len() as f64
         );
     }
     Ok(())

@@ -357,3 +357,55 @@ async fn users_of_every_size_find_their_nearest_ten(pool: PgPool) {
         assert!(b.recall >= 0.95, "{}: recall@10 {:.3}", b.name, b.recall);
     }
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn only_each_items_highest_version_is_flagged_latest_whatever_is_added_or_removed(pool: PgPool) {
+    let a = analysis("pets", "A cat", &["cat"]);
+    let (item, first) = test_support::seed_analysis(&pool, "u/cat.jpg", &a).await;
+    let (other, _) = test_support::seed_analysis(&pool, "u/dog.jpg", &a).await;
+    let version = |v: i32| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO analyses (id, item_id, user_id, version, category, summary, analysis, raw_response, \
+                 provider_used, model_used, request_key) \
+                 SELECT gen_random_uuid(), item_id, user_id, $2, category, summary, analysis, raw_response, \
+                 provider_used, model_used, request_key || $2 FROM analyses WHERE id = $1",
+            )
+            .bind(first)
+            .bind(v)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    let latest = || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (uuid::Uuid, i32)>(
+                "SELECT item_id, version FROM analyses WHERE is_latest ORDER BY item_id, version",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let expected = |v: i32| {
+        let mut rows = vec![(item, v), (other, 1)];
+        rows.sort();
+        rows
+    };
+    assert_eq!(latest().await, expected(1));
+    version(3).await;
+    assert_eq!(latest().await, expected(3));
+    version(2).await; // an older version arriving late
+    assert_eq!(latest().await, expected(3));
+    sqlx::query("DELETE FROM analyses WHERE item_id = $1 AND version = 3").bind(item).execute(&pool).await.unwrap();
+    assert_eq!(latest().await, expected(2), "the next highest takes over");
+    sqlx::query("UPDATE analyses SET version = 9 WHERE item_id = $1 AND version = 1")
+        .bind(item)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(latest().await, expected(9));
+}
