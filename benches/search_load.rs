@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use embedding::{EmbeddingProvider, InputType};
 use sqlx::PgPool;
+use test_support::bench::database_cpu;
 use test_support::scale::{Generated, store_generated};
 
 /// The database the load runs on, beside the one `DATABASE_URL` names.
@@ -211,27 +212,6 @@ impl EmbeddingProvider for Distant {
     }
 }
 
-/// The CPU time PostgreSQL's client backends of this database have used,
-/// by process id, in seconds (from `/proc`, so the server must run on this
-/// machine; its ticks are `USER_HZ`, 100 a second on Linux).
-async fn backend_cpu(pool: &PgPool) -> anyhow::Result<std::collections::HashMap<i32, f64>> {
-    let pids: Vec<i32> = sqlx::query_scalar(
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'",
-    )
-    .fetch_all(pool)
-    .await?;
-    let mut cpu = std::collections::HashMap::new();
-    for pid in pids {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        // The fields after the command's closing parenthesis; utime and stime are the 14th and 15th.
-        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-        cpu.insert(pid, (ticks(14) + ticks(15)) / 100.0);
-    }
-    Ok(cpu)
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i].as_secs_f64() * 1000.0
@@ -272,12 +252,11 @@ async fn main() -> anyhow::Result<()> {
     println!("| concurrent clients | requests | p50 (ms) | p95 (ms) | requests/s | database CPU per search (ms) |");
     println!("|---|---|---|---|---|---|");
     for &concurrency in &args.concurrency {
-        let before = backend_cpu(&pool).await?;
+        let before = database_cpu(&pool).await?;
         let started = Instant::now();
         let mut times = load(&base, args.requests, concurrency).await?;
         let elapsed = started.elapsed();
-        let after = backend_cpu(&pool).await?;
-        let database: f64 = after.iter().map(|(pid, cpu)| cpu - before.get(pid).copied().unwrap_or(0.0)).sum();
+        let database = database_cpu(&pool).await?.since(&before);
         times.sort();
         println!(
             "| {concurrency} | {} | {:.1} | {:.1} | {:.0} | {:.2} |",
@@ -285,7 +264,7 @@ async fn main() -> anyhow::Result<()> {
             percentile(&times, 0.50),
             percentile(&times, 0.95),
             times.len() as f64 / elapsed.as_secs_f64(),
-            database * 1000.0 / times.len() as f64
+            database.as_secs_f64() * 1000.0 / times.len() as f64
         );
     }
     Ok(())

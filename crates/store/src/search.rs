@@ -124,12 +124,16 @@ const RANK_AND_FUSE: &str = r#"
               UNION ALL
               SELECT item_id, rank, 'l' FROM lexical) ranked
         GROUP BY item_id
+    ),
+    -- The hits, and any tied with the last, before their rows are read.
+    top AS (
+        SELECT * FROM fused ORDER BY score DESC, semantic_rank NULLS LAST FETCH FIRST $9 ROWS WITH TIES
     )
     SELECT f.item_id, i.file_path AS key, i.bucket, i.thumbnail_key, a.category, a.summary, f.score,
            f.semantic_rank, f.lexical_rank,
            ARRAY(SELECT d.file_path FROM items d WHERE d.duplicate_of = f.item_id AND d.user_id = $1
                  ORDER BY d.file_path) AS also_keys
-    FROM fused f
+    FROM top f
     JOIN items i ON i.id = f.item_id AND i.user_id = $1
     JOIN analyses a ON a.item_id = f.item_id AND a.is_latest
     ORDER BY f.score DESC, f.semantic_rank NULLS LAST, i.file_path

@@ -157,3 +157,37 @@ pub fn embeddings(targets: &[(uuid::Uuid, uuid::Uuid)]) -> Vec<store::embeddings
         })
         .collect()
 }
+
+/// The CPU time each of PostgreSQL's client backends of this database has
+/// used, by process id (read from `/proc`: the server must run on this
+/// machine).
+#[derive(Debug, Clone, Default)]
+pub struct DatabaseCpu(std::collections::HashMap<i32, std::time::Duration>);
+
+impl DatabaseCpu {
+    /// The CPU time used since `before` (a backend started meanwhile counts whole).
+    pub fn since(&self, before: &DatabaseCpu) -> std::time::Duration {
+        self.0.iter().map(|(pid, cpu)| cpu.saturating_sub(before.0.get(pid).copied().unwrap_or_default())).sum()
+    }
+}
+
+/// [`DatabaseCpu`] now.
+pub async fn database_cpu(pool: &sqlx::PgPool) -> anyhow::Result<DatabaseCpu> {
+    let pids: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut cpu = std::collections::HashMap::new();
+    for pid in pids {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // The fields after the command's closing parenthesis, from the
+        // third on; utime and stime are the 14th and 15th, in USER_HZ
+        // ticks (100 a second on Linux).
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        cpu.insert(pid, std::time::Duration::from_millis((ticks(14) + ticks(15)) * 10));
+    }
+    Ok(DatabaseCpu(cpu))
+}
