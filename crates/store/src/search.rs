@@ -227,7 +227,7 @@ pub enum Similar {
 /// bytes it shares, if it is a duplicate (analysed and embedded with it).
 /// `None` inside: the item is the user's but not embedded yet.
 const ITEM_VECTOR: &str = r#"
-    SELECT i.id AS item_id, (
+    SELECT (
         SELECT e.vector FROM embeddings e
         WHERE e.item_id = coalesce(i.duplicate_of, i.id) AND e.user_id = $1 AND e.embedding_model = $3
           AND e.analysis_id = (SELECT a.id FROM analyses a WHERE a.item_id = e.item_id AND a.is_latest)
@@ -259,7 +259,7 @@ const SIMILAR_OUTPUT: &str = r#"
 /// as one that does not exist.
 pub async fn similar(pool: &PgPool, user_id: &str, item_id: Uuid, model: &str, limit: i64) -> Result<Similar, DbError> {
     let mut tx = pool.begin().await.map_err(DbError::during("starting a similar-items search"))?;
-    let found: Option<(Uuid, Option<Vector>, Uuid)> = sqlx::query_as(ITEM_VECTOR)
+    let found: Option<(Option<Vector>, Uuid)> = sqlx::query_as(ITEM_VECTOR)
         .bind(user_id)
         .bind(item_id)
         .bind(model)
@@ -268,8 +268,8 @@ pub async fn similar(pool: &PgPool, user_id: &str, item_id: Uuid, model: &str, l
         .map_err(DbError::during("reading the item's vector"))?;
     let (vector, canonical) = match found {
         None => return Ok(Similar::NoItem),
-        Some((_, None, _)) => return Ok(Similar::NotEmbedded),
-        Some((_, Some(vector), canonical)) => (vector, canonical),
+        Some((None, _)) => return Ok(Similar::NotEmbedded),
+        Some((Some(vector), canonical)) => (vector, canonical),
     };
     let nearest = nearest_path(&mut tx, user_id, model, &vector).await?;
     let sql = format!("WITH nearest AS MATERIALIZED ({nearest}) {SIMILAR_OUTPUT}");
