@@ -150,12 +150,29 @@ fn densify(v: &mut [f32], seed: u64) {
 }
 
 /// `requests` searches by `concurrency` clients; each one's latency.
-async fn load(base: &str, requests: usize, concurrency: usize) -> anyhow::Result<Vec<Duration>> {
+/// What request number `n` asks for: its path and query.
+type Path = Arc<dyn Fn(usize) -> String + Send + Sync>;
+
+/// A search of two generated words.
+fn search_path() -> Path {
+    Arc::new(|n| {
+        let q = format!("{} {}", MOODS[n % MOODS.len()], SUBJECTS[(n * 5) % SUBJECTS.len()]);
+        // The generated words need no escaping but their spaces.
+        format!("/v1/search?limit=20&q={}", q.replace(' ', "+"))
+    })
+}
+
+/// "More like this" of one of `items`.
+fn similar_path(items: Vec<uuid::Uuid>) -> Path {
+    Arc::new(move |n| format!("/v1/items/{}/similar?limit=20", items[n * 7919 % items.len()]))
+}
+
+async fn load(base: &str, path: &Path, requests: usize, concurrency: usize) -> anyhow::Result<Vec<Duration>> {
     let client = reqwest::Client::new();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut clients = Vec::new();
     for _ in 0..concurrency {
-        let (client, next, base) = (client.clone(), next.clone(), base.to_owned());
+        let (client, next, base, path) = (client.clone(), next.clone(), base.to_owned(), path.clone());
         clients.push(tokio::spawn(async move {
             let mut times = Vec::new();
             loop {
@@ -163,14 +180,12 @@ async fn load(base: &str, requests: usize, concurrency: usize) -> anyhow::Result
                 if n >= requests {
                     return Ok::<_, anyhow::Error>(times);
                 }
-                let q = format!("{} {}", MOODS[n % MOODS.len()], SUBJECTS[(n * 5) % SUBJECTS.len()]);
+                let asked = path(n);
                 let started = Instant::now();
-                // The generated words need no escaping but their spaces.
-                let url = format!("{base}/v1/search?limit=20&q={}", q.replace(' ', "+"));
-                let response = client.get(url).send().await?;
-                anyhow::ensure!(response.status().is_success(), "search answered {}", response.status());
+                let response = client.get(format!("{base}{asked}")).send().await?;
+                anyhow::ensure!(response.status().is_success(), "{asked} answered {}", response.status());
                 let body: serde_json::Value = response.json().await?;
-                anyhow::ensure!(!body["hits"].as_array().is_none_or(Vec::is_empty), "no hits for {q:?}");
+                anyhow::ensure!(!body["hits"].as_array().is_none_or(Vec::is_empty), "no hits for {asked}");
                 times.push(started.elapsed());
             }
         }));
@@ -241,7 +256,10 @@ async fn main() -> anyhow::Result<()> {
     let base = format!("http://{address}");
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    load(&base, 20, 2).await?; // warm the pool, the caches and the index pages
+    let items: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM items WHERE user_id = $1").bind(user).fetch_all(&pool).await?;
+    // Warm the pool, the caches and the index pages.
+    load(&base, &search_path(), 20, 2).await?;
     println!("{} vectors over {} users; searched as {user} ({rows} of them), limit 20", args.vectors, args.users);
     println!(
         "query embedding: {} ms a call, {} query vectors kept; {} build",
@@ -249,17 +267,20 @@ async fn main() -> anyhow::Result<()> {
         args.cache,
         if cfg!(debug_assertions) { "a debug" } else { "an optimised" }
     );
-    println!("| concurrent clients | requests | p50 (ms) | p95 (ms) | requests/s | database CPU per search (ms) |");
-    println!("|---|---|---|---|---|---|");
-    for &concurrency in &args.concurrency {
+    println!(
+        "| request | concurrent clients | requests | p50 (ms) | p95 (ms) | requests/s | database CPU per request (ms) |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let kinds = [("search", search_path()), ("similar", similar_path(items))];
+    for ((what, path), &concurrency) in kinds.iter().flat_map(|k| args.concurrency.iter().map(move |c| (k, c))) {
         let before = database_cpu(&pool).await?;
         let started = Instant::now();
-        let mut times = load(&base, args.requests, concurrency).await?;
+        let mut times = load(&base, path, args.requests, concurrency).await?;
         let elapsed = started.elapsed();
         let database = database_cpu(&pool).await?.since(&before);
         times.sort();
         println!(
-            "| {concurrency} | {} | {:.1} | {:.1} | {:.0} | {:.2} |",
+            "| {what} | {concurrency} | {} | {:.1} | {:.1} | {:.0} | {:.2} |",
             times.len(),
             percentile(&times, 0.50),
             percentile(&times, 0.95),

@@ -5,8 +5,8 @@
 # the local embedder (its vectors of repeated queries kept, as the search
 # service keeps them). Prints p50, p95, requests/s and the database's CPU
 # time per search (its backends' CPU from /proc, so PostgreSQL must run on
-# this machine). Starts PostgreSQL (scripts/postgres.sh) unless
-# DATABASE_URL is set.
+# this machine); then the same for "more like this" of the user's items.
+# Starts PostgreSQL (scripts/postgres.sh) unless DATABASE_URL is set.
 #   scripts/search-load.sh [--vectors N] [--users N] [--requests N] [--concurrency 1,10,50]
 #                          [--provider-latency-ms MS] [--query-cache N]
 set -euo pipefail
