@@ -30,24 +30,35 @@ use crate::config::EmbedderConfig;
 
 pub struct Embedder {
     pool: PgPool,
-    provider: Arc<dyn EmbeddingProvider>,
-    /// The active provider's limit of requests in flight.
-    limit: Arc<AdaptiveLimit>,
+    /// The active model.
+    active: Model,
     config: EmbedderConfig,
-    /// The model of a change of model, for the records that ask for it, and its limit.
-    reembed: Option<(Arc<dyn EmbeddingProvider>, Arc<AdaptiveLimit>)>,
+    /// The model of a change of model, for the records that ask for it.
+    reembed: Option<Model>,
+}
+
+/// A model the embedder calls, and its own limit of requests in flight.
+struct Model {
+    provider: Arc<dyn EmbeddingProvider>,
+    limit: Arc<AdaptiveLimit>,
+}
+
+impl Model {
+    fn new(provider: Arc<dyn EmbeddingProvider>, concurrency: usize) -> Self {
+        let limit = Arc::new(AdaptiveLimit::new(provider.provider(), concurrency));
+        Self { provider, limit }
+    }
 }
 
 /// One model's pass over the records of a batch that it embeds.
 struct Pass<'a> {
     embedder: &'a Embedder,
-    provider: &'a dyn EmbeddingProvider,
-    limit: &'a AdaptiveLimit,
+    model: &'a Model,
 }
 
 impl std::fmt::Debug for Embedder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Embedder").field("model", &self.provider.model()).field("config", &self.config).finish()
+        f.debug_struct("Embedder").field("model", &self.active.provider.model()).field("config", &self.config).finish()
     }
 }
 
@@ -68,36 +79,35 @@ enum Step {
 
 impl Embedder {
     pub fn new(pool: PgPool, provider: Arc<dyn EmbeddingProvider>, config: EmbedderConfig) -> Self {
-        let limit = Arc::new(AdaptiveLimit::new(provider.provider(), config.concurrency));
-        Self { pool, provider, limit, config, reembed: None }
+        Self { pool, active: Model::new(provider, config.concurrency), config, reembed: None }
     }
 
     /// Also embeds, with `provider`, the records that name its model in
     /// `reembed_model` (and only those).
     pub fn with_reembed(mut self, provider: Option<Arc<dyn EmbeddingProvider>>) -> Self {
-        self.reembed =
-            provider.map(|p| (p.clone(), Arc::new(AdaptiveLimit::new(p.provider(), self.config.concurrency))));
+        self.reembed = provider.map(|p| Model::new(p, self.config.concurrency));
         self
     }
 
     /// The active provider's limit of requests in flight, and whether it is out.
     pub fn limit(&self) -> Arc<AdaptiveLimit> {
-        self.limit.clone()
+        self.active.limit.clone()
     }
 
-    /// The provider a record asks for: the active model's, or the re-embed
-    /// model's when it names that; an error when it names another.
-    fn provider_for(&self, event: &AnalysisComplete) -> Result<(&dyn EmbeddingProvider, &AdaptiveLimit), String> {
+    /// The model a record asks for: the active one, or the re-embed
+    /// model when it names that; an error when it names another.
+    fn model_for(&self, event: &AnalysisComplete) -> Result<&Model, String> {
         let asked = match &event.reembed_model {
             // After the switch, the stragglers of a change of model ask for
             // what is now the active model.
-            Some(asked) if asked != self.provider.model() => asked,
-            _ => return Ok((self.provider.as_ref(), &self.limit)),
+            Some(asked) if asked != self.active.provider.model() => asked,
+            _ => return Ok(&self.active),
         };
         match &self.reembed {
-            Some((next, limit)) if next.model() == asked => Ok((next.as_ref(), limit)),
-            Some((next, _)) => {
-                Err(format!("the record asks to re-embed with {asked}; this embedder re-embeds with {}", next.model()))
+            Some(next) if next.provider.model() == asked => Ok(next),
+            Some(next) => {
+                let next = next.provider.model();
+                Err(format!("the record asks to re-embed with {asked}; this embedder re-embeds with {next}"))
             }
             None => Err(format!(
                 "the record asks to re-embed with {asked}; no re-embed model is configured (REEMBED_PROVIDER)"
@@ -119,7 +129,7 @@ impl Pass<'_> {
         deadline: Option<Instant>,
         meter: &Meter,
     ) -> Vec<Result<Document, Failure>> {
-        let mut limits = self.provider.limits();
+        let mut limits = self.model.provider.limits();
         limits.max_texts = self.embedder.config.max_batch.map_or(limits.max_texts, |m| m.min(limits.max_texts));
         let batches = request_batches(documents, limits);
         let batches_ref = &batches;
@@ -130,14 +140,14 @@ impl Pass<'_> {
             deadline,
             |b| async move {
                 let texts = &documents[batches_ref[b].clone()];
-                let embedded = retry(&self.embedder.config.retry, self.limit, deadline, || {
+                let embedded = retry(&self.embedder.config.retry, &self.model.limit, deadline, || {
                     meter.call();
-                    self.provider.embed(texts, InputType::Document)
+                    self.model.provider.embed(texts, InputType::Document)
                 })
                 .await
                 .map_err(|(e, attempts)| self.failure(e, attempts))?;
                 if let Some(usage) = embedded.usage {
-                    meter.used(self.provider.model(), usage);
+                    meter.used(self.model.provider.model(), usage);
                 }
                 let shares = embedded.usage.map(|usage| apportion(usage.total(), texts));
                 Ok((self.check(texts.len(), embedded.vectors)?, shares))
@@ -149,7 +159,7 @@ impl Pass<'_> {
             .zip(results)
             .flat_map(|(range, result)| {
                 match result
-                    .unwrap_or_else(|| Err(Failure::cut_off(format!("embedding with {}", self.provider.model()))))
+                    .unwrap_or_else(|| Err(Failure::cut_off(format!("embedding with {}", self.model.provider.model()))))
                 {
                     // One bad vector fails its own document only.
                     Ok((vectors, shares)) => vectors
@@ -157,7 +167,7 @@ impl Pass<'_> {
                         .enumerate()
                         .map(|(i, v)| {
                             let tokens = shares.as_ref().map(|s| i64::try_from(s[i]).unwrap_or(i64::MAX));
-                            check_finite(self.provider.model(), &v)
+                            check_finite(self.model.provider.model(), &v)
                                 .map(|()| (v, tokens))
                                 .map_err(|e| self.failure(e, 1))
                         })
@@ -169,18 +179,18 @@ impl Pass<'_> {
     }
 
     fn failure(&self, e: EmbeddingError, attempts: u32) -> Failure {
-        let reason = format!("embedding with {} failed after {attempts} attempt(s): {e}", self.provider.model());
+        let reason = format!("embedding with {} failed after {attempts} attempt(s): {e}", self.model.provider.model());
         Failure::caused_by(reason, &e)
     }
 
     /// A reply must carry one vector per text, each of the model's dimensions.
     fn check(&self, sent: usize, vectors: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>, Failure> {
-        let model = self.provider.model();
+        let model = self.model.provider.model();
         if vectors.len() != sent {
             let e = EmbeddingError::WrongCount { model: model.to_owned(), sent, got: vectors.len() };
             return Err(self.failure(e, 1));
         }
-        check_dimensions(model, self.provider.dimensions(), &vectors).map_err(|e| self.failure(e, 1))?;
+        check_dimensions(model, self.model.provider.dimensions(), &vectors).map_err(|e| self.failure(e, 1))?;
         Ok(vectors)
     }
 }
@@ -197,19 +207,19 @@ impl Stage for Embedder {
     /// unless it names the re-embed model), one pass per model.
     async fn run_batch(&self, inputs: &[AnalysisComplete], context: &BatchContext) -> Vec<Outcome> {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; inputs.len()];
-        let mut passes: Vec<(&dyn EmbeddingProvider, &AdaptiveLimit, Vec<usize>)> = Vec::new();
+        let mut passes: Vec<(&Model, Vec<usize>)> = Vec::new();
         for (i, event) in inputs.iter().enumerate() {
-            match self.provider_for(event) {
-                Ok((provider, limit)) => match passes.iter_mut().find(|(p, _, _)| p.model() == provider.model()) {
-                    Some((_, _, members)) => members.push(i),
-                    None => passes.push((provider, limit, vec![i])),
+            match self.model_for(event) {
+                Ok(model) => match passes.iter_mut().find(|(m, _)| m.provider.model() == model.provider.model()) {
+                    Some((_, members)) => members.push(i),
+                    None => passes.push((model, vec![i])),
                 },
                 Err(reason) => outcomes[i] = Some(Failure::permanent(reason).into()),
             }
         }
-        for (provider, limit, members) in passes {
+        for (model, members) in passes {
             let events: Vec<AnalysisComplete> = members.iter().map(|&i| inputs[i].clone()).collect();
-            let pass = Pass { embedder: self, provider, limit };
+            let pass = Pass { embedder: self, model };
             for (i, outcome) in members.into_iter().zip(pass.run(&events, context).await) {
                 outcomes[i] = Some(outcome);
             }
@@ -230,7 +240,7 @@ impl Pass<'_> {
             .into_iter()
             .map(|step| match step {
                 Step::Finished(outcome) => outcome,
-                Step::Unchanged(_) => Outcome::Skipped(format!("already embedded by {}", self.provider.model())),
+                Step::Unchanged(_) => Outcome::Skipped(format!("already embedded by {}", self.model.provider.model())),
                 Step::Stored => Outcome::Done,
                 Step::Embed(..) | Step::Embedded(_) => unreachable!("every document is embedded, every vector stored"),
             })
@@ -250,7 +260,7 @@ impl Pass<'_> {
             .into_iter()
             .map(|r| (r.id, r))
             .collect();
-        let done = embeddings::existing(&self.embedder.pool, &wanted, self.provider.model())
+        let done = embeddings::existing(&self.embedder.pool, &wanted, self.model.provider.model())
             .await
             .map_err(|e| Failure::from_error(&e))?;
 
@@ -325,7 +335,7 @@ impl Pass<'_> {
                     analysis_id: Uuid::parse_str(&event.analysis_id).expect("embedded events have ids"),
                     user_id: event.user_id.clone(),
                     vector: Vector::from(vector),
-                    model: self.provider.model().to_owned(),
+                    model: self.model.provider.model().to_owned(),
                     source: documents[n].1.clone(),
                     tokens,
                 }),
@@ -338,7 +348,7 @@ impl Pass<'_> {
     /// a vector the database refuses fails its item alone.
     async fn store(&self, steps: &mut [Step]) {
         // A re-embed pass leaves the items' statuses (the active model's) alone.
-        let side_model = self.provider.model() != self.embedder.provider.model();
+        let side_model = self.model.provider.model() != self.embedder.active.provider.model();
         let mut batch = EmbeddingBatch { side_model, ..EmbeddingBatch::default() };
         for step in steps.iter() {
             match step {
