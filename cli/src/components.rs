@@ -17,7 +17,7 @@ use sqlx::PgPool;
 use store::config::DatabaseConfig;
 use store::models::{self, EmbeddingModel};
 use thumbnailer::ThumbnailConfig;
-use vision::{VisionProvider, VisionSettings};
+use vision::{VisionBatches, VisionProvider, VisionSettings};
 
 use crate::pipeline::Batching;
 
@@ -75,6 +75,8 @@ pub async fn prepare_database(pool: &PgPool, model: &EmbeddingSettings, index: b
 pub struct Choices {
     pub vision: Option<VisionSettings>,
     pub embedding: Option<EmbeddingSettings>,
+    /// `--batch-api`: analyses through the vision provider's batch API.
+    pub batch_api: bool,
 }
 
 /// Everything the local commands run on.
@@ -88,6 +90,9 @@ pub struct Components {
     pub embedder: EmbedderConfig,
     pub vision: Arc<dyn VisionProvider>,
     pub embedding: Arc<dyn EmbeddingProvider>,
+    /// The vision provider's batch API, when the command asked for it
+    /// (`--batch-api`): the analyses are queued and sent through it.
+    pub batches: Option<Arc<dyn VisionBatches>>,
 }
 
 impl std::fmt::Debug for Components {
@@ -135,6 +140,12 @@ impl Components {
         let vision = analyzer.vision.build(secrets).await.map_err(anyhow::Error::msg).context("vision provider")?;
         let embedding =
             embedder.active.build(secrets).await.map_err(anyhow::Error::msg).context("embedding provider")?;
+        let batches = match choices.batch_api {
+            true => {
+                Some(analyzer.vision.build_batches(secrets).await.map_err(anyhow::Error::msg).context("--batch-api")?)
+            }
+            false => None,
+        };
         Ok(Self {
             pool,
             store: Arc::new(FolderStore::new(local.data_dir.join("bucket"))),
@@ -144,6 +155,7 @@ impl Components {
             embedder,
             vision,
             embedding,
+            batches,
         })
     }
 }

@@ -6,9 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use analyzer::Analyzer;
+use analyzer::config::BatchLimits;
+use analyzer::{Analyzer, BatchDriver};
 use domain::events::{ANALYSIS_COMPLETE, IMAGE_PROCESSED, ObjectRef, PipelineEvent, Upload};
 use domain::keys::ImageKey;
+use domain::subject::Subject;
 use domain::text::printable;
 use embedder::Embedder;
 use runtime::batch::BatchContext;
@@ -18,7 +20,7 @@ use runtime::runner::{self, Entry, Settled};
 use runtime::stage::Stage;
 use runtime::storage::ObjectStore;
 use thumbnailer::Thumbnailer;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -43,6 +45,9 @@ pub struct Pipeline {
     tracker: Arc<Tracker>,
     /// Tells the progress bar when a provider is out.
     watcher: JoinHandle<()>,
+    /// With `--batch-api`: the task submitting and following the batches,
+    /// and the signal that nothing more will be queued.
+    batches: Option<(JoinHandle<anyhow::Result<()>>, watch::Sender<bool>)>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -68,15 +73,24 @@ impl Pipeline {
             c.pool.clone(),
             c.thumbnail.clone(),
         )?;
-        let analyzer = Analyzer::new(
+        let mut analyzer = Analyzer::new(
             store,
             Arc::new(LocalBus::new().route(ANALYSIS_COMPLETE, analyzed.clone())),
             c.pool.clone(),
             c.vision.clone(),
             c.analyzer.clone(),
         );
+        if c.batches.is_some() {
+            analyzer = analyzer.queueing_for_batches();
+        }
+        let analyzer = Arc::new(analyzer);
         let embedder = Embedder::new(c.pool.clone(), c.embedding.clone(), c.embedder.clone());
         let watcher = tracker.watch(vec![analyzer.limit(), embedder.limit()]);
+        let batches = c.batches.clone().map(|api| {
+            let (flush, flushing) = watch::channel(false);
+            let driver = BatchDriver::new(analyzer.clone(), api);
+            (tokio::spawn(drive_batches(driver, flushing, tracker.clone())), flush)
+        });
 
         let tasks = vec![
             tokio::spawn(run_stage(
@@ -114,7 +128,7 @@ impl Pipeline {
             )),
         ];
         let bus = LocalBus::new().route(IMAGE_PROCESSED, processed).route(ANALYSIS_COMPLETE, analyzed);
-        Ok(Self { objects, bus, tasks, tracker, watcher })
+        Ok(Self { objects, bus, tasks, tracker, watcher, batches })
     }
 
     /// Sends an original to the thumbnail stage.
@@ -133,13 +147,27 @@ impl Pipeline {
 
     /// Stops taking input and waits until every stage has drained; an
     /// error when a configuration fault stopped the run.
+    /// With `--batch-api`, the batches are followed until every request
+    /// queued is answered (or the driver stops; what is left waits in the
+    /// database for the next run).
     pub async fn finish(self) -> anyhow::Result<()> {
-        let Self { objects, bus, tasks, tracker, watcher } = self;
+        let Self { objects, bus, tasks, tracker, watcher, batches } = self;
         drop((objects, bus));
+        let mut tasks = tasks.into_iter();
+        let mut driven = Ok(());
+        if let Some((driver, flush)) = batches {
+            // The thumbnail and analysis stages first: then nothing more is queued.
+            for task in tasks.by_ref().take(2) {
+                task.await?;
+            }
+            let _ = flush.send(true);
+            driven = driver.await?;
+        }
         for task in tasks {
             task.await?;
         }
         watcher.abort();
+        driven?;
         match tracker.halted() {
             Some(reason) => Err(anyhow::anyhow!(
                 "stopped by a configuration fault, not the images': {}\n\
@@ -179,19 +207,89 @@ async fn run_stage<S: Stage, M: Send + 'static>(
         let entries: Vec<Entry<S::Input>> = batch.into_iter().map(Entry::local).collect();
         // Each batch its own context: its meter counts this batch alone.
         let ran = runner::run(&stage, &failures, entries, BatchContext::default()).await;
-        for (subject, settled) in ran.settled {
-            let name = || tracker.name(subject.item_id, subject.key.clone().unwrap_or_default());
-            match settled {
-                Settled::Done if last => tracker.processed_item(subject.item_id, name()),
-                Settled::Done => tracker.worked(subject.item_id),
-                Settled::Skipped(reason) => tracker.skipped_or_processed(subject.item_id, name(), reason),
-                Settled::Failed(reason) | Settled::Redeliver(reason) => {
-                    tracker.failed_item(subject.item_id, name(), reason)
+        report(&tracker, ran.settled, last);
+    }
+}
+
+/// Tells the tracker what became of each entry of a batch (an item is
+/// processed once the last stage is done with it).
+fn report(tracker: &Tracker, settled: Vec<(Subject, Settled)>, last: bool) {
+    for (subject, settled) in settled {
+        let name = || tracker.name(subject.item_id, subject.key.clone().unwrap_or_default());
+        match settled {
+            Settled::Done if last => tracker.processed_item(subject.item_id, name()),
+            Settled::Done => tracker.worked(subject.item_id),
+            Settled::Skipped(reason) => tracker.skipped_or_processed(subject.item_id, name(), reason),
+            Settled::Queued(reason) => tracker.queued(subject.item_id, name(), reason),
+            Settled::Failed(reason) | Settled::Redeliver(reason) => {
+                tracker.failed_item(subject.item_id, name(), reason)
+            }
+            Settled::Halted(reason) => tracker.halt(reason),
+            Settled::Postponed(reason) => tracker.postponed(subject.item_id, name(), reason),
+        }
+    }
+}
+
+/// Rounds of the batch driver: full (or aged) batches submitted and the
+/// batches in progress followed while the stages run; once `flushing` says
+/// nothing more is queued, everything queued submitted and followed until
+/// nothing is left. The wait between rounds doubles while nothing changes.
+/// A configuration fault stops the run; other errors are retried, a few
+/// times in a row at most.
+async fn drive_batches(
+    driver: BatchDriver,
+    mut flushing: watch::Receiver<bool>,
+    tracker: Arc<Tracker>,
+) -> anyhow::Result<()> {
+    const MOST_ERRORS_IN_A_ROW: u32 = 5;
+    let limits = driver.limits();
+    let mut wait = limits.poll;
+    let mut errors = 0;
+    let mut said = String::new();
+    loop {
+        let flush = *flushing.borrow();
+        match driver.step(flush).await {
+            Ok(mut progress) => {
+                errors = 0;
+                let changed = progress.submitted > 0 || progress.ingested > 0;
+                report(&tracker, std::mem::take(&mut progress.settled), false);
+                if flush && progress.is_idle() {
+                    tracker.nothing_queued("no longer waiting for a batch (deleted meanwhile)");
+                    return Ok(());
                 }
-                Settled::Halted(reason) => tracker.halt(reason),
-                Settled::Postponed(reason) => tracker.postponed(subject.item_id, name(), reason),
+                let now = format!(
+                    "{} requests queued, {} batches at the provider{}",
+                    progress.queued,
+                    progress.in_progress,
+                    if progress.overdue.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({} past their window)", progress.overdue.len())
+                    }
+                );
+                if flush && now != said {
+                    tracker.say(&format!("waiting for the batch API: {now}"));
+                    said = now;
+                }
+                wait = if changed { limits.poll } else { (wait * 2).min(BatchLimits::MAX_POLL) };
+            }
+            Err(e) if e.is_configuration_fault() => {
+                tracker.halt(e.to_string());
+                return Ok(());
+            }
+            Err(e) => {
+                errors += 1;
+                anyhow::ensure!(
+                    errors < MOST_ERRORS_IN_A_ROW,
+                    "the batch API failed {errors} times in a row ({e}); the batches in flight are kept: run the same \
+                     command again to pick them up"
+                );
+                tracing::warn!(error = %e, "a round of the batch driver failed; trying again");
+                wait = (wait * 2).min(BatchLimits::MAX_POLL);
             }
         }
+        // Woken early when the stages are done queueing.
+        let _ = tokio::time::timeout(wait, flushing.changed()).await;
     }
 }
 

@@ -53,8 +53,7 @@ impl Report {
         }
         if let Some((_, reason)) = self.pending.first() {
             out.push_str(&format!(
-                "  left pending {}, not failed: the provider was out for longer than the retries' budget \
-                 (the last: {}); run the same command again to finish them\n",
+                "  left pending {}, not failed (the last: {}); run the same command again to finish them\n",
                 self.pending.len(),
                 printable(reason)
             ));
@@ -85,6 +84,8 @@ pub struct Tracker {
     finished: Mutex<HashSet<String>>,
     /// Items a stage did work on that have not reached the end yet.
     worked: Mutex<HashSet<Uuid>>,
+    /// Keys waiting for a provider batch's result (`--batch-api`), with why.
+    queued: Mutex<HashMap<String, String>>,
     /// The first configuration fault a stage met: the run stops.
     halted: OnceLock<String>,
     progress: ProgressBar,
@@ -114,6 +115,7 @@ impl Tracker {
             report: Mutex::default(),
             finished: Mutex::default(),
             worked: Mutex::default(),
+            queued: Mutex::default(),
             halted: OnceLock::new(),
             progress,
         }
@@ -130,6 +132,7 @@ impl Tracker {
     }
 
     pub fn processed(&self, key: String) {
+        self.queued.lock().expect("tracker lock").remove(&key);
         self.finished.lock().expect("tracker lock").insert(key.clone());
         self.report.lock().expect("tracker lock").processed.push(key);
         self.progress.inc(1);
@@ -137,6 +140,7 @@ impl Tracker {
 
     pub fn failed(&self, key: String, reason: String) {
         tracing::debug!(%key, %reason, "item failed");
+        self.queued.lock().expect("tracker lock").remove(&key);
         self.finished.lock().expect("tracker lock").insert(key.clone());
         self.report.lock().expect("tracker lock").failed.push((key, reason));
         self.progress.inc(1);
@@ -178,9 +182,30 @@ impl Tracker {
     /// retries' budget): it stays pending, for the next run.
     pub fn postponed(&self, item: Option<Uuid>, key: String, reason: String) {
         self.take_worked(item);
+        self.queued.lock().expect("tracker lock").remove(&key);
         self.finished.lock().expect("tracker lock").insert(key.clone());
         self.report.lock().expect("tracker lock").pending.push((key, reason));
         self.progress.inc(1);
+    }
+
+    /// A stage handed the item to a provider's batch (`--batch-api`): it
+    /// goes on when the batch's result is stored, in this run or the next.
+    /// The request is kept in the database, so for [`Tracker::settle`] the
+    /// item is through; if no result is stored before the run ends, it is
+    /// reported pending.
+    pub fn queued(&self, item: Option<Uuid>, key: String, reason: String) {
+        self.worked(item);
+        self.finished.lock().expect("tracker lock").insert(key.clone());
+        self.queued.lock().expect("tracker lock").insert(key, reason);
+    }
+
+    /// Nothing waits at the provider any more: items still queued here have
+    /// no request left (deleted while their batch ran); they are skipped.
+    pub fn nothing_queued(&self, reason: &str) {
+        let left: Vec<String> = self.queued.lock().expect("tracker lock").drain().map(|(key, _)| key).collect();
+        for key in left {
+            self.skipped(key, reason.to_owned());
+        }
     }
 
     /// Says on the progress bar (and once on stderr) when a provider is
@@ -220,6 +245,7 @@ impl Tracker {
     }
 
     pub fn skipped(&self, key: String, reason: String) {
+        self.queued.lock().expect("tracker lock").remove(&key);
         self.finished.lock().expect("tracker lock").insert(key.clone());
         self.report.lock().expect("tracker lock").skipped.push((key, reason));
         self.progress.inc(1);
@@ -238,6 +264,11 @@ impl Tracker {
         all
     }
 
+    /// Says `line` on stderr, above the progress bar.
+    pub fn say(&self, line: &str) {
+        self.progress.suspend(|| eprintln!("{line}"));
+    }
+
     /// A stage met a configuration fault: the run stops at the first.
     pub fn halt(&self, reason: String) {
         if self.halted.set(reason.clone()).is_ok() {
@@ -253,6 +284,7 @@ impl Tracker {
     pub fn finish(&self) -> Report {
         self.progress.finish_and_clear();
         let mut report = self.report.lock().expect("tracker lock").clone();
+        report.pending.extend(self.queued.lock().expect("tracker lock").drain());
         report.processed.sort();
         report.skipped.sort();
         report.failed.sort();
@@ -286,8 +318,8 @@ mod tests {
         };
         assert_eq!(
             waiting.summary(),
-            "processed 0, skipped 0, failed 0, left pending 2\n  left pending 2, not failed: the provider was out for \
-             longer than the retries' budget (the last: HTTP 529); run the same command again to finish them\n"
+            "processed 0, skipped 0, failed 0, left pending 2\n  left pending 2, not failed (the last: HTTP 529); run the \
+             same command again to finish them\n"
         );
         assert!(!waiting.is_complete() && report.is_complete());
     }

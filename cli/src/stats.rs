@@ -29,8 +29,18 @@ pub struct Prices {
     pub models: BTreeMap<String, Price>,
 }
 
+/// A model's prices: at list price, and through the batch API when it has one.
 #[derive(Debug, Clone, Copy, Deserialize)]
 pub struct Price {
+    #[serde(flatten)]
+    pub list: Rates,
+    /// The batch API's prices (Anthropic's and OpenAI's: half the list price).
+    pub batch: Option<Rates>,
+}
+
+/// US dollars per million tokens of each kind.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct Rates {
     pub input: f64,
     #[serde(default)]
     pub output: f64,
@@ -40,13 +50,24 @@ pub struct Price {
     pub cache_write: Option<f64>,
 }
 
-impl Price {
+impl Rates {
     fn cost(&self, used: &Usage) -> f64 {
         let per_token = |price: f64, tokens: u64| price * tokens as f64 / 1_000_000.0;
         per_token(self.input, used.input)
             + per_token(self.output, used.output)
             + per_token(self.cache_read.unwrap_or(self.input), used.cache_read)
             + per_token(self.cache_write.unwrap_or(self.input), used.cache_write)
+    }
+}
+
+impl Price {
+    /// What `used` cost, through the batch API or not (a model with no
+    /// batch price in the table is priced at its list price).
+    fn cost(&self, used: &Usage, batch: bool) -> f64 {
+        match (batch, &self.batch) {
+            (true, Some(rates)) => rates.cost(used),
+            _ => self.list.cost(used),
+        }
     }
 }
 
@@ -101,7 +122,7 @@ pub fn cost(stats: &Stats, prices: &Prices) -> Cost {
     let mut unpriced = Vec::new();
     for m in stats.models.iter().filter(|m| !is_local(m) && m.used.total() > 0) {
         match prices.models.get(&m.model) {
-            Some(price) => total += price.cost(&m.used),
+            Some(price) => total += price.cost(&m.used, m.batch),
             None => unpriced.push(m.model.clone()),
         }
     }
@@ -141,13 +162,19 @@ pub fn report(stats: &Stats, prices: &Prices) -> String {
         let _ = write!(
             out,
             "  {:<10} {:<28} rows {:>7}  input {:>10}  output {:>9}  cache read {:>9}  cache write {:>9}",
-            m.stage, m.model, m.rows, u.input, u.output, u.cache_read, u.cache_write
+            m.stage,
+            if m.batch { format!("{} (batch)", m.model) } else { m.model.clone() },
+            m.rows,
+            u.input,
+            u.output,
+            u.cache_read,
+            u.cache_write
         );
         let cost = if is_local(m) {
             "  $0 (local: costs nothing)".to_owned()
         } else {
             match prices.models.get(&m.model) {
-                Some(price) => format!("  ${:.4}", price.cost(u)),
+                Some(price) => format!("  ${:.4}", price.cost(u, m.batch)),
                 None => "  no price in the table".to_owned(),
             }
         };
@@ -181,9 +208,12 @@ mod tests {
         let prices = Prices::load(None).unwrap();
         let haiku = prices.models["claude-haiku-4-5"];
         let used = Usage { input: 1_000_000, output: 1_000_000, cache_read: 1_000_000, cache_write: 1_000_000 };
-        assert!((haiku.cost(&used) - (1.00 + 5.00 + 0.10 + 1.25)).abs() < 1e-9);
+        assert!((haiku.cost(&used, false) - (1.00 + 5.00 + 0.10 + 1.25)).abs() < 1e-9);
+        assert!((haiku.cost(&used, true) - (1.00 + 5.00 + 0.10 + 1.25) / 2.0).abs() < 1e-9, "half through batches");
         let voyage = prices.models["voyage-3.5"];
-        assert!((voyage.cost(&Usage { input: 2_000_000, ..Usage::default() }) - 0.12).abs() < 1e-9);
+        let tokens = Usage { input: 2_000_000, ..Usage::default() };
+        assert!((voyage.cost(&tokens, false) - 0.12).abs() < 1e-9);
+        assert!((voyage.cost(&tokens, true) - 0.12).abs() < 1e-9, "no batch price: the list price");
     }
 
     #[test]

@@ -237,6 +237,7 @@ async fn a_replayed_event_of_an_older_analysis_never_marks_the_item_embedded(poo
         trace_id: None,
         request_key: "again".into(),
         usage: None,
+        batch_id: None,
     };
     let latest = store::analyses::store_batch(&pool, &[again], &[]).await.unwrap().stored[0].analysis_id;
     let status = || async {

@@ -7,6 +7,7 @@
 mod analyzer;
 mod architecture;
 mod aws;
+mod batch_api;
 mod configuration;
 mod database_role;
 mod duplicates;

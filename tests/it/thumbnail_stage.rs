@@ -27,6 +27,7 @@ async fn run(stage: &Thumbnailer, pool: &PgPool, uploads: &[Upload]) -> Vec<Stri
         .map(|(_, settled)| match settled {
             Settled::Done => "done".to_owned(),
             Settled::Skipped(reason) => format!("skipped: {reason}"),
+            Settled::Queued(reason) => format!("queued: {reason}"),
             Settled::Failed(reason) => format!("failed (recorded): {reason}"),
             Settled::Redeliver(reason) => format!("failed (to deliver again): {reason}"),
             Settled::Halted(reason) => format!("held back (configuration fault): {reason}"),

@@ -10,7 +10,7 @@ use runtime::storage::BUCKET_NAME;
 use store::config::DatabaseConfig;
 
 use super::positive_rate;
-use crate::components::{Components, DATA_DIR};
+use crate::components::{Choices, Components, DATA_DIR};
 use crate::ingest::DirectSink;
 
 pub const UPLOADS_STREAM_NAME: Setting =
@@ -39,6 +39,12 @@ pub struct Backfill {
     /// Run the stages here instead of feeding the stream.
     #[arg(long)]
     direct: bool,
+    /// With --direct: analyse through the vision provider's batch API
+    /// (Anthropic's Message Batches, half the price, answered within 24
+    /// hours); the command waits for the batches, and a rerun picks up those
+    /// in flight. (Through the stream, the analyzer function calls per image.)
+    #[arg(long, requires = "direct")]
+    batch_api: bool,
     /// Where progress is saved (default: under COLLECTIONS_DATA_DIR).
     #[arg(long)]
     checkpoint: Option<PathBuf>,
@@ -77,7 +83,7 @@ impl Backfill {
         let aws = aws::load_config().await;
         let s3 = aws::s3::S3Store::new(&aws);
         let report = if self.direct {
-            let c = Components::from_env(env).await?;
+            let c = Components::connect(env, Choices { batch_api: self.batch_api, ..Choices::default() }).await?;
             c.prepare_database(true).await?;
             let sink = DirectSink::start(&c, s3.clone())?;
             backfill::backfill(&s3, Some(&c.pool), Box::new(sink), &options).await?

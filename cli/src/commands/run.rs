@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use domain::settings::Env;
 use store::models;
 
-use crate::components::{Components, INDEX_BUILD_MEMORY_MIB};
+use crate::components::{Choices, Components, INDEX_BUILD_MEMORY_MIB};
 use crate::ingest;
 
 /// Run every image under a folder through thumbnail → analysis → embedding.
@@ -23,11 +23,17 @@ pub struct Run {
     /// end (searches scan meanwhile).
     #[arg(long)]
     defer_index: bool,
+    /// Analyse through the vision provider's batch API (Anthropic's Message
+    /// Batches, half the price, answered within 24 hours) instead of a call
+    /// per image; the command waits for the batches, and a rerun picks up
+    /// those in flight.
+    #[arg(long)]
+    batch_api: bool,
 }
 
 impl Run {
     pub async fn run(self, env: &Env) -> anyhow::Result<()> {
-        let c = Components::from_env(env).await?;
+        let c = Components::connect(env, Choices { batch_api: self.batch_api, ..Choices::default() }).await?;
         c.prepare_database(!self.defer_index).await?;
         if self.defer_index {
             models::drop_indexes(&c.pool).await?;

@@ -109,9 +109,45 @@ impl JsonClient {
     /// POSTs `body` as JSON with `headers`; a non-2xx status, a timeout, a
     /// lost connection or a body that is not JSON is an [`ApiError`].
     pub async fn post(&self, url: &str, headers: &[(&str, &str)], body: &Value) -> Result<JsonReply, ApiError> {
+        let request = self.http.post(url).headers(self.headers(headers)?).json(body);
+        self.json_reply(self.send(request).await?).await
+    }
+
+    /// POSTs a body already serialised as JSON (a batch of requests too big
+    /// to hold twice, as a tree and as text), as [`JsonClient::post`].
+    pub async fn post_json_text(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<JsonReply, ApiError> {
+        let request = self
+            .http
+            .post(url)
+            .headers(self.headers(headers)?)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        self.json_reply(self.send(request).await?).await
+    }
+
+    /// GETs a JSON document, as [`JsonClient::post`].
+    pub async fn get(&self, url: &str, headers: &[(&str, &str)]) -> Result<JsonReply, ApiError> {
+        let request = self.http.get(url).headers(self.headers(headers)?);
+        self.json_reply(self.send(request).await?).await
+    }
+
+    /// GETs a JSON Lines document (a batch's results), read a line at a
+    /// time: however long it is, one line is held at once.
+    pub async fn get_lines(&self, url: &str, headers: &[(&str, &str)]) -> Result<JsonLines, ApiError> {
+        let request = self.http.get(url).headers(self.headers(headers)?);
+        let response = self.send(request).await?;
+        Ok(JsonLines { provider: self.provider, client: self.clone(), response, pending: Vec::new(), done: false })
+    }
+
+    /// `headers` as sensitive header values; the value is never shown (it may be a key).
+    fn headers(&self, headers: &[(&str, &str)]) -> Result<HeaderMap, ApiError> {
         let mut map = HeaderMap::new();
         for (name, value) in headers {
-            // The value is not shown: it may be a key.
             let bad = |e: &dyn fmt::Display| ApiError::Request {
                 provider: self.provider,
                 message: format!("header {name} is not a valid HTTP header value ({e})"),
@@ -121,32 +157,31 @@ impl JsonClient {
             value.set_sensitive(true);
             map.insert(header, value);
         }
-        let response = self.http.post(url).headers(map).json(body).send().await.map_err(|e| self.send_error(e))?;
+        Ok(map)
+    }
+
+    /// Sends `request`; a non-2xx status is an error with the body's message.
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, ApiError> {
+        let response = request.send().await.map_err(|e| self.send_error(e))?;
         let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
         let headers = response.headers().clone();
         let text = self.read_capped(response).await?;
-        if !status.is_success() {
-            return Err(ApiError::Status {
-                provider: self.provider,
-                status: status.as_u16(),
-                message: error_message(&text),
-                retry_after: retry_after(&headers, SystemTime::now()),
-            });
-        }
-        // What PostgreSQL would refuse goes here, whatever the reply is used for.
-        let fixed = domain::text::replace_lone_surrogates(&text);
-        let mut body: Value = serde_json::from_str(&fixed).map_err(|e| ApiError::Malformed {
+        Err(ApiError::Status {
             provider: self.provider,
-            reason: format!("the body is not JSON ({e}): {}", truncate(&text)),
-        })?;
-        let cleaned = domain::text::clean_json(&mut body);
-        if cleaned > 0 || matches!(fixed, std::borrow::Cow::Owned(_)) {
-            tracing::info!(
-                provider = self.provider,
-                strings = cleaned,
-                "removed control characters or unpaired surrogates from a reply"
-            );
-        }
+            status: status.as_u16(),
+            message: error_message(&text),
+            retry_after: retry_after(&headers, SystemTime::now()),
+        })
+    }
+
+    /// A successful reply's JSON body, cleaned of what PostgreSQL would refuse.
+    async fn json_reply(&self, response: reqwest::Response) -> Result<JsonReply, ApiError> {
+        let headers = response.headers().clone();
+        let text = self.read_capped(response).await?;
+        let body = parse_clean(self.provider, &text)?;
         Ok(JsonReply { body, headers })
     }
 
@@ -176,6 +211,74 @@ impl JsonClient {
         } else {
             // Without the URL: it may carry a key in some providers' schemes.
             ApiError::Transport { provider: self.provider, message: e.without_url().to_string() }
+        }
+    }
+}
+
+/// `text` as JSON, with what PostgreSQL would refuse taken out (lone
+/// surrogate escapes, control characters), whatever the reply is used for.
+fn parse_clean(provider: &'static str, text: &str) -> Result<Value, ApiError> {
+    let fixed = domain::text::replace_lone_surrogates(text);
+    let mut body: Value = serde_json::from_str(&fixed).map_err(|e| ApiError::Malformed {
+        provider,
+        reason: format!("the body is not JSON ({e}): {}", truncate(text)),
+    })?;
+    let cleaned = domain::text::clean_json(&mut body);
+    if cleaned > 0 || matches!(fixed, std::borrow::Cow::Owned(_)) {
+        tracing::info!(provider, strings = cleaned, "removed control characters or unpaired surrogates from a reply");
+    }
+    Ok(body)
+}
+
+/// A JSON Lines reply, read a line at a time ([`JsonClient::get_lines`]).
+#[derive(Debug)]
+pub struct JsonLines {
+    provider: &'static str,
+    client: JsonClient,
+    response: reqwest::Response,
+    /// Bytes read past the last whole line.
+    pending: Vec<u8>,
+    done: bool,
+}
+
+impl JsonLines {
+    /// The next line's JSON (blank lines passed over); `None` at the end. A
+    /// line that is not JSON is an error of its own: the lines after it
+    /// still come. A line over [`MAX_REPLY_BYTES`] ends the reading.
+    pub async fn next(&mut self) -> Option<Result<Value, ApiError>> {
+        loop {
+            if let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=end).collect();
+                let text = String::from_utf8_lossy(&line);
+                if text.trim().is_empty() {
+                    continue;
+                }
+                return Some(parse_clean(self.provider, text.trim()));
+            }
+            if self.done {
+                let rest = std::mem::take(&mut self.pending);
+                let text = String::from_utf8_lossy(&rest);
+                return (!text.trim().is_empty()).then(|| parse_clean(self.provider, text.trim()));
+            }
+            match self.response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if self.pending.len() + chunk.len() > MAX_REPLY_BYTES {
+                        self.done = true;
+                        self.pending.clear();
+                        return Some(Err(ApiError::Malformed {
+                            provider: self.provider,
+                            reason: format!("a line of the reply is over {MAX_REPLY_BYTES} bytes"),
+                        }));
+                    }
+                    self.pending.extend_from_slice(&chunk);
+                }
+                Ok(None) => self.done = true,
+                Err(e) => {
+                    self.done = true;
+                    self.pending.clear();
+                    return Some(Err(self.client.send_error(e)));
+                }
+            }
         }
     }
 }

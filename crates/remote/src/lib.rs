@@ -10,7 +10,7 @@ pub mod secrets;
 
 use domain::settings::Setting;
 
-pub use client::{ApiError, JsonClient, JsonReply};
+pub use client::{ApiError, JsonClient, JsonLines, JsonReply};
 pub use secrets::{ApiKey, EnvSecrets, SecretError, SecretSource};
 
 /// OpenAI's API, where an OpenAI-compatible provider calls unless told otherwise.

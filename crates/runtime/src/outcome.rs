@@ -11,6 +11,9 @@ pub enum Outcome {
     /// Deliberately not processed (a thumbnail key, another file type, work
     /// already done for the same version), with why.
     Skipped(String),
+    /// Handed to a provider's batch API (`--batch-api`): neither done nor
+    /// failed yet; it goes on when the batch's result is stored, with why.
+    Queued(String),
     Failed(Failure),
 }
 

@@ -62,6 +62,8 @@ pub struct Unreadable {
 pub enum Settled {
     Done,
     Skipped(String),
+    /// Handed to a provider's batch: not delivered again, not finished.
+    Queued(String),
     /// Failed for good, and recorded: `collections failures` lists it.
     Failed(String),
     /// To be delivered again (retriable, or its failure could not be recorded).
@@ -208,6 +210,10 @@ pub async fn run<S: Stage>(
                 info!(%reason, "skipped");
                 Settled::Skipped(reason)
             }
+            Outcome::Queued(reason) => {
+                debug!(%reason, "queued for a provider batch");
+                Settled::Queued(reason)
+            }
             Outcome::Failed(failure) if failure.is_configuration_fault() => {
                 error!(reason = %failure.reason, "configuration fault: not the item's; left to be delivered again");
                 Settled::Halted(failure.reason)
@@ -235,6 +241,7 @@ pub async fn run<S: Stage>(
         records_in: settled.len(),
         done: count(|s| matches!(s, Settled::Done)),
         skipped: count(|s| matches!(s, Settled::Skipped(_))),
+        queued: count(|s| matches!(s, Settled::Queued(_))),
         failed: count(|s| matches!(s, Settled::Failed(_))),
         redelivered: count(|s| matches!(s, Settled::Redeliver(_) | Settled::Halted(_) | Settled::Postponed(_))),
         configuration_faults: count(|s| matches!(s, Settled::Halted(_))),

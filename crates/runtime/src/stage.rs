@@ -45,3 +45,17 @@ pub trait Stage: Send + Sync + 'static {
     /// Processes a batch; returns exactly one outcome per input, in order.
     async fn run_batch(&self, inputs: &[Self::Input], context: &BatchContext) -> Vec<Outcome>;
 }
+
+/// A stage shared (the analyzer, by its batch driver and its queue's runner).
+#[async_trait]
+impl<S: Stage> Stage for std::sync::Arc<S> {
+    type Input = S::Input;
+
+    fn name(&self) -> StageName {
+        S::name(self)
+    }
+
+    async fn run_batch(&self, inputs: &[Self::Input], context: &BatchContext) -> Vec<Outcome> {
+        S::run_batch(self, inputs, context).await
+    }
+}

@@ -46,6 +46,9 @@ pub struct BatchMetrics {
     pub records_in: usize,
     pub done: usize,
     pub skipped: usize,
+    /// Handed to a provider's batch (`--batch-api`, run from the command
+    /// line only: no Lambda queues, so it is not a CloudWatch metric).
+    pub queued: usize,
     /// Failed permanently: recorded where `collections failures` lists it.
     pub failed: usize,
     /// Reported back to the stream (or, for a direct invocation, the whole
@@ -144,6 +147,7 @@ mod tests {
     #[test]
     fn emf_document_declares_its_metrics() {
         let m = BatchMetrics {
+            queued: 0,
             stage: StageName::Analysis,
             records_in: 6,
             done: 3,

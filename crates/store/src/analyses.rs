@@ -31,6 +31,9 @@ pub struct NewAnalysis {
     pub request_key: String,
     /// The tokens the provider counted for it, when it did.
     pub usage: Option<Usage>,
+    /// The provider batch that answered it (`store::batches`), priced at the
+    /// batch price; `None`: a synchronous call.
+    pub batch_id: Option<Uuid>,
 }
 
 /// Where an analysis of the batch ended up.
@@ -87,6 +90,7 @@ async fn store_transaction(pool: &PgPool, analyses: &[NewAnalysis], reused: &[Uu
     let (stored, refused) = each_on_refusal(&mut tx, analyses, |conn, rows| Box::pin(insert(conn, rows))).await?;
     let input_items: Vec<Uuid> = analyses.iter().map(|a| a.item_id).collect();
     let reused_items = make_current(&mut tx, reused, &input_items).await?;
+    answer_waiting(&mut tx, &stored).await?;
     let done: Vec<Uuid> = stored.iter().map(|s| s.item_id).chain(reused_items).collect();
     let restart: Vec<Uuid> = stored.iter().filter(|s| s.created).map(|s| s.item_id).collect();
     status::mark_done(&mut tx, StageName::Analysis, &done, &restart).await?;
@@ -115,19 +119,19 @@ async fn insert(conn: &mut PgConnection, analyses: &[NewAnalysis]) -> Result<Vec
             SELECT *, row_number() OVER (PARTITION BY item_id ORDER BY ord) AS nth
             FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[],
                         $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[],
-                        $14::bigint[], $15::bigint[])
+                        $14::bigint[], $15::bigint[], $16::uuid[])
                  WITH ORDINALITY AS t(id, item_id, user_id, category, summary, analysis, raw_response,
                                       provider_used, model_used, trace_id, request_key, input_tokens,
-                                      output_tokens, cache_read_tokens, cache_write_tokens, ord)
+                                      output_tokens, cache_read_tokens, cache_write_tokens, batch_id, ord)
         ),
         inserted AS (
             INSERT INTO analyses (id, item_id, user_id, version, category, summary, analysis, raw_response,
                                   provider_used, model_used, trace_id, request_key, input_tokens,
-                                  output_tokens, cache_read_tokens, cache_write_tokens)
+                                  output_tokens, cache_read_tokens, cache_write_tokens, batch_id)
             SELECT id, item_id, user_id,
                    coalesce((SELECT max(a.version) FROM analyses a WHERE a.item_id = input.item_id), 0) + nth,
                    category, summary, analysis, raw_response, provider_used, model_used, trace_id, request_key,
-                   input_tokens, output_tokens, cache_read_tokens, cache_write_tokens
+                   input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, batch_id
             FROM input
             WHERE EXISTS (SELECT 1 FROM items i WHERE i.id = input.item_id AND i.user_id = input.user_id)
             ON CONFLICT (item_id, request_key) DO NOTHING
@@ -156,9 +160,30 @@ async fn insert(conn: &mut PgConnection, analyses: &[NewAnalysis]) -> Result<Vec
     .bind(tokens(|u| u.output))
     .bind(tokens(|u| u.cache_read))
     .bind(tokens(|u| u.cache_write))
+    .bind(analyses.iter().map(|a| a.batch_id).collect::<Vec<_>>())
     .fetch_all(conn)
     .await
     .map_err(DbError::during("storing analyses"))
+}
+
+/// A request waiting for a provider batch's answer (`store::batches`) is
+/// answered by an analysis stored for it, whichever path stored it.
+async fn answer_waiting(conn: &mut PgConnection, stored: &[StoredAnalysis]) -> Result<(), DbError> {
+    if stored.is_empty() {
+        return Ok(());
+    }
+    let items: Vec<Uuid> = stored.iter().map(|s| s.item_id).collect();
+    let keys: Vec<&str> = stored.iter().map(|s| s.request_key.as_str()).collect();
+    sqlx::query(
+        "DELETE FROM batch_requests r USING UNNEST($1::uuid[], $2::text[]) AS t(item_id, request_key) \
+         WHERE r.item_id = t.item_id AND r.request_key = t.request_key",
+    )
+    .bind(&items)
+    .bind(&keys)
+    .execute(conn)
+    .await
+    .map_err(DbError::during("answering batch requests"))?;
+    Ok(())
 }
 
 /// Makes each reused analysis its item's latest version again (of several

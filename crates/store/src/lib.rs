@@ -6,6 +6,7 @@
 //! given its query's vector.
 
 pub mod analyses;
+pub mod batches;
 pub mod config;
 pub mod copy;
 pub mod embeddings;

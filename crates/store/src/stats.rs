@@ -28,6 +28,8 @@ pub struct ModelUsage {
     /// Rows whose provider counted no tokens.
     pub uncounted: i64,
     pub used: Usage,
+    /// Made through the provider's batch API, billed at its batch price.
+    pub batch: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,6 +48,7 @@ pub struct Stats {
 struct AnalysisTokens {
     provider_used: String,
     model_used: String,
+    batch: bool,
     rows: i64,
     uncounted: i64,
     input: i64,
@@ -96,7 +99,7 @@ pub async fn gather(pool: &PgPool, filter: Filter<'_>) -> Result<Stats, DbError>
     .map_err(DbError::during("listing failure reasons"))?;
     let analyses: Vec<AnalysisTokens> = sqlx::query_as(
         r#"
-        SELECT provider_used, model_used, count(*) AS rows,
+        SELECT provider_used, model_used, batch_id IS NOT NULL AS batch, count(*) AS rows,
                count(*) FILTER (WHERE input_tokens IS NULL) AS uncounted,
                coalesce(sum(input_tokens), 0)::bigint AS input,
                coalesce(sum(output_tokens), 0)::bigint AS output,
@@ -104,7 +107,7 @@ pub async fn gather(pool: &PgPool, filter: Filter<'_>) -> Result<Stats, DbError>
                coalesce(sum(cache_write_tokens), 0)::bigint AS cache_write
         FROM analyses
         WHERE ($1::text IS NULL OR user_id = $1) AND ($2::timestamptz IS NULL OR created_at >= $2)
-        GROUP BY 1, 2 ORDER BY 2
+        GROUP BY 1, 2, 3 ORDER BY 2, 3
         "#,
     )
     .bind(filter.user)
@@ -150,6 +153,7 @@ pub async fn gather(pool: &PgPool, filter: Filter<'_>) -> Result<Stats, DbError>
                 cache_read: count(a.cache_read),
                 cache_write: count(a.cache_write),
             },
+            batch: a.batch,
         })
         .collect();
     models.extend(embeddings.into_iter().map(|(model, rows, uncounted, tokens)| ModelUsage {
@@ -159,6 +163,7 @@ pub async fn gather(pool: &PgPool, filter: Filter<'_>) -> Result<Stats, DbError>
         rows,
         uncounted,
         used: Usage { input: count(tokens), ..Usage::default() },
+        batch: false,
     }));
     Ok(Stats { statuses, failures, models, images })
 }

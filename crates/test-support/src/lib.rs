@@ -99,6 +99,7 @@ pub async fn seed_analysis(
         trace_id: None,
         request_key: format!("seed:{key}"),
         usage: None,
+        batch_id: None,
     };
     let batch = analyses::store_batch(pool, &[new], &[]).await.expect("storing the analysis");
     (parsed.item_uuid(), batch.stored[0].analysis_id)

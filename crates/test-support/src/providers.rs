@@ -3,6 +3,9 @@
 //! embeddings, Voyage embeddings — and can be told to fail: 429 with
 //! `retry-after`, 5xx, slow replies, malformed JSON, refusals, wrong
 //! dimensions. It records every request and the peak of requests in flight.
+//! It also runs Anthropic's Message Batches API: batches created, listed,
+//! asked about and ended after a set time, with results as JSON Lines of
+//! each kind (`succeeded`, `errored`, `canceled`, `expired`).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -10,10 +13,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use embedding::local::LocalEmbedder;
 use serde_json::{Value, json};
@@ -66,6 +69,59 @@ struct Inner {
     latency: Mutex<Duration>,
     /// Until when every request gets this reply, whatever the script says.
     outage: Mutex<Option<(Instant, Reply)>>,
+    batches: Mutex<Vec<MockBatch>>,
+    /// The results of the next batch requests, in the order they are submitted; after them, `Succeeded`.
+    batch_script: Mutex<VecDeque<BatchLine>>,
+    /// How long a batch is in progress.
+    batch_duration: Mutex<Duration>,
+    /// How long a batch's creation takes to be answered (it exists from the start).
+    create_delay: Mutex<Duration>,
+}
+
+/// What the batch API makes of one request of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BatchLine {
+    /// An analysis, as the Messages API would answer.
+    Succeeded,
+    /// `errored`, with Anthropic's error type (`invalid_request_error`, `overloaded_error`, …).
+    Errored(&'static str),
+    Canceled,
+    Expired,
+    /// A line that is not a result (not JSON).
+    Garbled,
+}
+
+#[derive(Debug, Clone)]
+struct MockBatch {
+    id: String,
+    created_at: chrono::DateTime<chrono::Utc>,
+    ends_at: Instant,
+    /// Each request's custom id.
+    custom_ids: Vec<String>,
+    /// Each request's result line.
+    lines: Vec<String>,
+    /// Counts by result type.
+    counts: [u64; 4],
+}
+
+impl MockBatch {
+    fn json(&self, base: &str) -> Value {
+        let ended = Instant::now() >= self.ends_at;
+        let [succeeded, errored, canceled, expired] = self.counts;
+        let processing = if ended { 0 } else { succeeded + errored + canceled + expired };
+        let done = |n: u64| if ended { n } else { 0 };
+        json!({
+            "id": self.id, "type": "message_batch",
+            "processing_status": if ended { "ended" } else { "in_progress" },
+            "request_counts": {"processing": processing, "succeeded": done(succeeded), "errored": done(errored),
+                               "canceled": done(canceled), "expired": done(expired)},
+            "created_at": self.created_at.to_rfc3339(),
+            "expires_at": (self.created_at + chrono::TimeDelta::hours(24)).to_rfc3339(),
+            "ended_at": if ended { Value::from(chrono::Utc::now().to_rfc3339()) } else { Value::Null },
+            "archived_at": null, "cancel_initiated_at": null,
+            "results_url": if ended { Value::from(format!("{base}/v1/messages/batches/{}/results", self.id)) } else { Value::Null },
+        })
+    }
 }
 
 /// A running mock server. Its base URLs go into the providers' settings.
@@ -80,6 +136,9 @@ impl MockProviders {
         let inner = Arc::new(Inner::default());
         let app = Router::new()
             .route("/anthropic/v1/messages", post(anthropic))
+            .route("/anthropic/v1/messages/batches", post(create_batch).get(list_batches))
+            .route("/anthropic/v1/messages/batches/{id}", get(retrieve_batch))
+            .route("/anthropic/v1/messages/batches/{id}/results", get(batch_results))
             .route("/openai/v1/chat/completions", post(openai_chat))
             .route("/openai/v1/embeddings", post(openai_embeddings))
             .route("/voyage/v1/embeddings", post(voyage))
@@ -126,6 +185,27 @@ impl MockProviders {
     /// The most requests that were being answered at once.
     pub fn peak_in_flight(&self) -> usize {
         self.inner.peak.load(Ordering::SeqCst)
+    }
+
+    /// The results of the next batch requests, in submission order; after them, `Succeeded`.
+    pub fn batch_script(&self, lines: impl IntoIterator<Item = BatchLine>) {
+        self.inner.batch_script.lock().expect("batch lock").extend(lines);
+    }
+
+    /// How long each batch created from now on is in progress.
+    pub fn set_batch_duration(&self, duration: Duration) {
+        *self.inner.batch_duration.lock().expect("batch lock") = duration;
+    }
+
+    /// How long a batch's creation takes to be answered; the batch exists
+    /// from when the request arrives (an answer a client may never read).
+    pub fn set_create_delay(&self, delay: Duration) {
+        *self.inner.create_delay.lock().expect("batch lock") = delay;
+    }
+
+    /// The custom ids of each batch created, in order.
+    pub fn batches(&self) -> Vec<Vec<String>> {
+        self.inner.batches.lock().expect("batch lock").iter().map(|b| b.custom_ids.clone()).collect()
     }
 
     pub fn reset(&self) {
@@ -271,20 +351,7 @@ async fn anthropic(State(inner): State<Arc<Inner>>, headers: HeaderMap, Json(bod
             "stop_reason": "refusal", "usage": {"input_tokens": 1600, "output_tokens": 12}
         }))
         .into_response(),
-        Reply::Status { .. } | Reply::StatusSaying(..) => {
-            let (status, retry_after, message) = status_of(&reply);
-            // Anthropic's error types, by status.
-            let kind = match status {
-                400 => "invalid_request_error",
-                401 => "authentication_error",
-                403 => "permission_error",
-                404 => "not_found_error",
-                429 => "rate_limit_error",
-                529 => "overloaded_error",
-                _ => "api_error",
-            };
-            error(status, retry_after, json!({"type": "error", "error": {"type": kind, "message": message}}))
-        }
+        Reply::Status { .. } | Reply::StatusSaying(..) => anthropic_error(&reply),
         Reply::MalformedJson => malformed(),
         Reply::Endless(bytes) => endless(bytes),
     }
@@ -384,4 +451,139 @@ async fn voyage(State(inner): State<Arc<Inner>>, headers: HeaderMap, Json(body):
 
 async fn openai_embeddings(State(inner): State<Arc<Inner>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
     embeddings_reply(inner, "openai-embeddings", headers, body).await
+}
+
+/// The base URL of the mock's Anthropic API, as a client reached it.
+fn anthropic_base(headers: &HeaderMap) -> String {
+    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+    format!("http://{host}/anthropic")
+}
+
+/// Anthropic's error for a scripted error reply.
+fn anthropic_error(reply: &Reply) -> Response {
+    let (status, retry_after, message) = status_of(reply);
+    // Anthropic's error types, by status.
+    let kind = match status {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        529 => "overloaded_error",
+        _ => "api_error",
+    };
+    error(status, retry_after, json!({"type": "error", "error": {"type": kind, "message": message}}))
+}
+
+/// `POST /v1/messages/batches`: each request's result decided now (by the
+/// batch script), served once the batch's time is up.
+async fn create_batch(State(inner): State<Arc<Inner>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    let base = anthropic_base(&headers);
+    let (_guard, reply) = begin(&inner, "anthropic-batch-create", headers, &body).await;
+    if matches!(reply, Reply::Status { .. } | Reply::StatusSaying(..)) {
+        return anthropic_error(&reply);
+    }
+    let Some(requests) = body["requests"].as_array().filter(|r| !r.is_empty()) else {
+        return anthropic_error(&Reply::StatusSaying(400, "requests: a non-empty list is required".into()));
+    };
+    let mut counts = [0u64; 4];
+    let mut lines = Vec::with_capacity(requests.len());
+    let mut custom_ids = Vec::with_capacity(requests.len());
+    for request in requests {
+        let (Some(custom_id), Some(_)) = (request["custom_id"].as_str(), request["params"]["messages"].as_array())
+        else {
+            return anthropic_error(&Reply::StatusSaying(400, "each request needs a custom_id and params".into()));
+        };
+        let line = inner.batch_script.lock().expect("batch lock").pop_front().unwrap_or(BatchLine::Succeeded);
+        let n = inner.requests.lock().expect("requests lock").len() * 1000 + lines.len();
+        let result = match line {
+            BatchLine::Succeeded => {
+                counts[0] += 1;
+                let tool = request["params"]["tool_choice"]["name"].as_str().unwrap_or("record_analysis");
+                json!({"type": "succeeded", "message": {
+                    "id": format!("msg_b{n:06}"), "type": "message", "role": "assistant",
+                    "model": request["params"]["model"],
+                    "content": [{"type": "tool_use", "id": format!("toolu_b{n:06}"), "name": tool, "input": analysis(n)}],
+                    "stop_reason": "tool_use", "stop_sequence": null,
+                    "usage": {"input_tokens": 1600, "output_tokens": 120}}})
+            }
+            BatchLine::Errored(kind) => {
+                counts[1] += 1;
+                json!({"type": "errored", "error": {"type": "error", "error": {"type": kind, "message": format!("mock {kind}")}}})
+            }
+            BatchLine::Canceled => {
+                counts[2] += 1;
+                json!({"type": "canceled"})
+            }
+            BatchLine::Expired | BatchLine::Garbled => {
+                counts[3] += 1;
+                json!({"type": "expired"})
+            }
+        };
+        custom_ids.push(custom_id.to_owned());
+        lines.push(match line {
+            BatchLine::Garbled => format!("{{\"custom_id\": \"{custom_id}\", \"result\": "),
+            _ => json!({"custom_id": custom_id, "result": result}).to_string(),
+        });
+    }
+    let batch = {
+        let mut batches = inner.batches.lock().expect("batch lock");
+        let batch = MockBatch {
+            id: format!("msgbatch_{:04}", batches.len() + 1),
+            created_at: chrono::Utc::now(),
+            ends_at: Instant::now() + *inner.batch_duration.lock().expect("batch lock"),
+            custom_ids,
+            lines,
+            counts,
+        };
+        batches.push(batch.clone());
+        batch
+    };
+    let delay = *inner.create_delay.lock().expect("batch lock");
+    tokio::time::sleep(delay).await;
+    Json(batch.json(&base)).into_response()
+}
+
+fn find_batch(inner: &Inner, id: &str) -> Option<MockBatch> {
+    inner.batches.lock().expect("batch lock").iter().find(|b| b.id == id).cloned()
+}
+
+fn no_batch(id: &str) -> Response {
+    anthropic_error(&Reply::StatusSaying(404, format!("no message batch {id}")))
+}
+
+/// `GET /v1/messages/batches/{id}`.
+async fn retrieve_batch(State(inner): State<Arc<Inner>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let base = anthropic_base(&headers);
+    let (_guard, reply) = begin(&inner, "anthropic-batch-get", headers, &Value::Null).await;
+    if matches!(reply, Reply::Status { .. } | Reply::StatusSaying(..)) {
+        return anthropic_error(&reply);
+    }
+    match find_batch(&inner, &id) {
+        Some(batch) => Json(batch.json(&base)).into_response(),
+        None => no_batch(&id),
+    }
+}
+
+/// `GET /v1/messages/batches`: newest first, one page.
+async fn list_batches(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
+    let base = anthropic_base(&headers);
+    let (_guard, _) = begin(&inner, "anthropic-batch-list", headers, &Value::Null).await;
+    let data: Vec<Value> = inner.batches.lock().expect("batch lock").iter().rev().map(|b| b.json(&base)).collect();
+    let (first, last) = (data.first().map(|b| b["id"].clone()), data.last().map(|b| b["id"].clone()));
+    Json(json!({"data": data, "has_more": false, "first_id": first, "last_id": last})).into_response()
+}
+
+/// `GET /v1/messages/batches/{id}/results`: JSON Lines, once the batch has ended.
+async fn batch_results(State(inner): State<Arc<Inner>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let (_guard, _) = begin(&inner, "anthropic-batch-results", headers, &Value::Null).await;
+    match find_batch(&inner, &id) {
+        Some(batch) if Instant::now() >= batch.ends_at => {
+            let mut text = batch.lines.join("\n");
+            text.push('\n');
+            (StatusCode::OK, [("content-type", "application/binary")], text).into_response()
+        }
+        Some(_) => anthropic_error(&Reply::StatusSaying(400, format!("message batch {id} has not ended"))),
+        None => no_batch(&id),
+    }
 }

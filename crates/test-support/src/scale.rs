@@ -142,6 +142,7 @@ pub async fn store_generated(pool: &PgPool, images: &[Generated], model: &str) -
             trace_id: None,
             request_key: r.key.clone(),
             usage: None,
+            batch_id: None,
         })
         .collect();
     let stored = analyses::store_batch(pool, &new, &[]).await?;

@@ -4,6 +4,7 @@
 //! validation, is `domain::analysis`.
 
 pub mod anthropic;
+pub mod batch;
 pub mod local;
 pub mod openai;
 mod prompt;
@@ -19,6 +20,7 @@ use remote::ApiError;
 use serde_json::Value;
 use thiserror::Error;
 
+pub use batch::VisionBatches;
 pub use settings::{VisionProviderName, VisionSettings};
 
 /// An image to analyse.

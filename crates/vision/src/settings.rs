@@ -10,10 +10,10 @@ use domain::settings::{ConfigError, Env, Setting};
 use remote::secrets::{ANTHROPIC_API_KEY, OPENAI_API_KEY};
 use remote::{JsonClient, OPENAI_BASE_URL, SecretSource};
 
-use crate::VisionProvider;
-use crate::anthropic::{self, AnthropicProvider};
+use crate::anthropic::{self, AnthropicBatches, AnthropicProvider};
 use crate::local::LocalAnalyzer;
 use crate::openai::{self, OpenAiProvider};
+use crate::{VisionBatches, VisionProvider};
 
 pub const PROVIDER: Setting = Setting::new("ANALYZER_PROVIDER", "local", "`anthropic`, `openai` or `local`");
 pub const MODEL: Setting = Setting::optional(
@@ -102,18 +102,7 @@ impl VisionSettings {
         let key = |name: &'static str| async move { secrets.get(name).await.map_err(|e| e.to_string()) };
         match self.provider {
             VisionProviderName::Local => Ok(Arc::new(LocalAnalyzer)),
-            VisionProviderName::Anthropic => {
-                let key = key(ANTHROPIC_API_KEY.name)
-                    .await?
-                    .ok_or("ANTHROPIC_API_KEY is not set (an environment variable locally, an SSM parameter on AWS)")?;
-                Ok(Arc::new(AnthropicProvider::new(
-                    client(),
-                    self.base_url.as_deref().unwrap_or(anthropic::DEFAULT_BASE_URL),
-                    key,
-                    self.model.clone().unwrap_or_else(|| anthropic::DEFAULT_MODEL.to_owned()),
-                    self.max_tokens,
-                )))
-            }
+            VisionProviderName::Anthropic => Ok(Arc::new(self.anthropic(secrets).await?)),
             VisionProviderName::OpenAi => {
                 let key = key(OPENAI_API_KEY.name).await?;
                 // A compatible server on another URL (Ollama, vLLM) may need no key; OpenAI does.
@@ -128,6 +117,37 @@ impl VisionSettings {
                     self.max_tokens,
                 )))
             }
+        }
+    }
+}
+
+impl VisionSettings {
+    async fn anthropic(&self, secrets: &dyn SecretSource) -> Result<AnthropicProvider, String> {
+        let key = secrets
+            .get(ANTHROPIC_API_KEY.name)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("ANTHROPIC_API_KEY is not set (an environment variable locally, an SSM parameter on AWS)")?;
+        Ok(AnthropicProvider::new(
+            JsonClient::new(self.provider.as_str(), self.timeout),
+            self.base_url.as_deref().unwrap_or(anthropic::DEFAULT_BASE_URL),
+            key,
+            self.model.clone().unwrap_or_else(|| anthropic::DEFAULT_MODEL.to_owned()),
+            self.max_tokens,
+        ))
+    }
+
+    /// The provider's batch API (`--batch-api`), with its key read from
+    /// `secrets`: Anthropic's Message Batches. The others have none built.
+    pub async fn build_batches(&self, secrets: &dyn SecretSource) -> Result<Arc<dyn VisionBatches>, String> {
+        match self.provider {
+            VisionProviderName::Anthropic => Ok(Arc::new(AnthropicBatches::new(self.anthropic(secrets).await?))),
+            VisionProviderName::OpenAi => Err("the batch API is built for anthropic only: OpenAI's Batch API is not \
+                 built yet (run without --batch-api)"
+                .to_owned()),
+            VisionProviderName::Local => Err("the local analyzer has no batch API (it costs nothing): run without \
+                 --batch-api, or set ANALYZER_PROVIDER=anthropic"
+                .to_owned()),
         }
     }
 }

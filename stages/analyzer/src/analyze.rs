@@ -5,7 +5,7 @@
 //! until the deadline) and store each answer as it comes, mark reused
 //! analyses, publish `AnalysisComplete`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
@@ -21,6 +21,7 @@ use runtime::storage::ObjectStore;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use store::analyses::{self, ExistingAnalysis, NewAnalysis};
+use store::batches::{self, NewRequest};
 use store::{items, status};
 use tokio::sync::mpsc;
 use tracing::{Instrument, info_span};
@@ -36,9 +37,12 @@ const STORE_GROUP: usize = 32;
 pub struct Analyzer {
     store: Arc<dyn ObjectStore>,
     publisher: Arc<dyn EventPublisher>,
-    pool: PgPool,
+    pub(crate) pool: PgPool,
     calls: VisionCalls,
     config: AnalyzerConfig,
+    /// Requests are queued for a provider's batch API (`--batch-api`)
+    /// instead of called: [`crate::batches`] submits them and stores the answers.
+    queue: bool,
 }
 
 impl std::fmt::Debug for Analyzer {
@@ -48,16 +52,31 @@ impl std::fmt::Debug for Analyzer {
 }
 
 /// A thumbnail ready to analyse.
-struct Fetched {
-    bytes: Vec<u8>,
-    media_type: &'static str,
-    request_key: String,
+pub(crate) struct Fetched {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) media_type: &'static str,
+    pub(crate) request_key: String,
     /// What the thumbnailer measured of the original, from its item row.
-    info: Option<ImageInfo>,
+    pub(crate) info: Option<ImageInfo>,
+}
+
+impl Fetched {
+    pub(crate) fn request(&self) -> VisionRequest<'_> {
+        VisionRequest { image: &self.bytes, media_type: self.media_type, info: self.info.as_ref() }
+    }
+}
+
+/// An answer to store: the event it answers, its request key, and the analysis.
+pub(crate) struct Answer<'a> {
+    /// Its position in the batch.
+    pub(crate) index: usize,
+    pub(crate) event: &'a ImageProcessed,
+    pub(crate) request_key: &'a str,
+    pub(crate) analysis: ProviderAnalysis,
 }
 
 /// Where each event of a batch stands as the phases go on.
-enum Step {
+pub(crate) enum Step {
     Finished(Outcome),
     Fetched(Fetched),
     /// Stored before under the same request; the item may still need it
@@ -78,7 +97,23 @@ impl Analyzer {
         config: AnalyzerConfig,
     ) -> Self {
         let calls = VisionCalls::new(provider, config.concurrency, config.retry);
-        Self { store, publisher, pool, calls, config }
+        Self { store, publisher, pool, calls, config, queue: false }
+    }
+
+    /// The stage queueing each request for the provider's batch API
+    /// instead of calling it (`--batch-api`); [`crate::batches::BatchDriver`]
+    /// submits them and stores the answers through this stage.
+    pub fn queueing_for_batches(self) -> Self {
+        Self { queue: true, ..self }
+    }
+
+    pub(crate) fn config(&self) -> &AnalyzerConfig {
+        &self.config
+    }
+
+    /// The provider and model the analyses are stored under.
+    pub(crate) fn provider(&self) -> &dyn VisionProvider {
+        self.calls.provider()
     }
 
     /// The vision provider's limit of calls in flight, and whether it is out.
@@ -150,9 +185,7 @@ impl Analyzer {
         fetched: &Fetched,
         context: &BatchContext,
     ) -> Result<ProviderAnalysis, Failure> {
-        let request =
-            VisionRequest { image: &fetched.bytes, media_type: fetched.media_type, info: fetched.info.as_ref() };
-        self.calls.analyze(request, &context.meter, context.deadline).await.map_err(|(e, attempts)| {
+        self.calls.analyze(fetched.request(), &context.meter, context.deadline).await.map_err(|(e, attempts)| {
             let reason = format!(
                 "analysing {} with {} failed after {attempts} attempt{}: {e}",
                 event.original_key,
@@ -176,7 +209,11 @@ impl Stage for Analyzer {
         let duplicates = self.duplicates(inputs).await;
         let mut steps = self.fetch_all(inputs, &duplicates).await;
         self.find_existing(inputs, &mut steps).await;
-        self.call_all(inputs, &mut steps, context).await;
+        if self.queue {
+            self.queue_all(inputs, &mut steps).await;
+        } else {
+            self.call_all(inputs, &mut steps, context).await;
+        }
         self.store_reused(&mut steps).await;
         self.publish(inputs, steps).await
     }
@@ -215,6 +252,12 @@ impl Analyzer {
                 })
             })
             .collect()
+    }
+
+    /// The thumbnails of `inputs` read and measured, as phase 1 reads them
+    /// (a batch request is built from them when it is submitted).
+    pub(crate) async fn prepare(&self, inputs: &[ImageProcessed]) -> Vec<Step> {
+        self.fetch_all(inputs, &vec![None; inputs.len()]).await
     }
 
     /// Phase 1: every thumbnail read, but for inputs already settled.
@@ -297,6 +340,39 @@ impl Analyzer {
         }
     }
 
+    /// Phase 3, with `--batch-api`: each request queued for the provider's
+    /// batch API instead of called (once: a request already waiting is not
+    /// queued again). The items go on when their batch's results are stored.
+    async fn queue_all(&self, inputs: &[ImageProcessed], steps: &mut [Step]) {
+        let requests: Vec<NewRequest> = inputs
+            .iter()
+            .zip(steps.iter())
+            .filter_map(|(event, step)| match step {
+                Step::Fetched(f) => Some(NewRequest {
+                    item_id: event.item_uuid(),
+                    user_id: event.user_id.clone(),
+                    request_key: f.request_key.clone(),
+                    event: serde_json::to_value(event).expect("events serialise"),
+                }),
+                _ => None,
+            })
+            .collect();
+        let waiting: HashSet<(Uuid, String)> = match batches::queue(&self.pool, &requests).await {
+            Ok(waiting) => waiting.into_iter().collect(),
+            Err(e) => return fail_fetched(steps, &Failure::from_error(&e)),
+        };
+        let provider = self.calls.provider().provider();
+        for (event, step) in inputs.iter().zip(steps.iter_mut()) {
+            let Step::Fetched(f) = step else { continue };
+            let reason = if waiting.contains(&(event.item_uuid(), f.request_key.clone())) {
+                format!("already waiting for {provider}'s batch API")
+            } else {
+                format!("queued for {provider}'s batch API")
+            };
+            *step = Step::Finished(Outcome::Queued(reason));
+        }
+    }
+
     /// Phase 3: the provider calls. They finish in any order, and each
     /// answer is stored as it comes, with those that came while the last
     /// group was being stored (a crash loses the calls in flight, not the
@@ -347,7 +423,14 @@ impl Analyzer {
                         Err(_) => break,
                     }
                 }
-                stored.extend(self.store_answers(inputs, fetched, group, context).await);
+                let group = group
+                    .into_iter()
+                    .map(|(i, analysis)| {
+                        let Step::Fetched(f) = &fetched[i] else { unreachable!("only fetched items are called") };
+                        Answer { index: i, event: &inputs[i], request_key: &f.request_key, analysis }
+                    })
+                    .collect();
+                stored.extend(self.store_answers(group, context, None).await);
             }
             stored
         };
@@ -368,38 +451,36 @@ impl Analyzer {
     /// Stores a group of answers (each the next version of its item, the
     /// item marked analysed) in one transaction; an analysis the database
     /// refuses fails its item alone. `AnalysisComplete` waits for phase 5.
-    async fn store_answers(
+    /// `batch`: the provider batch that answered them, if one did.
+    pub(crate) async fn store_answers(
         &self,
-        inputs: &[ImageProcessed],
-        fetched: &[Step],
-        answers: Vec<(usize, ProviderAnalysis)>,
+        answers: Vec<Answer<'_>>,
         context: &BatchContext,
+        batch: Option<Uuid>,
     ) -> Vec<(usize, Step)> {
         let provider = self.calls.provider();
         let new: Vec<NewAnalysis> = answers
             .iter()
-            .map(|(i, answer)| {
-                let Step::Fetched(f) = &fetched[*i] else { unreachable!("only fetched items are called") };
-                NewAnalysis {
-                    item_id: inputs[*i].item_uuid(),
-                    user_id: inputs[*i].user_id.clone(),
-                    category: answer.analysis.category.clone(),
-                    summary: answer.analysis.summary.clone(),
-                    analysis: serde_json::to_value(&answer.analysis).expect("analyses serialise"),
-                    raw_response: answer.raw_response.clone(),
-                    provider_used: provider.provider().to_owned(),
-                    model_used: provider.model().to_owned(),
-                    trace_id: context.trace_id.clone().or_else(|| answer.request_id.clone()),
-                    request_key: f.request_key.clone(),
-                    usage: answer.usage,
-                }
+            .map(|answer| NewAnalysis {
+                item_id: answer.event.item_uuid(),
+                user_id: answer.event.user_id.clone(),
+                category: answer.analysis.analysis.category.clone(),
+                summary: answer.analysis.analysis.summary.clone(),
+                analysis: serde_json::to_value(&answer.analysis.analysis).expect("analyses serialise"),
+                raw_response: answer.analysis.raw_response.clone(),
+                provider_used: provider.provider().to_owned(),
+                model_used: provider.model().to_owned(),
+                trace_id: context.trace_id.clone().or_else(|| answer.analysis.request_id.clone()),
+                request_key: answer.request_key.to_owned(),
+                usage: answer.analysis.usage,
+                batch_id: batch,
             })
             .collect();
         let batch = match analyses::store_batch(&self.pool, &new, &[]).await {
             Ok(batch) => batch,
             Err(e) => {
                 let failure = Failure::from_error(&e);
-                return answers.iter().map(|(i, _)| (*i, Step::Finished(failure.clone().into()))).collect();
+                return answers.iter().map(|a| (a.index, Step::Finished(failure.clone().into()))).collect();
             }
         };
         let stored: HashMap<(Uuid, String), Uuid> =
@@ -409,8 +490,8 @@ impl Analyzer {
         answers
             .iter()
             .zip(new)
-            .map(|((i, _), row)| {
-                let event = &inputs[*i];
+            .map(|(answer, row)| {
+                let event = answer.event;
                 let request = (row.item_id, row.request_key);
                 let step = match (stored.get(&request), refused.get(&request)) {
                     (_, Some(reason)) => Step::Finished(Failure::permanent(reason.clone()).into()),
@@ -423,7 +504,7 @@ impl Analyzer {
                         .into(),
                     ),
                 };
-                (*i, step)
+                (answer.index, step)
             })
             .collect()
     }
@@ -454,7 +535,7 @@ impl Analyzer {
 
     /// Phase 5: `AnalysisComplete` for every stored analysis; a duplicate
     /// within the batch ends as its first did (skipped, when that is done).
-    async fn publish(&self, inputs: &[ImageProcessed], steps: Vec<Step>) -> Vec<Outcome> {
+    pub(crate) async fn publish(&self, inputs: &[ImageProcessed], steps: Vec<Step>) -> Vec<Outcome> {
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(steps.len());
         let mut events = Vec::new();
         for (event, step) in inputs.iter().zip(&steps) {

@@ -1,6 +1,8 @@
 //! The analyzer stage's settings, read once at start: the vision provider
 //! (`vision::VisionSettings`), and how the stage calls it.
 
+use std::time::Duration;
+
 use domain::settings::{ConfigError, Env, Setting};
 use remote::retry::{RetryPolicy, RetrySettings};
 use vision::VisionSettings;
@@ -24,11 +26,36 @@ pub const RETRY: RetrySettings = RetrySettings {
 };
 pub const MAX_IMAGE_MIB: Setting =
     Setting::new("ANALYZER_MAX_IMAGE_MIB", "5", "largest image sent, MiB (Anthropic's limit)");
+pub const BATCH_MAX_REQUESTS: Setting = Setting::new(
+    "ANALYZER_BATCH_MAX_REQUESTS",
+    "10000",
+    "`--batch-api`: most requests in one provider batch (Anthropic takes 100 000)",
+);
+pub const BATCH_MAX_MIB: Setting = Setting::new(
+    "ANALYZER_BATCH_MAX_MIB",
+    "200",
+    "`--batch-api`: largest provider batch, MiB of requests (Anthropic takes 256)",
+);
+pub const BATCH_MAX_AGE_SECS: Setting = Setting::new(
+    "ANALYZER_BATCH_MAX_AGE_SECS",
+    "60",
+    "`--batch-api`: a batch is submitted when it is full or its oldest request has waited this long, seconds \
+     (at the end of a run, at once)",
+);
+pub const BATCH_POLL_SECS: Setting = Setting::new(
+    "ANALYZER_BATCH_POLL_SECS",
+    "30",
+    "`--batch-api`: the first wait before asking about batches in progress, seconds (then longer, up to 10 minutes)",
+);
 
 /// The settings of this stage, for `docs/configuration.md` (the provider's
 /// are `vision`'s).
 pub fn settings() -> Vec<Setting> {
-    [CONCURRENCY].into_iter().chain(RETRY.all()).chain([MAX_IMAGE_MIB]).collect()
+    [CONCURRENCY]
+        .into_iter()
+        .chain(RETRY.all())
+        .chain([MAX_IMAGE_MIB, BATCH_MAX_REQUESTS, BATCH_MAX_MIB, BATCH_MAX_AGE_SECS, BATCH_POLL_SECS])
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +68,26 @@ pub struct AnalyzerConfig {
     pub retry: RetryPolicy,
     /// [`MAX_IMAGE_MIB`], in bytes.
     pub max_image_bytes: u64,
+    /// How requests are grouped into provider batches (`--batch-api`).
+    pub batches: BatchLimits,
+}
+
+/// How requests are grouped into provider batches, and how often they are asked about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// [`BATCH_MAX_REQUESTS`].
+    pub max_requests: usize,
+    /// [`BATCH_MAX_MIB`], in bytes.
+    pub max_bytes: usize,
+    /// [`BATCH_MAX_AGE_SECS`].
+    pub max_age: Duration,
+    /// [`BATCH_POLL_SECS`]: the first wait; each wait with nothing new doubles it.
+    pub poll: Duration,
+}
+
+impl BatchLimits {
+    /// The longest wait between polls.
+    pub const MAX_POLL: Duration = Duration::from_secs(600);
 }
 
 impl AnalyzerConfig {
@@ -56,14 +103,18 @@ impl AnalyzerConfig {
             concurrency: env.parse_at_least(&CONCURRENCY, 1)?,
             retry: RETRY.read(env)?,
             max_image_bytes: env.parse_at_least(&MAX_IMAGE_MIB, 1u64)? << 20,
+            batches: BatchLimits {
+                max_requests: env.parse_at_least(&BATCH_MAX_REQUESTS, 1)?,
+                max_bytes: env.parse_at_least(&BATCH_MAX_MIB, 1usize)? << 20,
+                max_age: Duration::from_secs_f64(env.parse_at_least(&BATCH_MAX_AGE_SECS, 0.0f64)?.min(86_400.0)),
+                poll: Duration::from_secs_f64(env.parse_at_least(&BATCH_POLL_SECS, 0.01f64)?.min(86_400.0)),
+            },
         })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use vision::VisionProviderName;
 
     use super::*;

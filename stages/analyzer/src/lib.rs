@@ -4,8 +4,10 @@
 //! for each stored one.
 
 pub mod analyze;
+pub mod batches;
 pub mod calls;
 pub mod config;
 
 pub use analyze::Analyzer;
+pub use batches::BatchDriver;
 pub use config::AnalyzerConfig;

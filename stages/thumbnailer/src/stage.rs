@@ -165,6 +165,7 @@ impl Thumbnailer {
                 _ if upload.object.deleted => deleted.remove(&i).expect("every deletion is settled"),
                 Step::Finished(Outcome::Skipped(reason)) => ThumbnailOutcome::Skipped(reason),
                 Step::Finished(Outcome::Failed(failure)) => ThumbnailOutcome::Failed(failure),
+                Step::Finished(Outcome::Queued(_)) => unreachable!("the thumbnailer queues nothing"),
                 Step::Unchanged(event) => {
                     ThumbnailOutcome::Thumbnailed { thumbnail_key: event.thumbnail_key.clone(), event: Box::new(event) }
                 }

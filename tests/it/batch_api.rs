@@ -1,0 +1,200 @@
+//! `--batch-api`: the analyses of a run through Anthropic's Message Batches
+//! API on a server speaking its format: no synchronous call, every kind of
+//! result accounted for, a killed run picked up without submitting again,
+//! a submission whose answer was lost found again, a result for an item
+//! deleted meanwhile dropped, and the tokens priced as batch.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use collections::components::{Choices, Components};
+use collections::ingest::run_folder;
+use collections::stats::{Prices, cost};
+use domain::settings::Env;
+use sqlx::PgPool;
+use test_support::FixedSecrets;
+use test_support::images::{self, BLUE, GREEN, ORANGE, PINK};
+use test_support::providers::{BatchLine, MockProviders};
+
+/// Components analysing with Anthropic on the mock through its batch API.
+async fn batch_components(pool: &PgPool, dir: &Path, mock: &MockProviders, extra: &[(&str, &str)]) -> Components {
+    let data = dir.join("data");
+    let anthropic = mock.anthropic_url();
+    let mut vars = vec![
+        ("COLLECTIONS_DATA_DIR", data.to_str().unwrap()),
+        ("COLLECTIONS_BATCH_SIZE", "4"),
+        ("COLLECTIONS_BATCH_WINDOW_MS", "20"),
+        ("ANALYZER_PROVIDER", "anthropic"),
+        ("ANTHROPIC_BASE_URL", anthropic.as_str()),
+        ("ANALYZER_MODEL", "claude-haiku-4-5"),
+        ("ANALYZER_BATCH_POLL_SECS", "0.05"),
+    ];
+    vars.extend_from_slice(extra);
+    let secrets = FixedSecrets([("ANTHROPIC_API_KEY".to_owned(), "sk-ant-test".to_owned())].into());
+    let choices = Choices { batch_api: true, ..Choices::default() };
+    Components::with_pool(&Env::from_pairs(vars), &secrets, pool.clone(), choices).await.unwrap()
+}
+
+/// `n` photos, each of its own bytes.
+fn photos(dir: &Path, n: u32) -> PathBuf {
+    let photos = dir.join("photos");
+    for i in 0..n {
+        let color = [BLUE, GREEN, ORANGE, PINK][i as usize % 4];
+        images::write(&photos, &format!("p{i}.jpg"), &images::jpeg(600 + 10 * i, 400, color));
+    }
+    photos
+}
+
+fn routes(mock: &MockProviders, route: &str) -> usize {
+    mock.requests().iter().filter(|r| r.route == route).count()
+}
+
+async fn scalar(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_run_through_the_batch_api_makes_no_synchronous_call_and_accounts_for_every_result(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockProviders::start().await;
+    mock.set_batch_duration(Duration::from_millis(300));
+    // The first batch's six results, in submission order; the second batch's all succeed.
+    mock.batch_script([
+        BatchLine::Succeeded,
+        BatchLine::Errored("invalid_request_error"),
+        BatchLine::Errored("overloaded_error"),
+        BatchLine::Expired,
+        BatchLine::Succeeded,
+        BatchLine::Garbled,
+    ]);
+    let c = batch_components(&pool, dir.path(), &mock, &[]).await;
+    let report = run_folder(&c, &photos(dir.path(), 6), "u", false).await.unwrap();
+
+    assert_eq!(routes(&mock, "anthropic"), 0, "no synchronous Messages call");
+    let batches = mock.batches();
+    assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), [6, 3], "the provider's misses submitted once more");
+    assert_eq!((report.processed.len(), report.failed.len(), report.pending.len()), (5, 1, 0), "{report:?}");
+    assert!(report.failed[0].1.contains("invalid_request_error"), "{:?}", report.failed);
+
+    let failed: (String, String) =
+        sqlx::query_as("SELECT failed_stage, last_error FROM items WHERE failed_stage IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(failed.0, "analysis");
+    assert!(
+        failed.1.contains("in a provider batch failed") && failed.1.contains("invalid_request_error"),
+        "{failed:?}"
+    );
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM analyses WHERE batch_id IS NOT NULL").await, 5);
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM analyses WHERE batch_id IS NULL").await, 0);
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM items WHERE embedding_status = 'done'").await, 5);
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM batch_requests").await, 0, "nothing left waiting");
+    let counts: Vec<(String, i32, i32, i32, i32)> = sqlx::query_as(
+        "SELECT status, requests, succeeded, failed, resubmitted FROM provider_batches ORDER BY submitted_at",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(counts, [("ingested".to_owned(), 6, 2, 1, 3), ("ingested".to_owned(), 3, 3, 0, 0)]);
+
+    // Priced at the batch price: half of the list price.
+    let stats = store::stats::gather(&pool, Default::default()).await.unwrap();
+    let analysis = stats.models.iter().find(|m| m.stage == "analysis").unwrap();
+    assert!(analysis.batch && analysis.used.input == 5 * 1600 && analysis.used.output == 5 * 120, "{analysis:?}");
+    let expected = (5.0 * 1600.0 * 0.50 + 5.0 * 120.0 * 2.50) / 1e6;
+    assert!((cost(&stats, &Prices::load(None).unwrap()).total - expected).abs() < 1e-9);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_run_killed_after_submitting_is_picked_up_by_the_next_without_submitting_again(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockProviders::start().await;
+    mock.set_batch_duration(Duration::from_secs(2));
+    let photos = photos(dir.path(), 5);
+    // The first run in a runtime of its own, shut down (every task of it
+    // dropped at its next await, as a SIGKILL leaves things) once the
+    // provider holds the batch and its id is recorded.
+    let killed = {
+        let (options, dir, mock, photos) =
+            (pool.connect_options().as_ref().clone(), dir.path().to_owned(), mock.clone(), photos.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let pool = PgPool::connect_with(options).await.unwrap();
+                let c = batch_components(&pool, &dir, &mock, &[]).await;
+                tokio::spawn(async move { run_folder(&c, &photos, "u", false).await });
+                for _ in 0..400 {
+                    let sql = "SELECT count(*) FROM provider_batches WHERE provider_batch_id IS NOT NULL";
+                    if scalar(&pool, sql).await == 1 {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                panic!("no batch was submitted");
+            });
+            runtime.shutdown_background();
+        })
+    };
+    tokio::task::spawn_blocking(move || killed.join()).await.unwrap().unwrap();
+    assert_eq!(mock.batches().len(), 1);
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM analyses").await, 0, "killed before the batch ended");
+
+    let c = batch_components(&pool, dir.path(), &mock, &[]).await;
+    let report = run_folder(&c, &photos, "u", false).await.unwrap();
+    assert_eq!(mock.batches().len(), 1, "the batch in flight is picked up, not submitted again");
+    assert_eq!(report.processed.len(), 5, "{report:?}");
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM analyses").await, 5);
+    assert_eq!(routes(&mock, "anthropic"), 0);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_submission_whose_answer_was_lost_is_found_at_the_provider_not_sent_again(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockProviders::start().await;
+    mock.set_batch_duration(Duration::from_millis(200));
+    // The provider takes the batch and answers after the client has given up.
+    mock.set_create_delay(Duration::from_secs(3));
+    let c = batch_components(&pool, dir.path(), &mock, &[("ANALYZER_TIMEOUT_SECS", "1")]).await;
+    let report = run_folder(&c, &photos(dir.path(), 3), "u", false).await.unwrap();
+    assert_eq!(mock.batches().len(), 1, "found among the provider's batches");
+    assert!(routes(&mock, "anthropic-batch-list") >= 1);
+    assert_eq!(report.processed.len(), 3, "{report:?}");
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM analyses WHERE batch_id IS NOT NULL").await, 3);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_result_for_an_item_deleted_meanwhile_is_dropped_and_the_rest_stored(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockProviders::start().await;
+    mock.set_batch_duration(Duration::from_millis(1500));
+    let photos = photos(dir.path(), 4);
+    let c = batch_components(&pool, dir.path(), &mock, &[]).await;
+    let run = tokio::spawn({
+        let (c, photos) = (c.clone(), photos.clone());
+        async move { run_folder(&c, &photos, "u", false).await }
+    });
+    while mock.batches().is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sqlx::query("DELETE FROM items WHERE filename = 'p1.jpg'").execute(&pool).await.unwrap();
+    let report = run.await.unwrap().unwrap();
+    assert_eq!(report.processed.len(), 3, "{report:?}");
+    assert!(report.failed.is_empty() && report.pending.is_empty(), "{report:?}");
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM analyses").await, 3);
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM record_failures").await, 0);
+    assert_eq!(scalar(&pool, "SELECT succeeded::bigint FROM provider_batches").await, 3);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_rejected_key_stops_the_run_and_leaves_the_requests_queued(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockProviders::start().await;
+    mock.script([test_support::providers::Reply::Status { status: 401, retry_after: None }]);
+    let c = batch_components(&pool, dir.path(), &mock, &[]).await;
+    let err = run_folder(&c, &photos(dir.path(), 2), "u", false).await.unwrap_err();
+    assert!(err.to_string().contains("configuration fault") && err.to_string().contains("401"), "{err:#}");
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM batch_requests WHERE batch_id IS NULL").await, 2);
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM provider_batches").await, 0);
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM items WHERE failed_stage IS NOT NULL").await, 0);
+}
