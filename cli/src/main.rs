@@ -6,9 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use collections::commands::{
-    backfill::Backfill, delete::Delete, erase::Erase, failures::Failures, migrate::Migrate, prune::Prune,
-    prune_analyses::PruneAnalyses, reanalyze::Reanalyze, redrive::Redrive, reembed::Reembed, retry::Retry, run::Run,
-    search::Search, serve::Serve, stats::Stats, thumbnail::Thumbnail, vector_index::VectorIndexCommand,
+    backfill::Backfill, batches::Batches, delete::Delete, erase::Erase, failures::Failures, migrate::Migrate,
+    prune::Prune, prune_analyses::PruneAnalyses, reanalyze::Reanalyze, redrive::Redrive, reembed::Reembed,
+    retry::Retry, run::Run, search::Search, serve::Serve, stats::Stats, thumbnail::Thumbnail,
+    vector_index::VectorIndexCommand,
 };
 use domain::settings::Env;
 
@@ -27,6 +28,7 @@ enum Command {
     Thumbnail(Thumbnail),
     Failures(Failures),
     Backfill(Backfill),
+    Batches(Batches),
     VectorIndex(VectorIndexCommand),
     Redrive(Redrive),
     Serve(Serve),
@@ -52,6 +54,7 @@ async fn main() -> ExitCode {
         Command::Thumbnail(c) => c.run(&env).await,
         Command::Failures(c) => c.run(&env).await,
         Command::Backfill(c) => c.run(&env).await,
+        Command::Batches(c) => c.run(&env).await,
         Command::VectorIndex(c) => c.run(&env).await,
         Command::Redrive(c) => c.run().await,
         Command::Serve(c) => c.run(&env).await,

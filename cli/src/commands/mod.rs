@@ -2,6 +2,7 @@
 //! it does with them. `main.rs` only dispatches.
 
 pub mod backfill;
+pub mod batches;
 pub mod delete;
 pub mod erase;
 pub mod failures;

@@ -1,0 +1,71 @@
+//! `collections batches`: the work sent through a provider's batch API
+//! (`--batch-api`), and (`--follow`) finishing what is in flight.
+
+use std::fmt::Write as _;
+
+use chrono::Utc;
+use domain::settings::Env;
+use store::batches::{self, Batch};
+
+use crate::components::{Choices, Components};
+use crate::pipeline::run_events;
+
+/// The provider batches: requests queued, batches in progress and recent
+/// ones; with --follow, submit what is queued and wait for every batch in
+/// flight, storing and embedding its results (as a rerun of the command
+/// that queued them would).
+#[derive(Debug, clap::Args)]
+pub struct Batches {
+    #[arg(long)]
+    follow: bool,
+    /// How many finished batches to list.
+    #[arg(long, default_value_t = 10)]
+    recent: i64,
+}
+
+impl Batches {
+    pub async fn run(self, env: &Env) -> anyhow::Result<()> {
+        let c = Components::connect(env, Choices { batch_api: self.follow, ..Choices::default() }).await?;
+        if self.follow {
+            c.prepare_database(true).await?;
+            let (report, _) = run_events(&c, Vec::<(uuid::Uuid, String, ())>::new(), None, |(), _| {
+                unreachable!("no event is submitted: only the batches in flight are followed")
+            })
+            .await?;
+            print!("{}", report.summary());
+        }
+        let (queued, oldest) = batches::queued(&c.pool).await?;
+        print!("{}", listing(queued, oldest, &batches::recent(&c.pool, self.recent).await?));
+        Ok(())
+    }
+}
+
+/// What `collections batches` prints.
+fn listing(queued: i64, oldest: Option<chrono::DateTime<Utc>>, batches: &[Batch]) -> String {
+    let mut out = format!("requests queued for a batch: {queued}");
+    if let Some(oldest) = oldest {
+        let _ = write!(out, " (the oldest since {})", oldest.format("%Y-%m-%d %H:%M:%S UTC"));
+    }
+    out.push('\n');
+    if batches.is_empty() {
+        out.push_str("no batches\n");
+    }
+    for b in batches {
+        let overdue = b.status != "ingested" && b.expires_at.is_some_and(|at| at < Utc::now());
+        let _ = writeln!(
+            out,
+            "{}  {:<11} {} {}  {} requests: {} stored, {} failed, {} submitted again  submitted {}{}",
+            b.provider_batch_id.as_deref().unwrap_or("(answer lost; looked for at the next round)"),
+            b.status,
+            b.provider,
+            b.model,
+            b.requests,
+            b.succeeded,
+            b.failed,
+            b.resubmitted,
+            b.submitted_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            if overdue { "  PAST ITS WINDOW" } else { "" },
+        );
+    }
+    out
+}
