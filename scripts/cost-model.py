@@ -5,6 +5,10 @@ Reads its inputs from docs/cost-model.json (or --inputs FILE) and token
 prices from prices.json, and prints a Markdown table per 1000 images:
 Lambda invocations and GB-seconds, Kinesis, EventBridge and S3 requests,
 model tokens, and dollars. Every input is documented in the JSON file.
+Beside the pipeline on AWS and the seed's design, a backfill with
+`collections backfill --direct --batch-api`: the stages run where the
+command runs (that machine's time is not counted), originals and thumbnails
+in S3, the vision calls through the provider's batch API at its batch price.
 
     python3 scripts/cost-model.py [--inputs docs/cost-model.json] [--prices prices.json]
 """
@@ -70,6 +74,16 @@ def ours(x):
     }
 
 
+def batch_backfill(x):
+    """`backfill --direct --batch-api`: no Lambda, stream or event; the
+    thumbnail is read again from S3 when its batch is built."""
+    m = ours(x)
+    zero = {"invocations": 0, "gb_seconds": 0}
+    m["stages"] = {name: dict(zero) for name in m["stages"]}
+    m.update(eventbridge_events=0, kinesis_put_units=0, batch=True)
+    return m
+
+
 def seed(x):
     n, a, s = x["images"], x["assumed"], x["seed"]
     py = a["cold_start_ms"]["python"]
@@ -108,9 +122,11 @@ def dollars(m, x, prices):
         + m["s3_gets"] * p["s3_get"]
         + m["s3_puts"] * p["s3_put"]
     )
+    # Through the batch API, the model's batch prices (its list prices if the table has none).
+    rates = vision.get("batch", vision) if m.get("batch") else vision
     tokens = (
-        m["vision_input_tokens"] * vision["input"] / 1e6
-        + m["vision_output_tokens"] * vision.get("output", 0) / 1e6
+        m["vision_input_tokens"] * rates["input"] / 1e6
+        + m["vision_output_tokens"] * rates.get("output", 0) / 1e6
         + m["embedding_tokens"] * embedding["input"] / 1e6
     )
     return {"invocations": invocations, "gb_seconds": gb_seconds, "lambda": lambda_cost, "requests": queues, "tokens": tokens}
@@ -123,16 +139,16 @@ def main():
     args = parser.parse_args()
     x = json.loads(args.inputs.read_text())
     prices = json.loads(args.prices.read_text())
-    models = {"this pipeline": ours(x), "the seed's design": seed(x)}
+    models = {"this pipeline": ours(x), "backfill --batch-api": batch_backfill(x), "the seed's design": seed(x)}
     costs = {name: dollars(m, x, prices) for name, m in models.items()}
     n = x["images"]
     print(f"Per {n} images ({x['prices']['vision_model']}, {x['prices']['embedding_model']}; prices of {prices['as_of']}):\n")
     names = list(models)
-    print("| | " + " | ".join(names) + " | ratio |")
+    print("| | " + " | ".join(names) + " | this pipeline ÷ seed |")
     print("|---|" + "---|" * (len(names) + 1))
 
     def row(label, values, fmt):
-        ratio = f"{values[0] / values[1]:.2f}" if values[1] else "—"
+        ratio = f"{values[0] / values[-1]:.2f}" if values[-1] else "—"
         print(f"| {label} | " + " | ".join(fmt(v) for v in values) + f" | {ratio} |")
 
     count = lambda v: f"{v:,.0f}"
