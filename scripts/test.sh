@@ -3,7 +3,8 @@
 # warnings as errors), starts the services the tests need (PostgreSQL +
 # pgvector, and moto_server as the local AWS endpoint), checks the PostgreSQL
 # set-up in a clone its server user cannot reach, runs every Rust test of the
-# workspace, then the CDK app's tests (synthesis, assertions, cdk-nag,
+# workspace, the gallery in Chromium, `--batch-api` killed and resumed with
+# the real binary, then the CDK app's tests (synthesis, assertions, cdk-nag,
 # cfn-lint). Fails when a check or a test fails.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -37,6 +38,9 @@ cargo test --workspace --quiet
 
 log "the gallery in Chromium (scripts/browser-test.sh)"
 bash scripts/browser-test.sh
+
+log "--batch-api with the real binary, killed with SIGKILL and run again (scripts/batch-api-kill.sh)"
+bash scripts/batch-api-kill.sh
 
 log "infra: npm ci && npm test"
 npm --prefix infra ci --silent --no-audit --no-fund

@@ -252,6 +252,11 @@ async fn drive_batches(
             Ok(mut progress) => {
                 errors = 0;
                 let changed = progress.submitted > 0 || progress.ingested > 0;
+                for (subject, settled) in &progress.settled {
+                    if !matches!(settled, Settled::Queued(_)) {
+                        tracker.answered(subject.item_id, subject.key.clone().unwrap_or_default());
+                    }
+                }
                 report(&tracker, std::mem::take(&mut progress.settled), false);
                 if flush && progress.is_idle() {
                     tracker.nothing_queued("no longer waiting for a batch (deleted meanwhile)");

@@ -199,6 +199,13 @@ impl Tracker {
         self.queued.lock().expect("tracker lock").insert(key, reason);
     }
 
+    /// The item's batch result is settled (stored, failed, or passed over):
+    /// it no longer waits, whatever the later stages make of it.
+    pub fn answered(&self, item: Option<Uuid>, key: String) {
+        let key = self.name(item, key);
+        self.queued.lock().expect("tracker lock").remove(&key);
+    }
+
     /// Nothing waits at the provider any more: items still queued here have
     /// no request left (deleted while their batch ran); they are skipped.
     pub fn nothing_queued(&self, reason: &str) {

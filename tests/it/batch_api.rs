@@ -74,6 +74,7 @@ async fn a_run_through_the_batch_api_makes_no_synchronous_call_and_accounts_for_
     let batches = mock.batches();
     assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), [6, 3], "the provider's misses submitted once more");
     assert_eq!((report.processed.len(), report.failed.len(), report.pending.len()), (5, 1, 0), "{report:?}");
+    assert!(report.skipped.is_empty(), "{report:?}");
     assert!(report.failed[0].1.contains("invalid_request_error"), "{:?}", report.failed);
 
     let failed: (String, String) =
@@ -144,6 +145,7 @@ async fn a_run_killed_after_submitting_is_picked_up_by_the_next_without_submitti
     let report = run_folder(&c, &photos, "u", false).await.unwrap();
     assert_eq!(mock.batches().len(), 1, "the batch in flight is picked up, not submitted again");
     assert_eq!(report.processed.len(), 5, "{report:?}");
+    assert!(report.skipped.is_empty() && report.pending.is_empty(), "{report:?}");
     assert_eq!(scalar(&pool, "SELECT count(*) FROM analyses").await, 5);
     assert_eq!(routes(&mock, "anthropic"), 0);
 }
@@ -159,7 +161,7 @@ async fn a_submission_whose_answer_was_lost_is_found_at_the_provider_not_sent_ag
     let report = run_folder(&c, &photos(dir.path(), 3), "u", false).await.unwrap();
     assert_eq!(mock.batches().len(), 1, "found among the provider's batches");
     assert!(routes(&mock, "anthropic-batch-list") >= 1);
-    assert_eq!(report.processed.len(), 3, "{report:?}");
+    assert_eq!((report.processed.len(), report.skipped.len()), (3, 0), "{report:?}");
     assert_eq!(scalar(&pool, "SELECT count(*) FROM analyses WHERE batch_id IS NOT NULL").await, 3);
 }
 
@@ -181,6 +183,10 @@ async fn a_result_for_an_item_deleted_meanwhile_is_dropped_and_the_rest_stored(p
     let report = run.await.unwrap().unwrap();
     assert_eq!(report.processed.len(), 3, "{report:?}");
     assert!(report.failed.is_empty() && report.pending.is_empty(), "{report:?}");
+    assert_eq!(
+        report.skipped,
+        [("u/p1.jpg".to_owned(), "no longer waiting for a batch (deleted meanwhile)".to_owned())]
+    );
     assert_eq!(scalar(&pool, "SELECT count(*) FROM analyses").await, 3);
     assert_eq!(scalar(&pool, "SELECT count(*) FROM record_failures").await, 0);
     assert_eq!(scalar(&pool, "SELECT succeeded::bigint FROM provider_batches").await, 3);

@@ -70,6 +70,10 @@ struct Inner {
     /// Until when every request gets this reply, whatever the script says.
     outage: Mutex<Option<(Instant, Reply)>>,
     batches: Mutex<Vec<MockBatch>>,
+    /// When the server started, in seconds: the prefix of its batch ids.
+    started: u64,
+    /// The Messages API answers 403: only batches are taken.
+    batches_only: std::sync::atomic::AtomicBool,
     /// The results of the next batch requests, in the order they are submitted; after them, `Succeeded`.
     batch_script: Mutex<VecDeque<BatchLine>>,
     /// How long a batch is in progress.
@@ -133,7 +137,13 @@ pub struct MockProviders {
 
 impl MockProviders {
     pub async fn start() -> Self {
-        let inner = Arc::new(Inner::default());
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// As [`MockProviders::start`], on `addr`.
+    pub async fn start_on(addr: SocketAddr) -> Self {
+        let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let inner = Arc::new(Inner { started, ..Inner::default() });
         let app = Router::new()
             .route("/anthropic/v1/messages", post(anthropic))
             .route("/anthropic/v1/messages/batches", post(create_batch).get(list_batches))
@@ -143,7 +153,7 @@ impl MockProviders {
             .route("/openai/v1/embeddings", post(openai_embeddings))
             .route("/voyage/v1/embeddings", post(voyage))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding the mock server");
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("binding the mock server");
         let addr = listener.local_addr().expect("a bound address");
         tokio::spawn(async move { axum::serve(listener, app).await.expect("the mock server runs") });
         Self { addr, inner }
@@ -201,6 +211,12 @@ impl MockProviders {
     /// from when the request arrives (an answer a client may never read).
     pub fn set_create_delay(&self, delay: Duration) {
         *self.inner.create_delay.lock().expect("batch lock") = delay;
+    }
+
+    /// From now on the synchronous Messages API answers 403 (a permission
+    /// error: a run that calls it stops), only the batch API works.
+    pub fn batches_only(&self) {
+        self.inner.batches_only.store(true, Ordering::SeqCst);
     }
 
     /// The custom ids of each batch created, in order.
@@ -322,6 +338,9 @@ fn tampered(reply: &Value, replacements: &[(String, String)], headers: [(&'stati
 }
 
 async fn anthropic(State(inner): State<Arc<Inner>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    if inner.batches_only.load(Ordering::SeqCst) {
+        return anthropic_error(&Reply::StatusSaying(403, "this server takes message batches only".into()));
+    }
     let n = inner.requests.lock().expect("requests lock").len();
     let (_guard, reply) = begin(&inner, "anthropic", headers, &body).await;
     match reply {
@@ -529,7 +548,8 @@ async fn create_batch(State(inner): State<Arc<Inner>>, headers: HeaderMap, Json(
     let batch = {
         let mut batches = inner.batches.lock().expect("batch lock");
         let batch = MockBatch {
-            id: format!("msgbatch_{:04}", batches.len() + 1),
+            // Unique across runs of the server, as the provider's ids are.
+            id: format!("msgbatch_{:x}{:04}", inner.started, batches.len() + 1),
             created_at: chrono::Utc::now(),
             ends_at: Instant::now() + *inner.batch_duration.lock().expect("batch lock"),
             custom_ids,
