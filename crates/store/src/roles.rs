@@ -10,8 +10,16 @@ use sqlx::PgPool;
 use crate::DbError;
 
 /// The tables the stages read and write.
-pub const APP_TABLES: [&str; 6] =
-    ["items", "analyses", "embeddings", "embedding_models", "record_failures", "deleted_objects"];
+pub const APP_TABLES: [&str; 8] = [
+    "items",
+    "analyses",
+    "embeddings",
+    "embedding_models",
+    "record_failures",
+    "deleted_objects",
+    "provider_batches",
+    "batch_requests",
+];
 
 /// Creates the login role `role` with `password`, or sets the password of
 /// the existing one, and grants it row access (SELECT, INSERT, UPDATE,
