@@ -106,7 +106,16 @@ async fn the_migrator_makes_the_roles_its_secrets_name(pool: PgPool) {
     let active = EmbeddingModel::new("local-hashing-v1", 1024);
     assert_eq!(models::registered(&pool).await.unwrap(), vec![active.clone()]);
     assert_eq!(models::index_state(&pool, &active).await.unwrap(), VectorIndex::Valid);
-    let tables = ["analyses", "deleted_objects", "embedding_models", "embeddings", "items", "record_failures"];
+    let tables = [
+        "analyses",
+        "batch_requests",
+        "deleted_objects",
+        "embedding_models",
+        "embeddings",
+        "items",
+        "provider_batches",
+        "record_failures",
+    ];
     let expected: Vec<String> =
         tables.iter().flat_map(|t| ["DELETE", "INSERT", "SELECT", "UPDATE"].map(|p| format!("{t}:{p}"))).collect();
     assert_eq!(grants_of(&pool, &app).await, expected, "row access to the application's tables, nothing else");
