@@ -18,19 +18,29 @@ use test_support::providers::{BatchLine, MockProviders};
 
 /// Components analysing with Anthropic on the mock through its batch API.
 async fn batch_components(pool: &PgPool, dir: &Path, mock: &MockProviders, extra: &[(&str, &str)]) -> Components {
+    let mut vars = vec![("ANALYZER_PROVIDER", "anthropic"), ("ANALYZER_MODEL", "claude-haiku-4-5")];
+    vars.extend_from_slice(extra);
+    components_with(pool, dir, mock, &vars).await
+}
+
+/// Components analysing through the mock's batch API, as `vars` say.
+async fn components_with(pool: &PgPool, dir: &Path, mock: &MockProviders, extra: &[(&str, &str)]) -> Components {
     let data = dir.join("data");
-    let anthropic = mock.anthropic_url();
+    let (anthropic, openai) = (mock.anthropic_url(), mock.openai_url());
     let mut vars = vec![
         ("COLLECTIONS_DATA_DIR", data.to_str().unwrap()),
         ("COLLECTIONS_BATCH_SIZE", "4"),
         ("COLLECTIONS_BATCH_WINDOW_MS", "20"),
-        ("ANALYZER_PROVIDER", "anthropic"),
         ("ANTHROPIC_BASE_URL", anthropic.as_str()),
-        ("ANALYZER_MODEL", "claude-haiku-4-5"),
+        ("OPENAI_BASE_URL", openai.as_str()),
         ("ANALYZER_BATCH_POLL_SECS", "0.05"),
     ];
     vars.extend_from_slice(extra);
-    let secrets = FixedSecrets([("ANTHROPIC_API_KEY".to_owned(), "sk-ant-test".to_owned())].into());
+    let secrets = FixedSecrets(
+        [("ANTHROPIC_API_KEY", "sk-ant-test"), ("OPENAI_API_KEY", "sk-openai-test")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into(),
+    );
     let choices = Choices { batch_api: true, ..Choices::default() };
     Components::with_pool(&Env::from_pairs(vars), &secrets, pool.clone(), choices).await.unwrap()
 }
@@ -203,4 +213,53 @@ async fn a_rejected_key_stops_the_run_and_leaves_the_requests_queued(pool: PgPoo
     assert_eq!(scalar(&pool, "SELECT count(*) FROM batch_requests WHERE batch_id IS NULL").await, 2);
     assert_eq!(scalar(&pool, "SELECT count(*) FROM provider_batches").await, 0);
     assert_eq!(scalar(&pool, "SELECT count(*) FROM items WHERE failed_stage IS NOT NULL").await, 0);
+}
+
+/// Components analysing with OpenAI's chat model on the mock through its Batch API.
+async fn openai_components(pool: &PgPool, dir: &Path, mock: &MockProviders, extra: &[(&str, &str)]) -> Components {
+    let mut vars = vec![("ANALYZER_PROVIDER", "openai"), ("ANALYZER_MODEL", "gpt-4.1-mini")];
+    vars.extend_from_slice(extra);
+    components_with(pool, dir, mock, &vars).await
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn openais_batch_api_takes_an_uploaded_file_and_its_output_and_error_files_are_accounted_for(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockProviders::start().await;
+    mock.set_batch_duration(Duration::from_millis(300));
+    mock.batch_script([
+        BatchLine::Succeeded,
+        BatchLine::Errored("invalid_request_error"),
+        BatchLine::Expired,
+        BatchLine::Errored("server_error"),
+    ]);
+    let c = openai_components(&pool, dir.path(), &mock, &[]).await;
+    let report = run_folder(&c, &photos(dir.path(), 4), "u", false).await.unwrap();
+
+    assert_eq!(routes(&mock, "openai-chat"), 0, "no synchronous chat call");
+    assert_eq!(routes(&mock, "openai-file-upload"), 2, "one file a batch");
+    let uploaded = mock.requests().into_iter().find(|r| r.route == "openai-batch-create").unwrap();
+    assert_eq!(uploaded.headers["authorization"], "Bearer sk-openai-test");
+    assert_eq!(mock.batches().iter().map(Vec::len).collect::<Vec<_>>(), [4, 2]);
+    assert_eq!((report.processed.len(), report.failed.len(), report.skipped.len()), (3, 1, 0), "{report:?}");
+    assert!(report.failed[0].1.contains("HTTP 400"), "{:?}", report.failed);
+    let stored: Vec<(String, Option<i64>)> =
+        sqlx::query_as("SELECT provider_used, input_tokens FROM analyses WHERE batch_id IS NOT NULL")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, vec![("openai".to_owned(), Some(900)); 3]);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_openai_submission_whose_answer_was_lost_is_found_by_its_label(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockProviders::start().await;
+    mock.set_batch_duration(Duration::from_millis(200));
+    mock.set_create_delay(Duration::from_secs(3));
+    let c = openai_components(&pool, dir.path(), &mock, &[("ANALYZER_TIMEOUT_SECS", "1")]).await;
+    let report = run_folder(&c, &photos(dir.path(), 3), "u", false).await.unwrap();
+    assert_eq!(mock.batches().len(), 1, "found among the provider's batches by its metadata");
+    assert!(routes(&mock, "openai-batch-list") >= 1);
+    assert_eq!((report.processed.len(), report.skipped.len()), (3, 0), "{report:?}");
 }

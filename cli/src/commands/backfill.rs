@@ -40,7 +40,7 @@ pub struct Backfill {
     #[arg(long)]
     direct: bool,
     /// With --direct: analyse through the vision provider's batch API
-    /// (Anthropic's Message Batches, half the price, answered within 24
+    /// (Anthropic's or OpenAI's, half the price, answered within 24
     /// hours); the command waits for the batches, and a rerun picks up those
     /// in flight. (Through the stream, the analyzer function calls per image.)
     #[arg(long, requires = "direct")]

@@ -32,8 +32,8 @@ pub struct Reanalyze {
     /// for the analyzer function and its configured model.
     #[arg(long, conflicts_with_all = ["provider", "model", "prune", "batch_api"])]
     stream: Option<String>,
-    /// Analyse through the vision provider's batch API (Anthropic's Message
-    /// Batches, half the price, answered within 24 hours) instead of a call
+    /// Analyse through the vision provider's batch API (Anthropic's or
+    /// OpenAI's, half the price, answered within 24 hours) instead of a call
     /// per image; the command waits for the batches, and a rerun picks up
     /// those in flight.
     #[arg(long)]

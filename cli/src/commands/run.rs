@@ -23,8 +23,8 @@ pub struct Run {
     /// end (searches scan meanwhile).
     #[arg(long)]
     defer_index: bool,
-    /// Analyse through the vision provider's batch API (Anthropic's Message
-    /// Batches, half the price, answered within 24 hours) instead of a call
+    /// Analyse through the vision provider's batch API (Anthropic's or
+    /// OpenAI's, half the price, answered within 24 hours) instead of a call
     /// per image; the command waits for the batches, and a rerun picks up
     /// those in flight.
     #[arg(long)]

@@ -130,6 +130,42 @@ impl JsonClient {
         self.json_reply(self.send(request).await?).await
     }
 
+    /// POSTs a `multipart/form-data` form of text `fields` and one file
+    /// (`file_field`, named `filename`, holding `content`), as OpenAI's file
+    /// upload takes it; the reply as [`JsonClient::post`].
+    pub async fn post_multipart(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        fields: &[(&str, &str)],
+        (file_field, filename, content): (&str, &str, Vec<u8>),
+    ) -> Result<JsonReply, ApiError> {
+        let boundary = format!("collections-{}", uuid_like());
+        let mut body = Vec::with_capacity(content.len() + 512);
+        for (name, value) in fields {
+            body.extend_from_slice(
+                format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                    .as_bytes(),
+            );
+        }
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{file_field}\"; filename=\"{filename}\"\r\n\
+                 Content-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(&content);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let request = self
+            .http
+            .post(url)
+            .headers(self.headers(headers)?)
+            .header(reqwest::header::CONTENT_TYPE, format!("multipart/form-data; boundary={boundary}"))
+            .body(body);
+        self.json_reply(self.send(request).await?).await
+    }
+
     /// GETs a JSON document, as [`JsonClient::post`].
     pub async fn get(&self, url: &str, headers: &[(&str, &str)]) -> Result<JsonReply, ApiError> {
         let request = self.http.get(url).headers(self.headers(headers)?);
@@ -281,6 +317,12 @@ impl JsonLines {
             }
         }
     }
+}
+
+/// A boundary no file content is likely to hold: the time in nanoseconds.
+fn uuid_like() -> String {
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{nanos:x}")
 }
 
 fn truncate(text: &str) -> String {

@@ -3,9 +3,10 @@
 //! embeddings, Voyage embeddings — and can be told to fail: 429 with
 //! `retry-after`, 5xx, slow replies, malformed JSON, refusals, wrong
 //! dimensions. It records every request and the peak of requests in flight.
-//! It also runs Anthropic's Message Batches API: batches created, listed,
-//! asked about and ended after a set time, with results as JSON Lines of
-//! each kind (`succeeded`, `errored`, `canceled`, `expired`).
+//! It also runs Anthropic's Message Batches API and OpenAI's Batch API (a
+//! JSON Lines file uploaded, a batch on `/v1/chat/completions`): batches
+//! created, listed, asked about and ended after a set time, with results of
+//! each kind (succeeded, errored, canceled, expired) in each one's format.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -72,6 +73,8 @@ struct Inner {
     batches: Mutex<Vec<MockBatch>>,
     /// When the server started, in seconds: the prefix of its batch ids.
     started: u64,
+    /// Files uploaded to the OpenAI routes, by id.
+    files: Mutex<std::collections::HashMap<String, Vec<u8>>>,
     /// The Messages API answers 403: only batches are taken.
     batches_only: std::sync::atomic::AtomicBool,
     /// The results of the next batch requests, in the order they are submitted; after them, `Succeeded`.
@@ -106,10 +109,43 @@ struct MockBatch {
     lines: Vec<String>,
     /// Counts by result type.
     counts: [u64; 4],
+    /// OpenAI's: the error file's lines (the output file's are `lines`) and
+    /// the batch's metadata label; `None`, Anthropic's.
+    openai: Option<(Vec<String>, Option<String>)>,
 }
 
 impl MockBatch {
+    fn ended(&self) -> bool {
+        Instant::now() >= self.ends_at
+    }
+
+    /// OpenAI's Batch object.
+    fn openai_json(&self) -> Value {
+        let ended = self.ended();
+        let [succeeded, ..] = self.counts;
+        let total = self.custom_ids.len() as u64;
+        let (errors, label) = self.openai.clone().unwrap_or_default();
+        let file = |kind: &str, lines: usize| {
+            if ended && lines > 0 { Value::from(format!("file-{kind}-{}", self.id)) } else { Value::Null }
+        };
+        json!({
+            "id": self.id, "object": "batch", "endpoint": "/v1/chat/completions", "completion_window": "24h",
+            "input_file_id": format!("file-in-{}", self.id),
+            "status": if ended { "completed" } else { "in_progress" },
+            "output_file_id": file("out", self.lines.len()), "error_file_id": file("err", errors.len()),
+            "created_at": self.created_at.timestamp(),
+            "expires_at": (self.created_at + chrono::TimeDelta::hours(24)).timestamp(),
+            "request_counts": {"total": total, "completed": if ended { succeeded } else { 0 },
+                               "failed": if ended { total - succeeded } else { 0 }},
+            "metadata": match label { Some(label) => json!({"collections_batch": label}), None => Value::Null },
+            "errors": null,
+        })
+    }
+
     fn json(&self, base: &str) -> Value {
+        if self.openai.is_some() {
+            return self.openai_json();
+        }
         let ended = Instant::now() >= self.ends_at;
         let [succeeded, errored, canceled, expired] = self.counts;
         let processing = if ended { 0 } else { succeeded + errored + canceled + expired };
@@ -149,6 +185,10 @@ impl MockProviders {
             .route("/anthropic/v1/messages/batches", post(create_batch).get(list_batches))
             .route("/anthropic/v1/messages/batches/{id}", get(retrieve_batch))
             .route("/anthropic/v1/messages/batches/{id}/results", get(batch_results))
+            .route("/openai/v1/files", post(openai_upload))
+            .route("/openai/v1/files/{id}/content", get(openai_file))
+            .route("/openai/v1/batches", post(openai_create_batch).get(list_batches))
+            .route("/openai/v1/batches/{id}", get(retrieve_batch))
             .route("/openai/v1/chat/completions", post(openai_chat))
             .route("/openai/v1/embeddings", post(openai_embeddings))
             .route("/voyage/v1/embeddings", post(voyage))
@@ -513,7 +553,7 @@ async fn create_batch(State(inner): State<Arc<Inner>>, headers: HeaderMap, Json(
         else {
             return anthropic_error(&Reply::StatusSaying(400, "each request needs a custom_id and params".into()));
         };
-        let line = inner.batch_script.lock().expect("batch lock").pop_front().unwrap_or(BatchLine::Succeeded);
+        let line = next_line(&inner);
         let n = inner.requests.lock().expect("requests lock").len() * 1000 + lines.len();
         let result = match line {
             BatchLine::Succeeded => {
@@ -545,20 +585,15 @@ async fn create_batch(State(inner): State<Arc<Inner>>, headers: HeaderMap, Json(
             _ => json!({"custom_id": custom_id, "result": result}).to_string(),
         });
     }
-    let batch = {
-        let mut batches = inner.batches.lock().expect("batch lock");
-        let batch = MockBatch {
-            // Unique across runs of the server, as the provider's ids are.
-            id: format!("msgbatch_{:x}{:04}", inner.started, batches.len() + 1),
-            created_at: chrono::Utc::now(),
-            ends_at: Instant::now() + *inner.batch_duration.lock().expect("batch lock"),
-            custom_ids,
-            lines,
-            counts,
-        };
-        batches.push(batch.clone());
-        batch
-    };
+    let batch = add_batch(&inner, "msgbatch", |id| MockBatch {
+        id,
+        created_at: chrono::Utc::now(),
+        ends_at: Instant::now() + *inner.batch_duration.lock().expect("batch lock"),
+        custom_ids,
+        lines,
+        counts,
+        openai: None,
+    });
     let delay = *inner.create_delay.lock().expect("batch lock");
     tokio::time::sleep(delay).await;
     Json(batch.json(&base)).into_response()
@@ -585,11 +620,22 @@ async fn retrieve_batch(State(inner): State<Arc<Inner>>, Path(id): Path<String>,
     }
 }
 
-/// `GET /v1/messages/batches`: newest first, one page.
-async fn list_batches(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
+/// `GET /v1/messages/batches` (Anthropic) or `/v1/batches` (OpenAI): that
+/// provider's batches, newest first, one page.
+async fn list_batches(State(inner): State<Arc<Inner>>, uri: axum::http::Uri, headers: HeaderMap) -> Response {
     let base = anthropic_base(&headers);
-    let (_guard, _) = begin(&inner, "anthropic-batch-list", headers, &Value::Null).await;
-    let data: Vec<Value> = inner.batches.lock().expect("batch lock").iter().rev().map(|b| b.json(&base)).collect();
+    let openai = uri.path().starts_with("/openai");
+    let route = if openai { "openai-batch-list" } else { "anthropic-batch-list" };
+    let (_guard, _) = begin(&inner, route, headers, &Value::Null).await;
+    let data: Vec<Value> = inner
+        .batches
+        .lock()
+        .expect("batch lock")
+        .iter()
+        .rev()
+        .filter(|b| b.openai.is_some() == openai)
+        .map(|b| b.json(&base))
+        .collect();
     let (first, last) = (data.first().map(|b| b["id"].clone()), data.last().map(|b| b["id"].clone()));
     Json(json!({"data": data, "has_more": false, "first_id": first, "last_id": last})).into_response()
 }
@@ -598,12 +644,176 @@ async fn list_batches(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Re
 async fn batch_results(State(inner): State<Arc<Inner>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let (_guard, _) = begin(&inner, "anthropic-batch-results", headers, &Value::Null).await;
     match find_batch(&inner, &id) {
-        Some(batch) if Instant::now() >= batch.ends_at => {
+        Some(batch) if batch.ended() => {
             let mut text = batch.lines.join("\n");
             text.push('\n');
             (StatusCode::OK, [("content-type", "application/binary")], text).into_response()
         }
         Some(_) => anthropic_error(&Reply::StatusSaying(400, format!("message batch {id} has not ended"))),
         None => no_batch(&id),
+    }
+}
+
+/// The next scripted result of a batch request.
+fn next_line(inner: &Inner) -> BatchLine {
+    inner.batch_script.lock().expect("batch lock").pop_front().unwrap_or(BatchLine::Succeeded)
+}
+
+/// Records a batch the provider now holds (with an id unique across runs of the server).
+fn add_batch(inner: &Inner, prefix: &str, make: impl FnOnce(String) -> MockBatch) -> MockBatch {
+    let mut batches = inner.batches.lock().expect("batch lock");
+    let batch = make(format!("{prefix}_{:x}{:04}", inner.started, batches.len() + 1));
+    batches.push(batch.clone());
+    batch
+}
+
+/// `POST /v1/files` (multipart: `purpose`, `file`): the file kept under a new id.
+async fn openai_upload(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: bytes::Bytes) -> Response {
+    let boundary = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split("boundary=").nth(1))
+        .map(str::to_owned);
+    let (_guard, reply) = begin(&inner, "openai-file-upload", headers, &Value::Null).await;
+    if matches!(reply, Reply::Status { .. } | Reply::StatusSaying(..)) {
+        let (status, retry_after, message) = status_of(&reply);
+        return error(status, retry_after, json!({"error": {"message": message, "type": "server_error"}}));
+    }
+    let bad = |message: &str| error(400, None, json!({"error": {"message": message, "type": "invalid_request_error"}}));
+    let Some(boundary) = boundary else { return bad("not multipart/form-data") };
+    let text = String::from_utf8_lossy(&body);
+    let delimiter = format!("--{boundary}");
+    let mut purpose = None;
+    let mut file = None;
+    for part in text.split(delimiter.as_str()) {
+        let Some((head, content)) = part.split_once("\r\n\r\n") else { continue };
+        let content = content.strip_suffix("\r\n").unwrap_or(content);
+        if head.contains("name=\"purpose\"") {
+            purpose = Some(content.to_owned());
+        } else if head.contains("name=\"file\"") {
+            file = Some(content.as_bytes().to_vec());
+        }
+    }
+    let (Some(purpose), Some(file)) = (purpose, file) else { return bad("purpose and file are required") };
+    if purpose != "batch" {
+        return bad("this mock takes files for batches only");
+    }
+    let mut files = inner.files.lock().expect("files lock");
+    let id = format!("file-{:x}{:04}", inner.started, files.len() + 1);
+    let bytes = file.len();
+    files.insert(id.clone(), file);
+    Json(json!({"id": id, "object": "file", "bytes": bytes, "purpose": "batch", "filename": "batch.jsonl"}))
+        .into_response()
+}
+
+/// `POST /v1/batches`: the uploaded file's requests, each result decided now (by the batch script).
+async fn openai_create_batch(State(inner): State<Arc<Inner>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    let (_guard, reply) = begin(&inner, "openai-batch-create", headers, &body).await;
+    let bad =
+        |message: String| error(400, None, json!({"error": {"message": message, "type": "invalid_request_error"}}));
+    if matches!(reply, Reply::Status { .. } | Reply::StatusSaying(..)) {
+        let (status, retry_after, message) = status_of(&reply);
+        return error(status, retry_after, json!({"error": {"message": message, "type": "server_error"}}));
+    }
+    if body["endpoint"] != "/v1/chat/completions" || body["completion_window"] != "24h" {
+        return bad(format!(
+            "endpoint {} and window {} are not served here",
+            body["endpoint"], body["completion_window"]
+        ));
+    }
+    let file_id = body["input_file_id"].as_str().unwrap_or_default();
+    let Some(file) = inner.files.lock().expect("files lock").get(file_id).cloned() else {
+        return bad(format!("no file {file_id}"));
+    };
+    let (mut custom_ids, mut lines, mut errors, mut counts) = (Vec::new(), Vec::new(), Vec::new(), [0u64; 4]);
+    for request in String::from_utf8_lossy(&file).lines().filter(|l| !l.trim().is_empty()) {
+        let Ok(request) = serde_json::from_str::<Value>(request) else { return bad("a line is not JSON".into()) };
+        let (Some(custom_id), true) =
+            (request["custom_id"].as_str(), request["url"] == "/v1/chat/completions" && request["method"] == "POST")
+        else {
+            return bad("each line needs a custom_id, method POST and url /v1/chat/completions".into());
+        };
+        custom_ids.push(custom_id.to_owned());
+        let n = custom_ids.len();
+        let failed = |status: u64, kind: &str| {
+            json!({"id": format!("batch_req_{n}"), "custom_id": custom_id, "error": null,
+                   "response": {"status_code": status, "request_id": format!("req_b{n}"),
+                                "body": {"error": {"message": format!("mock {kind}"), "type": kind}}}})
+            .to_string()
+        };
+        let not_run = |code: &str| {
+            json!({"id": format!("batch_req_{n}"), "custom_id": custom_id, "response": null,
+                   "error": {"code": code, "message": format!("mock {code}")}})
+            .to_string()
+        };
+        match next_line(&inner) {
+            BatchLine::Succeeded => {
+                counts[0] += 1;
+                let completion = json!({
+                    "id": format!("chatcmpl-b{n:04}"), "object": "chat.completion", "model": request["body"]["model"],
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": analysis(n).to_string(), "refusal": null}}],
+                    "usage": {"prompt_tokens": 900, "completion_tokens": 110, "total_tokens": 1010}});
+                lines.push(
+                    json!({"id": format!("batch_req_{n}"), "custom_id": custom_id, "error": null,
+                           "response": {"status_code": 200, "request_id": format!("req_b{n}"), "body": completion}})
+                    .to_string(),
+                );
+            }
+            BatchLine::Errored(kind) => {
+                counts[1] += 1;
+                errors.push(failed(if kind == "invalid_request_error" { 400 } else { 500 }, kind));
+            }
+            BatchLine::Canceled => {
+                counts[2] += 1;
+                errors.push(not_run("batch_cancelled"));
+            }
+            BatchLine::Expired => {
+                counts[3] += 1;
+                errors.push(not_run("batch_expired"));
+            }
+            BatchLine::Garbled => {
+                counts[3] += 1;
+                lines.push(format!("{{\"custom_id\": \"{custom_id}\", \"response\": "));
+            }
+        }
+    }
+    let label = body["metadata"]["collections_batch"].as_str().map(str::to_owned);
+    let batch = add_batch(&inner, "batch", |id| MockBatch {
+        id,
+        created_at: chrono::Utc::now(),
+        ends_at: Instant::now() + *inner.batch_duration.lock().expect("batch lock"),
+        custom_ids,
+        lines,
+        counts,
+        openai: Some((errors, label)),
+    });
+    let delay = *inner.create_delay.lock().expect("batch lock");
+    tokio::time::sleep(delay).await;
+    Json(batch.openai_json()).into_response()
+}
+
+/// `GET /v1/files/{id}/content`: an uploaded file, or an ended batch's output or error file.
+async fn openai_file(State(inner): State<Arc<Inner>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let (_guard, _) = begin(&inner, "openai-file-content", headers, &Value::Null).await;
+    let served = |lines: &[String]| {
+        let mut text = lines.join("\n");
+        text.push('\n');
+        (StatusCode::OK, [("content-type", "application/octet-stream")], text).into_response()
+    };
+    for (prefix, errors) in [("file-out-", false), ("file-err-", true)] {
+        if let Some(batch) = id.strip_prefix(prefix).and_then(|batch| find_batch(&inner, batch)) {
+            if !batch.ended() {
+                break;
+            }
+            let (error_lines, _) = batch.openai.clone().unwrap_or_default();
+            return served(if errors { &error_lines } else { &batch.lines });
+        }
+    }
+    match inner.files.lock().expect("files lock").get(&id) {
+        Some(bytes) => (StatusCode::OK, bytes.clone()).into_response(),
+        None => {
+            error(404, None, json!({"error": {"message": format!("no file {id}"), "type": "invalid_request_error"}}))
+        }
     }
 }

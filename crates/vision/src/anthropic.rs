@@ -144,7 +144,9 @@ impl AnthropicBatches {
             created_at: time("created_at"),
             expires_at: time("expires_at"),
             requests: requests.unwrap_or_default(),
-            results_url: body["results_url"].as_str().map(str::to_owned),
+            results: body["results_url"].as_str().map(str::to_owned).into_iter().collect(),
+            label: None,
+            failure: None,
         })
     }
 
@@ -208,7 +210,7 @@ impl VisionBatches for AnthropicBatches {
         serde_json::to_vec(&line).expect("a request serialises")
     }
 
-    async fn create(&self, lines: &[Vec<u8>]) -> Result<ProviderBatch, VisionError> {
+    async fn create(&self, _label: &str, lines: &[Vec<u8>]) -> Result<ProviderBatch, VisionError> {
         let mut body = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum::<usize>() + 16);
         body.extend_from_slice(b"{\"requests\":[");
         for (i, line) in lines.iter().enumerate() {
@@ -254,9 +256,9 @@ impl VisionBatches for AnthropicBatches {
     }
 
     async fn results(&self, batch: &ProviderBatch) -> Result<BatchResults, VisionError> {
-        let url = batch.results_url.clone().unwrap_or_else(|| format!("{}/{}/results", self.url, batch.id));
+        let url = batch.results.first().cloned().unwrap_or_else(|| format!("{}/{}/results", self.url, batch.id));
         let lines = self.messages.client.get_lines(&url, &self.headers()).await?;
-        Ok(BatchResults::new(lines, Self::read_result))
+        Ok(BatchResults::new(vec![lines], Self::read_result))
     }
 }
 

@@ -22,8 +22,15 @@ pub struct ProviderBatch {
     pub expires_at: Option<DateTime<Utc>>,
     /// The requests it holds, all outcomes counted.
     pub requests: u64,
-    /// Where its results are, once it has ended.
-    pub results_url: Option<String>,
+    /// Where its results are, once it has ended (Anthropic: one URL;
+    /// OpenAI: the output file's and the error file's ids).
+    pub results: Vec<String>,
+    /// The label it was created with ([`VisionBatches::create`]), when the
+    /// provider keeps one (OpenAI's metadata; Anthropic keeps none).
+    pub label: Option<String>,
+    /// Why the provider ended it without running its requests, when it did
+    /// (a batch that failed validation).
+    pub failure: Option<String>,
 }
 
 /// Why a request of a batch has no analysis.
@@ -59,23 +66,31 @@ pub struct BatchResult {
     pub result: Result<ProviderAnalysis, BatchFailure>,
 }
 
-/// A batch's results, read a line at a time.
+/// A batch's results, read a line at a time from one or more documents
+/// (OpenAI's output and error files).
 #[derive(Debug)]
 pub struct BatchResults {
-    lines: JsonLines,
+    documents: std::collections::VecDeque<JsonLines>,
     read: fn(&Value) -> Result<BatchResult, ApiError>,
 }
 
 impl BatchResults {
-    pub fn new(lines: JsonLines, read: fn(&Value) -> Result<BatchResult, ApiError>) -> Self {
-        Self { lines, read }
+    pub fn new(documents: Vec<JsonLines>, read: fn(&Value) -> Result<BatchResult, ApiError>) -> Self {
+        Self { documents: documents.into(), read }
     }
 
     /// The next result; `None` at the end. A line that cannot be read is an
     /// error of its own (its request is not known, so it stays waiting).
     pub async fn next(&mut self) -> Option<Result<BatchResult, ApiError>> {
-        let line = self.lines.next().await?;
-        Some(line.and_then(|line| (self.read)(&line)))
+        loop {
+            let document = self.documents.front_mut()?;
+            match document.next().await {
+                Some(line) => return Some(line.and_then(|line| (self.read)(&line))),
+                None => {
+                    self.documents.pop_front();
+                }
+            }
+        }
     }
 }
 
@@ -89,8 +104,9 @@ pub trait VisionBatches: Send + Sync {
     /// One request of a batch, serialised: the synchronous call's request
     /// for `request`, under `custom_id`.
     fn request_line(&self, custom_id: &str, request: &VisionRequest<'_>) -> Vec<u8>;
-    /// Submits the requests ([`VisionBatches::request_line`]) as one batch.
-    async fn create(&self, lines: &[Vec<u8>]) -> Result<ProviderBatch, VisionError>;
+    /// Submits the requests ([`VisionBatches::request_line`]) as one batch,
+    /// labelled `label` where the provider keeps a label.
+    async fn create(&self, label: &str, lines: &[Vec<u8>]) -> Result<ProviderBatch, VisionError>;
     async fn retrieve(&self, id: &str) -> Result<ProviderBatch, VisionError>;
     /// The batches created since `since`, newest first: how a submission
     /// whose answer was lost (a kill, a timeout) is found again.

@@ -1,6 +1,7 @@
 //! Vision analysis: the provider port, its adapters (Anthropic's Messages
-//! API, OpenAI-compatible chat, and the offline `local` analyzer), and the
-//! settings that choose and build one. What an analysis holds, and its
+//! API, OpenAI-compatible chat, and the offline `local` analyzer), their
+//! batch APIs ([`batch`]: Anthropic's Message Batches, OpenAI's Batch API),
+//! and the settings that choose and build one. What an analysis holds, and its
 //! validation, is `domain::analysis`.
 
 pub mod anthropic;

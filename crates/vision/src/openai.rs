@@ -4,8 +4,10 @@
 
 use async_trait::async_trait;
 use base64::Engine;
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+use super::batch::{BatchFailure, BatchResult, BatchResults, ProviderBatch, VisionBatches};
 use super::{Analysis, ProviderAnalysis, VisionError, VisionProvider, VisionRequest, prompt};
 use remote::{ApiError, ApiKey, JsonClient};
 
@@ -97,6 +99,191 @@ impl VisionProvider for OpenAiProvider {
     }
 }
 
+/// OpenAI's Batch API on `/v1/chat/completions`: the same requests as
+/// [`OpenAiProvider`] makes, in a JSON Lines file uploaded for the batch, at
+/// half the price, answered within 24 hours in an output and an error file.
+#[derive(Debug, Clone)]
+pub struct OpenAiBatches {
+    chat: OpenAiProvider,
+    base: String,
+}
+
+/// The metadata key our batch id goes under: how a submission whose answer
+/// was lost is found again.
+pub const BATCH_LABEL: &str = "collections_batch";
+
+impl OpenAiBatches {
+    pub fn new(chat: OpenAiProvider) -> Self {
+        let base = chat.url.trim_end_matches("/chat/completions").to_owned();
+        Self { chat, base }
+    }
+
+    fn bearer(&self) -> Option<String> {
+        self.chat.key.as_ref().map(|k| format!("Bearer {}", k.expose()))
+    }
+
+    /// A Batch object.
+    fn batch(body: &Value) -> Result<ProviderBatch, VisionError> {
+        let id = body["id"].as_str().ok_or_else(|| Self::malformed_batch("no id"))?;
+        let time = |field: &str| body[field].as_i64().and_then(|t| DateTime::<Utc>::from_timestamp(t, 0));
+        let status = body["status"].as_str().unwrap_or_default();
+        let failure = (status == "failed").then(|| {
+            let errors: Vec<&str> = body
+                .pointer("/errors/data")
+                .and_then(Value::as_array)
+                .map(|errors| errors.iter().filter_map(|e| e["message"].as_str()).collect())
+                .unwrap_or_default();
+            format!("the batch failed: {}", errors.join("; "))
+        });
+        Ok(ProviderBatch {
+            id: id.to_owned(),
+            ended: matches!(status, "completed" | "failed" | "expired" | "cancelled"),
+            created_at: time("created_at"),
+            expires_at: time("expires_at"),
+            requests: body.pointer("/request_counts/total").and_then(Value::as_u64).unwrap_or_default(),
+            results: ["output_file_id", "error_file_id"]
+                .iter()
+                .filter_map(|field| body[field].as_str().map(str::to_owned))
+                .collect(),
+            label: body["metadata"][BATCH_LABEL].as_str().map(str::to_owned),
+            failure,
+        })
+    }
+
+    fn malformed_batch(reason: &str) -> VisionError {
+        OpenAiProvider::malformed(format!("a batch with {reason}"))
+    }
+
+    /// One line of a batch's output or error file.
+    pub fn read_result(line: &Value) -> Result<BatchResult, ApiError> {
+        let malformed = |reason: String| ApiError::Malformed { provider: PROVIDER, reason };
+        let custom_id =
+            line["custom_id"].as_str().ok_or_else(|| malformed("a batch result with no custom_id".into()))?.to_owned();
+        let status = line.pointer("/response/status_code").and_then(Value::as_u64);
+        let body = &line["response"]["body"];
+        let error = if line["error"].is_object() { &line["error"] } else { &body["error"] };
+        let message = error["message"].as_str().unwrap_or_default();
+        let outcome = match (status, error["code"].as_str()) {
+            (Some(200), _) => match OpenAiProvider::parse_reply(body) {
+                Ok(analysis) => Ok(ProviderAnalysis {
+                    analysis,
+                    raw_response: body.clone(),
+                    request_id: line
+                        .pointer("/response/request_id")
+                        .or(body.get("id"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                    usage: domain::usage::Usage::of_reply(body),
+                }),
+                Err(e @ VisionError::Invalid { .. }) => Err(BatchFailure::Provider(e.to_string())),
+                Err(e) => Err(BatchFailure::Request(e.to_string())),
+            },
+            (_, Some("batch_expired")) => {
+                Err(BatchFailure::NotRun("the batch expired (its 24 hours ran out) before this request ran".into()))
+            }
+            (_, Some("batch_cancelled")) => {
+                Err(BatchFailure::NotRun("the batch was canceled before this request ran".into()))
+            }
+            (Some(status), _) => {
+                let reason = format!("{PROVIDER} errored in the batch: HTTP {status}: {message}");
+                Err(if (400..500).contains(&status) && status != 429 {
+                    BatchFailure::Request(reason)
+                } else {
+                    BatchFailure::Provider(reason)
+                })
+            }
+            (None, code) if line["error"].is_object() => Err(BatchFailure::Provider(format!(
+                "{PROVIDER} errored in the batch: {}: {message}",
+                code.unwrap_or("error")
+            ))),
+            (None, _) => return Err(malformed("a batch result with neither a response nor an error".into())),
+        };
+        Ok(BatchResult { custom_id, result: outcome })
+    }
+}
+
+#[async_trait]
+impl VisionBatches for OpenAiBatches {
+    fn provider(&self) -> &'static str {
+        PROVIDER
+    }
+
+    fn model(&self) -> &str {
+        &self.chat.model
+    }
+
+    fn request_line(&self, custom_id: &str, request: &VisionRequest<'_>) -> Vec<u8> {
+        let line = json!({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+                          "body": self.chat.request_body(request)});
+        serde_json::to_vec(&line).expect("a request serialises")
+    }
+
+    async fn create(&self, label: &str, lines: &[Vec<u8>]) -> Result<ProviderBatch, VisionError> {
+        let bearer = self.bearer();
+        let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("authorization", b.as_str())).collect();
+        let file = lines.join(&b'\n');
+        let name = format!("{label}.jsonl");
+        let uploaded = self
+            .chat
+            .client
+            .post_multipart(&format!("{}/files", self.base), &headers, &[("purpose", "batch")], ("file", &name, file))
+            .await?;
+        let file_id = uploaded.body["id"].as_str().ok_or_else(|| Self::malformed_batch("an upload without an id"))?;
+        let body = json!({"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h",
+                          "metadata": {BATCH_LABEL: label}});
+        let reply = self.chat.client.post(&format!("{}/batches", self.base), &headers, &body).await?;
+        Self::batch(&reply.body)
+    }
+
+    async fn retrieve(&self, id: &str) -> Result<ProviderBatch, VisionError> {
+        let bearer = self.bearer();
+        let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("authorization", b.as_str())).collect();
+        let reply = self.chat.client.get(&format!("{}/batches/{id}", self.base), &headers).await?;
+        Self::batch(&reply.body)
+    }
+
+    async fn created_since(&self, since: DateTime<Utc>) -> Result<Vec<ProviderBatch>, VisionError> {
+        let bearer = self.bearer();
+        let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("authorization", b.as_str())).collect();
+        let mut found = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..LIST_PAGES {
+            let url = match &after {
+                Some(id) => format!("{}/batches?limit=100&after={id}", self.base),
+                None => format!("{}/batches?limit=100", self.base),
+            };
+            let reply = self.chat.client.get(&url, &headers).await?;
+            let page = reply.body["data"].as_array().ok_or_else(|| Self::malformed_batch("list without data"))?;
+            let mut older = false;
+            for batch in page.iter().map(Self::batch) {
+                let batch = batch?;
+                match batch.created_at {
+                    Some(at) if at >= since => found.push(batch),
+                    _ => older = true,
+                }
+            }
+            if older || reply.body["has_more"] != true {
+                break;
+            }
+            after = reply.body["last_id"].as_str().map(str::to_owned);
+        }
+        Ok(found)
+    }
+
+    async fn results(&self, batch: &ProviderBatch) -> Result<BatchResults, VisionError> {
+        let bearer = self.bearer();
+        let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("authorization", b.as_str())).collect();
+        let mut documents = Vec::with_capacity(batch.results.len());
+        for file in &batch.results {
+            documents.push(self.chat.client.get_lines(&format!("{}/files/{file}/content", self.base), &headers).await?);
+        }
+        Ok(BatchResults::new(documents, Self::read_result))
+    }
+}
+
+/// Most pages of batches looked at when finding a lost submission again.
+const LIST_PAGES: usize = 10;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +311,47 @@ mod tests {
         let garbage = reply(json!({"content": "not json"}), "stop");
         assert!(matches!(OpenAiProvider::parse_reply(&garbage), Err(VisionError::Api(ApiError::Malformed { .. }))));
         assert!(OpenAiProvider::parse_reply(&json!({"choices": []})).is_err());
+    }
+
+    #[test]
+    fn batch_results_of_every_kind() {
+        let completion = |content: Value| {
+            json!({"id": "chatcmpl-1", "choices": [{"index": 0, "finish_reason": "stop",
+            "message": {"role": "assistant", "content": content.to_string(), "refusal": null}}],
+            "usage": {"prompt_tokens": 900, "completion_tokens": 80}})
+        };
+        let ok = json!({"id": "batch_req_1", "custom_id": "a", "error": null, "response": {"status_code": 200,
+            "request_id": "req_1", "body": completion(json!({"category": "food", "summary": "Ramen."}))}});
+        let read = OpenAiBatches::read_result(&ok).unwrap();
+        let answer = read.result.unwrap();
+        assert_eq!((read.custom_id.as_str(), answer.analysis.category.as_str()), ("a", "food"));
+        assert_eq!(answer.request_id.as_deref(), Some("req_1"));
+        let failed = |status: u64| {
+            json!({"custom_id": "b", "error": null, "response": {"status_code": status,
+            "body": {"error": {"message": "no", "type": "x"}}}})
+        };
+        assert!(
+            matches!(OpenAiBatches::read_result(&failed(400)).unwrap().result, Err(BatchFailure::Request(r)) if r.contains("HTTP 400: no"))
+        );
+        assert!(matches!(OpenAiBatches::read_result(&failed(500)).unwrap().result, Err(BatchFailure::Provider(_))));
+        assert!(matches!(OpenAiBatches::read_result(&failed(429)).unwrap().result, Err(BatchFailure::Provider(_))));
+        let expired = json!({"custom_id": "c", "response": null, "error": {"code": "batch_expired", "message": "x"}});
+        assert!(matches!(OpenAiBatches::read_result(&expired).unwrap().result, Err(BatchFailure::NotRun(_))));
+        assert!(OpenAiBatches::read_result(&json!({"custom_id": "d"})).is_err());
+    }
+
+    #[test]
+    fn a_batch_object_names_its_files_its_label_and_why_it_failed() {
+        let batch = OpenAiBatches::batch(&json!({"id": "batch_1", "status": "failed", "created_at": 1_700_000_000,
+            "request_counts": {"total": 3, "completed": 0, "failed": 0}, "metadata": {"collections_batch": "ours"},
+            "errors": {"data": [{"code": "invalid_json", "message": "line 2 is not JSON"}]},
+            "output_file_id": null, "error_file_id": "file-err"}))
+        .unwrap();
+        assert!(batch.ended);
+        assert_eq!(
+            (batch.requests, batch.label.as_deref(), batch.results.clone()),
+            (3, Some("ours"), vec!["file-err".to_owned()])
+        );
+        assert_eq!(batch.failure.as_deref(), Some("the batch failed: line 2 is not JSON"));
     }
 }

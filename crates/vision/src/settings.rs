@@ -12,7 +12,7 @@ use remote::{JsonClient, OPENAI_BASE_URL, SecretSource};
 
 use crate::anthropic::{self, AnthropicBatches, AnthropicProvider};
 use crate::local::LocalAnalyzer;
-use crate::openai::{self, OpenAiProvider};
+use crate::openai::{self, OpenAiBatches, OpenAiProvider};
 use crate::{VisionBatches, VisionProvider};
 
 pub const PROVIDER: Setting = Setting::new("ANALYZER_PROVIDER", "local", "`anthropic`, `openai` or `local`");
@@ -98,25 +98,10 @@ impl VisionSettings {
 
     /// The provider, with its key read from `secrets` (once, here).
     pub async fn build(&self, secrets: &dyn SecretSource) -> Result<Arc<dyn VisionProvider>, String> {
-        let client = || JsonClient::new(self.provider.as_str(), self.timeout);
-        let key = |name: &'static str| async move { secrets.get(name).await.map_err(|e| e.to_string()) };
         match self.provider {
             VisionProviderName::Local => Ok(Arc::new(LocalAnalyzer)),
             VisionProviderName::Anthropic => Ok(Arc::new(self.anthropic(secrets).await?)),
-            VisionProviderName::OpenAi => {
-                let key = key(OPENAI_API_KEY.name).await?;
-                // A compatible server on another URL (Ollama, vLLM) may need no key; OpenAI does.
-                if key.is_none() && self.base_url.is_none() {
-                    return Err("OPENAI_API_KEY is not set, and OPENAI_BASE_URL names no other server".to_owned());
-                }
-                Ok(Arc::new(OpenAiProvider::new(
-                    client(),
-                    self.base_url.as_deref().unwrap_or(remote::OPENAI_API_URL),
-                    key,
-                    self.model.clone().unwrap_or_else(|| openai::DEFAULT_MODEL.to_owned()),
-                    self.max_tokens,
-                )))
-            }
+            VisionProviderName::OpenAi => Ok(Arc::new(self.openai(secrets).await?)),
         }
     }
 }
@@ -137,14 +122,28 @@ impl VisionSettings {
         ))
     }
 
+    async fn openai(&self, secrets: &dyn SecretSource) -> Result<OpenAiProvider, String> {
+        let key = secrets.get(OPENAI_API_KEY.name).await.map_err(|e| e.to_string())?;
+        // A compatible server on another URL (Ollama, vLLM) may need no key; OpenAI does.
+        if key.is_none() && self.base_url.is_none() {
+            return Err("OPENAI_API_KEY is not set, and OPENAI_BASE_URL names no other server".to_owned());
+        }
+        Ok(OpenAiProvider::new(
+            JsonClient::new(self.provider.as_str(), self.timeout),
+            self.base_url.as_deref().unwrap_or(remote::OPENAI_API_URL),
+            key,
+            self.model.clone().unwrap_or_else(|| openai::DEFAULT_MODEL.to_owned()),
+            self.max_tokens,
+        ))
+    }
+
     /// The provider's batch API (`--batch-api`), with its key read from
-    /// `secrets`: Anthropic's Message Batches. The others have none built.
+    /// `secrets`: Anthropic's Message Batches, or OpenAI's Batch API (a
+    /// compatible server must offer `/files` and `/batches` as OpenAI does).
     pub async fn build_batches(&self, secrets: &dyn SecretSource) -> Result<Arc<dyn VisionBatches>, String> {
         match self.provider {
             VisionProviderName::Anthropic => Ok(Arc::new(AnthropicBatches::new(self.anthropic(secrets).await?))),
-            VisionProviderName::OpenAi => Err("the batch API is built for anthropic only: OpenAI's Batch API is not \
-                 built yet (run without --batch-api)"
-                .to_owned()),
+            VisionProviderName::OpenAi => Ok(Arc::new(OpenAiBatches::new(self.openai(secrets).await?))),
             VisionProviderName::Local => Err("the local analyzer has no batch API (it costs nothing): run without \
                  --batch-api, or set ANALYZER_PROVIDER=anthropic"
                 .to_owned()),

@@ -225,7 +225,7 @@ impl BatchDriver {
             batches::abandon(pool, batch).await?;
             return Ok(false);
         }
-        match self.api.create(&submit).await {
+        match self.api.create(&batch.to_string(), &submit).await {
             Ok(theirs) => {
                 batches::submitted(pool, batch, &theirs.id, theirs.expires_at).await?;
                 info!(batch = %batch, provider_batch = %theirs.id, requests = submit.len(), bytes, "submitted a batch");
@@ -314,7 +314,8 @@ impl BatchDriver {
         }
         if complete {
             let left = batches::left_in(&self.analyzer.pool, ours.id).await?;
-            let not_run = |_| Err(BatchFailure::NotRun(format!("no result came for it in batch {}", theirs.id)));
+            let why = theirs.failure.as_deref().map(|f| format!(" (the provider: {f})")).unwrap_or_default();
+            let not_run = |_| Err(BatchFailure::NotRun(format!("no result came for it in batch {}{why}", theirs.id)));
             let items = left.into_iter().map(|row| (row, not_run(()))).collect();
             complete &= self.settle(ours.id, items, progress).await?;
         }
