@@ -22,12 +22,15 @@ pub struct Selection<'a> {
     pub user: Option<&'a str>,
     /// Items whose latest analysis has this category.
     pub category: Option<&'a str>,
+    /// Leave out items with a request waiting for a provider batch (with
+    /// `--batch-api`: a rerun does not submit them twice).
+    pub not_waiting: bool,
 }
 
 /// The thumbnailed items of the selection (duplicates follow their
 /// earlier item, and are not analysed).
 async fn select(pool: &PgPool, selection: Selection<'_>) -> anyhow::Result<Vec<ToReanalyse>> {
-    Ok(analyses::to_reanalyse(pool, selection.user, selection.category).await?)
+    Ok(analyses::to_reanalyse(pool, selection.user, selection.category, selection.not_waiting).await?)
 }
 
 /// One request id for a run: its replays are one version, not more.

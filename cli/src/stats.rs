@@ -146,6 +146,14 @@ pub fn report(stats: &Stats, prices: &Prices) -> String {
             let _ = writeln!(out, "  {stage:<10} {}", counts.join(", "));
         }
     }
+    let b = stats.batches;
+    if b.queued > 0 || b.open_batches > 0 {
+        let _ = writeln!(
+            out,
+            "  provider batches: {} requests queued, {} submitted, {} batches not stored yet (`collections batches`)",
+            b.queued, b.submitted, b.open_batches
+        );
+    }
     out.push_str("commonest failures\n");
     if stats.failures.is_empty() {
         out.push_str("  none\n");

@@ -809,7 +809,7 @@ async fn reanalysis_and_a_change_of_embedding_model_go_through_the_streams(pool:
 
     // Re-analysis: one new version per item, made by the analyzer function
     // and embedded by the embedder function.
-    let selection = Selection { user: Some("streams-u1"), category: None };
+    let selection = Selection { user: Some("streams-u1"), category: None, not_waiting: false };
     assert_eq!(reanalyze_on_stream(&pool, &writer(&world.processed), selection, 1000.0).await.unwrap(), 2);
     assert_eq!(redelivered(&analyze(&s, &world.batch(&world.processed).await).await), Vec::<String>::new());
     let analysed = world.published("AnalysisComplete", 2).await;

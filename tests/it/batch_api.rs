@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use collections::components::{Choices, Components};
 use collections::ingest::run_folder;
+use collections::reanalyze::{Selection, reanalyze};
 use collections::stats::{Prices, cost};
 use domain::settings::Env;
 use sqlx::PgPool;
@@ -150,6 +151,9 @@ async fn a_run_killed_after_submitting_is_picked_up_by_the_next_without_submitti
     tokio::task::spawn_blocking(move || killed.join()).await.unwrap().unwrap();
     assert_eq!(mock.batches().len(), 1);
     assert_eq!(scalar(&pool, "SELECT count(*) FROM analyses").await, 0, "killed before the batch ended");
+    let stats = store::stats::gather(&pool, Default::default()).await.unwrap();
+    let shown = collections::stats::report(&stats, &Prices::load(None).unwrap());
+    assert!(shown.contains("provider batches: 0 requests queued, 5 submitted, 1 batches not stored yet"), "{shown}");
 
     let c = batch_components(&pool, dir.path(), &mock, &[]).await;
     let report = run_folder(&c, &photos, "u", false).await.unwrap();
@@ -262,4 +266,46 @@ async fn an_openai_submission_whose_answer_was_lost_is_found_by_its_label(pool: 
     assert_eq!(mock.batches().len(), 1, "found among the provider's batches by its metadata");
     assert!(routes(&mock, "openai-batch-list") >= 1);
     assert_eq!((report.processed.len(), report.skipped.len()), (3, 0), "{report:?}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_reanalysis_killed_after_submitting_and_run_again_submits_nothing_twice(pool: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockProviders::start().await;
+    mock.set_batch_duration(Duration::from_millis(100));
+    let c = batch_components(&pool, dir.path(), &mock, &[]).await;
+    let first = run_folder(&c, &photos(dir.path(), 3), "u", false).await.unwrap();
+    assert_eq!(first.processed.len(), 3, "{first:?}");
+
+    mock.set_batch_duration(Duration::from_secs(2));
+    let selection = Selection { user: Some("u"), category: None, not_waiting: true };
+    // Killed as in the run above: a runtime of its own, shut down once the batch is recorded.
+    let killed = {
+        let (options, dir, mock) = (pool.connect_options().as_ref().clone(), dir.path().to_owned(), mock.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let pool = PgPool::connect_with(options).await.unwrap();
+                let c = batch_components(&pool, &dir, &mock, &[]).await;
+                tokio::spawn(async move { reanalyze(&c, selection, false).await });
+                for _ in 0..400 {
+                    let sql = "SELECT count(*) FROM provider_batches WHERE provider_batch_id IS NOT NULL";
+                    if scalar(&pool, sql).await == 2 {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                panic!("no batch was submitted");
+            });
+            runtime.shutdown_background();
+        })
+    };
+    tokio::task::spawn_blocking(move || killed.join()).await.unwrap().unwrap();
+    assert_eq!(mock.batches().len(), 2);
+
+    let again = reanalyze(&c, selection, false).await.unwrap();
+    assert_eq!(mock.batches().len(), 2, "the re-analysis in flight is picked up, not submitted again");
+    assert_eq!(again.processed.len(), 3, "{again:?}");
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM analyses WHERE version = 2").await, 3);
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM analyses").await, 6);
 }

@@ -31,7 +31,7 @@ async fn new_versions_are_made_and_embedded_for_the_selection_and_older_ones_pru
     run_folder(&c, &photos, "u", false).await.unwrap();
     run_folder(&c, &photos, "other", false).await.unwrap();
 
-    let report = reanalyze(&c, Selection { user: Some("u"), category: None }, false).await.unwrap();
+    let report = reanalyze(&c, Selection { user: Some("u"), category: None, not_waiting: false }, false).await.unwrap();
     assert_eq!((report.processed.len(), report.failed.len()), (3, 0), "{report:?}");
     let after = versions(&pool).await;
     for (key, latest, analyses, vectors, status) in &after {
@@ -56,7 +56,7 @@ async fn new_versions_are_made_and_embedded_for_the_selection_and_older_ones_pru
     .fetch_one(&pool)
     .await
     .unwrap();
-    reanalyze(&c, Selection { user: Some("u"), category: Some(&category) }, true).await.unwrap();
+    reanalyze(&c, Selection { user: Some("u"), category: Some(&category), not_waiting: false }, true).await.unwrap();
     let pruned: Vec<_> = versions(&pool).await.into_iter().filter(|(_, latest, ..)| *latest == 3).collect();
     assert_eq!(pruned.len() as i64, same);
     assert!(pruned.iter().any(|(k, ..)| *k == key));

@@ -58,7 +58,8 @@ impl Reanalyze {
     }
 
     pub async fn run(self, env: &Env) -> anyhow::Result<()> {
-        let selection = Selection { user: self.user.as_deref(), category: self.category.as_deref() };
+        let selection =
+            Selection { user: self.user.as_deref(), category: self.category.as_deref(), not_waiting: self.batch_api };
         if let Some(stream) = &self.stream {
             let pool = store::connect(&DatabaseConfig::from_env(env)?).await?;
             let writer = StreamWriter::new(&aws::load_config().await, stream, Default::default());

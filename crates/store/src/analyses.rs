@@ -305,10 +305,16 @@ pub struct ToReanalyse {
 /// The thumbnailed items of `user` (or everyone's), those whose latest
 /// analysis has `category` if given, by key; duplicates follow their
 /// earlier item, and are not analysed.
+///
+/// With `not_waiting`, items with a request already waiting for a provider
+/// batch are left out: a re-analysis killed after it was submitted, run
+/// again, does not submit those images twice (the one in flight is stored
+/// when its batch ends).
 pub async fn to_reanalyse(
     pool: &PgPool,
     user: Option<&str>,
     category: Option<&str>,
+    not_waiting: bool,
 ) -> Result<Vec<ToReanalyse>, DbError> {
     sqlx::query_as(
         r#"
@@ -318,11 +324,13 @@ pub async fn to_reanalyse(
           AND ($1::text IS NULL OR i.user_id = $1)
           AND ($2::text IS NULL OR (SELECT a.category FROM analyses a WHERE a.item_id = i.id
                                     ORDER BY a.version DESC LIMIT 1) = $2)
+          AND NOT ($3 AND EXISTS (SELECT 1 FROM batch_requests r WHERE r.item_id = i.id))
         ORDER BY i.file_path
         "#,
     )
     .bind(user)
     .bind(category)
+    .bind(not_waiting)
     .fetch_all(pool)
     .await
     .map_err(DbError::during("selecting items to analyse again"))

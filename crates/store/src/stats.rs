@@ -41,6 +41,19 @@ pub struct Stats {
     pub models: Vec<ModelUsage>,
     /// Items analysed, the denominator of the cost per 1000 images.
     pub images: i64,
+    /// Work waiting for a provider's batch API (`--batch-api`).
+    pub batches: BatchWork,
+}
+
+/// Requests waiting for a provider batch, of everyone (a batch may hold many users' requests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct BatchWork {
+    /// In no batch yet.
+    pub queued: i64,
+    /// In a batch not ingested yet.
+    pub submitted: i64,
+    /// Batches not ingested yet.
+    pub open_batches: i64,
 }
 
 /// The tokens of one provider and model's analyses, summed.
@@ -165,5 +178,13 @@ pub async fn gather(pool: &PgPool, filter: Filter<'_>) -> Result<Stats, DbError>
         used: Usage { input: count(tokens), ..Usage::default() },
         batch: false,
     }));
-    Ok(Stats { statuses, failures, models, images })
+    let batches = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE batch_id IS NULL) AS queued, count(batch_id) AS submitted, \
+                (SELECT count(*) FROM provider_batches WHERE status <> 'ingested') AS open_batches \
+         FROM batch_requests",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(DbError::during("counting batch work"))?;
+    Ok(Stats { statuses, failures, models, images, batches })
 }
