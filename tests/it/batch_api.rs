@@ -217,6 +217,25 @@ async fn a_rejected_key_stops_the_run_and_leaves_the_requests_queued(pool: PgPoo
     assert_eq!(scalar(&pool, "SELECT count(*) FROM batch_requests WHERE batch_id IS NULL").await, 2);
     assert_eq!(scalar(&pool, "SELECT count(*) FROM provider_batches").await, 0);
     assert_eq!(scalar(&pool, "SELECT count(*) FROM items WHERE failed_stage IS NOT NULL").await, 0);
+
+    // The key mended, what is queued is submitted with nothing to go through
+    // (as `collections batches --follow` does); a thumbnail gone meanwhile
+    // fails its item, with the reason, and the other is stored.
+    let (bucket, thumbnail): (String, String) =
+        sqlx::query_as("SELECT bucket, thumbnail_key FROM items WHERE filename = 'p0.jpg'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    std::fs::remove_file(c.store.path_of(&bucket, &thumbnail).unwrap()).unwrap();
+    let nothing: Vec<(uuid::Uuid, String, ())> = Vec::new();
+    let (report, _) = collections::pipeline::run_events(&c, nothing, None, |(), _| unreachable!()).await.unwrap();
+    assert_eq!((report.processed.len(), report.failed.len()), (1, 1), "{report:?}");
+    assert!(
+        report.failed[0].0.ends_with("p0.jpg") && report.failed[0].1.contains("reading the thumbnail"),
+        "{report:?}"
+    );
+    assert_eq!(mock.batches().iter().map(Vec::len).collect::<Vec<_>>(), [1]);
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM batch_requests").await, 0);
 }
 
 /// Components analysing with OpenAI's chat model on the mock through its Batch API.

@@ -41,6 +41,9 @@ pub const MAX_SUBMISSIONS: i32 = 2;
 /// Results stored in one transaction.
 const INGEST_GROUP: usize = 64;
 
+/// Thumbnails read at once while a batch is built.
+const PREPARE_GROUP: usize = 128;
+
 /// How far before our record of a submission the provider's clock may put it.
 const CLOCK_SLACK: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
@@ -120,7 +123,7 @@ impl BatchDriver {
     pub async fn step(&self, flush: bool) -> Result<Progress, BatchError> {
         let mut progress = Progress::default();
         self.recover().await?;
-        progress.submitted = self.submit(flush).await?;
+        progress.submitted = self.submit(flush, &mut progress).await?;
         self.poll(&mut progress).await?;
         progress.queued = batches::queued(&self.analyzer.pool).await?.0;
         Ok(progress)
@@ -167,7 +170,7 @@ impl BatchDriver {
 
     /// Submits batches while there is a full one (any, with `flush`, or
     /// once the oldest request has waited the age limit). Answers how many.
-    async fn submit(&self, flush: bool) -> Result<usize, BatchError> {
+    async fn submit(&self, flush: bool, progress: &mut Progress) -> Result<usize, BatchError> {
         let pool = &self.analyzer.pool;
         let mut submitted = 0;
         loop {
@@ -181,7 +184,7 @@ impl BatchDriver {
             else {
                 return Ok(submitted);
             };
-            if !self.submit_claimed(batch, waiting).await? {
+            if !self.submit_claimed(batch, waiting, progress).await? {
                 // Nothing could be sent this round (the thumbnails could not be read).
                 return Ok(submitted);
             }
@@ -190,34 +193,53 @@ impl BatchDriver {
     }
 
     /// Builds the claimed requests (each thumbnail read again, as the stage
-    /// reads it) and submits them as one batch. Answers whether it did.
-    async fn submit_claimed(&self, batch: Uuid, waiting: Vec<Waiting>) -> Result<bool, BatchError> {
+    /// reads it, a group at a time so that no more than about the size
+    /// limit is held) and submits them as one batch. A thumbnail that
+    /// cannot be read fails its item (recorded, and told in `progress`);
+    /// what does not fit goes back to the queue. Answers whether it submitted.
+    async fn submit_claimed(
+        &self,
+        batch: Uuid,
+        waiting: Vec<Waiting>,
+        progress: &mut Progress,
+    ) -> Result<bool, BatchError> {
         let pool = &self.analyzer.pool;
-        let (rows, events, unreadable) = readable(waiting.into_iter().map(|row| (row, ())).collect());
-        let rows: Vec<Waiting> = rows.into_iter().map(|(row, ())| row).collect();
-        let prepare = Prepare {
-            analyzer: self.analyzer.clone(),
-            api: self.api.clone(),
-            rows: rows.iter().map(|r| (r.id, r.request_key.clone())).collect(),
-            lines: Mutex::new(vec![None; rows.len()]),
-        };
-        let entries = events.into_iter().map(Entry::local).collect();
-        let ran = runner::run(&prepare, pool, entries, BatchContext::default()).await;
-        let lines = prepare.lines.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (mut submit, mut requeue, mut drop) = (Vec::new(), Vec::new(), unreadable);
-        let mut bytes = 0;
-        for (((_, settled), row), line) in ran.settled.iter().zip(&rows).zip(lines) {
-            match (settled, line) {
-                (Settled::Queued(_), Some(line))
-                    if bytes + line.len() <= self.limits.max_bytes && submit.len() < self.limits.max_requests =>
-                {
-                    bytes += line.len();
-                    submit.push(line);
+        let (rows, events, mut drop) = readable(waiting.into_iter().map(|row| (row, ())).collect());
+        let (mut submit, mut requeue, mut bytes) = (Vec::new(), Vec::new(), 0);
+        let mut rows = rows.into_iter().map(|(row, ())| row).zip(events).peekable();
+        while rows.peek().is_some() {
+            let group: Vec<(Waiting, ImageProcessed)> = rows.by_ref().take(PREPARE_GROUP).collect();
+            if bytes >= self.limits.max_bytes || submit.len() >= self.limits.max_requests {
+                requeue.extend(group.iter().map(|(row, _)| row.id));
+                continue;
+            }
+            let (group, events): (Vec<Waiting>, Vec<ImageProcessed>) = group.into_iter().unzip();
+            let prepare = Prepare {
+                analyzer: self.analyzer.clone(),
+                api: self.api.clone(),
+                rows: group.iter().map(|r| (r.id, r.request_key.clone())).collect(),
+                lines: Mutex::new(Vec::new()),
+            };
+            let ran =
+                runner::run(&prepare, pool, events.into_iter().map(Entry::local).collect(), BatchContext::default())
+                    .await;
+            let lines = prepare.lines.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+            for (((subject, settled), row), line) in ran.settled.into_iter().zip(&group).zip(lines) {
+                match (settled, line) {
+                    (Settled::Queued(_), Some(line))
+                        if bytes + line.len() <= self.limits.max_bytes && submit.len() < self.limits.max_requests =>
+                    {
+                        bytes += line.len();
+                        submit.push(line);
+                    }
+                    (Settled::Queued(_) | Settled::Redeliver(_) | Settled::Halted(_) | Settled::Postponed(_), _) => {
+                        requeue.push(row.id)
+                    }
+                    (settled @ (Settled::Done | Settled::Skipped(_) | Settled::Failed(_)), _) => {
+                        drop.push(row.id);
+                        progress.settled.push((subject, settled));
+                    }
                 }
-                (Settled::Queued(_) | Settled::Redeliver(_) | Settled::Halted(_) | Settled::Postponed(_), _) => {
-                    requeue.push(row.id)
-                }
-                (Settled::Done | Settled::Skipped(_) | Settled::Failed(_), _) => drop.push(row.id),
             }
         }
         batches::release(pool, batch, &requeue, &drop).await?;

@@ -33,8 +33,9 @@ pub const BATCH_MAX_REQUESTS: Setting = Setting::new(
 );
 pub const BATCH_MAX_MIB: Setting = Setting::new(
     "ANALYZER_BATCH_MAX_MIB",
-    "200",
-    "`--batch-api`: largest provider batch, MiB of requests (Anthropic takes 256)",
+    "100",
+    "`--batch-api`: largest provider batch, MiB of requests (Anthropic takes 256, OpenAI 200); about twice this is \
+     held in memory while one is submitted",
 );
 pub const BATCH_MAX_AGE_SECS: Setting = Setting::new(
     "ANALYZER_BATCH_MAX_AGE_SECS",
