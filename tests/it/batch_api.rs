@@ -279,10 +279,19 @@ async fn an_openai_submission_whose_answer_was_lost_is_found_by_its_label(pool: 
     let dir = tempfile::tempdir().unwrap();
     let mock = MockProviders::start().await;
     mock.set_batch_duration(Duration::from_millis(200));
-    mock.set_create_delay(Duration::from_secs(3));
     let c = openai_components(&pool, dir.path(), &mock, &[("ANALYZER_TIMEOUT_SECS", "1")]).await;
+    // Someone else's batch of as many requests, just before ours: a match by
+    // size and age would take it.
+    let api = c.batches.clone().unwrap();
+    let image = images::jpeg(10, 10, BLUE);
+    let request = vision::VisionRequest { image: &image, media_type: "image/jpeg", info: None };
+    let lines: Vec<Vec<u8>> = (0..3).map(|i| api.request_line(&format!("theirs-{i}"), &request)).collect();
+    api.create("someone-else", &lines).await.unwrap();
+    // OpenAI counts time in whole seconds: theirs is the older.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    mock.set_create_delay(Duration::from_secs(3));
     let report = run_folder(&c, &photos(dir.path(), 3), "u", false).await.unwrap();
-    assert_eq!(mock.batches().len(), 1, "found among the provider's batches by its metadata");
+    assert_eq!(mock.batches().len(), 2, "ours found among the provider's batches by its metadata, not sent again");
     assert!(routes(&mock, "openai-batch-list") >= 1);
     assert_eq!((report.processed.len(), report.skipped.len()), (3, 0), "{report:?}");
 }

@@ -130,9 +130,10 @@ impl BatchDriver {
     }
 
     /// Submissions recorded but never acknowledged (a kill or a timeout
-    /// between asking and hearing back): a batch of the provider's, made
-    /// since and not ours yet, with as many requests, is taken as it;
-    /// without one, the requests are queued again.
+    /// between asking and hearing back): a batch of the provider's made
+    /// since, not ours yet, and labelled with our id (or, where the provider
+    /// keeps no label, with as many requests) is taken as it; without one,
+    /// the requests are queued again.
     async fn recover(&self) -> Result<(), BatchError> {
         let pool = &self.analyzer.pool;
         let settled_before = Utc::now() - self.in_flight;
@@ -149,9 +150,14 @@ impl BatchDriver {
         // Oldest first, as ours are.
         unclaimed.sort_by_key(|b| b.created_at);
         for ours in doubtful {
-            let found = unclaimed.iter().position(|b| {
-                b.requests == ours.requests as u64
-                    && b.created_at.is_none_or(|at| at >= ours.submitted_at - CLOCK_SLACK)
+            // By its label where the provider keeps one (OpenAI), else by its size and age.
+            let label = ours.id.to_string();
+            let found = unclaimed.iter().position(|b| match &b.label {
+                Some(theirs) => *theirs == label,
+                None => {
+                    b.requests == ours.requests as u64
+                        && b.created_at.is_none_or(|at| at >= ours.submitted_at - CLOCK_SLACK)
+                }
             });
             match found {
                 Some(i) => {
