@@ -218,6 +218,13 @@ async fn a_rejected_key_stops_the_run_and_leaves_the_requests_queued(pool: PgPoo
     assert_eq!(scalar(&pool, "SELECT count(*) FROM provider_batches").await, 0);
     assert_eq!(scalar(&pool, "SELECT count(*) FROM items WHERE failed_stage IS NOT NULL").await, 0);
 
+    // A run of another model leaves them be: they are submitted by a run of theirs.
+    let other = batch_components(&pool, dir.path(), &mock, &[("ANALYZER_MODEL", "claude-sonnet-4-5")]).await;
+    let nothing: Vec<(uuid::Uuid, String, ())> = Vec::new();
+    collections::pipeline::run_events(&other, nothing, None, |(), _| unreachable!()).await.unwrap();
+    assert!(mock.batches().is_empty());
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM batch_requests WHERE batch_id IS NULL").await, 2);
+
     // The key mended, what is queued is submitted with nothing to go through
     // (as `collections batches --follow` does); a thumbnail gone meanwhile
     // fails its item, with the reason, and the other is stored.

@@ -11,9 +11,9 @@ use crate::components::{Choices, Components};
 use crate::pipeline::run_events;
 
 /// The provider batches: requests queued, batches in progress and recent
-/// ones; with --follow, submit what is queued and wait for every batch in
-/// flight, storing and embedding its results (as a rerun of the command
-/// that queued them would).
+/// ones; with --follow, submit what is queued for the configured vision
+/// model and wait for its batches in flight, storing and embedding their
+/// results (as a rerun of the command that queued them would).
 #[derive(Debug, clap::Args)]
 pub struct Batches {
     #[arg(long)]
@@ -34,7 +34,7 @@ impl Batches {
             .await?;
             print!("{}", report.summary());
         }
-        let (queued, oldest) = batches::queued(&c.pool).await?;
+        let (queued, oldest) = batches::queued(&c.pool, None).await?;
         print!("{}", listing(queued, oldest, &batches::recent(&c.pool, self.recent).await?));
         Ok(())
     }

@@ -21,6 +21,9 @@ pub struct NewRequest {
     pub user_id: String,
     pub request_key: String,
     pub event: Value,
+    /// The provider and model it is for: only a batch of theirs takes it.
+    pub provider: String,
+    pub model: String,
 }
 
 /// A request waiting in the database.
@@ -67,14 +70,16 @@ pub async fn queue(pool: &PgPool, requests: &[NewRequest]) -> Result<Vec<(Uuid, 
     let users: Vec<&str> = requests.iter().map(|r| r.user_id.as_str()).collect();
     let keys: Vec<&str> = requests.iter().map(|r| r.request_key.as_str()).collect();
     let events: Vec<Json<&Value>> = requests.iter().map(|r| Json(&r.event)).collect();
+    let providers: Vec<&str> = requests.iter().map(|r| r.provider.as_str()).collect();
+    let models: Vec<&str> = requests.iter().map(|r| r.model.as_str()).collect();
     sqlx::query_as(
         r#"
         WITH input AS (
-            SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[])
-                AS t(id, item_id, user_id, request_key, event)
+            SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::text[])
+                AS t(id, item_id, user_id, request_key, event, provider, model)
         ),
         queued AS (
-            INSERT INTO batch_requests (id, item_id, user_id, request_key, event)
+            INSERT INTO batch_requests (id, item_id, user_id, request_key, event, provider, model)
             SELECT DISTINCT ON (item_id, request_key) * FROM input
             WHERE EXISTS (SELECT 1 FROM items i WHERE i.id = input.item_id AND i.user_id = input.user_id)
             ON CONFLICT (item_id, request_key) DO NOTHING
@@ -89,17 +94,26 @@ pub async fn queue(pool: &PgPool, requests: &[NewRequest]) -> Result<Vec<(Uuid, 
     .bind(&users)
     .bind(&keys)
     .bind(&events)
+    .bind(&providers)
+    .bind(&models)
     .fetch_all(pool)
     .await
     .map_err(DbError::during("queueing batch requests"))
 }
 
-/// How many requests are queued, and how long the oldest has waited.
-pub async fn queued(pool: &PgPool) -> Result<(i64, Option<DateTime<Utc>>), DbError> {
-    sqlx::query_as("SELECT count(*), min(queued_at) FROM batch_requests WHERE batch_id IS NULL")
-        .fetch_one(pool)
-        .await
-        .map_err(DbError::during("counting queued batch requests"))
+/// How many requests are queued for `provider` and `model`, and since
+/// when the oldest has waited; of every model, without one.
+pub async fn queued(pool: &PgPool, model: Option<(&str, &str)>) -> Result<(i64, Option<DateTime<Utc>>), DbError> {
+    let (provider, model) = model.unzip();
+    sqlx::query_as(
+        "SELECT count(*), min(queued_at) FROM batch_requests WHERE batch_id IS NULL \
+         AND ($1::text IS NULL OR (provider = $1 AND model = $2))",
+    )
+    .bind(provider)
+    .bind(model)
+    .fetch_one(pool)
+    .await
+    .map_err(DbError::during("counting queued batch requests"))
 }
 
 /// Takes up to `most` queued requests, oldest first, into a new batch of
@@ -126,7 +140,7 @@ pub async fn claim(
     let claimed: Vec<Waiting> = sqlx::query_as(
         r#"
         WITH taken AS (
-            SELECT id FROM batch_requests WHERE batch_id IS NULL
+            SELECT id FROM batch_requests WHERE batch_id IS NULL AND provider = $3 AND model = $4
             ORDER BY queued_at, id LIMIT $2 FOR UPDATE SKIP LOCKED
         )
         UPDATE batch_requests r SET batch_id = $1, submissions = r.submissions + 1
@@ -136,6 +150,8 @@ pub async fn claim(
     )
     .bind(batch)
     .bind(most)
+    .bind(provider)
+    .bind(model)
     .fetch_all(&mut *tx)
     .await
     .map_err(DbError::during("claiming batch requests"))?;
@@ -217,11 +233,15 @@ pub async fn abandon(pool: &PgPool, batch: Uuid) -> Result<(), DbError> {
     tx.commit().await.map_err(DbError::during("abandoning a batch"))
 }
 
-/// Batches not ingested yet (submitting, in progress or ended), oldest first.
-pub async fn open(pool: &PgPool) -> Result<Vec<Batch>, DbError> {
+/// The batches of `provider` and `model` not ingested yet (submitting, in
+/// progress or ended), oldest first.
+pub async fn open(pool: &PgPool, provider: &str, model: &str) -> Result<Vec<Batch>, DbError> {
     sqlx::query_as(&format!(
-        "SELECT {BATCH_COLUMNS} FROM provider_batches WHERE status <> 'ingested' ORDER BY submitted_at, id"
+        "SELECT {BATCH_COLUMNS} FROM provider_batches WHERE status <> 'ingested' AND provider = $1 AND model = $2 \
+         ORDER BY submitted_at, id"
     ))
+    .bind(provider)
+    .bind(model)
     .fetch_all(pool)
     .await
     .map_err(DbError::during("listing open batches"))

@@ -344,6 +344,7 @@ impl Analyzer {
     /// batch API instead of called (once: a request already waiting is not
     /// queued again). The items go on when their batch's results are stored.
     async fn queue_all(&self, inputs: &[ImageProcessed], steps: &mut [Step]) {
+        let (provider, model) = (self.calls.provider().provider(), self.calls.provider().model());
         let requests: Vec<NewRequest> = inputs
             .iter()
             .zip(steps.iter())
@@ -353,6 +354,8 @@ impl Analyzer {
                     user_id: event.user_id.clone(),
                     request_key: f.request_key.clone(),
                     event: serde_json::to_value(event).expect("events serialise"),
+                    provider: provider.to_owned(),
+                    model: model.to_owned(),
                 }),
                 _ => None,
             })
@@ -361,7 +364,6 @@ impl Analyzer {
             Ok(waiting) => waiting.into_iter().collect(),
             Err(e) => return fail_fetched(steps, &Failure::from_error(&e)),
         };
-        let provider = self.calls.provider().provider();
         for (event, step) in inputs.iter().zip(steps.iter_mut()) {
             let Step::Fetched(f) = step else { continue };
             let reason = if waiting.contains(&(event.item_uuid(), f.request_key.clone())) {

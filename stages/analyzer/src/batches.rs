@@ -116,6 +116,12 @@ impl BatchDriver {
         self.limits
     }
 
+    /// The provider and model whose requests and batches this driver takes:
+    /// those of other models wait for a run with theirs.
+    fn model(&self) -> (&str, &str) {
+        (self.api.provider(), self.api.model())
+    }
+
     /// One round: submissions whose answer was lost found again, queued
     /// requests submitted (all of them with `flush`; otherwise only full
     /// batches, or requests waiting longer than the age limit), batches in
@@ -125,7 +131,7 @@ impl BatchDriver {
         self.recover().await?;
         progress.submitted = self.submit(flush, &mut progress).await?;
         self.poll(&mut progress).await?;
-        progress.queued = batches::queued(&self.analyzer.pool).await?.0;
+        progress.queued = batches::queued(&self.analyzer.pool, Some(self.model())).await?.0;
         Ok(progress)
     }
 
@@ -137,7 +143,8 @@ impl BatchDriver {
     async fn recover(&self) -> Result<(), BatchError> {
         let pool = &self.analyzer.pool;
         let settled_before = Utc::now() - self.in_flight;
-        let doubtful: Vec<Batch> = batches::open(pool)
+        let (provider, model) = self.model();
+        let doubtful: Vec<Batch> = batches::open(pool, provider, model)
             .await?
             .into_iter()
             .filter(|b| b.provider_batch_id.is_none() && b.submitted_at < settled_before)
@@ -180,7 +187,7 @@ impl BatchDriver {
         let pool = &self.analyzer.pool;
         let mut submitted = 0;
         loop {
-            let (queued, oldest) = batches::queued(pool).await?;
+            let (queued, oldest) = batches::queued(pool, Some(self.model())).await?;
             let aged = oldest.is_some_and(|t| (Utc::now() - t).to_std().unwrap_or_default() >= self.limits.max_age);
             if queued == 0 || !(flush || aged || queued as usize >= self.limits.max_requests) {
                 return Ok(submitted);
@@ -273,7 +280,8 @@ impl BatchDriver {
     /// Asks about each batch in progress; stores the results of ended ones.
     async fn poll(&self, progress: &mut Progress) -> Result<(), BatchError> {
         let pool = &self.analyzer.pool;
-        for ours in batches::open(pool).await? {
+        let (provider, model) = self.model();
+        for ours in batches::open(pool, provider, model).await? {
             let Some(id) = &ours.provider_batch_id else {
                 progress.in_progress += 1;
                 continue;
