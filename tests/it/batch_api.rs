@@ -64,6 +64,36 @@ async fn scalar(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
+/// Runs `work` on components of its own, in a runtime of its own that is
+/// shut down (every task dropped at its next await, as a SIGKILL leaves
+/// things) once `submitted` batches have the provider's id recorded.
+async fn kill_once_submitted<F, R>(pool: &PgPool, dir: &Path, mock: &MockProviders, submitted: i64, work: F)
+where
+    F: FnOnce(Components) -> R + Send + 'static,
+    R: std::future::Future + Send + 'static,
+    R::Output: Send + 'static,
+{
+    let (options, dir, mock) = (pool.connect_options().as_ref().clone(), dir.to_owned(), mock.clone());
+    let killed = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let pool = PgPool::connect_with(options).await.unwrap();
+            let c = batch_components(&pool, &dir, &mock, &[]).await;
+            tokio::spawn(work(c));
+            for _ in 0..400 {
+                let sql = "SELECT count(*) FROM provider_batches WHERE provider_batch_id IS NOT NULL";
+                if scalar(&pool, sql).await == submitted {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            panic!("no batch was submitted");
+        });
+        runtime.shutdown_background();
+    });
+    tokio::task::spawn_blocking(move || killed.join()).await.unwrap().unwrap();
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn a_run_through_the_batch_api_makes_no_synchronous_call_and_accounts_for_every_result(pool: PgPool) {
     let dir = tempfile::tempdir().unwrap();
@@ -124,31 +154,10 @@ async fn a_run_killed_after_submitting_is_picked_up_by_the_next_without_submitti
     let mock = MockProviders::start().await;
     mock.set_batch_duration(Duration::from_secs(2));
     let photos = photos(dir.path(), 5);
-    // The first run in a runtime of its own, shut down (every task of it
-    // dropped at its next await, as a SIGKILL leaves things) once the
-    // provider holds the batch and its id is recorded.
-    let killed = {
-        let (options, dir, mock, photos) =
-            (pool.connect_options().as_ref().clone(), dir.path().to_owned(), mock.clone(), photos.clone());
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-            runtime.block_on(async move {
-                let pool = PgPool::connect_with(options).await.unwrap();
-                let c = batch_components(&pool, &dir, &mock, &[]).await;
-                tokio::spawn(async move { run_folder(&c, &photos, "u", false).await });
-                for _ in 0..400 {
-                    let sql = "SELECT count(*) FROM provider_batches WHERE provider_batch_id IS NOT NULL";
-                    if scalar(&pool, sql).await == 1 {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(25)).await;
-                }
-                panic!("no batch was submitted");
-            });
-            runtime.shutdown_background();
-        })
-    };
-    tokio::task::spawn_blocking(move || killed.join()).await.unwrap().unwrap();
+    // Killed once the provider holds the batch and its id is recorded.
+    let first = photos.clone();
+    kill_once_submitted(&pool, dir.path(), &mock, 1, move |c| async move { run_folder(&c, &first, "u", false).await })
+        .await;
     assert_eq!(mock.batches().len(), 1);
     assert_eq!(scalar(&pool, "SELECT count(*) FROM analyses").await, 0, "killed before the batch ended");
     let stats = store::stats::gather(&pool, Default::default()).await.unwrap();
@@ -314,28 +323,9 @@ async fn a_reanalysis_killed_after_submitting_and_run_again_submits_nothing_twic
 
     mock.set_batch_duration(Duration::from_secs(2));
     let selection = Selection { user: Some("u"), category: None, not_waiting: true };
-    // Killed as in the run above: a runtime of its own, shut down once the batch is recorded.
-    let killed = {
-        let (options, dir, mock) = (pool.connect_options().as_ref().clone(), dir.path().to_owned(), mock.clone());
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-            runtime.block_on(async move {
-                let pool = PgPool::connect_with(options).await.unwrap();
-                let c = batch_components(&pool, &dir, &mock, &[]).await;
-                tokio::spawn(async move { reanalyze(&c, selection, false).await });
-                for _ in 0..400 {
-                    let sql = "SELECT count(*) FROM provider_batches WHERE provider_batch_id IS NOT NULL";
-                    if scalar(&pool, sql).await == 2 {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(25)).await;
-                }
-                panic!("no batch was submitted");
-            });
-            runtime.shutdown_background();
-        })
-    };
-    tokio::task::spawn_blocking(move || killed.join()).await.unwrap().unwrap();
+    // Killed once the provider holds the re-analysis's batch and its id is recorded.
+    kill_once_submitted(&pool, dir.path(), &mock, 2, move |c| async move { reanalyze(&c, selection, false).await })
+        .await;
     assert_eq!(mock.batches().len(), 2);
 
     let again = reanalyze(&c, selection, false).await.unwrap();

@@ -106,6 +106,11 @@ impl JsonClient {
         Self { provider, timeout, http }
     }
 
+    /// The provider it calls, as errors name it.
+    pub fn provider(&self) -> &'static str {
+        self.provider
+    }
+
     /// POSTs `body` as JSON with `headers`; a non-2xx status, a timeout, a
     /// lost connection or a body that is not JSON is an [`ApiError`].
     pub async fn post(&self, url: &str, headers: &[(&str, &str)], body: &Value) -> Result<JsonReply, ApiError> {

@@ -6,7 +6,7 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::batch::{BatchFailure, BatchResult, BatchResults, ProviderBatch, VisionBatches};
+use super::batch::{self, BatchFailure, BatchResult, BatchResults, ProviderBatch, VisionBatches};
 use super::{Analysis, ProviderAnalysis, VisionError, VisionProvider, VisionRequest, prompt};
 use remote::{ApiError, ApiKey, JsonClient};
 
@@ -118,9 +118,6 @@ pub struct AnthropicBatches {
     url: String,
 }
 
-/// Most batches looked at when finding a lost submission again.
-const LIST_PAGES: usize = 10;
-
 impl AnthropicBatches {
     pub fn new(messages: AnthropicProvider) -> Self {
         let url = format!("{}/batches", messages.url);
@@ -230,29 +227,8 @@ impl VisionBatches for AnthropicBatches {
     }
 
     async fn created_since(&self, since: DateTime<Utc>) -> Result<Vec<ProviderBatch>, VisionError> {
-        let mut found = Vec::new();
-        let mut after: Option<String> = None;
-        for _ in 0..LIST_PAGES {
-            let url = match &after {
-                Some(id) => format!("{}?limit=100&after_id={id}", self.url),
-                None => format!("{}?limit=100", self.url),
-            };
-            let reply = self.messages.client.get(&url, &self.headers()).await?;
-            let page = reply.body["data"].as_array().ok_or_else(|| Self::malformed_batch("list without data"))?;
-            let mut older = false;
-            for batch in page.iter().map(Self::batch) {
-                let batch = batch?;
-                match batch.created_at {
-                    Some(at) if at >= since => found.push(batch),
-                    _ => older = true,
-                }
-            }
-            if older || reply.body["has_more"] != true {
-                break;
-            }
-            after = reply.body["last_id"].as_str().map(str::to_owned);
-        }
-        Ok(found)
+        let list = (self.url.as_str(), "after_id");
+        batch::created_since(&self.messages.client, &self.headers(), list, since, Self::batch).await
     }
 
     async fn results(&self, batch: &ProviderBatch) -> Result<BatchResults, VisionError> {

@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use remote::{ApiError, JsonLines};
+use remote::{ApiError, JsonClient, JsonLines};
 use serde_json::Value;
 
 use crate::{ProviderAnalysis, VisionError, VisionRequest};
@@ -92,6 +92,49 @@ impl BatchResults {
             }
         }
     }
+}
+
+/// Most pages of batches looked at when finding a lost submission again.
+const LIST_PAGES: usize = 10;
+
+/// The batches listed at `list_url` (newest first, 100 a page, the next
+/// page after the `cursor` parameter naming the last id) created since
+/// `since`, each read by `read`: Anthropic's and OpenAI's lists page alike.
+pub async fn created_since(
+    client: &JsonClient,
+    headers: &[(&str, &str)],
+    (list_url, cursor): (&str, &str),
+    since: DateTime<Utc>,
+    read: fn(&Value) -> Result<ProviderBatch, VisionError>,
+) -> Result<Vec<ProviderBatch>, VisionError> {
+    let mut found = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..LIST_PAGES {
+        let url = match &after {
+            Some(id) => format!("{list_url}?limit=100&{cursor}={id}"),
+            None => format!("{list_url}?limit=100"),
+        };
+        let reply = client.get(&url, headers).await?;
+        let page = reply.body["data"].as_array().ok_or_else(|| {
+            VisionError::Api(ApiError::Malformed {
+                provider: client.provider(),
+                reason: "a list of batches without data".into(),
+            })
+        })?;
+        let mut older = false;
+        for batch in page.iter().map(read) {
+            let batch = batch?;
+            match batch.created_at {
+                Some(at) if at >= since => found.push(batch),
+                _ => older = true,
+            }
+        }
+        if older || reply.body["has_more"] != true {
+            break;
+        }
+        after = reply.body["last_id"].as_str().map(str::to_owned);
+    }
+    Ok(found)
 }
 
 /// A vision provider's batch API.

@@ -7,7 +7,7 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::batch::{BatchFailure, BatchResult, BatchResults, ProviderBatch, VisionBatches};
+use super::batch::{self, BatchFailure, BatchResult, BatchResults, ProviderBatch, VisionBatches};
 use super::{Analysis, ProviderAnalysis, VisionError, VisionProvider, VisionRequest, prompt};
 use remote::{ApiError, ApiKey, JsonClient};
 
@@ -106,6 +106,8 @@ impl VisionProvider for OpenAiProvider {
 pub struct OpenAiBatches {
     chat: OpenAiProvider,
     base: String,
+    /// `Bearer {key}`, when there is a key.
+    bearer: Option<String>,
 }
 
 /// The metadata key our batch id goes under: how a submission whose answer
@@ -115,11 +117,12 @@ pub const BATCH_LABEL: &str = "collections_batch";
 impl OpenAiBatches {
     pub fn new(chat: OpenAiProvider) -> Self {
         let base = chat.url.trim_end_matches("/chat/completions").to_owned();
-        Self { chat, base }
+        let bearer = chat.key.as_ref().map(|k| format!("Bearer {}", k.expose()));
+        Self { chat, base, bearer }
     }
 
-    fn bearer(&self) -> Option<String> {
-        self.chat.key.as_ref().map(|k| format!("Bearer {}", k.expose()))
+    fn headers(&self) -> Vec<(&'static str, &str)> {
+        self.bearer.iter().map(|b| ("authorization", b.as_str())).collect()
     }
 
     /// A Batch object.
@@ -219,8 +222,7 @@ impl VisionBatches for OpenAiBatches {
     }
 
     async fn create(&self, label: &str, lines: &[Vec<u8>]) -> Result<ProviderBatch, VisionError> {
-        let bearer = self.bearer();
-        let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("authorization", b.as_str())).collect();
+        let headers = self.headers();
         let file = lines.join(&b'\n');
         let name = format!("{label}.jsonl");
         let uploaded = self
@@ -236,43 +238,19 @@ impl VisionBatches for OpenAiBatches {
     }
 
     async fn retrieve(&self, id: &str) -> Result<ProviderBatch, VisionError> {
-        let bearer = self.bearer();
-        let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("authorization", b.as_str())).collect();
+        let headers = self.headers();
         let reply = self.chat.client.get(&format!("{}/batches/{id}", self.base), &headers).await?;
         Self::batch(&reply.body)
     }
 
     async fn created_since(&self, since: DateTime<Utc>) -> Result<Vec<ProviderBatch>, VisionError> {
-        let bearer = self.bearer();
-        let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("authorization", b.as_str())).collect();
-        let mut found = Vec::new();
-        let mut after: Option<String> = None;
-        for _ in 0..LIST_PAGES {
-            let url = match &after {
-                Some(id) => format!("{}/batches?limit=100&after={id}", self.base),
-                None => format!("{}/batches?limit=100", self.base),
-            };
-            let reply = self.chat.client.get(&url, &headers).await?;
-            let page = reply.body["data"].as_array().ok_or_else(|| Self::malformed_batch("list without data"))?;
-            let mut older = false;
-            for batch in page.iter().map(Self::batch) {
-                let batch = batch?;
-                match batch.created_at {
-                    Some(at) if at >= since => found.push(batch),
-                    _ => older = true,
-                }
-            }
-            if older || reply.body["has_more"] != true {
-                break;
-            }
-            after = reply.body["last_id"].as_str().map(str::to_owned);
-        }
-        Ok(found)
+        let headers = self.headers();
+        let list = format!("{}/batches", self.base);
+        batch::created_since(&self.chat.client, &headers, (&list, "after"), since, Self::batch).await
     }
 
     async fn results(&self, batch: &ProviderBatch) -> Result<BatchResults, VisionError> {
-        let bearer = self.bearer();
-        let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("authorization", b.as_str())).collect();
+        let headers = self.headers();
         let mut documents = Vec::with_capacity(batch.results.len());
         for file in &batch.results {
             documents.push(self.chat.client.get_lines(&format!("{}/files/{file}/content", self.base), &headers).await?);
@@ -280,9 +258,6 @@ impl VisionBatches for OpenAiBatches {
         Ok(BatchResults::new(documents, Self::read_result))
     }
 }
-
-/// Most pages of batches looked at when finding a lost submission again.
-const LIST_PAGES: usize = 10;
 
 #[cfg(test)]
 mod tests {
