@@ -55,7 +55,7 @@ fn listing(queued: i64, oldest: Option<chrono::DateTime<Utc>>, batches: &[Batch]
         let _ = writeln!(
             out,
             "{}  {:<11} {} {}  {} requests: {} stored, {} failed, {} submitted again  submitted {}{}",
-            b.provider_batch_id.as_deref().unwrap_or("(answer lost; looked for at the next round)"),
+            b.provider_batch_id.as_deref().unwrap_or("(being submitted, or its answer was lost)"),
             b.status,
             b.provider,
             b.model,

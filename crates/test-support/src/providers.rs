@@ -585,15 +585,7 @@ async fn create_batch(State(inner): State<Arc<Inner>>, headers: HeaderMap, Json(
             _ => json!({"custom_id": custom_id, "result": result}).to_string(),
         });
     }
-    let batch = add_batch(&inner, "msgbatch", |id| MockBatch {
-        id,
-        created_at: chrono::Utc::now(),
-        ends_at: Instant::now() + *inner.batch_duration.lock().expect("batch lock"),
-        custom_ids,
-        lines,
-        counts,
-        openai: None,
-    });
+    let batch = add_batch(&inner, "msgbatch", Results { custom_ids, lines, counts, openai: None });
     let delay = *inner.create_delay.lock().expect("batch lock");
     tokio::time::sleep(delay).await;
     Json(batch.json(&base)).into_response()
@@ -659,10 +651,28 @@ fn next_line(inner: &Inner) -> BatchLine {
     inner.batch_script.lock().expect("batch lock").pop_front().unwrap_or(BatchLine::Succeeded)
 }
 
-/// Records a batch the provider now holds (with an id unique across runs of the server).
-fn add_batch(inner: &Inner, prefix: &str, make: impl FnOnce(String) -> MockBatch) -> MockBatch {
+/// What a new batch will answer (the fields of [`MockBatch`] of the same names).
+struct Results {
+    custom_ids: Vec<String>,
+    lines: Vec<String>,
+    counts: [u64; 4],
+    openai: Option<(Vec<String>, Option<String>)>,
+}
+
+/// Records a batch the provider now holds, ending after the set duration
+/// (with an id unique across runs of the server).
+fn add_batch(inner: &Inner, prefix: &str, results: Results) -> MockBatch {
     let mut batches = inner.batches.lock().expect("batch lock");
-    let batch = make(format!("{prefix}_{:x}{:04}", inner.started, batches.len() + 1));
+    let Results { custom_ids, lines, counts, openai } = results;
+    let batch = MockBatch {
+        id: format!("{prefix}_{:x}{:04}", inner.started, batches.len() + 1),
+        created_at: chrono::Utc::now(),
+        ends_at: Instant::now() + *inner.batch_duration.lock().expect("batch lock"),
+        custom_ids,
+        lines,
+        counts,
+        openai,
+    };
     batches.push(batch.clone());
     batch
 }
@@ -779,15 +789,7 @@ async fn openai_create_batch(State(inner): State<Arc<Inner>>, headers: HeaderMap
         }
     }
     let label = body["metadata"]["collections_batch"].as_str().map(str::to_owned);
-    let batch = add_batch(&inner, "batch", |id| MockBatch {
-        id,
-        created_at: chrono::Utc::now(),
-        ends_at: Instant::now() + *inner.batch_duration.lock().expect("batch lock"),
-        custom_ids,
-        lines,
-        counts,
-        openai: Some((errors, label)),
-    });
+    let batch = add_batch(&inner, "batch", Results { custom_ids, lines, counts, openai: Some((errors, label)) });
     let delay = *inner.create_delay.lock().expect("batch lock");
     tokio::time::sleep(delay).await;
     Json(batch.openai_json()).into_response()
