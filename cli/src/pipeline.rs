@@ -293,8 +293,12 @@ async fn drive_batches(
                 wait = (wait * 2).min(BatchLimits::MAX_POLL);
             }
         }
-        // Woken early when the stages are done queueing.
-        let _ = tokio::time::timeout(wait, flushing.changed()).await;
+        // Woken early when the stages are done queueing; stopped when the
+        // pipeline was dropped without finishing (what is queued and in
+        // flight stays in the database for the next run).
+        if let Ok(Err(_)) = tokio::time::timeout(wait, flushing.changed()).await {
+            return Ok(());
+        }
     }
 }
 
