@@ -543,6 +543,53 @@ async fn a_direct_backfill_runs_the_stages_here(pool: PgPool) {
     assert_eq!((again.submitted, again.skipped.get("already processed")), (0, Some(&2)));
 }
 
+/// `backfill --direct --batch-api`: the originals from S3, the analyses
+/// through a batch API that takes no synchronous call, in one batch, and the
+/// checkpoint gone once every page is through.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_direct_backfill_through_the_batch_api_analyses_in_one_batch(pool: PgPool) {
+    let world = World::create("batchfill").await;
+    for (i, colour) in [ORANGE, GREEN, BLUE].into_iter().enumerate() {
+        world.upload(&format!("batchfill-u/{i}.jpg"), images::jpeg(300 + 10 * i as u32, 200, colour)).await;
+    }
+    let mock = MockProviders::start().await;
+    mock.batches_only();
+    mock.set_batch_duration(Duration::from_millis(200));
+    let dir = tempfile::tempdir().unwrap();
+    let anthropic = mock.anthropic_url();
+    let settings = [
+        ("ANALYZER_PROVIDER", "anthropic"),
+        ("ANTHROPIC_BASE_URL", anthropic.as_str()),
+        ("ANTHROPIC_API_KEY", "sk-ant-test"),
+        ("ANALYZER_BATCH_POLL_SECS", "0.05"),
+    ];
+    let choices = collections::components::Choices { batch_api: true, ..Default::default() };
+    let c = test_support::components_choosing(pool.clone(), &dir.path().join("data"), &settings, choices).await;
+    let options = backfill::Options {
+        bucket: world.bucket.clone(),
+        prefix: Some("batchfill-u/".into()),
+        rate: 1000.0,
+        all: false,
+        checkpoint: dir.path().join("checkpoint.json"),
+        restart: false,
+        count_first: true,
+        page_size: 1000,
+        max_pages: None,
+        progress: false,
+    };
+    let s3 = S3Store::new(&world.config);
+    let report = backfill::backfill(&s3, Some(&pool), Box::new(DirectSink::start(&c, s3.clone()).unwrap()), &options)
+        .await
+        .unwrap();
+    assert_eq!((report.submitted, report.failed.len()), (3, 0), "{report:?}");
+    assert_eq!(counts(&pool).await, (3, 3, 3));
+    assert_eq!(mock.batches().iter().map(Vec::len).collect::<Vec<_>>(), [3]);
+    let priced: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM analyses WHERE batch_id IS NOT NULL").fetch_one(&pool).await.unwrap();
+    assert_eq!(priced, 3);
+    assert!(!options.checkpoint.exists(), "a finished backfill leaves no checkpoint");
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn api_keys_come_from_ssm_secure_strings_under_the_prefix(pool: PgPool) {
     use aws::ssm::SsmParameters;

@@ -11,9 +11,7 @@ use collections::components::{Choices, Components};
 use collections::ingest::run_folder;
 use collections::reanalyze::{Selection, reanalyze};
 use collections::stats::{Prices, cost};
-use domain::settings::Env;
 use sqlx::PgPool;
-use test_support::FixedSecrets;
 use test_support::images::{self, BLUE, GREEN, ORANGE, PINK};
 use test_support::providers::{BatchLine, MockProviders};
 
@@ -24,26 +22,19 @@ async fn batch_components(pool: &PgPool, dir: &Path, mock: &MockProviders, extra
     components_with(pool, dir, mock, &vars).await
 }
 
-/// Components analysing through the mock's batch API, as `vars` say.
+/// Components analysing through the mock's batch API, as `extra` says.
 async fn components_with(pool: &PgPool, dir: &Path, mock: &MockProviders, extra: &[(&str, &str)]) -> Components {
-    let data = dir.join("data");
     let (anthropic, openai) = (mock.anthropic_url(), mock.openai_url());
     let mut vars = vec![
-        ("COLLECTIONS_DATA_DIR", data.to_str().unwrap()),
-        ("COLLECTIONS_BATCH_SIZE", "4"),
-        ("COLLECTIONS_BATCH_WINDOW_MS", "20"),
         ("ANTHROPIC_BASE_URL", anthropic.as_str()),
         ("OPENAI_BASE_URL", openai.as_str()),
+        ("ANTHROPIC_API_KEY", "sk-ant-test"),
+        ("OPENAI_API_KEY", "sk-openai-test"),
         ("ANALYZER_BATCH_POLL_SECS", "0.05"),
     ];
     vars.extend_from_slice(extra);
-    let secrets = FixedSecrets(
-        [("ANTHROPIC_API_KEY", "sk-ant-test"), ("OPENAI_API_KEY", "sk-openai-test")]
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .into(),
-    );
     let choices = Choices { batch_api: true, ..Choices::default() };
-    Components::with_pool(&Env::from_pairs(vars), &secrets, pool.clone(), choices).await.unwrap()
+    test_support::components_choosing(pool.clone(), &dir.join("data"), &vars, choices).await
 }
 
 /// `n` photos, each of its own bytes.

@@ -69,3 +69,50 @@ fn listing(queued: i64, oldest: Option<chrono::DateTime<Utc>>, batches: &[Batch]
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use uuid::Uuid;
+
+    use super::*;
+
+    #[test]
+    fn the_listing_shows_each_batch_and_flags_one_past_its_window() {
+        let at = Utc.with_ymd_and_hms(2026, 12, 4, 5, 0, 0).unwrap();
+        let batch = |id: Option<&str>, status: &str, expires: chrono::DateTime<Utc>| Batch {
+            id: Uuid::nil(),
+            provider: "anthropic".into(),
+            model: "claude-haiku-4-5".into(),
+            provider_batch_id: id.map(str::to_owned),
+            status: status.into(),
+            requests: 6,
+            succeeded: 2,
+            failed: 1,
+            resubmitted: 3,
+            submitted_at: at,
+            expires_at: Some(expires),
+            ended_at: None,
+            ingested_at: None,
+        };
+        let shown = listing(
+            2,
+            Some(at),
+            &[
+                batch(Some("msgbatch_1"), "in_progress", at + chrono::TimeDelta::hours(24)),
+                batch(Some("msgbatch_0"), "in_progress", at - chrono::TimeDelta::hours(1)),
+                batch(None, "submitting", at + chrono::TimeDelta::hours(24)),
+            ],
+        );
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(lines[0], "requests queued for a batch: 2 (the oldest since 2026-12-04 05:00:00 UTC)");
+        assert_eq!(
+            lines[1],
+            "msgbatch_1  in_progress anthropic claude-haiku-4-5  6 requests: 2 stored, 1 failed, 3 submitted again  \
+             submitted 2026-12-04 05:00:00 UTC"
+        );
+        assert!(lines[2].ends_with("PAST ITS WINDOW"), "{}", lines[2]);
+        assert!(lines[3].starts_with("(being submitted, or its answer was lost)  submitting"), "{}", lines[3]);
+        assert_eq!(listing(0, None, &[]), "requests queued for a batch: 0\nno batches\n");
+    }
+}

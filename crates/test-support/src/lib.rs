@@ -22,6 +22,16 @@ use sqlx::PgPool;
 /// Local components on `pool`, with the bucket under `data_dir`, small
 /// batches, and any extra settings (`*_API_KEY` ones become the secrets).
 pub async fn components(pool: PgPool, data_dir: &Path, extra: &[(&str, &str)]) -> Components {
+    components_choosing(pool, data_dir, extra, Choices::default()).await
+}
+
+/// As [`components`], with what a command chose (`--batch-api`, a model).
+pub async fn components_choosing(
+    pool: PgPool,
+    data_dir: &Path,
+    extra: &[(&str, &str)],
+    choices: Choices,
+) -> Components {
     let data_dir = data_dir.to_str().expect("temporary paths are UTF-8");
     let mut vars = vec![
         ("COLLECTIONS_DATA_DIR", data_dir),
@@ -32,9 +42,7 @@ pub async fn components(pool: PgPool, data_dir: &Path, extra: &[(&str, &str)]) -
     let secrets = FixedSecrets(
         vars.iter().filter(|(k, _)| k.ends_with("_API_KEY")).map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
     );
-    Components::with_pool(&Env::from_pairs(vars), &secrets, pool, Choices::default())
-        .await
-        .expect("test components build")
+    Components::with_pool(&Env::from_pairs(vars), &secrets, pool, choices).await.expect("test components build")
 }
 
 /// Secrets given by the test instead of the process environment.
