@@ -192,6 +192,8 @@ impl MockProviders {
             .route("/openai/v1/chat/completions", post(openai_chat))
             .route("/openai/v1/embeddings", post(openai_embeddings))
             .route("/voyage/v1/embeddings", post(voyage))
+            // A batch is up to 256 MB (Anthropic), an upload up to 200 MB (OpenAI).
+            .layer(axum::extract::DefaultBodyLimit::max(256 << 20))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind(addr).await.expect("binding the mock server");
         let addr = listener.local_addr().expect("a bound address");
