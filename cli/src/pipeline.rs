@@ -218,7 +218,7 @@ fn report(tracker: &Tracker, settled: Vec<(Subject, Settled)>, last: bool) {
         let name = || tracker.name(subject.item_id, subject.key.clone().unwrap_or_default());
         match settled {
             Settled::Done if last => tracker.processed_item(subject.item_id, name()),
-            Settled::Done => tracker.worked(subject.item_id),
+            Settled::Done => tracker.worked(subject.item_id, name()),
             Settled::Skipped(reason) => tracker.skipped_or_processed(subject.item_id, name(), reason),
             Settled::Queued(reason) => tracker.queued(subject.item_id, name(), reason),
             Settled::Failed(reason) | Settled::Redeliver(reason) => {
@@ -252,11 +252,6 @@ async fn drive_batches(
             Ok(mut progress) => {
                 errors = 0;
                 let changed = progress.submitted > 0 || progress.ingested > 0;
-                for (subject, settled) in &progress.settled {
-                    if !matches!(settled, Settled::Queued(_)) {
-                        tracker.answered(subject.item_id, subject.key.clone().unwrap_or_default());
-                    }
-                }
                 report(&tracker, std::mem::take(&mut progress.settled), false);
                 if flush && progress.is_idle() {
                     tracker.nothing_queued("no longer waiting for a batch (deleted meanwhile)");

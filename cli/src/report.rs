@@ -147,7 +147,13 @@ impl Tracker {
     }
 
     /// A stage did its work on the item, and a later one has it now.
-    pub fn worked(&self, item: Option<Uuid>) {
+    /// An item that waited for a provider batch (`--batch-api`) waits no more.
+    pub fn worked(&self, item: Option<Uuid>, key: String) {
+        self.queued.lock().expect("tracker lock").remove(&key);
+        self.mark_worked(item);
+    }
+
+    fn mark_worked(&self, item: Option<Uuid>) {
         if let Some(item) = item {
             self.worked.lock().expect("tracker lock").insert(item);
         }
@@ -194,16 +200,9 @@ impl Tracker {
     /// item is through; if no result is stored before the run ends, it is
     /// reported pending.
     pub fn queued(&self, item: Option<Uuid>, key: String, reason: String) {
-        self.worked(item);
+        self.mark_worked(item);
         self.finished.lock().expect("tracker lock").insert(key.clone());
         self.queued.lock().expect("tracker lock").insert(key, reason);
-    }
-
-    /// The item's batch result is settled (stored, failed, or passed over):
-    /// it no longer waits, whatever the later stages make of it.
-    pub fn answered(&self, item: Option<Uuid>, key: String) {
-        let key = self.name(item, key);
-        self.queued.lock().expect("tracker lock").remove(&key);
     }
 
     /// Nothing waits at the provider any more: items still queued here have
