@@ -503,6 +503,22 @@ async fn events_are_published_in_calls_of_ten_and_all_arrive(pool: PgPool) {
     drop(pool);
 }
 
+/// A backfill of `prefix` in `bucket`, its checkpoint under `dir`, as fast as moto takes it.
+fn backfill_options(bucket: &str, prefix: &str, dir: &std::path::Path) -> backfill::Options {
+    backfill::Options {
+        bucket: bucket.to_owned(),
+        prefix: Some(prefix.into()),
+        rate: 1000.0,
+        all: false,
+        checkpoint: dir.join("checkpoint.json"),
+        restart: false,
+        count_first: true,
+        page_size: 1000,
+        max_pages: None,
+        progress: false,
+    }
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn a_direct_backfill_runs_the_stages_here(pool: PgPool) {
     let world = World::create("directfill").await;
@@ -511,18 +527,7 @@ async fn a_direct_backfill_runs_the_stages_here(pool: PgPool) {
     world.upload("directfill-u/thumbnails/old.jpg", images::jpeg(10, 10, BLUE)).await;
     let dir = tempfile::tempdir().unwrap();
     let c = test_support::components(pool.clone(), &dir.path().join("data"), &[]).await;
-    let options = backfill::Options {
-        bucket: world.bucket.clone(),
-        prefix: Some("directfill-u/".into()),
-        rate: 1000.0,
-        all: false,
-        checkpoint: dir.path().join("checkpoint.json"),
-        restart: false,
-        count_first: true,
-        page_size: 1000,
-        max_pages: None,
-        progress: false,
-    };
+    let options = backfill_options(&world.bucket, "directfill-u/", dir.path());
     let s3 = S3Store::new(&world.config);
     let report = backfill::backfill(&s3, Some(&pool), Box::new(DirectSink::start(&c, s3.clone()).unwrap()), &options)
         .await
@@ -565,18 +570,7 @@ async fn a_direct_backfill_through_the_batch_api_analyses_in_one_batch(pool: PgP
     ];
     let choices = collections::components::Choices { batch_api: true, ..Default::default() };
     let c = test_support::components_choosing(pool.clone(), &dir.path().join("data"), &settings, choices).await;
-    let options = backfill::Options {
-        bucket: world.bucket.clone(),
-        prefix: Some("batchfill-u/".into()),
-        rate: 1000.0,
-        all: false,
-        checkpoint: dir.path().join("checkpoint.json"),
-        restart: false,
-        count_first: true,
-        page_size: 1000,
-        max_pages: None,
-        progress: false,
-    };
+    let options = backfill_options(&world.bucket, "batchfill-u/", dir.path());
     let s3 = S3Store::new(&world.config);
     let report = backfill::backfill(&s3, Some(&pool), Box::new(DirectSink::start(&c, s3.clone()).unwrap()), &options)
         .await

@@ -328,6 +328,11 @@ fn status_of(reply: &Reply) -> (u16, Option<u64>, String) {
     }
 }
 
+/// OpenAI's error reply: `{"error": {"message", "type", "code"}}`.
+fn openai_error(status: u16, retry_after: Option<u64>, message: &str, kind: &str) -> Response {
+    error(status, retry_after, json!({"error": {"message": message, "type": kind, "code": null}}))
+}
+
 fn error(status: u16, retry_after: Option<u64>, body: Value) -> Response {
     let mut response = (StatusCode::from_u16(status).expect("a valid status"), Json(body)).into_response();
     if let Some(seconds) = retry_after {
@@ -431,11 +436,7 @@ async fn openai_chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, Json(b
         }
         Reply::Status { .. } | Reply::StatusSaying(..) => {
             let (status, retry_after, message) = status_of(&reply);
-            return error(
-                status,
-                retry_after,
-                json!({"error": {"message": message, "type": "server_error", "code": null}}),
-            );
+            return openai_error(status, retry_after, &message, "server_error");
         }
         Reply::MalformedJson => return malformed(),
         Reply::Endless(bytes) => return endless(*bytes),
@@ -493,12 +494,10 @@ async fn embeddings_reply(inner: Arc<Inner>, route: &'static str, headers: Heade
         }
         Reply::Status { .. } | Reply::StatusSaying(..) => {
             let (status, retry_after, message) = status_of(&reply);
-            let body = if route == "voyage" {
-                json!({"detail": message})
-            } else {
-                json!({"error": {"message": message, "type": "server_error"}})
+            return match route {
+                "voyage" => error(status, retry_after, json!({"detail": message})),
+                _ => openai_error(status, retry_after, &message, "server_error"),
             };
-            return error(status, retry_after, body);
         }
         Reply::MalformedJson => return malformed(),
         Reply::Endless(bytes) => return endless(bytes),
@@ -689,9 +688,9 @@ async fn openai_upload(State(inner): State<Arc<Inner>>, headers: HeaderMap, body
     let (_guard, reply) = begin(&inner, "openai-file-upload", headers, &Value::Null).await;
     if matches!(reply, Reply::Status { .. } | Reply::StatusSaying(..)) {
         let (status, retry_after, message) = status_of(&reply);
-        return error(status, retry_after, json!({"error": {"message": message, "type": "server_error"}}));
+        return openai_error(status, retry_after, &message, "server_error");
     }
-    let bad = |message: &str| error(400, None, json!({"error": {"message": message, "type": "invalid_request_error"}}));
+    let bad = |message: &str| openai_error(400, None, message, "invalid_request_error");
     let Some(boundary) = boundary else { return bad("not multipart/form-data") };
     let text = String::from_utf8_lossy(&body);
     let delimiter = format!("--{boundary}");
@@ -721,11 +720,10 @@ async fn openai_upload(State(inner): State<Arc<Inner>>, headers: HeaderMap, body
 /// `POST /v1/batches`: the uploaded file's requests, each result decided now (by the batch script).
 async fn openai_create_batch(State(inner): State<Arc<Inner>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
     let (_guard, reply) = begin(&inner, "openai-batch-create", headers, &body).await;
-    let bad =
-        |message: String| error(400, None, json!({"error": {"message": message, "type": "invalid_request_error"}}));
+    let bad = |message: String| openai_error(400, None, &message, "invalid_request_error");
     if matches!(reply, Reply::Status { .. } | Reply::StatusSaying(..)) {
         let (status, retry_after, message) = status_of(&reply);
-        return error(status, retry_after, json!({"error": {"message": message, "type": "server_error"}}));
+        return openai_error(status, retry_after, &message, "server_error");
     }
     if body["endpoint"] != "/v1/chat/completions" || body["completion_window"] != "24h" {
         return bad(format!(
@@ -816,8 +814,6 @@ async fn openai_file(State(inner): State<Arc<Inner>>, Path(id): Path<String>, he
     }
     match inner.files.lock().expect("files lock").get(&id) {
         Some(bytes) => (StatusCode::OK, bytes.clone()).into_response(),
-        None => {
-            error(404, None, json!({"error": {"message": format!("no file {id}"), "type": "invalid_request_error"}}))
-        }
+        None => openai_error(404, None, &format!("no file {id}"), "invalid_request_error"),
     }
 }
