@@ -115,12 +115,15 @@ async fn the_migrator_makes_the_roles_its_secrets_name(pool: PgPool) {
         "items",
         "provider_batches",
         "record_failures",
+        "search_documents",
     ];
     let expected: Vec<String> =
         tables.iter().flat_map(|t| ["DELETE", "INSERT", "SELECT", "UPDATE"].map(|p| format!("{t}:{p}"))).collect();
     assert_eq!(grants_of(&pool, &app).await, expected, "row access to the application's tables, nothing else");
-    let expected: Vec<String> =
-        ["analyses", "embedding_models", "embeddings", "items"].iter().map(|t| format!("{t}:SELECT")).collect();
+    let expected: Vec<String> = ["analyses", "embedding_models", "embeddings", "items", "search_documents"]
+        .iter()
+        .map(|t| format!("{t}:SELECT"))
+        .collect();
     assert_eq!(grants_of(&pool, &reader).await, expected, "the search role reads, nothing else");
 
     // Connected as the search role: it reads, and every write is refused.

@@ -66,6 +66,42 @@ async fn each_query_finds_its_image_first(pool: PgPool) {
 }
 
 #[sqlx::test(migrations = "../migrations")]
+async fn full_text_ranks_the_items_with_every_word_first_then_those_with_some(pool: PgPool) {
+    // Both words, but only in the description (weight B).
+    let mut both = analysis("pets", "An animal resting", &["pet"]);
+    both.description = "A cat on a sofa.".into();
+    let items = vec![
+        ("both", both),
+        ("cats", analysis("pets", "Cat, cat and cat: a cat", &["cat", "kitten cat"])),
+        ("sofa", analysis("furniture", "A sofa", &["furniture"])),
+        ("snow", analysis("landscape", "Snowy peaks", &["mountain"])),
+    ];
+    seed_items(&pool, "lex", local(), items).await;
+    // Ranked by one list of either word, "cats" would come first.
+    let rank = |key: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, f32>(
+                "SELECT ts_rank(a.search_vector, websearch_to_tsquery('english', 'cat or sofa')) \
+                 FROM analyses a JOIN items i ON i.id = a.item_id WHERE i.file_path = $1",
+            )
+            .bind(key)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert!(rank("lex/cats.jpg").await > rank("lex/both.jpg").await);
+
+    let hits = search_text(&pool, local().as_ref(), "lex", "cat sofa", 5, None).await.unwrap();
+    let mut lexical: Vec<(i64, &str)> = hits.iter().filter_map(|h| Some((h.lexical_rank?, h.key.as_str()))).collect();
+    lexical.sort();
+    assert_eq!(lexical.first(), Some(&(1, "lex/both.jpg")), "{lexical:?}");
+    let rest: std::collections::BTreeSet<&str> = lexical[1..].iter().map(|(_, key)| *key).collect();
+    assert_eq!(rest, ["lex/cats.jpg", "lex/sofa.jpg"].into(), "the items with one of the words follow");
+}
+
+#[sqlx::test(migrations = "../migrations")]
 async fn the_category_filter_keeps_only_that_category(pool: PgPool) {
     seed(&pool, "ann", local()).await;
     let hits = search_text(&pool, local().as_ref(), "ann", "blue sky sea", 10, Some("landscape")).await.unwrap();
@@ -266,6 +302,7 @@ async fn small_users_are_searched_exactly_large_ones_by_the_index_and_both_rank_
         .bind(80_i64)
         .bind(60.0_f64)
         .bind(20_i64)
+        .bind("zzzzqx")
         .fetch_all(&mut *tx)
         .await
         .unwrap();
@@ -390,22 +427,81 @@ async fn only_each_items_highest_version_is_flagged_latest_whatever_is_added_or_
             .unwrap()
         }
     };
+    // Every analysis gets a vector as it comes (the vectors' flags follow
+    // their analyses').
+    sqlx::query("INSERT INTO embedding_models (model, dimensions) VALUES ('m', 3)").execute(&pool).await.unwrap();
+    let embed = || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO embeddings (id, item_id, analysis_id, user_id, vector, embedding_model, \
+                 embedding_dimensions, embedding_source) \
+                 SELECT gen_random_uuid(), a.item_id, a.id, a.user_id, '[1,0,0]', 'm', 3, '{}' FROM analyses a \
+                 WHERE NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.analysis_id = a.id)",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    let latest_vectors = || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (uuid::Uuid, i32)>(
+                "SELECT e.item_id, a.version FROM embeddings e JOIN analyses a ON a.id = e.analysis_id \
+                 WHERE e.is_latest ORDER BY e.item_id, a.version",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    // And each item's full-text document is its latest analysis's.
+    let documents = || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (uuid::Uuid, i32)>(
+                "SELECT d.item_id, a.version FROM search_documents d JOIN analyses a ON a.id = d.analysis_id \
+                 WHERE a.search_vector = d.search_vector AND a.category = d.category ORDER BY d.item_id",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let latest = || async { (latest().await, documents().await) };
     let expected = |v: i32| {
         let mut rows = vec![(item, v), (other, 1)];
         rows.sort();
         rows
     };
-    assert_eq!(latest().await, expected(1));
+    let both = |v: i32| (expected(v), expected(v));
+    embed().await;
+    assert_eq!(latest().await, both(1));
+    assert_eq!(latest_vectors().await, expected(1));
     version(3).await;
-    assert_eq!(latest().await, expected(3));
+    assert_eq!(latest().await, both(3));
+    assert_eq!(latest_vectors().await, vec![(other, 1)], "the superseded analysis's vector no longer counts");
+    embed().await;
+    assert_eq!(latest_vectors().await, expected(3));
     version(2).await; // an older version arriving late
-    assert_eq!(latest().await, expected(3));
+    embed().await;
+    assert_eq!(latest().await, both(3));
+    assert_eq!(latest_vectors().await, expected(3), "a late older version's vector is written unflagged");
     sqlx::query("DELETE FROM analyses WHERE item_id = $1 AND version = 3").bind(item).execute(&pool).await.unwrap();
-    assert_eq!(latest().await, expected(2), "the next highest takes over");
+    assert_eq!(latest().await, both(2), "the next highest takes over");
+    assert_eq!(latest_vectors().await, expected(2));
     sqlx::query("UPDATE analyses SET version = 9 WHERE item_id = $1 AND version = 1")
         .bind(item)
         .execute(&pool)
         .await
         .unwrap();
-    assert_eq!(latest().await, expected(9));
+    assert_eq!(latest().await, both(9));
+    assert_eq!(latest_vectors().await, expected(9));
+    sqlx::query("UPDATE analyses SET category = 'dogs' WHERE item_id = $1 AND version = 9")
+        .bind(item)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(latest().await, both(9), "the document follows a change of its analysis");
 }

@@ -10,10 +10,11 @@ use sqlx::PgPool;
 use crate::DbError;
 
 /// The tables the stages read and write.
-pub const APP_TABLES: [&str; 8] = [
+pub const APP_TABLES: [&str; 9] = [
     "items",
     "analyses",
     "embeddings",
+    "search_documents",
     "embedding_models",
     "record_failures",
     "deleted_objects",
@@ -33,7 +34,7 @@ pub async fn ensure_app_role(pool: &PgPool, role: &str, password: &str) -> Resul
 }
 
 /// The tables the search API reads whole.
-pub const READER_TABLES: [&str; 4] = ["items", "analyses", "embeddings", "embedding_models"];
+pub const READER_TABLES: [&str; 5] = ["items", "analyses", "embeddings", "search_documents", "embedding_models"];
 
 /// The columns of `record_failures` the search API reads: what a tenant is
 /// shown, not the record as received (`input`, `raw`) nor the operator's

@@ -1,5 +1,8 @@
 //! Hybrid search over one user's items: pgvector cosine distance and
-//! full-text rank on `analyses.search_vector`, fused by reciprocal rank.
+//! full-text rank, fused by reciprocal rank. Both read rows kept for them
+//! beside each item's latest analysis (migration
+//! `20261204000005_search_rows_of_latest_analyses.sql`): the vectors flagged
+//! `is_latest`, and the narrow `search_documents`.
 
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -42,10 +45,21 @@ pub struct SearchHit {
     pub also_keys: Vec<String>,
 }
 
-/// The words of the query joined by `or`, so that full text ranks items by
-/// how many words they share instead of requiring all of them.
+/// The words of the query, without websearch's operators.
+fn query_words(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty())
+}
+
+/// The words of the query joined by `or`: full text also finds items that
+/// share only some of them.
 fn any_word_query(text: &str) -> String {
-    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" or ")
+    query_words(text).collect::<Vec<_>>().join(" or ")
+}
+
+/// The words of the query, every one required (as `plainto_tsquery`
+/// reads them: "or" is a word, and a stop word): the items ranked first.
+fn every_word_query(text: &str) -> String {
+    query_words(text).collect::<Vec<_>>().join(" ")
 }
 
 /// Users with at most this many vectors of the model are searched exactly
@@ -60,18 +74,26 @@ pub const EXACT_SEARCH_MAX_ROWS: i64 = 1000;
 /// settle in the wrong neighbourhood of the graph).
 const HNSW_EF_SEARCH: u32 = 100;
 
+/// The vectors of each item's latest analysis (`is_latest`, kept by
+/// triggers on the vector's own row: no join per candidate), of the
+/// category if one is asked for.
+const LATEST_OF_CATEGORY: &str = "e.is_latest AND ($6::text IS NULL OR EXISTS (
+        SELECT 1 FROM analyses a WHERE a.id = e.analysis_id AND a.user_id = $1 AND a.category = $6))";
+
 /// The nearest vectors of the user, by comparing every one of them. `+ 0`
-/// keeps the HNSW index out of the plan; only each item's latest analysis
-/// (`is_latest`, kept by a trigger) is joined.
-const EXACT_NEAREST: &str = r#"
+/// keeps the HNSW index out of the plan.
+fn exact_nearest() -> String {
+    format!(
+        r#"
     SELECT e.item_id, e.vector <=> $2 AS distance
     FROM embeddings e
-    JOIN analyses a ON a.id = e.analysis_id AND a.user_id = $1 AND a.is_latest
     WHERE e.user_id = $1 AND e.embedding_model = $3 AND e.embedding_dimensions = $4
-      AND ($6::text IS NULL OR a.category = $6)
+      AND {LATEST_OF_CATEGORY}
     ORDER BY (e.vector <=> $2) + 0
     LIMIT $7
-"#;
+"#
+    )
+}
 
 /// The nearest vectors of the user through the model's HNSW index: the
 /// model and the cast are written as the partial index's are (a bound
@@ -84,9 +106,9 @@ fn indexed_nearest(model: &EmbeddingModel) -> String {
     format!(
         r#"
     SELECT e.item_id, e.vector <=> $2 AS distance
-    FROM embeddings e JOIN analyses a ON a.id = e.analysis_id AND a.user_id = $1 AND a.is_latest
+    FROM embeddings e
     WHERE e.user_id = $1 AND e.embedding_model = {model} AND e.embedding_model = $3 AND e.embedding_dimensions = $4
-      AND ($6::text IS NULL OR a.category = $6)
+      AND {LATEST_OF_CATEGORY}
     ORDER BY {indexed}
     LIMIT $7
 "#,
@@ -103,17 +125,35 @@ const RANK_AND_FUSE: &str = r#"
         SELECT n.item_id, row_number() OVER (ORDER BY n.distance + 0, n.item_id) AS rank
         FROM nearest n
     ),
+    -- Full text in two tiers: the items with every word of the query,
+    -- then, only if they are fewer than the candidates, those with some.
+    -- Each tier is ranked by ts_rank (word frequency and weight; not
+    -- ts_rank_cd, cover density: half the CPU) in a top-N sort. A common
+    -- word matches a large share of a user's items; the second tier's
+    -- scan of them is skipped when the first fills the list.
+    every_word AS MATERIALIZED (
+        SELECT d.item_id, ts_rank(d.search_vector, q) AS r
+        FROM search_documents d, plainto_tsquery('english', $10) q
+        WHERE d.user_id = $1 AND d.search_vector @@ q AND ($6::text IS NULL OR d.category = $6)
+        ORDER BY r DESC, d.item_id
+        LIMIT $7
+    ),
+    some_words AS (
+        SELECT d.item_id, ts_rank(d.search_vector, q) AS r
+        FROM search_documents d, websearch_to_tsquery('english', $5) q, plainto_tsquery('english', $10) every
+        WHERE (SELECT count(*) FROM every_word) < $7
+          AND d.user_id = $1 AND d.search_vector @@ q AND NOT d.search_vector @@ every
+          AND ($6::text IS NULL OR d.category = $6)
+        ORDER BY r DESC, d.item_id
+        LIMIT $7
+    ),
     lexical AS (
-        -- The best matches first (a top-N sort), then only those numbered.
-        -- ts_rank (word frequency and weight), not ts_rank_cd (cover
-        -- density): half the CPU over a user's thousand matches.
-        SELECT t.item_id, row_number() OVER (ORDER BY t.r DESC, t.item_id) AS rank
-        FROM (SELECT a.item_id, ts_rank(a.search_vector, q) AS r
-              FROM analyses a, websearch_to_tsquery('english', $5) q
-              WHERE a.user_id = $1 AND a.is_latest AND a.search_vector @@ q
-                AND ($6::text IS NULL OR a.category = $6)
-              ORDER BY r DESC, a.item_id
-              LIMIT $7) t
+        SELECT t.item_id, row_number() OVER (ORDER BY t.tier, t.r DESC, t.item_id) AS rank
+        FROM (SELECT item_id, 1 AS tier, r FROM every_word
+              UNION ALL
+              SELECT item_id, 2, r FROM some_words) t
+        ORDER BY rank
+        LIMIT $7
     ),
     fused AS (
         SELECT item_id,
@@ -140,7 +180,7 @@ const RANK_AND_FUSE: &str = r#"
     LIMIT $9
 "#;
 
-/// The whole query, from its `nearest` part ([`EXACT_NEAREST`] or
+/// The whole query, from its `nearest` part ([`exact_nearest`] or
 /// [`indexed_nearest`]).
 fn search_sql(nearest: &str) -> String {
     format!("WITH nearest AS MATERIALIZED ({nearest}), {RANK_AND_FUSE}")
@@ -149,7 +189,7 @@ fn search_sql(nearest: &str) -> String {
 /// The query of each path for `model`, exact and through the index (for
 /// tests that read their plans).
 pub fn search_queries(model: &EmbeddingModel) -> [String; 2] {
-    [search_sql(EXACT_NEAREST), search_sql(&indexed_nearest(model))]
+    [search_sql(&exact_nearest()), search_sql(&indexed_nearest(model))]
 }
 
 /// Runs a hybrid search. Only rows embedded by `query.model` with the query's
@@ -171,6 +211,7 @@ pub async fn search(pool: &PgPool, query: &SearchQuery<'_>) -> Result<Vec<Search
         .bind(candidates)
         .bind(RRF_K)
         .bind(query.limit)
+        .bind(every_word_query(query.text))
         .fetch_all(&mut *tx)
         .await
         .map_err(DbError::during("searching"))?;
@@ -206,7 +247,7 @@ async fn nearest_path(
             .execute(&mut **tx)
             .await
             .map_err(DbError::during("configuring search"))?;
-        return Ok(EXACT_NEAREST.to_owned());
+        return Ok(exact_nearest());
     }
     // Iterative scans go on past ef_search rows until the user's rows
     // fill the candidates. `enable_sort = off` keeps the planner on the
@@ -244,7 +285,7 @@ const ITEM_VECTOR: &str = r#"
     SELECT (
         SELECT e.vector FROM embeddings e
         WHERE e.item_id = coalesce(i.duplicate_of, i.id) AND e.user_id = $1 AND e.embedding_model = $3
-          AND e.analysis_id = (SELECT a.id FROM analyses a WHERE a.item_id = e.item_id AND a.is_latest)
+          AND e.is_latest
     ) AS vector, coalesce(i.duplicate_of, i.id) AS canonical
     FROM items i WHERE i.user_id = $1 AND i.id = $2
 "#;
@@ -312,5 +353,6 @@ mod tests {
         assert_eq!(any_word_query("blue sky"), "blue or sky");
         assert_eq!(any_word_query("-cat \"dog\" & (x)"), "cat or dog or x");
         assert_eq!(any_word_query("  "), "");
+        assert_eq!(every_word_query("-cat \"dog\" & (x)"), "cat dog x");
     }
 }
