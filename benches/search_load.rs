@@ -5,6 +5,7 @@
 //! are this service's and PostgreSQL's, not a provider's.
 //!
 //!   search-load [--vectors 100000] [--users 20] [--requests 400] [--concurrency 1,10,50]
+//!               [--provider-latency-ms 0] [--query-cache 1024] [--pool CORES+1]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,6 +59,9 @@ struct Args {
     provider_latency: Duration,
     /// Query vectors kept ([`search::query::CachedQueries`]; 0: none).
     cache: usize,
+    /// The service's database connections (as `collections serve`: the
+    /// cores + 1).
+    pool: u32,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -68,6 +72,7 @@ fn args() -> anyhow::Result<Args> {
         concurrency: vec![1, 10, 50],
         provider_latency: Duration::ZERO,
         cache: 1024,
+        pool: search::config::default_pool_size(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -81,6 +86,7 @@ fn args() -> anyhow::Result<Args> {
             }
             "--provider-latency-ms" => args.provider_latency = Duration::from_millis(value.parse()?),
             "--query-cache" => args.cache = value.parse()?,
+            "--pool" => args.pool = value.parse()?,
             other => anyhow::bail!("unknown flag {other}"),
         }
     }
@@ -235,7 +241,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = args()?;
-    let pool = test_support::bench::database(DATABASE).await?;
+    let pool = test_support::bench::database(DATABASE, args.pool).await?;
     let embedder: Arc<dyn EmbeddingProvider> = Arc::new(embedding::local::LocalEmbedder::default());
     seed(&pool, &args, embedder.as_ref()).await?;
 
@@ -262,9 +268,10 @@ async fn main() -> anyhow::Result<()> {
     load(&base, &search_path(), 20, 2).await?;
     println!("{} vectors over {} users; searched as {user} ({rows} of them), limit 20", args.vectors, args.users);
     println!(
-        "query embedding: {} ms a call, {} query vectors kept; {} build",
+        "query embedding: {} ms a call, {} query vectors kept; {} database connections; {} build",
         args.provider_latency.as_millis(),
         args.cache,
+        args.pool,
         if cfg!(debug_assertions) { "a debug" } else { "an optimised" }
     );
     println!(

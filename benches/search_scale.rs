@@ -23,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
             other => anyhow::bail!("unknown flag {other}"),
         }
     }
-    let pool = test_support::bench::database("collections_search_scale").await?;
+    let pool = test_support::bench::database("collections_search_scale", 8).await?;
     let sizes = zipf_sizes(vectors, users);
     eprintln!("seeding {vectors} vectors over {users} users (largest {}, once)", sizes[0]);
     seed(&pool, &sizes).await?;

@@ -8,7 +8,7 @@
 # this machine); then the same for "more like this" of the user's items.
 # Starts PostgreSQL (scripts/postgres.sh) unless DATABASE_URL is set.
 #   scripts/search-load.sh [--vectors N] [--users N] [--requests N] [--concurrency 1,10,50]
-#                          [--provider-latency-ms MS] [--query-cache N]
+#                          [--provider-latency-ms MS] [--query-cache N] [--pool N]
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"

@@ -9,7 +9,7 @@ use search::SearchService;
 use search::links::LocalLinks;
 use search::query::{CachedQueries, QUERY_CACHE_ENTRIES};
 
-use crate::components::Components;
+use crate::components::{Choices, Components};
 
 /// Serve the search API and the gallery page on 127.0.0.1, for one user (a
 /// development mode: no token is checked).
@@ -23,7 +23,8 @@ pub struct Serve {
 
 impl Serve {
     pub async fn run(self, env: &Env) -> anyhow::Result<()> {
-        let c = Components::from_env(env).await?;
+        let pool = store::connect(&search::config::database(env)?).await?;
+        let c = Components::with_pool(env, &remote::EnvSecrets, pool, Choices::default()).await?;
         let embedding = Arc::new(CachedQueries::new(c.embedding.clone(), env.parse(&QUERY_CACHE_ENTRIES)?));
         let service = SearchService { pool: c.pool.clone(), embedding, links: Arc::new(LocalLinks) };
         let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, self.port))

@@ -22,8 +22,11 @@ pub const DATABASE_PORT: Setting = Setting::new("DATABASE_PORT", "5432", "the se
 pub const DATABASE_NAME: Setting = Setting::new("DATABASE_NAME", "collections", "the database's name");
 pub const DATABASE_USER: Setting = Setting::new("DATABASE_USER", "postgres", "the user connecting");
 pub const DATABASE_PASSWORD: Setting = Setting::optional("DATABASE_PASSWORD", "none", "the user's password");
-pub const DATABASE_MAX_CONNECTIONS: Setting =
-    Setting::new("DATABASE_MAX_CONNECTIONS", "5", "pool size per process (at least 1)");
+pub const DATABASE_MAX_CONNECTIONS: Setting = Setting::new(
+    "DATABASE_MAX_CONNECTIONS",
+    "5",
+    "pool size per process (at least 1); `collections serve` without it: the machine's cores + 1",
+);
 
 /// The settings of this crate, for `docs/configuration.md`.
 pub const SETTINGS: &[Setting] = &[

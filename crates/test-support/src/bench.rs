@@ -85,7 +85,7 @@ pub async fn fresh_database(name: &str) -> anyhow::Result<Option<sqlx::PgPool>> 
 
 /// The database `name` on the server of `DATABASE_URL`, created and
 /// migrated when missing, kept between runs (for data slow to make).
-pub async fn database(name: &str) -> anyhow::Result<sqlx::PgPool> {
+pub async fn database(name: &str, connections: u32) -> anyhow::Result<sqlx::PgPool> {
     use std::str::FromStr;
     let url = std::env::var("DATABASE_URL").map_err(|_| anyhow::anyhow!("DATABASE_URL is not set"))?;
     let server = sqlx::postgres::PgConnectOptions::from_str(&url)?;
@@ -98,7 +98,8 @@ pub async fn database(name: &str) -> anyhow::Result<sqlx::PgPool> {
         // Identifiers cannot be bound; `name` is a constant of the benchmarks.
         sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
     }
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(8).connect_with(server.database(name)).await?;
+    let pool =
+        sqlx::postgres::PgPoolOptions::new().max_connections(connections).connect_with(server.database(name)).await?;
     store::migrate(&pool).await?;
     Ok(pool)
 }
