@@ -27,13 +27,16 @@ async fn main() -> anyhow::Result<()> {
     let sizes = zipf_sizes(vectors, users);
     eprintln!("seeding {vectors} vectors over {users} users (largest {}, once)", sizes[0]);
     seed(&pool, &sizes).await?;
-    // Warm: the partitions, their TOAST (the vectors) and the model's graphs
-    // in shared buffers, as a database serving searches all day has them.
+    // Warm: the partitions, their TOAST (the vectors), the model's graphs
+    // and the full-text documents in shared buffers, as a database serving
+    // searches all day has them.
     let index = store::models::EmbeddingModel::new(test_support::scale::MODEL, 1024).index_name();
     sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_prewarm").execute(&pool).await?;
     let warmed: i64 = sqlx::query_scalar(
         "SELECT sum(pg_prewarm(r))::bigint FROM (
-             SELECT inhrelid AS r FROM pg_inherits WHERE inhparent IN ('embeddings'::regclass, $1::regclass)
+             SELECT inhrelid AS r FROM pg_inherits
+             WHERE inhparent IN ('embeddings'::regclass, $1::regclass, 'search_documents'::regclass,
+                                 'search_documents_search'::regclass)
              UNION ALL
              SELECT c.reltoastrelid FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
              WHERE i.inhparent = 'embeddings'::regclass AND c.reltoastrelid <> 0) t",

@@ -45,12 +45,13 @@ DROP INDEX analyses_latest_search;
 ANALYZE search_documents;
 
 -- A vector is written with its analysis's flag. The item's row is locked
--- first (shared: vectors of one item may be written together), so a new
--- version of the analysis, which locks it for update, is either committed
--- and seen here, or waits and then flips this row too.
+-- first, as the foreign key's check locks it (FOR KEY SHARE: other writes
+-- of the item's columns are not held up), so a new version of the
+-- analysis, which locks it for update, is either committed and seen here,
+-- or waits and then flips this row too.
 CREATE FUNCTION embeddings_latest_before() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM 1 FROM items WHERE id = NEW.item_id FOR SHARE;
+    PERFORM 1 FROM items WHERE id = NEW.item_id FOR KEY SHARE;
     NEW.is_latest := coalesce((SELECT is_latest FROM analyses WHERE id = NEW.analysis_id), false);
     RETURN NEW;
 END
