@@ -416,76 +416,56 @@ async fn only_each_items_highest_version_is_flagged_latest_whatever_is_added_or_
             .unwrap();
         }
     };
-    let latest = || {
-        let pool = pool.clone();
-        async move {
-            sqlx::query_as::<_, (uuid::Uuid, i32)>(
-                "SELECT item_id, version FROM analyses WHERE is_latest ORDER BY item_id, version",
-            )
-            .fetch_all(&pool)
-            .await
-            .unwrap()
-        }
-    };
     // Every analysis gets a vector as it comes (the vectors' flags follow
     // their analyses').
     sqlx::query("INSERT INTO embedding_models (model, dimensions) VALUES ('m', 3)").execute(&pool).await.unwrap();
     let embed = || {
+        sqlx::query(
+            "INSERT INTO embeddings (id, item_id, analysis_id, user_id, vector, embedding_model, \
+             embedding_dimensions, embedding_source) \
+             SELECT gen_random_uuid(), a.item_id, a.id, a.user_id, '[1,0,0]', 'm', 3, '{}' FROM analyses a \
+             WHERE NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.analysis_id = a.id)",
+        )
+        .execute(&pool)
+    };
+    // (item, version) pairs that a query lists.
+    let pairs = |sql: &'static str| {
         let pool = pool.clone();
-        async move {
-            sqlx::query(
-                "INSERT INTO embeddings (id, item_id, analysis_id, user_id, vector, embedding_model, \
-                 embedding_dimensions, embedding_source) \
-                 SELECT gen_random_uuid(), a.item_id, a.id, a.user_id, '[1,0,0]', 'm', 3, '{}' FROM analyses a \
-                 WHERE NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.analysis_id = a.id)",
-            )
-            .execute(&pool)
-            .await
-            .unwrap();
-        }
+        async move { sqlx::query_as::<_, (uuid::Uuid, i32)>(sql).fetch_all(&pool).await.unwrap() }
     };
     let latest_vectors = || {
-        let pool = pool.clone();
-        async move {
-            sqlx::query_as::<_, (uuid::Uuid, i32)>(
-                "SELECT e.item_id, a.version FROM embeddings e JOIN analyses a ON a.id = e.analysis_id \
-                 WHERE e.is_latest ORDER BY e.item_id, a.version",
-            )
-            .fetch_all(&pool)
-            .await
-            .unwrap()
-        }
+        pairs(
+            "SELECT e.item_id, a.version FROM embeddings e JOIN analyses a ON a.id = e.analysis_id \
+             WHERE e.is_latest ORDER BY e.item_id, a.version",
+        )
     };
-    // And each item's full-text document is its latest analysis's.
-    let documents = || {
-        let pool = pool.clone();
-        async move {
-            sqlx::query_as::<_, (uuid::Uuid, i32)>(
+    // The flagged analyses, and each item's full-text document (its latest analysis's).
+    let latest = || async {
+        (
+            pairs("SELECT item_id, version FROM analyses WHERE is_latest ORDER BY item_id, version").await,
+            pairs(
                 "SELECT d.item_id, a.version FROM search_documents d JOIN analyses a ON a.id = d.analysis_id \
                  WHERE a.search_vector = d.search_vector AND a.category = d.category ORDER BY d.item_id",
             )
-            .fetch_all(&pool)
-            .await
-            .unwrap()
-        }
+            .await,
+        )
     };
-    let latest = || async { (latest().await, documents().await) };
     let expected = |v: i32| {
         let mut rows = vec![(item, v), (other, 1)];
         rows.sort();
         rows
     };
     let both = |v: i32| (expected(v), expected(v));
-    embed().await;
+    embed().await.unwrap();
     assert_eq!(latest().await, both(1));
     assert_eq!(latest_vectors().await, expected(1));
     version(3).await;
     assert_eq!(latest().await, both(3));
     assert_eq!(latest_vectors().await, vec![(other, 1)], "the superseded analysis's vector no longer counts");
-    embed().await;
+    embed().await.unwrap();
     assert_eq!(latest_vectors().await, expected(3));
     version(2).await; // an older version arriving late
-    embed().await;
+    embed().await.unwrap();
     assert_eq!(latest().await, both(3));
     assert_eq!(latest_vectors().await, expected(3), "a late older version's vector is written unflagged");
     sqlx::query("DELETE FROM analyses WHERE item_id = $1 AND version = 3").bind(item).execute(&pool).await.unwrap();
