@@ -1,5 +1,6 @@
-//! The search function's own settings on Lambda (the embedding model it
-//! embeds queries with is `embedding::EmbeddingSettings`'s, the active one).
+//! The search service's own settings: the search function's on Lambda (the
+//! embedding model it embeds queries with is `embedding::EmbeddingSettings`'s,
+//! the active one), and the database pool `collections serve` keeps.
 
 use domain::settings::{ConfigError, Env, Setting};
 use store::config::{DATABASE_MAX_CONNECTIONS, DatabaseConfig};
@@ -16,10 +17,10 @@ pub const URL_TTL_SECS: Setting = Setting::new(
 );
 
 /// Connections a search service on this machine keeps by default: one more
-/// than its cores. A search is CPU work in the database; more at once than there are
-/// cores only queue in the kernel's scheduler, where the slowest waits grow
-/// (benches/README.md: at 10 concurrent clients on 2 cores, p95 19 ms with
-/// 3 connections, 26 ms with 8).
+/// than its cores. A search is CPU work in the database; more searches at
+/// once than there are cores only queue in the kernel's scheduler, where the
+/// slowest waits grow (benches/README.md: at 10 concurrent clients on 2
+/// cores, p95 19 ms with 3 connections, 26 ms with 8).
 pub fn default_pool_size() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| n.get() as u32) + 1
 }
