@@ -306,8 +306,17 @@ async fn small_users_are_searched_exactly_large_ones_by_the_index_and_both_rank_
         .fetch_all(&mut *tx)
         .await
         .unwrap();
-    tx.rollback().await.unwrap();
     assert!(plan.iter().any(|line| line.contains(&model.index_name())), "{}", plan.join("\n"));
+    // So does the plan searches run: the generic one, made once per connection.
+    let generic: Vec<String> = sqlx::raw_sql(&format!("EXPLAIN (GENERIC_PLAN) {indexed}"))
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| sqlx::Row::get(row, 0))
+        .collect();
+    assert!(generic.iter().any(|line| line.contains(&model.index_name())), "{}", generic.join("\n"));
+    tx.rollback().await.unwrap();
 
     for user in ["big", "small"] {
         // Queries near stored vectors: each one's own item must come first,
