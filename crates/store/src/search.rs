@@ -116,7 +116,8 @@ fn indexed_nearest(model: &EmbeddingModel) -> String {
     )
 }
 
-/// The rest of the query, after `WITH nearest AS MATERIALIZED (...)`.
+/// The ranking of the query, after `WITH nearest AS MATERIALIZED (...)`:
+/// the hits in `top`.
 const RANK_AND_FUSE: &str = r#"
     semantic AS (
         -- `+ 0`: sorted here. A relaxed-order index scan returns rows only
@@ -169,21 +170,26 @@ const RANK_AND_FUSE: &str = r#"
     top AS (
         SELECT * FROM fused ORDER BY score DESC, semantic_rank NULLS LAST FETCH FIRST $9 ROWS WITH TIES
     )
-    SELECT f.item_id, i.file_path AS key, i.bucket, i.thumbnail_key, a.category, a.summary, f.score,
-           f.semantic_rank, f.lexical_rank,
-           ARRAY(SELECT d.file_path FROM items d WHERE d.duplicate_of = f.item_id AND d.user_id = $1
-                 ORDER BY d.file_path) AS also_keys
-    FROM top f
-    JOIN items i ON i.id = f.item_id AND i.user_id = $1
-    JOIN analyses a ON a.item_id = f.item_id AND a.is_latest
-    ORDER BY f.score DESC, f.semantic_rank NULLS LAST, i.file_path
-    LIMIT $9
 "#;
+
+/// What a hit shows of its item, for ranked rows `r` of the user `$1`: the
+/// columns, and the joins that read them (the item, its latest analysis).
+const HIT_COLUMNS: &str = "i.file_path AS key, i.bucket, i.thumbnail_key, a.category, a.summary,
+           ARRAY(SELECT d.file_path FROM items d WHERE d.duplicate_of = r.item_id AND d.user_id = $1
+                 ORDER BY d.file_path) AS also_keys";
+const HIT_JOINS: &str = "JOIN items i ON i.id = r.item_id AND i.user_id = $1
+    JOIN analyses a ON a.item_id = r.item_id AND a.is_latest";
 
 /// The whole query, from its `nearest` part ([`exact_nearest`] or
 /// [`indexed_nearest`]).
 fn search_sql(nearest: &str) -> String {
-    format!("WITH nearest AS MATERIALIZED ({nearest}), {RANK_AND_FUSE}")
+    format!(
+        "WITH nearest AS MATERIALIZED ({nearest}), {RANK_AND_FUSE}
+    SELECT r.item_id, r.score, r.semantic_rank, r.lexical_rank, {HIT_COLUMNS}
+    FROM top r {HIT_JOINS}
+    ORDER BY r.score DESC, r.semantic_rank NULLS LAST, i.file_path
+    LIMIT $9"
+    )
 }
 
 /// The query of each path for `model`, exact and through the index (for
@@ -307,23 +313,20 @@ const ITEM_VECTOR: &str = r#"
     FROM items i WHERE i.user_id = $1 AND i.id = $2
 "#;
 
-/// The rest of "more like this", after `WITH nearest AS MATERIALIZED (...)`:
-/// the item itself (`$5`, its canonical item) left out, duplicates folded
-/// as search folds them.
-const SIMILAR_OUTPUT: &str = r#"
-    SELECT n.item_id, i.file_path AS key, i.bucket, i.thumbnail_key, a.category, a.summary,
-           (1 - n.distance)::float8 AS score,
-           row_number() OVER (ORDER BY n.distance, n.item_id) AS semantic_rank,
-           NULL::int8 AS lexical_rank,
-           ARRAY(SELECT d.file_path FROM items d WHERE d.duplicate_of = n.item_id AND d.user_id = $1
-                 ORDER BY d.file_path) AS also_keys
-    FROM nearest n
-    JOIN items i ON i.id = n.item_id AND i.user_id = $1
-    JOIN analyses a ON a.item_id = n.item_id AND a.is_latest
-    WHERE n.item_id <> $5
-    ORDER BY n.distance, n.item_id
-    LIMIT $8
-"#;
+/// "More like this" from its `nearest` part: the item itself (`$5`, its
+/// canonical item) left out, duplicates folded as search folds them.
+fn similar_sql(nearest: &str) -> String {
+    format!(
+        "WITH nearest AS MATERIALIZED ({nearest})
+    SELECT r.item_id, (1 - r.distance)::float8 AS score,
+           row_number() OVER (ORDER BY r.distance, r.item_id) AS semantic_rank, NULL::int8 AS lexical_rank,
+           {HIT_COLUMNS}
+    FROM nearest r {HIT_JOINS}
+    WHERE r.item_id <> $5
+    ORDER BY r.distance, r.item_id
+    LIMIT $8"
+    )
+}
 
 /// "More like this": the user's items nearest to the vector `model` made of
 /// `item_id`'s latest analysis, by the same exact or indexed path as
@@ -344,7 +347,7 @@ pub async fn similar(pool: &PgPool, user_id: &str, item_id: Uuid, model: &str, l
         Some((Some(vector), canonical)) => (vector, canonical),
     };
     let nearest = nearest_path(&mut tx, user_id, model, &vector, Plan::EachTime).await?;
-    let sql = format!("WITH nearest AS MATERIALIZED ({nearest}) {SIMILAR_OUTPUT}");
+    let sql = similar_sql(&nearest);
     let hits = sqlx::query_as(&sql)
         .bind(user_id)
         .bind(&vector)
