@@ -224,3 +224,58 @@ async fn vectors_stored_as_vector_1024_move_to_the_partitioned_table_unchanged_a
     let refused = insert("local-hashing-v1").await.unwrap_err();
     assert_eq!(refused.as_database_error().and_then(|e| e.code()).as_deref(), Some("23503"), "{refused}");
 }
+
+#[sqlx::test(migrations = false)]
+async fn stored_vectors_and_analyses_get_their_latest_flags_and_full_text_documents(pool: PgPool) {
+    const SEARCH_ROWS: &str = "20261204000005";
+    migrate(&pool, |v| v < SEARCH_ROWS).await;
+    sqlx::query("INSERT INTO embedding_models (model, dimensions) VALUES ('m', 3)").execute(&pool).await.unwrap();
+    // "ann/a.jpg" analysed twice (version 2 in another category), "bob/b.jpg" once; every analysis embedded.
+    for (key, version, category) in [("ann/a.jpg", 1, "nature"), ("ann/a.jpg", 2, "pets"), ("bob/b.jpg", 1, "food")] {
+        let (user, file) = key.split_once('/').unwrap();
+        let analysis = Uuid::now_v7();
+        for statement in [
+            "INSERT INTO items (id, user_id, filename, file_path, bucket) VALUES ($1, $2, $6, $3, 'b')
+             ON CONFLICT DO NOTHING",
+            "INSERT INTO analyses (id, item_id, user_id, version, category, summary, analysis, raw_response,
+                                   provider_used, model_used, request_key)
+             VALUES ($4, $1, $2, $5, $7, 'a photo', '{}', '{}', 'local', 'm', $4::text)",
+            "INSERT INTO embeddings (id, item_id, analysis_id, user_id, vector, embedding_model, embedding_dimensions,
+                                     embedding_source)
+             VALUES ($4, $1, $4, $2, '[1,0,0]', 'm', 3, '{}')",
+        ] {
+            sqlx::query(statement)
+                .bind(item_uuid(key))
+                .bind(user)
+                .bind(key)
+                .bind(analysis)
+                .bind(version)
+                .bind(file)
+                .bind(category)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    }
+
+    migrate(&pool, |v| v >= SEARCH_ROWS).await;
+
+    let vectors: Vec<(String, i32, bool)> = sqlx::query_as(
+        "SELECT i.file_path, a.version, e.is_latest FROM embeddings e
+         JOIN items i ON i.id = e.item_id JOIN analyses a ON a.id = e.analysis_id ORDER BY 1, 2",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let expected = [("ann/a.jpg", 1, false), ("ann/a.jpg", 2, true), ("bob/b.jpg", 1, true)];
+    assert_eq!(vectors, expected.map(|(k, v, l)| (k.to_owned(), v, l)), "only the latest analysis's vector counts");
+    let documents: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT d.user_id, i.file_path, d.category FROM search_documents d JOIN items i ON i.id = d.item_id
+         JOIN analyses a ON a.id = d.analysis_id AND a.is_latest AND a.search_vector = d.search_vector ORDER BY 2",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let expected = [("ann", "ann/a.jpg", "pets"), ("bob", "bob/b.jpg", "food")];
+    assert_eq!(documents, expected.map(|(u, k, c)| (u.to_owned(), k.to_owned(), c.to_owned())), "one an item");
+}
