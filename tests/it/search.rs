@@ -365,6 +365,50 @@ async fn small_users_are_searched_exactly_large_ones_by_the_index_and_both_rank_
     }
 }
 
+#[sqlx::test(migrations = "../migrations")]
+async fn a_large_user_sharing_a_partition_with_a_larger_crowd_still_gets_a_full_page(pool: PgPool) {
+    use store::search::{EXACT_SEARCH_MAX_ROWS, SearchQuery, search};
+    // A user just past the exact path, and one five times larger in the
+    // same partition: the graph's nearest rows are mostly the crowd's, so
+    // only a scan that goes on past them (the transaction's iterative scan)
+    // fills the page.
+    let partition = |user: String| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i32>(
+                "SELECT r FROM generate_series(0, 31) r \
+                 WHERE satisfies_hash_partition('embeddings'::regclass, 32, r, $1::text)",
+            )
+            .bind(user)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let shared = partition("big".to_owned()).await;
+    let mut crowd = None;
+    for n in 0.. {
+        if partition(format!("crowd-{n}")).await == shared {
+            crowd = Some(format!("crowd-{n}"));
+            break;
+        }
+    }
+    random_items(&pool, "big", (EXACT_SEARCH_MAX_ROWS + 100) as i32).await;
+    random_items(&pool, &crowd.unwrap(), (5 * EXACT_SEARCH_MAX_ROWS) as i32).await;
+    sqlx::query("ANALYZE").execute(&pool).await.unwrap();
+    store::models::build_index(&pool, &store::models::EmbeddingModel::new("m", 1024), 64, None).await.unwrap();
+
+    for seed in 0..5 {
+        let vector =
+            store::Vector::from((0..1024).map(|i| ((i * 7 + seed * 13) % 17) as f32 - 8.0).collect::<Vec<_>>());
+        let query =
+            SearchQuery { user_id: "big", text: "zzzzqx", vector: &vector, model: "m", limit: 20, category: None };
+        let hits = search(&pool, &query).await.unwrap();
+        assert_eq!(hits.len(), 20, "query {seed}");
+        assert!(hits.iter().all(|h| h.key.starts_with("big/")));
+    }
+}
+
 /// Whether a window function numbers the `nearest` rows in the order they
 /// come, without sorting them first.
 fn numbers_unsorted(plan: &serde_json::Value) -> bool {
