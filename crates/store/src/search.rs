@@ -249,42 +249,40 @@ async fn nearest_path(
     vector: &Vector,
     indexed_plan: Plan,
 ) -> Result<String, DbError> {
+    // One round trip: the user's size, counted up to the exact path's
+    // limit, and the transaction's settings for the path it picks.
+    // * The exact path's plan is the same for every user: always planned
+    //   once per connection (planning was about a third of the database CPU
+    //   of a small user's search).
+    // * On the indexed path, iterative scans go on past ef_search rows until
+    //   the user's rows fill the candidates, and `enable_sort = off` keeps
+    //   the planner on the index: costed on a partition's statistics, it
+    //   would sort the whole partition instead (the sorts the query needs
+    //   still run). The HNSW settings do nothing on the exact path.
+    let indexed_plan_cache_mode = match indexed_plan {
+        Plan::Once => "force_generic_plan",
+        Plan::EachTime => "force_custom_plan",
+    };
     let rows: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT 1 FROM embeddings WHERE user_id = $1 AND embedding_model = $2 LIMIT $3) s",
+        "SELECT c.n,
+                set_config('plan_cache_mode', CASE WHEN c.n <= $3 THEN 'force_generic_plan' ELSE $4 END, true),
+                set_config('enable_sort', CASE WHEN c.n <= $3 THEN current_setting('enable_sort') ELSE 'off' END, true),
+                set_config('hnsw.iterative_scan', 'relaxed_order', true),
+                set_config('hnsw.ef_search', $5, true)
+         FROM (SELECT count(*) AS n
+               FROM (SELECT 1 FROM embeddings WHERE user_id = $1 AND embedding_model = $2 LIMIT $3 + 1) s) c",
     )
     .bind(user_id)
     .bind(model)
-    .bind(EXACT_SEARCH_MAX_ROWS + 1)
+    .bind(EXACT_SEARCH_MAX_ROWS)
+    .bind(indexed_plan_cache_mode)
+    .bind(HNSW_EF_SEARCH.to_string())
     .fetch_one(&mut **tx)
     .await
     .map_err(DbError::during("sizing the search"))?;
     if rows <= EXACT_SEARCH_MAX_ROWS {
-        // Measured: planning was about a third of the database CPU of a
-        // small user's search.
-        sqlx::query("SELECT set_config('plan_cache_mode', 'force_generic_plan', true)")
-            .execute(&mut **tx)
-            .await
-            .map_err(DbError::during("configuring search"))?;
         return Ok(exact_nearest());
     }
-    // Iterative scans go on past ef_search rows until the user's rows
-    // fill the candidates. `enable_sort = off` keeps the planner on the
-    // index: costed on a partition's statistics, it would sort the whole
-    // partition instead (the sorts the query needs still run). One round
-    // trip for all of them.
-    let plan_cache_mode = match indexed_plan {
-        Plan::Once => "force_generic_plan",
-        Plan::EachTime => "force_custom_plan",
-    };
-    sqlx::query(
-        "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), set_config('hnsw.ef_search', $1, true), \
-                set_config('enable_sort', 'off', true), set_config('plan_cache_mode', $2, true)",
-    )
-    .bind(HNSW_EF_SEARCH.to_string())
-    .bind(plan_cache_mode)
-    .execute(&mut **tx)
-    .await
-    .map_err(DbError::during("configuring search"))?;
     Ok(indexed_nearest(&EmbeddingModel::new(model, vector.as_slice().len())))
 }
 
